@@ -1,0 +1,66 @@
+"""JSON Schemas of the public envelope, one per event type (`autoops schemas` prints them)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_STR = {"type": "string"}
+_OPT_STR = {"type": ["string", "null"]}
+_NUM = {"type": "number"}
+_COMMON = {"client_op_id": _OPT_STR}
+
+_DATA: dict[str, dict[str, Any]] = {
+    "workflow.Created": {"name": _STR, "description": _STR},
+    "workflow.Renamed": {"name": _STR},
+    "workflow.DescriptionChanged": {"description": _STR},
+    "workflow.NodeAdded": {
+        "node_id": _STR, "node_type": _STR, "name": _STR, "config": {"type": "object"},
+        "x": _NUM, "y": _NUM,
+    },
+    "workflow.NodeUpdated": {
+        "node_id": _STR, "name": _OPT_STR, "config": {"type": ["object", "null"]},
+    },
+    "workflow.NodeMoved": {"node_id": _STR, "x": _NUM, "y": _NUM},
+    "workflow.NodeRemoved": {"node_id": _STR, "removed_edge_ids": {"type": "array", "items": _STR}},
+    "workflow.NodesConnected": {
+        "edge_id": _STR, "source_id": _STR, "target_id": _STR, "label": _OPT_STR,
+        "condition": _OPT_STR,
+    },
+    "workflow.NodesDisconnected": {"edge_id": _STR},
+    "workflow.Published": {"version_number": {"type": "integer", "minimum": 1}, "note": _STR},
+}
+
+
+def schema_for(event_type: str) -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of envelopes of one event type."""
+    data = {**_DATA[event_type], **_COMMON}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": f"https://autoops.dev/schemas/events/{event_type}.json",
+        "title": event_type,
+        "type": "object",
+        "required": [
+            "event_id", "type", "schema_version", "aggregate_id", "aggregate_version",
+            "position", "occurred_at", "workspace_id", "actor_id", "data",
+        ],
+        "properties": {
+            "event_id": {"type": "string", "format": "uuid"},
+            "type": {"const": event_type},
+            "schema_version": {"type": "integer", "minimum": 1},
+            "aggregate_id": {"type": "string", "format": "uuid"},
+            "aggregate_version": {"type": "integer", "minimum": 1},
+            "position": {"type": "integer", "minimum": 1},
+            "occurred_at": {"type": "string", "format": "date-time"},
+            "workspace_id": _STR,
+            "actor_id": _STR,
+            "data": {
+                "type": "object",
+                "required": sorted(data),
+                "properties": data,
+                "additionalProperties": False,
+            },
+        },
+    }
+
+
+EVENT_TYPES: tuple[str, ...] = tuple(_DATA)

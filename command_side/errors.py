@@ -1,0 +1,36 @@
+"""The root error of the command side and its typed subclasses; each names its API code."""
+
+from __future__ import annotations
+
+
+class CommandError(Exception):
+    """A command was refused; nothing was appended."""
+
+    code = "BAD_REQUEST"
+
+    def __init__(self, message: str, **details: object) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class NotFound(CommandError):
+    """The workflow, node or edge named by the command does not exist."""
+
+    code = "NOT_FOUND"
+
+
+class ValidationFailed(CommandError):
+    """The command's input breaks an invariant (empty name, self-loop, duplicate edge…)."""
+
+    code = "VALIDATION"
+
+
+class Conflict(CommandError):
+    """Someone else changed what this command touches since the version it was based on."""
+
+    code = "CONFLICT"
+
+    def __init__(self, message: str, *, current_version: int, **details: object) -> None:
+        super().__init__(message, current_version=current_version, **details)
+        self.current_version = current_version

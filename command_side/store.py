@@ -1,0 +1,39 @@
+"""The event store of the workflow context: an eventsourcing Application on PostgreSQL."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+
+from command_side.errors import NotFound
+from command_side.workflow.aggregate import Workflow
+
+
+class WorkflowStore(Application[UUID]):
+    """Stores Workflow events in `workflow_events`; its notification log feeds the relay."""
+
+    name = "workflow"
+    snapshotting_intervals: ClassVar[dict[type[Any], int]] = {Workflow: 200}
+
+    def load(self, workflow_id: UUID, version: int | None = None) -> Workflow:
+        """The workflow, optionally as it was at `version`; NotFound when there is none."""
+        if version is not None and version < 1:
+            raise NotFound(f"workflow {workflow_id} has no version {version}")
+        try:
+            workflow = self.repository.get(workflow_id, version=version)
+        except AggregateNotFoundError:
+            raise NotFound(f"workflow {workflow_id} does not exist") from None
+        assert isinstance(workflow, Workflow)
+        if version is not None and workflow.version != version:
+            raise NotFound(f"workflow {workflow_id} has no version {version}")
+        return workflow
+
+    def events_after(self, workflow_id: UUID, version: int) -> list[Any]:
+        """Stored events of the workflow with a version greater than `version`."""
+        return list(self.repository.event_store.get(workflow_id, gt=version))
+
+    @property
+    def events_table(self) -> str:
+        return str(self.recorder.events_table_name)  # type: ignore[attr-defined]

@@ -1,0 +1,336 @@
+"""The Workflow aggregate: a graph of nodes and edges edited by operation-level events.
+
+Public methods check invariants and raise typed errors; the private `@event` methods only
+change state, so folding stored events never re-runs validation.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+from uuid import UUID, uuid4
+
+from eventsourcing.domain import Aggregate, event
+
+from command_side.errors import NotFound, ValidationFailed
+from command_side.workflow.commands import CommandResult, Meta
+
+ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+MAX_NAME = 200
+MAX_DESCRIPTION = 10_000
+MAX_LABEL = 64
+MAX_CONDITION = 2_000
+#: Idempotency keys remembered per workflow; older ones fall out first.
+MAX_REMEMBERED_OPS = 10_000
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid4().hex[:12]}"
+
+
+def _name(value: str, *, field: str = "name") -> str:
+    value = value.strip()
+    if not value:
+        raise ValidationFailed(f"{field} must not be empty", field=field)
+    if len(value) > MAX_NAME:
+        raise ValidationFailed(f"{field} is longer than {MAX_NAME} characters", field=field)
+    return value
+
+
+def _optional_text(value: str | None, limit: int, field: str) -> str | None:
+    if value is None or value == "":
+        return None
+    if len(value) > limit:
+        raise ValidationFailed(f"{field} is longer than {limit} characters", field=field)
+    return value
+
+
+def _coordinate(value: float, field: str) -> float:
+    if not math.isfinite(value):
+        raise ValidationFailed(f"{field} must be a finite number", field=field)
+    return float(value)
+
+
+class Workflow(Aggregate):
+    """A workflow graph. Version = number of events; published versions are numbered 1, 2, …"""
+
+    @staticmethod
+    def create_id(workflow_id: UUID, **_: Any) -> UUID:
+        return workflow_id
+
+    @classmethod
+    def create(cls, workflow_id: UUID, name: str, description: str, meta: Meta) -> Workflow:
+        return cls(
+            workflow_id=workflow_id,
+            name=_name(name),
+            description=_optional_text(description, MAX_DESCRIPTION, "description") or "",
+            actor_id=meta.actor_id,
+            workspace_id=meta.workspace_id,
+            client_op_id=meta.client_op_id,
+        )
+
+    @event("Created")
+    def __init__(
+        self,
+        workflow_id: UUID,
+        name: str,
+        description: str,
+        actor_id: str,
+        workspace_id: str,
+        client_op_id: str | None,
+    ) -> None:
+        self.workspace_id = workspace_id
+        self.name = name
+        self.description = description
+        self.nodes: dict[str, dict[str, Any]] = {}
+        self.edges: dict[str, dict[str, Any]] = {}
+        self.published: list[dict[str, Any]] = []
+        self.op_results: dict[str, tuple[int, str | None]] = {}
+        self._remember(client_op_id, None, version=1)
+
+    # -- idempotency -------------------------------------------------------------------------
+
+    def _remember(
+        self, client_op_id: str | None, created_id: str | None, version: int | None = None
+    ) -> None:
+        # Runs inside event bodies, before eventsourcing advances `version`.
+        if client_op_id is None:
+            return
+        version = self.version + 1 if version is None else version
+        self.op_results[client_op_id] = (version, created_id)
+        if len(self.op_results) > MAX_REMEMBERED_OPS:
+            del self.op_results[next(iter(self.op_results))]
+
+    def result_of(self, client_op_id: str | None) -> CommandResult | None:
+        """The first result of an operation already applied with this idempotency key."""
+        if client_op_id is None or client_op_id not in self.op_results:
+            return None
+        version, created_id = self.op_results[client_op_id]
+        return CommandResult(self.id, version, created_id)
+
+    # -- lookups -----------------------------------------------------------------------------
+
+    def node(self, node_id: str) -> dict[str, Any]:
+        try:
+            return self.nodes[node_id]
+        except KeyError:
+            raise NotFound(f"node {node_id!r} does not exist", node_id=node_id) from None
+
+    def edge(self, edge_id: str) -> dict[str, Any]:
+        try:
+            return self.edges[edge_id]
+        except KeyError:
+            raise NotFound(f"edge {edge_id!r} does not exist", edge_id=edge_id) from None
+
+    # -- operations --------------------------------------------------------------------------
+
+    def rename(self, name: str, meta: Meta) -> None:
+        self._renamed(_name(name), meta.actor_id, self.workspace_id, meta.client_op_id)
+
+    @event("Renamed")
+    def _renamed(self, name: str, actor_id: str, workspace_id: str, client_op_id: str | None) -> None:
+        self.name = name
+        self._remember(client_op_id, None)
+
+    def change_description(self, description: str, meta: Meta) -> None:
+        text = _optional_text(description, MAX_DESCRIPTION, "description") or ""
+        self._description_changed(text, meta.actor_id, self.workspace_id, meta.client_op_id)
+
+    @event("DescriptionChanged")
+    def _description_changed(
+        self, description: str, actor_id: str, workspace_id: str, client_op_id: str | None
+    ) -> None:
+        self.description = description
+        self._remember(client_op_id, None)
+
+    def add_node(
+        self,
+        node_type: str,
+        name: str,
+        config: dict[str, Any],
+        x: float,
+        y: float,
+        meta: Meta,
+        node_id: str | None = None,
+    ) -> str:
+        node_id = node_id or new_id("n")
+        if not ID_PATTERN.match(node_id):
+            raise ValidationFailed("node id must be 1-64 letters, digits or _.:-", field="nodeId")
+        if node_id in self.nodes:
+            raise ValidationFailed(f"node {node_id!r} already exists", field="nodeId")
+        if not ID_PATTERN.match(node_type):
+            raise ValidationFailed("node type must look like 'http.request'", field="type")
+        if not isinstance(config, dict):
+            raise ValidationFailed("config must be a JSON object", field="config")
+        self._node_added(
+            node_id,
+            node_type,
+            name.strip()[:MAX_NAME] if name else node_type,
+            config,
+            _coordinate(x, "x"),
+            _coordinate(y, "y"),
+            meta.actor_id,
+            self.workspace_id,
+            meta.client_op_id,
+        )
+        return node_id
+
+    @event("NodeAdded")
+    def _node_added(
+        self,
+        node_id: str,
+        node_type: str,
+        name: str,
+        config: dict[str, Any],
+        x: float,
+        y: float,
+        actor_id: str,
+        workspace_id: str,
+        client_op_id: str | None,
+    ) -> None:
+        self.nodes[node_id] = {"type": node_type, "name": name, "config": config, "x": x, "y": y}
+        self._remember(client_op_id, node_id)
+
+    def update_node(
+        self, node_id: str, name: str | None, config: dict[str, Any] | None, meta: Meta
+    ) -> None:
+        self.node(node_id)
+        if name is None and config is None:
+            raise ValidationFailed("nothing to update: give a name or a config", field="input")
+        if config is not None and not isinstance(config, dict):
+            raise ValidationFailed("config must be a JSON object", field="config")
+        if name is not None:
+            name = _name(name)
+        self._node_updated(node_id, name, config, meta.actor_id, self.workspace_id,
+                           meta.client_op_id)
+
+    @event("NodeUpdated")
+    def _node_updated(
+        self,
+        node_id: str,
+        name: str | None,
+        config: dict[str, Any] | None,
+        actor_id: str,
+        workspace_id: str,
+        client_op_id: str | None,
+    ) -> None:
+        node = self.nodes[node_id]
+        if name is not None:
+            node["name"] = name
+        if config is not None:
+            node["config"] = config
+        self._remember(client_op_id, None)
+
+    def move_node(self, node_id: str, x: float, y: float, meta: Meta) -> None:
+        self.node(node_id)
+        self._node_moved(node_id, _coordinate(x, "x"), _coordinate(y, "y"), meta.actor_id,
+                         self.workspace_id, meta.client_op_id)
+
+    @event("NodeMoved")
+    def _node_moved(
+        self, node_id: str, x: float, y: float, actor_id: str, workspace_id: str,
+        client_op_id: str | None,
+    ) -> None:
+        self.nodes[node_id]["x"] = x
+        self.nodes[node_id]["y"] = y
+        self._remember(client_op_id, None)
+
+    def remove_node(self, node_id: str, meta: Meta) -> None:
+        self.node(node_id)
+        attached = sorted(
+            edge_id
+            for edge_id, edge in self.edges.items()
+            if node_id in (edge["source"], edge["target"])
+        )
+        self._node_removed(node_id, attached, meta.actor_id, self.workspace_id, meta.client_op_id)
+
+    @event("NodeRemoved")
+    def _node_removed(
+        self, node_id: str, removed_edge_ids: list[str], actor_id: str, workspace_id: str,
+        client_op_id: str | None,
+    ) -> None:
+        del self.nodes[node_id]
+        for edge_id in removed_edge_ids:
+            self.edges.pop(edge_id, None)
+        self._remember(client_op_id, None)
+
+    def connect(
+        self, source_id: str, target_id: str, label: str | None, condition: str | None, meta: Meta
+    ) -> str:
+        self.node(source_id)
+        self.node(target_id)
+        if source_id == target_id:
+            raise ValidationFailed("an edge cannot connect a node to itself", field="targetId")
+        label = _optional_text(label, MAX_LABEL, "label")
+        condition = _optional_text(condition, MAX_CONDITION, "condition")
+        for edge in self.edges.values():
+            if (edge["source"], edge["target"], edge["label"]) == (source_id, target_id, label):
+                raise ValidationFailed(
+                    f"an edge {source_id} → {target_id} with this label already exists",
+                    field="targetId",
+                )
+        edge_id = new_id("e")
+        self._connected(edge_id, source_id, target_id, label, condition, meta.actor_id,
+                        self.workspace_id, meta.client_op_id)
+        return edge_id
+
+    @event("NodesConnected")
+    def _connected(
+        self,
+        edge_id: str,
+        source_id: str,
+        target_id: str,
+        label: str | None,
+        condition: str | None,
+        actor_id: str,
+        workspace_id: str,
+        client_op_id: str | None,
+    ) -> None:
+        self.edges[edge_id] = {
+            "source": source_id, "target": target_id, "label": label, "condition": condition,
+        }
+        self._remember(client_op_id, edge_id)
+
+    def disconnect(self, edge_id: str, meta: Meta) -> None:
+        self.edge(edge_id)
+        self._disconnected(edge_id, meta.actor_id, self.workspace_id, meta.client_op_id)
+
+    @event("NodesDisconnected")
+    def _disconnected(
+        self, edge_id: str, actor_id: str, workspace_id: str, client_op_id: str | None
+    ) -> None:
+        del self.edges[edge_id]
+        self._remember(client_op_id, None)
+
+    def publish(self, note: str, meta: Meta) -> int:
+        if not self.nodes:
+            raise ValidationFailed("an empty workflow cannot be published", field="workflowId")
+        number = len(self.published) + 1
+        self._published(number, _optional_text(note, MAX_DESCRIPTION, "note") or "",
+                        meta.actor_id, self.workspace_id, meta.client_op_id)
+        return number
+
+    @event("Published")
+    def _published(
+        self, version_number: int, note: str, actor_id: str, workspace_id: str,
+        client_op_id: str | None,
+    ) -> None:
+        # The version frozen is the one this event creates: the graph as of the event before.
+        self.published.append({"number": version_number, "version": self.version, "note": note})
+        self._remember(client_op_id, str(version_number))
+
+    # -- views -------------------------------------------------------------------------------
+
+    def graph(self) -> dict[str, Any]:
+        """The workflow as plain data (what time travel returns)."""
+        return {
+            "id": str(self.id),
+            "workspace_id": self.workspace_id,
+            "name": self.name,
+            "description": self.description,
+            "version": self.version,
+            "nodes": {k: dict(v) for k, v in self.nodes.items()},
+            "edges": {k: dict(v) for k, v in self.edges.items()},
+            "published": [dict(p) for p in self.published],
+        }

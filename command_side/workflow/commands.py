@@ -1,0 +1,96 @@
+"""Commands on the Workflow aggregate: plain, imperative, immutable."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+
+@dataclass(frozen=True, kw_only=True)
+class Meta:
+    """Who issues a command, in which workspace, and the client's idempotency key."""
+
+    actor_id: str
+    workspace_id: str
+    client_op_id: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkflowCommand:
+    """A command on one existing workflow, optionally pinned to the version the client saw."""
+
+    workflow_id: UUID
+    expected_version: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class CreateWorkflow:
+    name: str
+    description: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RenameWorkflow(WorkflowCommand):
+    name: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChangeDescription(WorkflowCommand):
+    description: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class AddNode(WorkflowCommand):
+    node_type: str
+    name: str = ""
+    config: dict[str, Any] = field(default_factory=dict)
+    x: float = 0.0
+    y: float = 0.0
+    node_id: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class UpdateNode(WorkflowCommand):
+    node_id: str
+    name: str | None = None
+    config: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class MoveNode(WorkflowCommand):
+    node_id: str
+    x: float
+    y: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class RemoveNode(WorkflowCommand):
+    node_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConnectNodes(WorkflowCommand):
+    source_id: str
+    target_id: str
+    label: str | None = None
+    condition: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class DisconnectNodes(WorkflowCommand):
+    edge_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class PublishWorkflow(WorkflowCommand):
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What a command did: the workflow's version after it and the id it created, if any."""
+
+    workflow_id: UUID
+    version: int
+    created_id: str | None = None

