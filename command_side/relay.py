@@ -1,0 +1,167 @@
+"""The relay: tails the event store (the outbox) and publishes envelopes to Kafka.
+
+At-least-once: a batch is published and acknowledged by the broker before its position is
+recorded in PostgreSQL, so a kill at any instant re-publishes at most one batch. One relay per
+context is active (PostgreSQL advisory lock); others wait. When the broker comes back empty
+(Tansu keeps nothing on disk) the relay notices and re-publishes the whole log.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import psycopg
+from kafka.errors import KafkaError
+
+from command_side.contracts.envelope import encode, to_envelope
+from command_side.store import WorkflowStore
+from infra import kafka
+
+log = logging.getLogger(__name__)
+
+POSITION_DDL = """
+CREATE TABLE IF NOT EXISTS autoops_relay_position (
+    context text PRIMARY KEY,
+    position bigint NOT NULL,
+    published bigint NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RelayConfig:
+    context: str
+    database_url: str
+    bootstrap: str
+    partitions: int
+    batch_size: int = 500
+    poll_interval_s: float = 1.0
+    broker_check_interval_s: float = 2.0
+
+
+class Relay:
+    """Publishes one context's event log to its Kafka topic."""
+
+    def __init__(self, store: WorkflowStore, config: RelayConfig) -> None:
+        self._store = store
+        self._config = config
+        self.topic = kafka.events_topic(config.context)
+        self._lock_key = zlib.crc32(f"autoops.relay.{config.context}".encode())
+        #: Per partition, the lowest offset acknowledged in the latest batch: a broker whose
+        #: end offset falls to or below it has lost what we published.
+        self._acked: dict[int, int] = {}
+        self.active = threading.Event()
+
+    def run(self, stop: threading.Event, on_batch: Callable[[int], None] | None = None) -> None:
+        """Wait to become the active relay, then publish until `stop` is set."""
+        cfg = self._config
+        with psycopg.connect(cfg.database_url, autocommit=True) as lock_conn:
+            while not stop.is_set():
+                row = lock_conn.execute("SELECT pg_try_advisory_lock(%s)", (self._lock_key,))
+                if row.fetchone() == (True,):
+                    break
+                stop.wait(1.0)
+            if stop.is_set():
+                return
+            log.info("relay for %s is active", cfg.context)
+            self.active.set()
+            try:
+                self._publish_loop(stop, on_batch)
+            finally:
+                self.active.clear()
+
+    def _publish_loop(self, stop: threading.Event, on_batch: Callable[[int], None] | None) -> None:
+        cfg = self._config
+        with psycopg.connect(cfg.database_url, autocommit=True) as conn:
+            conn.execute(POSITION_DDL)
+            conn.execute(f'LISTEN "{self._store.events_table}"')
+            producer = None
+            next_broker_check = 0.0
+            while not stop.is_set():
+                try:
+                    if producer is None:
+                        kafka.ensure_topics(cfg.bootstrap, cfg.partitions)
+                        producer = kafka.make_producer(cfg.bootstrap, f"autoops-relay-{cfg.context}")
+                        self._check_broker(conn, force=True)
+                    elif time.monotonic() >= next_broker_check:
+                        self._check_broker(conn)
+                        next_broker_check = time.monotonic() + cfg.broker_check_interval_s
+                    published = self._publish_batch(conn, producer)
+                except (KafkaError, OSError) as exc:
+                    log.warning("relay: broker unavailable (%s); retrying", exc)
+                    if producer is not None:
+                        producer.close(timeout=1)
+                        producer = None
+                    stop.wait(1.0)
+                    continue
+                if published:
+                    if on_batch:
+                        on_batch(published)
+                    continue
+                # Nothing new: sleep until the store NOTIFYs an insert, or poll again.
+                for _ in conn.notifies(timeout=cfg.poll_interval_s, stop_after=1):
+                    pass
+            if producer is not None:
+                producer.close(timeout=5)
+
+    def _position(self, conn: psycopg.Connection) -> tuple[int, int]:
+        row = conn.execute(
+            "SELECT position, published FROM autoops_relay_position WHERE context = %s",
+            (self._config.context,),
+        ).fetchone()
+        return (int(row[0]), int(row[1])) if row else (0, 0)
+
+    def _save_position(self, conn: psycopg.Connection, position: int, published: int) -> None:
+        conn.execute(
+            "INSERT INTO autoops_relay_position (context, position, published) VALUES (%s, %s, %s) "
+            "ON CONFLICT (context) DO UPDATE SET position = EXCLUDED.position, "
+            "published = EXCLUDED.published, updated_at = now()",
+            (self._config.context, position, published),
+        )
+
+    def _publish_batch(self, conn: psycopg.Connection, producer: kafka.KafkaProducer) -> int:
+        position, published = self._position(conn)
+        notifications = self._store.recorder.select_notifications(
+            start=position, limit=self._config.batch_size, inclusive_of_start=False
+        )
+        if not notifications:
+            return 0
+        futures = []
+        for notification in notifications:
+            event = self._store.mapper.to_domain_event(notification)
+            envelope = to_envelope(self._config.context, event, notification.id)
+            futures.append(
+                producer.send(
+                    self.topic, key=envelope["aggregate_id"].encode(), value=encode(envelope)
+                )
+            )
+        producer.flush(timeout=10)
+        acked: dict[int, int] = {}
+        for future in futures:
+            meta = future.get(timeout=10)
+            acked[meta.partition] = min(acked.get(meta.partition, meta.offset), meta.offset)
+        self._acked.update(acked)
+        self._save_position(conn, notifications[-1].id, published + len(notifications))
+        return len(notifications)
+
+    def _check_broker(self, conn: psycopg.Connection, force: bool = False) -> None:
+        """Re-publish everything when the broker lost the topic or what we sent to it."""
+        offsets = kafka.end_offsets(self._config.bootstrap, self.topic)
+        _, published = self._position(conn)
+        lost = offsets is None
+        if offsets is not None:
+            if self._acked:
+                lost = any(offsets.get(p, 0) <= low for p, low in self._acked.items())
+            elif force and published > 0:
+                lost = sum(offsets.values()) == 0
+        if lost:
+            log.warning("relay: broker lost %s; re-publishing from the start", self.topic)
+            kafka.ensure_topics(self._config.bootstrap, self._config.partitions)
+            self._acked.clear()
+            self._save_position(conn, 0, 0)
