@@ -1,0 +1,44 @@
+"""Reading the event log back as envelopes: for replay and for filling a consumer's gap."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from uuid import UUID
+
+from command_side.contracts.envelope import Envelope, to_envelope
+from command_side.store import WorkflowStore
+
+
+class EventLog:
+    """The workflow context's stored events, in notification order, as public envelopes."""
+
+    context = "workflow"
+
+    def __init__(self, eventsourcing_env: dict[str, str]) -> None:
+        self._store = WorkflowStore(env=eventsourcing_env)
+
+    def read(self, after: int = 0, batch: int = 5000) -> Iterator[list[Envelope]]:
+        """Every envelope after position `after`, in batches."""
+        recorder = self._store.recorder
+        while True:
+            notifications = recorder.select_notifications(
+                start=after, limit=batch, inclusive_of_start=False
+            )
+            if not notifications:
+                return
+            mapper = self._store.mapper
+            yield [
+                to_envelope(self.context, mapper.to_domain_event(n), n.id) for n in notifications
+            ]
+            after = notifications[-1].id
+
+    def count(self) -> int:
+        return int(self._store.recorder.max_notification_id() or 0)
+
+    def aggregate(self, aggregate_id: str, after_version: int) -> list[Envelope]:
+        """Envelopes of one aggregate after a version (position unknown here: 0)."""
+        events = self._store.events_after(UUID(aggregate_id), after_version)
+        return [to_envelope(self.context, e, 0) for e in events]
+
+    def close(self) -> None:
+        self._store.close()

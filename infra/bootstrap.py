@@ -1,0 +1,76 @@
+"""One bootstrap per process: builds each process from settings with real adapters."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from typing import Any
+
+from infra.errors import ConfigError
+from infra.settings import Settings, eventsourcing_env_for
+
+log = logging.getLogger(__name__)
+
+
+def require(settings: Settings, *names: str) -> None:
+    missing = [f"AUTOOPS_{n.upper()}" for n in names if getattr(settings, n) is None]
+    if missing:
+        raise ConfigError(
+            f"{', '.join(missing)} must be set to run this process alone "
+            "(or use `autoops up`, which starts embedded services)"
+        )
+
+
+def stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+
+    def handler(signum: int, _: Any) -> None:
+        log.info("received signal %d; stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stop
+
+
+def run_relay(settings: Settings) -> None:
+    from command_side.relay import Relay, RelayConfig
+    from command_side.store import WorkflowStore
+
+    require(settings, "database_url", "kafka_bootstrap")
+    assert settings.database_url and settings.kafka_bootstrap
+    store = WorkflowStore(env=eventsourcing_env_for(settings.database_url))
+    relay = Relay(store, RelayConfig(
+        context="workflow",
+        database_url=settings.database_url,
+        bootstrap=settings.kafka_bootstrap,
+        partitions=settings.kafka_partitions,
+        batch_size=settings.relay_batch_size,
+        poll_interval_s=settings.relay_poll_interval_s,
+    ))
+    relay.run(stop_on_signals())
+    store.close()
+
+
+def projector_config(settings: Settings) -> Any:
+    from projections.projector import ProjectorConfig
+
+    require(settings, "database_url", "kafka_bootstrap", "redis_url")
+    assert settings.database_url and settings.kafka_bootstrap and settings.redis_url
+    return ProjectorConfig(
+        database_url=settings.database_url,
+        eventsourcing_env=eventsourcing_env_for(settings.database_url),
+        bootstrap=settings.kafka_bootstrap,
+        redis_url=settings.redis_url,
+        partitions=settings.kafka_partitions,
+        batch_size=settings.projector_batch_size,
+        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+        group_timeout_ms=settings.kafka_group_timeout_ms,
+    )
+
+
+def run_projector(settings: Settings) -> None:
+    from projections.projector import Projector
+
+    Projector(projector_config(settings)).run()

@@ -1,0 +1,64 @@
+"""The `autoops` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from infra.errors import ConfigError, InfraError
+from infra.settings import get_settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="autoops", description="AutoOps workflow automation")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="start everything (embedded services where no URL is set)")
+    sub.add_parser("api", help="run the GraphQL/HTTP api")
+    sub.add_parser("relay", help="publish the event store to Kafka")
+    sub.add_parser("projector", help="fold Kafka events into the read models")
+    replay = sub.add_parser("replay", help="drop and rebuild read models from the event store")
+    replay.add_argument("--projection", action="append", default=[], metavar="NAME",
+                        help="rebuild only this projection (repeatable); default: all")
+    sub.add_parser("schemas", help="print the JSON Schema of every public event type")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = get_settings()
+        logging.basicConfig(
+            level=settings.log_level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+        for noisy in ("kafka", "aiokafka", "faust", "mode"):
+            logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.root.level))
+        from infra import bootstrap
+
+        if args.command == "up":
+            from infra.supervisor import run_up
+
+            return run_up(settings)
+        if args.command == "api":
+            bootstrap.run_api(settings)
+        elif args.command == "relay":
+            bootstrap.run_relay(settings)
+        elif args.command == "projector":
+            bootstrap.run_projector(settings)
+        elif args.command == "replay":
+            return bootstrap.run_replay(settings, args.projection)
+        elif args.command == "schemas":
+            from command_side.contracts.schemas import EVENT_TYPES, schema_for
+
+            json.dump({t: schema_for(t) for t in EVENT_TYPES}, sys.stdout, indent=2)
+            print()
+    except (ConfigError, InfraError) as exc:
+        print(f"autoops: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

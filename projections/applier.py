@@ -1,0 +1,141 @@
+"""Applies batches of envelopes to the read models with exactly-once effects.
+
+Each projection tracks, per aggregate, the last version it applied, in the same transaction as
+the read-model changes: a duplicate (version ≤ tracked) is skipped, and a gap (version >
+tracked + 1, e.g. after a read model was rebuilt) is filled from the event log first.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from command_side.contracts.envelope import Envelope
+from projections import schema
+from projections.registry import PROJECTIONS, Projection
+
+log = logging.getLogger(__name__)
+
+GapReader = Callable[[str, int], Awaitable[list[Envelope]]]
+
+
+@dataclass(frozen=True)
+class Change:
+    """A committed change of one aggregate's read model, for the change notices."""
+
+    workspace_id: str
+    context: str
+    aggregate_id: str
+    version: int
+
+
+async def create_tables(conn: psycopg.AsyncConnection[Any], projections: Iterable[Projection]) -> None:
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(7242001)")  # racing projectors
+        await conn.execute(schema.SCHEMA)
+        await conn.execute(schema.TRACKING)
+        for projection in projections:
+            for ddl in projection.ddl:
+                await conn.execute(ddl)
+
+
+async def drop_tables(conn: psycopg.AsyncConnection[Any], projections: Iterable[Projection]) -> None:
+    async with conn.transaction():
+        for projection in projections:
+            for table in projection.tables:
+                await conn.execute(f"DROP TABLE IF EXISTS {table}")
+            await conn.execute(
+                "DELETE FROM read.projection_tracking WHERE projection = %s", (projection.name,)
+            )
+
+
+class Applier:
+    """Folds envelopes into the read models of the given projections."""
+
+    def __init__(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        projections: Sequence[Projection] | None = None,
+        gap_reader: GapReader | None = None,
+    ) -> None:
+        self._conn = conn
+        self._projections = list(projections or PROJECTIONS.values())
+        self._gap_reader = gap_reader
+        self.applied = 0
+        self.skipped = 0
+
+    async def setup(self) -> None:
+        await create_tables(self._conn, self._projections)
+
+    async def apply(self, envelopes: Sequence[Envelope]) -> list[Change]:
+        """Apply a batch in one transaction; returns what changed (nothing for duplicates)."""
+        if not envelopes:
+            return []
+        ids = sorted({e["aggregate_id"] for e in envelopes})
+        changes: dict[str, Change] = {}
+        async with self._conn.transaction(), self._conn.cursor() as cur:
+            tracked = await self._tracked(cur, ids)
+            statements: list[tuple[str, tuple[Any, ...]]] = []
+            for projection in self._projections:
+                seen = tracked[projection.name]
+                for envelope in envelopes:
+                    if envelope["type"].split(".", 1)[0] != projection.context:
+                        continue
+                    for env in await self._in_order(envelope, seen):
+                        statements += projection.fold(env)
+                        seen[env["aggregate_id"]] = env["aggregate_version"]
+                        changes[env["aggregate_id"]] = Change(
+                            env["workspace_id"], projection.context, env["aggregate_id"],
+                            env["aggregate_version"],
+                        )
+                        self.applied += 1
+            async with self._conn.pipeline():
+                await _execute(cur, statements)
+            await cur.executemany(
+                "INSERT INTO read.projection_tracking (projection, aggregate_id, version)"
+                " VALUES (%s, %s, %s) ON CONFLICT (projection, aggregate_id)"
+                " DO UPDATE SET version = EXCLUDED.version",
+                [(name, agg, v) for name, seen in tracked.items() for agg, v in seen.items()
+                 if agg in changes],
+            )
+        return list(changes.values())
+
+    async def _tracked(self, cur: psycopg.AsyncCursor[Any], ids: list[str]) -> dict[str, dict[str, int]]:
+        tracked: dict[str, dict[str, int]] = {p.name: {} for p in self._projections}
+        await cur.execute(
+            "SELECT projection, aggregate_id::text, version FROM read.projection_tracking"
+            " WHERE projection = ANY(%s) AND aggregate_id = ANY(%s::uuid[])",
+            (list(tracked), ids),
+        )
+        for name, agg, version in await cur.fetchall():
+            tracked[name][agg] = version
+        return tracked
+
+    async def _in_order(self, envelope: Envelope, seen: dict[str, int]) -> list[Envelope]:
+        last = seen.get(envelope["aggregate_id"], 0)
+        version = envelope["aggregate_version"]
+        if version <= last:
+            self.skipped += 1
+            return []
+        if version == last + 1:
+            return [envelope]
+        if self._gap_reader is None:
+            raise RuntimeError(f"gap before {envelope['aggregate_id']} v{version} (at v{last})")
+        log.warning("filling gap of %s: v%d..v%d", envelope["aggregate_id"], last + 1, version - 1)
+        missing = await self._gap_reader(envelope["aggregate_id"], last)
+        return [e for e in missing if e["aggregate_version"] < version] + [envelope]
+
+
+async def _execute(cur: psycopg.AsyncCursor[Any], statements: list[tuple[str, tuple[Any, ...]]]) -> None:
+    """Run statements in order, grouping runs of the same SQL into one executemany."""
+    for sql, group in itertools.groupby(statements, key=lambda s: s[0]):
+        params = [p for _, p in group]
+        if len(params) == 1:
+            await cur.execute(sql, params[0])
+        else:
+            await cur.executemany(sql, params)

@@ -1,0 +1,125 @@
+"""The projector process: faust agents fold event topics into the read models.
+
+Each batch commits its read-model changes and tracking rows in one PostgreSQL transaction
+(exactly-once effects whatever Kafka redelivers), then publishes change notices on Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+import psycopg
+import redis.asyncio as aioredis
+
+from command_side.contracts.envelope import Envelope, EnvelopeError, decode
+from command_side.contracts.log import EventLog
+from infra import kafka
+from projections import notices
+from projections.applier import Applier
+from projections.faust_driver import LowLatencyApp
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProjectorConfig:
+    database_url: str
+    eventsourcing_env: dict[str, str]
+    bootstrap: str
+    redis_url: str
+    partitions: int = 4
+    batch_size: int = 500
+    fetch_max_wait_ms: int = 10
+    group_timeout_ms: int = 6000
+    batch_window_s: float = 0.002
+
+
+class Projector:
+    """Owns the faust app and the resources its agents use."""
+
+    def __init__(self, config: ProjectorConfig) -> None:
+        self.config = config
+        self.applied = 0
+        self.rejected = 0
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._redis: aioredis.Redis | None = None
+        self._log: EventLog | None = None
+        self._applier: Applier | None = None
+        self.app = self._build_app()
+
+    def _build_app(self) -> faust.App:
+        cfg = self.config
+        seconds = cfg.group_timeout_ms / 1000
+        app = LowLatencyApp(
+            "autoops-projector",
+            broker=f"kafka://{cfg.bootstrap}",
+            fetch_max_wait_ms=cfg.fetch_max_wait_ms,
+            web_enabled=False,
+            key_serializer="raw",
+            value_serializer="raw",
+            topic_partitions=cfg.partitions,
+            topic_allow_declare=False,
+            topic_disable_leader=True,
+            consumer_auto_offset_reset="earliest",
+            broker_session_timeout=seconds,
+            broker_rebalance_timeout=seconds,
+            broker_heartbeat_interval=max(seconds / 6, 0.2),
+            broker_request_timeout=max(seconds * 2, 30),
+            broker_commit_interval=1.0,
+            stream_wait_empty=False,
+        )
+        topic = app.topic(
+            kafka.events_topic("workflow"), key_type=bytes, value_type=bytes,
+            partitions=cfg.partitions, internal=False,
+        )
+
+        @app.agent(topic, name="workflow-projections")
+        async def project(stream: faust.StreamT[bytes]) -> None:
+            async for batch in stream.take(cfg.batch_size, within=cfg.batch_window_s):
+                await self.handle(batch)
+
+        @app.on_rebalance_complete.connect  # type: ignore[misc]
+        async def _ready(*_: Any, **__: Any) -> None:
+            log.info("projector assigned: %s", app.consumer.assignment())
+
+        return app
+
+    async def resources(self) -> tuple[Applier, aioredis.Redis]:
+        if self._applier is None or self._redis is None:
+            self._conn = await psycopg.AsyncConnection.connect(self.config.database_url)
+            self._log = EventLog(self.config.eventsourcing_env)
+            event_log = self._log
+
+            async def read_gap(aggregate_id: str, after: int) -> list[Envelope]:
+                return await asyncio.to_thread(event_log.aggregate, aggregate_id, after)
+
+            self._applier = Applier(self._conn, gap_reader=read_gap)
+            await self._applier.setup()
+            self._redis = aioredis.from_url(self.config.redis_url)
+        return self._applier, self._redis
+
+    async def handle(self, raw_values: list[bytes]) -> None:
+        applier, redis = await self.resources()
+        envelopes: list[Envelope] = []
+        for raw in raw_values:
+            try:
+                envelopes.append(decode(raw))
+            except EnvelopeError as exc:
+                self.rejected += 1
+                log.error("projector: rejected a malformed message: %s", exc)
+        changes = await applier.apply(envelopes)
+        self.applied += len(envelopes)
+        try:
+            await notices.publish(redis, changes)
+        except aioredis.RedisError as exc:  # read models are committed; notices are best-effort
+            log.warning("projector: change notice failed: %s", exc)
+
+    def run(self) -> None:
+        """Run the worker until SIGINT/SIGTERM."""
+        kafka.ensure_topics(self.config.bootstrap, self.config.partitions)
+        worker = faust.Worker(self.app, loglevel="WARNING")
+        worker.execute_from_commandline()

@@ -1,0 +1,85 @@
+"""Tables of the `read` schema. Every row carries `workspace_id`; every projection's tables can
+be dropped and rebuilt from the event store."""
+
+from __future__ import annotations
+
+SCHEMA = "CREATE SCHEMA IF NOT EXISTS read"
+
+TRACKING = """
+CREATE TABLE IF NOT EXISTS read.projection_tracking (
+    projection text NOT NULL,
+    aggregate_id uuid NOT NULL,
+    version integer NOT NULL,
+    PRIMARY KEY (projection, aggregate_id)
+)
+"""
+
+WORKFLOWS = [
+    """
+    CREATE TABLE IF NOT EXISTS read.workflows (
+        id uuid PRIMARY KEY,
+        workspace_id text NOT NULL,
+        name text NOT NULL,
+        description text NOT NULL DEFAULT '',
+        version integer NOT NULL,
+        node_count integer NOT NULL DEFAULT 0,
+        edge_count integer NOT NULL DEFAULT 0,
+        published_version integer,
+        created_at timestamptz NOT NULL,
+        created_by text NOT NULL,
+        updated_at timestamptz NOT NULL,
+        updated_by text NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS workflows_by_workspace "
+    "ON read.workflows (workspace_id, created_at, id)",
+    """
+    CREATE TABLE IF NOT EXISTS read.workflow_nodes (
+        workflow_id uuid NOT NULL,
+        node_id text NOT NULL,
+        workspace_id text NOT NULL,
+        type text NOT NULL,
+        name text NOT NULL,
+        config jsonb NOT NULL,
+        x double precision NOT NULL,
+        y double precision NOT NULL,
+        PRIMARY KEY (workflow_id, node_id)
+    )""",
+    """
+    CREATE TABLE IF NOT EXISTS read.workflow_edges (
+        workflow_id uuid NOT NULL,
+        edge_id text NOT NULL,
+        workspace_id text NOT NULL,
+        source_id text NOT NULL,
+        target_id text NOT NULL,
+        label text,
+        condition text,
+        PRIMARY KEY (workflow_id, edge_id)
+    )""",
+    """
+    CREATE TABLE IF NOT EXISTS read.workflow_versions (
+        workflow_id uuid NOT NULL,
+        number integer NOT NULL,
+        workspace_id text NOT NULL,
+        aggregate_version integer NOT NULL,
+        note text NOT NULL,
+        published_at timestamptz NOT NULL,
+        published_by text NOT NULL,
+        graph jsonb NOT NULL,
+        PRIMARY KEY (workflow_id, number)
+    )""",
+]
+
+HISTORY = [
+    """
+    CREATE TABLE IF NOT EXISTS read.workflow_history (
+        workflow_id uuid NOT NULL,
+        version integer NOT NULL,
+        workspace_id text NOT NULL,
+        event_id uuid NOT NULL,
+        type text NOT NULL,
+        actor_id text NOT NULL,
+        occurred_at timestamptz NOT NULL,
+        payload jsonb NOT NULL,
+        PRIMARY KEY (workflow_id, version)
+    )""",
+]

@@ -1,0 +1,158 @@
+"""Read-model queries: a few lines of SQL each, always scoped to the caller's workspace."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from psycopg.rows import dict_row
+
+from query_side.errors import BadCursor
+
+Row = dict[str, Any]
+MAX_PAGE = 200
+
+
+@dataclass(frozen=True)
+class Page:
+    rows: list[Row]
+    has_next: bool
+    end_cursor: str | None
+
+
+def encode_cursor(*parts: Any) -> str:
+    return base64.urlsafe_b64encode(json.dumps([str(p) for p in parts]).encode()).decode()
+
+
+def decode_cursor(cursor: str, size: int) -> list[str]:
+    try:
+        parts = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+    except (ValueError, binascii.Error) as exc:
+        raise BadCursor("the cursor is malformed") from exc
+    if not isinstance(parts, list) or len(parts) != size:
+        raise BadCursor("the cursor is malformed")
+    return [str(p) for p in parts]
+
+
+def _page_size(first: int) -> int:
+    if first < 1 or first > MAX_PAGE:
+        raise BadCursor(f"first must be between 1 and {MAX_PAGE}")
+    return first
+
+
+async def list_workflows(
+    conn: psycopg.AsyncConnection[Any], workspace_id: str, first: int = 50,
+    after: str | None = None, search: str | None = None,
+) -> Page:
+    """Workflows of a workspace, oldest first, optionally filtered by a name fragment."""
+    size = _page_size(first)
+    sql = "SELECT * FROM read.workflows WHERE workspace_id = %s"
+    params: list[Any] = [workspace_id]
+    if search:
+        escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        sql += " AND name ILIKE %s"
+        params.append(f"%{escaped}%")
+    if after:
+        created_at, last_id = decode_cursor(after, 2)
+        sql += " AND (created_at, id) > (%s::timestamptz, %s::uuid)"
+        params += [created_at, _uuid(last_id)]
+    sql += " ORDER BY created_at, id LIMIT %s"
+    params.append(size + 1)
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(sql, params)
+        rows = await cur.fetchall()
+    has_next = len(rows) > size
+    rows = rows[:size]
+    end = encode_cursor(rows[-1]["created_at"].isoformat(), rows[-1]["id"]) if rows else None
+    return Page(rows, has_next, end)
+
+
+def _uuid(value: str) -> UUID:
+    try:
+        return UUID(value)
+    except ValueError as exc:
+        raise BadCursor("the cursor is malformed") from exc
+
+
+async def get_workflow(
+    conn: psycopg.AsyncConnection[Any], workspace_id: str, workflow_id: UUID
+) -> Row | None:
+    """One workflow with its nodes, edges and published versions."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT * FROM read.workflows WHERE id = %s AND workspace_id = %s",
+            (workflow_id, workspace_id),
+        )
+        workflow = await cur.fetchone()
+        if workflow is None:
+            return None
+        await cur.execute(
+            "SELECT node_id, type, name, config, x, y FROM read.workflow_nodes"
+            " WHERE workflow_id = %s ORDER BY node_id", (workflow_id,))
+        workflow["nodes"] = await cur.fetchall()
+        await cur.execute(
+            "SELECT edge_id, source_id, target_id, label, condition FROM read.workflow_edges"
+            " WHERE workflow_id = %s ORDER BY edge_id", (workflow_id,))
+        workflow["edges"] = await cur.fetchall()
+        await cur.execute(
+            "SELECT number, aggregate_version, note, published_at, published_by"
+            " FROM read.workflow_versions WHERE workflow_id = %s ORDER BY number", (workflow_id,))
+        workflow["versions"] = await cur.fetchall()
+    return workflow
+
+
+async def workflow_version(
+    conn: psycopg.AsyncConnection[Any], workspace_id: str, workflow_id: UUID
+) -> int | None:
+    async with conn.cursor() as cur:
+        await cur.execute(
+            "SELECT version FROM read.workflows WHERE id = %s AND workspace_id = %s",
+            (workflow_id, workspace_id),
+        )
+        row = await cur.fetchone()
+    return None if row is None else int(row[0])
+
+
+async def history(
+    conn: psycopg.AsyncConnection[Any], workspace_id: str, workflow_id: UUID,
+    first: int = 50, after: str | None = None,
+) -> Page:
+    """The workflow's events, newest first, with who and when."""
+    size = _page_size(first)
+    sql = ("SELECT version, type, actor_id, occurred_at, payload FROM read.workflow_history"
+           " WHERE workflow_id = %s AND workspace_id = %s")
+    params: list[Any] = [workflow_id, workspace_id]
+    if after:
+        (version,) = decode_cursor(after, 1)
+        if not version.isdigit():
+            raise BadCursor("the cursor is malformed")
+        sql += " AND version < %s"
+        params.append(int(version))
+    sql += " ORDER BY version DESC LIMIT %s"
+    params.append(size + 1)
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(sql, params)
+        rows = await cur.fetchall()
+    has_next = len(rows) > size
+    rows = rows[:size]
+    return Page(rows, has_next, encode_cursor(rows[-1]["version"]) if rows else None)
+
+
+async def events_after(
+    conn: psycopg.AsyncConnection[Any], workspace_id: str, workflow_id: UUID, after_version: int,
+    limit: int = 500,
+) -> list[Row]:
+    """Events with a version above `after_version`, oldest first (subscription catch-up)."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT version, type, actor_id, occurred_at, payload FROM read.workflow_history"
+            " WHERE workflow_id = %s AND workspace_id = %s AND version > %s"
+            " ORDER BY version LIMIT %s",
+            (workflow_id, workspace_id, after_version, limit),
+        )
+        return await cur.fetchall()
