@@ -48,8 +48,14 @@ class RelayConfig:
 class Relay:
     """Publishes one context's event log to its Kafka topic."""
 
-    def __init__(self, store: WorkflowStore, config: RelayConfig) -> None:
+    def __init__(
+        self,
+        store: WorkflowStore,
+        config: RelayConfig,
+        heartbeat: Callable[..., None] | None = None,
+    ) -> None:
         self._store = store
+        self._heartbeat = heartbeat or (lambda **_: None)
         self._config = config
         self.topic = kafka.events_topic(config.context)
         self._lock_key = zlib.crc32(f"autoops.relay.{config.context}".encode())
@@ -93,8 +99,10 @@ class Relay:
                         self._check_broker(conn)
                         next_broker_check = time.monotonic() + cfg.broker_check_interval_s
                     published = self._publish_batch(conn, producer)
+                    self._heartbeat(kafka="up")
                 except (KafkaError, OSError) as exc:
                     log.warning("relay: broker unavailable (%s); retrying", exc)
+                    self._heartbeat(kafka=f"unavailable: {exc}")
                     if producer is not None:
                         producer.close(timeout=1)
                         producer = None

@@ -38,8 +38,10 @@ def run_relay(settings: Settings) -> None:
     from command_side.relay import Relay, RelayConfig
     from command_side.store import WorkflowStore
 
-    require(settings, "database_url", "kafka_bootstrap")
-    assert settings.database_url and settings.kafka_bootstrap
+    from infra.heartbeat import Heartbeat
+
+    require(settings, "database_url", "kafka_bootstrap", "redis_url")
+    assert settings.database_url and settings.kafka_bootstrap and settings.redis_url
     store = WorkflowStore(env=eventsourcing_env_for(settings.database_url))
     relay = Relay(store, RelayConfig(
         context="workflow",
@@ -48,7 +50,7 @@ def run_relay(settings: Settings) -> None:
         partitions=settings.kafka_partitions,
         batch_size=settings.relay_batch_size,
         poll_interval_s=settings.relay_poll_interval_s,
-    ))
+    ), heartbeat=Heartbeat(settings.redis_url, "relay"))
     relay.run(stop_on_signals())
     store.close()
 
@@ -74,3 +76,23 @@ def run_projector(settings: Settings) -> None:
     from projections.projector import Projector
 
     Projector(projector_config(settings)).run()
+
+
+def run_api(settings: Settings) -> None:
+    import uvicorn
+
+    from web.app import create_app
+
+    require(settings, "database_url", "redis_url")
+    uvicorn.run(
+        create_app(settings), host=settings.api_host, port=settings.api_port,
+        log_level=settings.log_level.lower(), ws="websockets", lifespan="on",
+    )
+
+
+def run_replay(settings: Settings, projections: list[str]) -> int:
+    from projections.replay import replay
+
+    require(settings, "database_url")
+    assert settings.database_url
+    return replay(settings.database_url, eventsourcing_env_for(settings.database_url), projections)

@@ -7,7 +7,9 @@ Each batch commits its read-model changes and tracking rows in one PostgreSQL tr
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +25,7 @@ from projections.applier import Applier
 from projections.faust_driver import LowLatencyApp
 
 log = logging.getLogger(__name__)
+HEARTBEAT_KEY = "autoops:heartbeat:projector"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,9 +85,15 @@ class Projector:
             async for batch in stream.take(cfg.batch_size, within=cfg.batch_window_s):
                 await self.handle(batch)
 
-        @app.on_rebalance_complete.connect  # type: ignore[misc]
-        async def _ready(*_: Any, **__: Any) -> None:
-            log.info("projector assigned: %s", app.consumer.assignment())
+        @app.timer(1.0)
+        async def heartbeat() -> None:
+            _, redis = await self.resources()
+            state = {"pid": os.getpid(), "assigned": len(app.consumer.assignment()),
+                     "applied": self.applied, "rejected": self.rejected}
+            try:
+                await redis.set(HEARTBEAT_KEY, json.dumps(state), ex=5)
+            except aioredis.RedisError as exc:
+                log.warning("projector: heartbeat failed: %s", exc)
 
         return app
 

@@ -1,0 +1,32 @@
+"""Process heartbeats in Redis, read by the api's readiness check."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import redis
+
+KEY = "autoops:heartbeat:{}"
+TTL_S = 5
+
+
+class Heartbeat:
+    """Sets `autoops:heartbeat:<name>` (expiring) at most once a second."""
+
+    def __init__(self, redis_url: str, name: str) -> None:
+        self._client = redis.Redis.from_url(redis_url, socket_timeout=1, socket_connect_timeout=1)
+        self._key = KEY.format(name)
+        self._last = 0.0
+
+    def __call__(self, **state: Any) -> None:
+        now = time.monotonic()
+        if now - self._last < 1.0:
+            return
+        self._last = now
+        try:
+            self._client.set(self._key, json.dumps({"pid": os.getpid(), **state}), ex=TTL_S)
+        except redis.RedisError:
+            pass  # readiness will say the heartbeat is missing

@@ -1,0 +1,141 @@
+"""`autoops up`: embedded services where no URL is set, then every process, supervised.
+
+Ctrl-C or SIGTERM stops the processes (SIGTERM, then SIGKILL after a grace period) and then
+the services, in reverse order. Children die with the supervisor even if it is killed -9
+(PR_SET_PDEATHSIG), so nothing is orphaned.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psycopg
+
+from infra import embedded, kafka
+from infra.settings import Settings, settings_env
+
+log = logging.getLogger(__name__)
+
+PROCESSES = ("relay", "projector", "api")
+GRACE_S = 10.0
+
+
+def ensure_database(url: str, name: str = "autoops") -> str:
+    """The URL of database `name` on the server at `url`, created if missing."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    base, _, query = url.partition("?")
+    base = base.rsplit("/", 1)[0] + "/" + name
+    return base + ("?" + query if query else "")
+
+
+class Supervisor:
+    """Starts the platform's processes and restarts any that dies until told to stop."""
+
+    def __init__(self, settings: Settings, processes: tuple[str, ...] = PROCESSES) -> None:
+        self.settings = settings
+        self.names = processes
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self.stop_event = threading.Event()
+        self.restarts = 0
+
+    def _spawn(self, name: str) -> subprocess.Popen[bytes]:
+        env = {**os.environ, **settings_env(self.settings)}
+        return subprocess.Popen(
+            [sys.executable, "-m", "infra.cli", name], env=env,
+            preexec_fn=embedded.die_with_parent,
+        )
+
+    def start(self) -> None:
+        for name in self.names:
+            self.children[name] = self._spawn(name)
+
+    def watch(self) -> None:
+        """Restart children that exit on their own, until `stop_event` is set."""
+        backoff: dict[str, float] = {}
+        while not self.stop_event.wait(0.5):
+            for name, proc in list(self.children.items()):
+                if proc.poll() is None:
+                    continue
+                delay = min(backoff.get(name, 0.5) * 2, 30)
+                log.warning("%s exited with %s; restarting in %.1f s", name, proc.returncode, delay)
+                if self.stop_event.wait(delay):
+                    return
+                backoff[name] = delay
+                self.restarts += 1
+                self.children[name] = self._spawn(name)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        for proc in self.children.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + GRACE_S
+        for proc in self.children.values():
+            try:
+                proc.wait(max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def start_services(settings: Settings) -> tuple[Settings, list[embedded.Service]]:
+    """Embedded PostgreSQL, Tansu and Redis for every URL that is unset."""
+    started: list[embedded.Service] = []
+    data = Path(settings.data_dir).resolve()
+    changes: dict[str, str] = {}
+    try:
+        if settings.database_url is None:
+            pg = embedded.start_postgres(data)
+            started.append(pg)
+            changes["database_url"] = ensure_database(pg.url)
+        if settings.kafka_bootstrap is None:
+            broker = embedded.start_tansu()
+            started.append(broker)
+            changes["kafka_bootstrap"] = broker.url
+        if settings.redis_url is None:
+            cache = embedded.start_redis(data / "redis")
+            started.append(cache)
+            changes["redis_url"] = cache.url
+    except BaseException:
+        for service in reversed(started):
+            service.stop()
+        raise
+    resolved = dataclasses.replace(settings, **changes)
+    assert resolved.kafka_bootstrap
+    kafka.ensure_topics(resolved.kafka_bootstrap, resolved.kafka_partitions)
+    return resolved, started
+
+
+def run_up(settings: Settings) -> int:
+    resolved, services = start_services(settings)
+    supervisor = Supervisor(resolved)
+
+    def on_signal(signum: int, _: object) -> None:
+        supervisor.stop_event.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        supervisor.start()
+        print(
+            f"AutoOps is up: http://{resolved.api_host}:{resolved.api_port}/graphql "
+            f"(data in {Path(resolved.data_dir).resolve()}; Ctrl-C stops everything)",
+            flush=True,
+        )
+        supervisor.watch()
+    finally:
+        supervisor.stop()
+        for service in reversed(services):
+            service.stop()
+    return 0

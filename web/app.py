@@ -1,0 +1,57 @@
+"""The api: one Litestar app serving GraphQL (HTTP + graphql-transport-ws), health and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from litestar import Litestar, MediaType, Response, get
+from litestar.datastructures import State
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from strawberry.litestar import make_graphql_controller
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+
+from infra.settings import Settings
+from web.graphql.context import context_getter
+from web.graphql.schema import build_schema
+from web.health import readiness
+from web.services import Services
+
+
+@get("/health/live", media_type=MediaType.JSON, sync_to_thread=False)
+def live() -> dict[str, str]:
+    return {"status": "live"}
+
+
+@get("/health/ready", media_type=MediaType.JSON)
+async def ready(state: State) -> Response[dict[str, Any]]:
+    report = await readiness(state.services)
+    return Response(report, status_code=200 if report["status"] == "ready" else 503)
+
+
+@get("/metrics", sync_to_thread=False)
+def metrics() -> Response[bytes]:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def create_app(settings: Settings) -> Litestar:
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        app.state.services = await Services.start(settings)
+        try:
+            yield
+        finally:
+            await asyncio.shield(app.state.services.close())
+
+    graphql = make_graphql_controller(
+        build_schema(),
+        path="/graphql",
+        graphql_ide="graphiql" if settings.graphiql else None,
+        context_getter=context_getter,
+        subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+        keep_alive=True,
+        keep_alive_interval=15,
+    )
+    return Litestar(route_handlers=[graphql, live, ready, metrics], lifespan=[lifespan])

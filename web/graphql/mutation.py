@@ -1,0 +1,189 @@
+"""Workflow mutations: each takes one `input` and returns a WorkflowPayload."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import strawberry
+from strawberry.scalars import JSON
+from strawberry.types import Info
+
+from command_side.workflow import commands as c
+from web.graphql.context import caller, services
+from web.graphql.errors import mapped_errors, parse_id
+from web.graphql.types import WorkflowPayload
+
+
+@strawberry.input
+class CreateWorkflowInput:
+    name: str
+    description: str = ""
+    client_op_id: str | None = None
+
+
+@strawberry.input
+class RenameWorkflowInput:
+    workflow_id: strawberry.ID
+    name: str
+    expected_version: int | None = None
+    client_op_id: str | None = None
+
+
+@strawberry.input
+class ChangeWorkflowDescriptionInput:
+    workflow_id: strawberry.ID
+    description: str
+    expected_version: int | None = None
+    client_op_id: str | None = None
+
+
+@strawberry.input
+class AddNodeInput:
+    workflow_id: strawberry.ID
+    type: str
+    name: str = ""
+    config: JSON = strawberry.field(default_factory=dict)
+    x: float = 0.0
+    y: float = 0.0
+    node_id: strawberry.ID | None = None
+    expected_version: int | None = None
+    client_op_id: str | None = None
+
+
+@strawberry.input
+class UpdateNodeInput:
+    workflow_id: strawberry.ID
+    node_id: strawberry.ID
+    name: str | None = None
+    config: JSON | None = None
+    expected_version: int | None = None
+    client_op_id: str | None = None
+
+
+@strawberry.input
+class MoveNodeInput:
+    workflow_id: strawberry.ID
+    node_id: strawberry.ID
+    x: float
+    y: float
+    expected_version: int | None = None
+    client_op_id: str | None = None
+
+
+@strawberry.input
+class RemoveNodeInput:
+    workflow_id: strawberry.ID
+    node_id: strawberry.ID
+    expected_version: int | None = None
+    client_op_id: str | None = None
+
+
+@strawberry.input
+class ConnectNodesInput:
+    workflow_id: strawberry.ID
+    source_id: strawberry.ID
+    target_id: strawberry.ID
+    label: str | None = None
+    condition: str | None = None
+    expected_version: int | None = None
+    client_op_id: str | None = None
+
+
+@strawberry.input
+class DisconnectNodesInput:
+    workflow_id: strawberry.ID
+    edge_id: strawberry.ID
+    expected_version: int | None = None
+    client_op_id: str | None = None
+
+
+@strawberry.input
+class PublishWorkflowInput:
+    workflow_id: strawberry.ID
+    note: str = ""
+    expected_version: int | None = None
+    client_op_id: str | None = None
+
+
+async def _run(info: Info[Any, Any], command: Any, client_op_id: str | None) -> c.CommandResult:
+    who = caller(info)
+    meta = c.Meta(actor_id=who.actor_id, workspace_id=who.workspace_id, client_op_id=client_op_id)
+    with mapped_errors():
+        return await asyncio.wrap_future(services(info).bus.submit(command, meta))
+
+
+def _payload(result: c.CommandResult, **created: Any) -> WorkflowPayload:
+    return WorkflowPayload(workflow_id=strawberry.ID(str(result.workflow_id)),
+                           version=result.version, **created)
+
+
+def _target(inp: Any) -> dict[str, Any]:
+    return {"workflow_id": parse_id(inp.workflow_id), "expected_version": inp.expected_version}
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation
+    async def create_workflow(self, info: Info[Any, Any], input: CreateWorkflowInput) -> WorkflowPayload:
+        command = c.CreateWorkflow(name=input.name, description=input.description)
+        return _payload(await _run(info, command, input.client_op_id))
+
+    @strawberry.mutation
+    async def rename_workflow(self, info: Info[Any, Any], input: RenameWorkflowInput) -> WorkflowPayload:
+        command = c.RenameWorkflow(**_target(input), name=input.name)
+        return _payload(await _run(info, command, input.client_op_id))
+
+    @strawberry.mutation
+    async def change_workflow_description(
+        self, info: Info[Any, Any], input: ChangeWorkflowDescriptionInput
+    ) -> WorkflowPayload:
+        command = c.ChangeDescription(**_target(input), description=input.description)
+        return _payload(await _run(info, command, input.client_op_id))
+
+    @strawberry.mutation
+    async def add_node(self, info: Info[Any, Any], input: AddNodeInput) -> WorkflowPayload:
+        command = c.AddNode(**_target(input), node_type=input.type, name=input.name,
+                            config=input.config, x=input.x, y=input.y,
+                            node_id=str(input.node_id) if input.node_id else None)
+        result = await _run(info, command, input.client_op_id)
+        return _payload(result, node_id=strawberry.ID(result.created_id or ""))
+
+    @strawberry.mutation
+    async def update_node(self, info: Info[Any, Any], input: UpdateNodeInput) -> WorkflowPayload:
+        command = c.UpdateNode(**_target(input), node_id=str(input.node_id), name=input.name,
+                               config=input.config)
+        return _payload(await _run(info, command, input.client_op_id))
+
+    @strawberry.mutation
+    async def move_node(self, info: Info[Any, Any], input: MoveNodeInput) -> WorkflowPayload:
+        command = c.MoveNode(**_target(input), node_id=str(input.node_id), x=input.x, y=input.y)
+        return _payload(await _run(info, command, input.client_op_id))
+
+    @strawberry.mutation
+    async def remove_node(self, info: Info[Any, Any], input: RemoveNodeInput) -> WorkflowPayload:
+        command = c.RemoveNode(**_target(input), node_id=str(input.node_id))
+        return _payload(await _run(info, command, input.client_op_id))
+
+    @strawberry.mutation
+    async def connect_nodes(self, info: Info[Any, Any], input: ConnectNodesInput) -> WorkflowPayload:
+        command = c.ConnectNodes(**_target(input), source_id=str(input.source_id),
+                                 target_id=str(input.target_id), label=input.label,
+                                 condition=input.condition)
+        result = await _run(info, command, input.client_op_id)
+        return _payload(result, edge_id=strawberry.ID(result.created_id or ""))
+
+    @strawberry.mutation
+    async def disconnect_nodes(
+        self, info: Info[Any, Any], input: DisconnectNodesInput
+    ) -> WorkflowPayload:
+        command = c.DisconnectNodes(**_target(input), edge_id=str(input.edge_id))
+        return _payload(await _run(info, command, input.client_op_id))
+
+    @strawberry.mutation
+    async def publish_workflow(
+        self, info: Info[Any, Any], input: PublishWorkflowInput
+    ) -> WorkflowPayload:
+        command = c.PublishWorkflow(**_target(input), note=input.note)
+        result = await _run(info, command, input.client_op_id)
+        return _payload(result, version_number=int(result.created_id or 0))

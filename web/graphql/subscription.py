@@ -1,0 +1,53 @@
+"""Subscriptions: the events of one workflow, gapless from `afterVersion`, then live."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import strawberry
+from strawberry.types import Info
+
+from query_side import views
+from web.graphql.context import caller, services
+from web.graphql.errors import not_found, parse_id
+from web.graphql.query import wait_for_version
+from web.graphql.types import WorkflowEvent
+
+
+@strawberry.type
+class Subscription:
+    @strawberry.subscription(description="Events after `afterVersion` (all if omitted), "
+                             "then every new one as it happens, in version order.")
+    async def workflow_events(
+        self, info: Info[Any, Any], workflow_id: strawberry.ID, after_version: int = 0
+    ) -> AsyncGenerator[WorkflowEvent, None]:
+        who, svc = caller(info), services(info)
+        wid = parse_id(workflow_id)
+        key = str(wid)
+        await wait_for_version(svc, who.workspace_id, wid, 1)
+        queue: asyncio.Queue[list[dict[str, Any]]] = asyncio.Queue()
+        async with svc.hub.feed(who.workspace_id, wid) as feed:
+            feed.queues.add(queue)
+            try:
+                async with svc.pool.connection() as conn:
+                    if await views.workflow_version(conn, who.workspace_id, wid) is None:
+                        raise not_found(f"workflow {workflow_id}")
+                last = max(after_version, 0)
+                rows = await feed.hub.fetch(who.workspace_id, wid, last)
+                while True:
+                    for row in rows:
+                        if row["version"] > last + 1:  # missed rows: read them first
+                            for missing in await feed.hub.fetch(who.workspace_id, wid, last):
+                                if missing["version"] >= row["version"]:
+                                    break
+                                yield WorkflowEvent.from_row(key, missing)
+                                last = missing["version"]
+                        if row["version"] == last + 1:
+                            yield WorkflowEvent.from_row(key, row)
+                            last = row["version"]
+                    rows = (await feed.hub.fetch(who.workspace_id, wid, last)
+                            if len(rows) >= 500 else await queue.get())
+            finally:
+                feed.queues.discard(queue)
