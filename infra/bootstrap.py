@@ -69,6 +69,7 @@ def projector_config(settings: Settings) -> Any:
         batch_size=settings.projector_batch_size,
         fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
         group_timeout_ms=settings.kafka_group_timeout_ms,
+        data_dir=str(settings.data_dir),
     )
 
 

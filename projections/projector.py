@@ -39,6 +39,7 @@ class ProjectorConfig:
     fetch_max_wait_ms: int = 10
     group_timeout_ms: int = 6000
     batch_window_s: float = 0.002
+    data_dir: str = ".autoops"
 
 
 class Projector:
@@ -62,6 +63,7 @@ class Projector:
             broker=f"kafka://{cfg.bootstrap}",
             fetch_max_wait_ms=cfg.fetch_max_wait_ms,
             web_enabled=False,
+            datadir=f"{cfg.data_dir}/projector",
             key_serializer="raw",
             value_serializer="raw",
             topic_partitions=cfg.partitions,
