@@ -1,0 +1,265 @@
+"""The user story of the spine, end to end through GraphQL on the real stack."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from tests.graphql_client import GraphQLClient, GraphQLError
+from tests.kafka_read import read_topic
+from tests.stack import Stack
+
+CREATE = "mutation($i: CreateWorkflowInput!) { createWorkflow(input: $i) { workflowId version } }"
+ADD = "mutation($i: AddNodeInput!) { addNode(input: $i) { workflowId version nodeId } }"
+CONNECT = "mutation($i: ConnectNodesInput!) { connectNodes(input: $i) { version edgeId } }"
+DISCONNECT = "mutation($i: DisconnectNodesInput!) { disconnectNodes(input: $i) { version } }"
+UPDATE = "mutation($i: UpdateNodeInput!) { updateNode(input: $i) { version } }"
+MOVE = "mutation($i: MoveNodeInput!) { moveNode(input: $i) { version } }"
+REMOVE = "mutation($i: RemoveNodeInput!) { removeNode(input: $i) { version } }"
+RENAME = "mutation($i: RenameWorkflowInput!) { renameWorkflow(input: $i) { version } }"
+DESCRIBE = ("mutation($i: ChangeWorkflowDescriptionInput!) "
+            "{ changeWorkflowDescription(input: $i) { version } }")
+PUBLISH = "mutation($i: PublishWorkflowInput!) { publishWorkflow(input: $i) { version versionNumber } }"
+WORKFLOW = """query($id: ID!, $v: Int, $at: Int) { workflow(id: $id, atLeastVersion: $v, atVersion: $at) {
+  id name description version nodeCount edgeCount publishedVersion createdBy updatedBy
+  nodes { id type name config x y } edges { id sourceId targetId label condition }
+  versions { number aggregateVersion note publishedBy } } }"""
+EVENTS = """subscription($id: ID!, $after: Int) { workflowEvents(workflowId: $id, afterVersion: $after)
+  { workflowId version type actorId occurredAt payload } }"""
+
+
+async def create(client: GraphQLClient, name: str = "Invoices", **extra: Any) -> str:
+    data = await client.execute(CREATE, {"i": {"name": name, **extra}})
+    return str(data["createWorkflow"]["workflowId"])
+
+
+async def add(client: GraphQLClient, wid: str, node_type: str = "http.request", **extra: Any) -> dict[str, Any]:
+    data = await client.execute(ADD, {"i": {"workflowId": wid, "type": node_type, **extra}})
+    return dict(data["addNode"])
+
+
+async def read(client: GraphQLClient, wid: str, version: int) -> dict[str, Any]:
+    data = await client.execute(WORKFLOW, {"id": wid, "v": version})
+    return dict(data["workflow"])
+
+
+async def test_edits_reach_the_subscription_kafka_and_the_workflow_query(
+    client: GraphQLClient, stack: Stack
+) -> None:
+    wid = await create(client)
+    async with client.subscribe(EVENTS, {"id": wid}) as events:
+        first = await asyncio.wait_for(anext(events), 10)
+        assert first["workflowEvents"]["type"] == "Created"
+        a = await add(client, wid, "trigger.manual", name="start")
+        b = await add(client, wid, config={"url": "https://example.com", "method": "GET"}, x=200)
+        edge = (await client.execute(CONNECT, {"i": {"workflowId": wid, "sourceId": a["nodeId"],
+                                                      "targetId": b["nodeId"], "label": "ok"}}))
+        await client.execute(MOVE, {"i": {"workflowId": wid, "nodeId": b["nodeId"], "x": 5, "y": 6}})
+        await client.execute(RENAME, {"i": {"workflowId": wid, "name": "Invoices v2"}})
+        await client.execute(DESCRIBE, {"i": {"workflowId": wid, "description": "pays bills"}})
+        pub = await client.execute(PUBLISH, {"i": {"workflowId": wid, "note": "first"}})
+        assert pub["publishWorkflow"] == {"version": 8, "versionNumber": 1}
+        seen = [first["workflowEvents"]]
+        while len(seen) < 8:
+            seen.append((await asyncio.wait_for(anext(events), 10))["workflowEvents"])
+    assert [e["version"] for e in seen] == list(range(1, 9))
+    assert [e["type"] for e in seen] == ["Created", "NodeAdded", "NodeAdded", "NodesConnected",
+                                         "NodeMoved", "Renamed", "DescriptionChanged", "Published"]
+    assert {e["actorId"] for e in seen} == {client.actor}
+    assert seen[3]["payload"]["edge_id"] == edge["connectNodes"]["edgeId"]
+
+    workflow = await read(client, wid, 8)
+    assert workflow["version"] == 8 and workflow["name"] == "Invoices v2"
+    assert workflow["description"] == "pays bills"
+    assert (workflow["nodeCount"], workflow["edgeCount"], workflow["publishedVersion"]) == (2, 1, 1)
+    assert workflow["nodes"][0]["config"] in ({}, {"url": "https://example.com", "method": "GET"})
+    assert workflow["edges"][0]["label"] == "ok"
+    assert workflow["versions"][0] == {"number": 1, "aggregateVersion": 7, "note": "first",
+                                       "publishedBy": client.actor}
+
+    assert stack.settings.kafka_bootstrap
+    on_kafka = [m for m in read_topic(stack.settings.kafka_bootstrap, "autoops.workflow.events",
+                                      1, timeout=5) if m["aggregate_id"] == wid]
+    deadline = asyncio.get_running_loop().time() + 10
+    while len({m["aggregate_version"] for m in on_kafka}) < 8:
+        assert asyncio.get_running_loop().time() < deadline, on_kafka
+        on_kafka = [m for m in read_topic(stack.settings.kafka_bootstrap,
+                                          "autoops.workflow.events", 1, timeout=5)
+                    if m["aggregate_id"] == wid]
+    assert {m["_key"] for m in on_kafka} == {wid}
+
+
+async def test_subscription_resumes_after_a_version_without_gaps_or_duplicates(
+    client: GraphQLClient,
+) -> None:
+    wid = await create(client)
+    for i in range(5):
+        await add(client, wid, name=f"n{i}")
+    await read(client, wid, 6)
+    async with client.subscribe(EVENTS, {"id": wid, "after": 3}) as events:
+        got = [(await asyncio.wait_for(anext(events), 10))["workflowEvents"]["version"]
+               for _ in range(3)]
+        assert got == [4, 5, 6]
+        await add(client, wid)
+        nxt = await asyncio.wait_for(anext(events), 10)
+        assert nxt["workflowEvents"]["version"] == 7
+
+
+async def test_time_travel_rebuilds_any_past_version(client: GraphQLClient) -> None:
+    wid = await create(client, "before")
+    node = await add(client, wid)
+    await client.execute(UPDATE, {"i": {"workflowId": wid, "nodeId": node["nodeId"],
+                                        "config": {"retries": 3}}})
+    await client.execute(REMOVE, {"i": {"workflowId": wid, "nodeId": node["nodeId"]}})
+    await client.execute(RENAME, {"i": {"workflowId": wid, "name": "after"}})
+    past = (await client.execute(WORKFLOW, {"id": wid, "at": 3}))["workflow"]
+    assert past["name"] == "before" and past["version"] == 3
+    assert past["nodes"][0]["config"] == {"retries": 3}
+    now = (await client.execute(WORKFLOW, {"id": wid, "at": 5}))["workflow"]
+    assert now["name"] == "after" and now["nodes"] == []
+    with pytest.raises(GraphQLError) as info:
+        await client.execute(WORKFLOW, {"id": wid, "at": 6})
+    assert info.value.codes == ["NOT_FOUND"]
+
+
+async def test_a_repeated_client_op_id_returns_the_first_result(client: GraphQLClient) -> None:
+    first = await client.execute(CREATE, {"i": {"name": "once", "clientOpId": "c-1"}})
+    again = await client.execute(CREATE, {"i": {"name": "once", "clientOpId": "c-1"}})
+    assert first == again
+    wid = first["createWorkflow"]["workflowId"]
+    one = await add(client, wid, clientOpId="a-1")
+    two = await add(client, wid, clientOpId="a-1")
+    assert one == two
+    assert (await read(client, wid, 2))["version"] == 2
+
+
+async def test_a_stale_expected_version_is_rebased_or_conflicts(client: GraphQLClient) -> None:
+    wid = await create(client)
+    a = await add(client, wid, nodeId="a")
+    await add(client, wid, nodeId="b")
+    await client.execute(REMOVE, {"i": {"workflowId": wid, "nodeId": "a", "expectedVersion": 3}})
+    moved = await client.execute(MOVE, {"i": {"workflowId": wid, "nodeId": "b", "x": 1, "y": 1,
+                                              "expectedVersion": 3}})
+    assert moved["moveNode"]["version"] == 5
+    with pytest.raises(GraphQLError) as info:
+        await client.execute(UPDATE, {"i": {"workflowId": wid, "nodeId": a["nodeId"],
+                                            "name": "x", "expectedVersion": 3}})
+    assert info.value.codes == ["CONFLICT"]
+    assert info.value.errors[0]["extensions"]["currentVersion"] == 5
+
+
+BAD_INPUTS = [
+    (RENAME, {"name": "  "}, "VALIDATION"),
+    (ADD, {"type": "bad type!"}, "VALIDATION"),
+    (ADD, {"type": "http.request", "config": [1, 2]}, "VALIDATION"),
+    (UPDATE, {"nodeId": "ghost", "name": "x"}, "NOT_FOUND"),
+    (MOVE, {"nodeId": "ghost", "x": 1, "y": 1}, "NOT_FOUND"),
+    (REMOVE, {"nodeId": "ghost"}, "NOT_FOUND"),
+    (CONNECT, {"sourceId": "a", "targetId": "a"}, "VALIDATION"),
+    (CONNECT, {"sourceId": "a", "targetId": "b"}, "VALIDATION"),
+    (CONNECT, {"sourceId": "a", "targetId": "ghost"}, "NOT_FOUND"),
+    (DISCONNECT, {"edgeId": "e_ghost"}, "NOT_FOUND"),
+]
+
+
+@pytest.mark.parametrize(("mutation", "fields", "code"), BAD_INPUTS)
+async def test_bad_input_gets_a_typed_error_and_changes_nothing(
+    client: GraphQLClient, mutation: str, fields: dict[str, Any], code: str
+) -> None:
+    wid = await create(client)
+    await add(client, wid, nodeId="a")
+    await add(client, wid, nodeId="b")
+    await client.execute(CONNECT, {"i": {"workflowId": wid, "sourceId": "a", "targetId": "b"}})
+    with pytest.raises(GraphQLError) as info:
+        await client.execute(mutation, {"i": {"workflowId": wid, **fields}})
+    assert info.value.codes == [code]
+    with pytest.raises(GraphQLError) as nothing_appended:
+        await client.execute(WORKFLOW, {"id": wid, "at": 5})
+    assert nothing_appended.value.codes == ["NOT_FOUND"]
+    assert (await read(client, wid, 4))["version"] == 4
+    history = await client.execute(
+        "query($id: ID!) { workflowHistory(id: $id) { nodes { version } } }", {"id": wid})
+    assert [n["version"] for n in history["workflowHistory"]["nodes"]] == [4, 3, 2, 1]
+
+
+async def test_unknown_ids_and_other_workspaces_are_not_found(stack: Stack) -> None:
+    alice, mallory = GraphQLClient(stack.url), GraphQLClient(stack.url)
+    try:
+        wid = await create(alice)
+        await read(alice, wid, 1)
+        for query, variables in [
+            (WORKFLOW, {"id": wid}),
+            (WORKFLOW, {"id": "not-a-uuid"}),
+            ("query($id: ID!) { workflowHistory(id: $id) { nodes { version } } }", {"id": wid}),
+            (RENAME, {"i": {"workflowId": wid, "name": "mine"}}),
+            (ADD, {"i": {"workflowId": wid, "type": "http.request"}}),
+        ]:
+            with pytest.raises(GraphQLError) as info:
+                await mallory.execute(query, variables)
+            assert info.value.codes == ["NOT_FOUND"], query
+        with pytest.raises(GraphQLError) as sub_info:
+            async with mallory.subscribe(EVENTS, {"id": wid}) as events:
+                await asyncio.wait_for(anext(events), 10)
+        assert sub_info.value.codes == ["NOT_FOUND"]
+        listed = await mallory.execute("{ workflows { nodes { id } } }")
+        assert listed["workflows"]["nodes"] == []
+    finally:
+        await alice.close()
+        await mallory.close()
+
+
+async def test_malformed_requests_get_typed_errors_not_500(client: GraphQLClient) -> None:
+    for query in ["{ workflows { nope } }", "mutation { createWorkflow }", "{{{"]:
+        response = await client.raw(query)
+        assert response.status_code in (200, 400), response.text
+        codes = [e["extensions"]["code"] for e in response.json()["errors"]]
+        assert codes and all(c == "VALIDATION" for c in codes)
+    with pytest.raises(GraphQLError) as info:
+        await client.execute("{ workflows(first: 0) { nodes { id } } }")
+    assert info.value.codes == ["VALIDATION"]
+    with pytest.raises(GraphQLError) as info:
+        await client.execute('{ workflows(after: "garbage") { nodes { id } } }')
+    assert info.value.codes == ["VALIDATION"]
+
+
+async def test_workflow_list_searches_by_name_and_pages_with_cursors(stack: Stack) -> None:
+    client = GraphQLClient(stack.url)
+    try:
+        ids = [await create(client, f"{kind} {i}") for i in range(5) for kind in ("Sync", "Report")]
+        await read(client, ids[-1], 1)
+        query = """query($after: String, $s: String) { workflows(first: 2, after: $after, search: $s)
+          { nodes { id name } pageInfo { hasNextPage endCursor } } }"""
+        names: list[str] = []
+        after = None
+        while True:
+            page = (await client.execute(query, {"after": after, "s": "sync"}))["workflows"]
+            names += [n["name"] for n in page["nodes"]]
+            if not page["pageInfo"]["hasNextPage"]:
+                break
+            after = page["pageInfo"]["endCursor"]
+        assert names == [f"Sync {i}" for i in range(5)]
+        everything = await client.execute("{ workflows(first: 200) { nodes { id } } }")
+        assert [n["id"] for n in everything["workflows"]["nodes"]] == ids
+    finally:
+        await client.close()
+
+
+async def test_history_lists_every_event_newest_first_with_actor(client: GraphQLClient) -> None:
+    wid = await create(client)
+    for i in range(4):
+        await add(client, wid, name=f"n{i}")
+    await read(client, wid, 5)
+    query = """query($id: ID!, $after: String) { workflowHistory(id: $id, first: 2, after: $after)
+      { nodes { version type actorId occurredAt } pageInfo { hasNextPage endCursor } } }"""
+    versions: list[int] = []
+    after = None
+    while True:
+        page = (await client.execute(query, {"id": wid, "after": after}))["workflowHistory"]
+        versions += [n["version"] for n in page["nodes"]]
+        assert all(n["actorId"] == client.actor for n in page["nodes"])
+        if not page["pageInfo"]["hasNextPage"]:
+            break
+        after = page["pageInfo"]["endCursor"]
+    assert versions == [5, 4, 3, 2, 1]

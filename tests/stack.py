@@ -1,0 +1,78 @@
+"""The whole platform as separate processes on real services, for end-to-end tests."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+from infra import embedded, kafka
+from infra.settings import Settings, load_settings
+from infra.supervisor import Supervisor
+
+_redis_db = itertools.count(1)
+
+
+def redis_db(url: str) -> str:
+    """The same server, another database index, so heartbeats of two stacks never mix."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{next(_redis_db) % 16}"))
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    supervisor: Supervisor
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.api_port}"
+
+    def wait_ready(self, timeout: float = 60) -> dict[str, object]:
+        deadline = time.monotonic() + timeout
+        last: dict[str, object] = {}
+        while time.monotonic() < deadline:
+            try:
+                response = httpx.get(f"{self.url}/health/ready", timeout=2)
+                last = response.json()
+                if response.status_code == 200:
+                    return last
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"stack not ready in {timeout} s: {last}")
+
+
+def stack_settings(database_url: str, bootstrap: str, redis_url: str, data_dir: Path,
+                   **extra: str) -> Settings:
+    env = {
+        "AUTOOPS_DATABASE_URL": database_url,
+        "AUTOOPS_KAFKA_BOOTSTRAP": bootstrap,
+        "AUTOOPS_REDIS_URL": redis_url,
+        "AUTOOPS_DATA_DIR": str(data_dir),
+        "AUTOOPS_API_PORT": str(embedded.free_port()),
+        "AUTOOPS_KAFKA_GROUP_TIMEOUT_MS": "3000",
+        "AUTOOPS_RELAY_POLL_INTERVAL_S": "0.2",
+        "AUTOOPS_LOG_LEVEL": "WARNING",
+        **extra,
+    }
+    return load_settings(env)
+
+
+@contextmanager
+def running_stack(settings: Settings, processes: tuple[str, ...] = ("relay", "projector", "api"),
+                  ) -> Iterator[Stack]:
+    assert settings.kafka_bootstrap
+    kafka.ensure_topics(settings.kafka_bootstrap, settings.kafka_partitions)
+    supervisor = Supervisor(settings, processes)
+    supervisor.start()
+    try:
+        yield Stack(settings, supervisor)
+    finally:
+        supervisor.stop()
