@@ -9,18 +9,14 @@ from psycopg.types.json import Jsonb
 Statement = tuple[str, tuple[Any, ...]]
 
 
-def _touch(env: dict[str, Any]) -> Statement:
+def _update(env: dict[str, Any], nodes: int = 0, edges: int = 0, **columns: Any) -> Statement:
+    """The one UPDATE of the workflow row an event causes: version, who, when, and its own columns."""
+    sets = "".join(f", {column} = %s" for column in columns)
     return (
-        "UPDATE read.workflows SET version = %s, updated_at = %s, updated_by = %s WHERE id = %s",
-        (env["aggregate_version"], env["occurred_at"], env["actor_id"], env["aggregate_id"]),
-    )
-
-
-def _count(wid: str, nodes: int = 0, edges: int = 0) -> Statement:
-    return (
-        "UPDATE read.workflows SET node_count = node_count + %s, edge_count = edge_count + %s "
-        "WHERE id = %s",
-        (nodes, edges, wid),
+        "UPDATE read.workflows SET version = %s, updated_at = %s, updated_by = %s,"
+        f" node_count = node_count + %s, edge_count = edge_count + %s{sets} WHERE id = %s",
+        (env["aggregate_version"], env["occurred_at"], env["actor_id"], nodes, edges,
+         *columns.values(), env["aggregate_id"]),
     )
 
 
@@ -34,46 +30,45 @@ def fold_workflow(env: dict[str, Any]) -> list[Statement]:
             (wid, ws, d["name"], d["description"], env["aggregate_version"], env["occurred_at"],
              env["actor_id"], env["occurred_at"], env["actor_id"]),
         )]
-    out: list[Statement] = [_touch(env)]
     if kind == "workflow.Renamed":
-        out.append(("UPDATE read.workflows SET name = %s WHERE id = %s", (d["name"], wid)))
-    elif kind == "workflow.DescriptionChanged":
-        out.append(("UPDATE read.workflows SET description = %s WHERE id = %s",
-                    (d["description"], wid)))
-    elif kind == "workflow.NodeAdded":
-        out += [(
+        return [_update(env, name=d["name"])]
+    if kind == "workflow.DescriptionChanged":
+        return [_update(env, description=d["description"])]
+    if kind == "workflow.NodeAdded":
+        return [(
             "INSERT INTO read.workflow_nodes (workflow_id, node_id, workspace_id, type, name,"
             " config, x, y) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
             (wid, d["node_id"], ws, d["node_type"], d["name"], Jsonb(d["config"]), d["x"], d["y"]),
-        ), _count(wid, nodes=1)]
-    elif kind == "workflow.NodeUpdated":
-        out.append((
+        ), _update(env, nodes=1)]
+    if kind == "workflow.NodeUpdated":
+        return [(
             "UPDATE read.workflow_nodes SET name = COALESCE(%s, name), "
             "config = COALESCE(%s, config) WHERE workflow_id = %s AND node_id = %s",
             (d["name"], None if d["config"] is None else Jsonb(d["config"]), wid, d["node_id"]),
-        ))
-    elif kind == "workflow.NodeMoved":
-        out.append(("UPDATE read.workflow_nodes SET x = %s, y = %s "
-                    "WHERE workflow_id = %s AND node_id = %s", (d["x"], d["y"], wid, d["node_id"])))
-    elif kind == "workflow.NodeRemoved":
-        out += [
+        ), _update(env)]
+    if kind == "workflow.NodeMoved":
+        return [("UPDATE read.workflow_nodes SET x = %s, y = %s "
+                 "WHERE workflow_id = %s AND node_id = %s", (d["x"], d["y"], wid, d["node_id"])),
+                _update(env)]
+    if kind == "workflow.NodeRemoved":
+        return [
             ("DELETE FROM read.workflow_nodes WHERE workflow_id = %s AND node_id = %s",
              (wid, d["node_id"])),
             ("DELETE FROM read.workflow_edges WHERE workflow_id = %s AND edge_id = ANY(%s)",
              (wid, list(d["removed_edge_ids"]))),
-            _count(wid, nodes=-1, edges=-len(d["removed_edge_ids"])),
+            _update(env, nodes=-1, edges=-len(d["removed_edge_ids"])),
         ]
-    elif kind == "workflow.NodesConnected":
-        out += [(
+    if kind == "workflow.NodesConnected":
+        return [(
             "INSERT INTO read.workflow_edges (workflow_id, edge_id, workspace_id, source_id,"
             " target_id, label, condition) VALUES (%s, %s, %s, %s, %s, %s, %s)",
             (wid, d["edge_id"], ws, d["source_id"], d["target_id"], d["label"], d["condition"]),
-        ), _count(wid, edges=1)]
-    elif kind == "workflow.NodesDisconnected":
-        out += [("DELETE FROM read.workflow_edges WHERE workflow_id = %s AND edge_id = %s",
-                 (wid, d["edge_id"])), _count(wid, edges=-1)]
-    elif kind == "workflow.Published":
-        out += [
+        ), _update(env, edges=1)]
+    if kind == "workflow.NodesDisconnected":
+        return [("DELETE FROM read.workflow_edges WHERE workflow_id = %s AND edge_id = %s",
+                 (wid, d["edge_id"])), _update(env, edges=-1)]
+    if kind == "workflow.Published":
+        return [
             (
                 "INSERT INTO read.workflow_versions (workflow_id, number, workspace_id,"
                 " aggregate_version, note, published_at, published_by, graph)"
@@ -85,10 +80,9 @@ def fold_workflow(env: dict[str, Any]) -> list[Statement]:
                 (wid, d["version_number"], ws, env["aggregate_version"] - 1, d["note"],
                  env["occurred_at"], env["actor_id"], wid, wid),
             ),
-            ("UPDATE read.workflows SET published_version = %s WHERE id = %s",
-             (d["version_number"], wid)),
+            _update(env, published_version=d["version_number"]),
         ]
-    return out
+    return [_update(env)]
 
 
 def fold_history(env: dict[str, Any]) -> list[Statement]:
