@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -72,7 +73,10 @@ def running_stack(settings: Settings, processes: tuple[str, ...] = ("relay", "pr
     kafka.ensure_topics(settings.kafka_bootstrap, settings.kafka_partitions)
     supervisor = Supervisor(settings, processes)
     supervisor.start()
+    watcher = threading.Thread(target=supervisor.watch, daemon=True)
+    watcher.start()
     try:
         yield Stack(settings, supervisor)
     finally:
         supervisor.stop()
+        watcher.join()
