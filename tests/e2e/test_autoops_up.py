@@ -1,0 +1,60 @@
+"""`autoops up` on a machine with no services configured: everything embedded, one command."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from infra import embedded
+
+pytestmark = pytest.mark.slow
+
+
+def test_up_starts_everything_embedded_and_ctrl_c_leaves_no_orphans(tmp_path: Path) -> None:
+    port = embedded.free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOOPS_")}
+    env |= {"AUTOOPS_DATA_DIR": str(tmp_path / "data"), "AUTOOPS_API_PORT": str(port),
+            "AUTOOPS_KAFKA_GROUP_TIMEOUT_MS": "3000", "AUTOOPS_LOG_LEVEL": "WARNING"}
+    proc = subprocess.Popen([sys.executable, "-m", "infra.cli", "up"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        ready = None
+        while time.monotonic() < deadline:
+            try:
+                ready = httpx.get(f"{url}/health/ready", timeout=2)
+                if ready.status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        assert ready is not None and ready.status_code == 200, ready and ready.text
+        assert set(ready.json()["components"]) == {"postgres", "redis", "kafka", "relay",
+                                                   "projector"}
+        created = httpx.post(f"{url}/graphql", json={
+            "query": 'mutation { createWorkflow(input: {name: "hello"}) { workflowId } }'})
+        wid = created.json()["data"]["createWorkflow"]["workflowId"]
+        shown = httpx.post(f"{url}/graphql", json={
+            "query": f'{{ workflow(id: "{wid}", atLeastVersion: 1) {{ name }} }}'})
+        assert shown.json()["data"]["workflow"]["name"] == "hello"
+        assert (tmp_path / "data" / "postgres" / "PG_VERSION").exists()
+        family = psutil.Process(proc.pid).children(recursive=True)
+        assert len(family) >= 5
+    finally:
+        proc.send_signal(signal.SIGINT)
+        output = proc.communicate(timeout=60)[0].decode()
+    assert proc.returncode == 0, output
+    gone, alive = psutil.wait_procs(family, timeout=10)
+    assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], alive
+    postgres = [p for p in psutil.process_iter(["cmdline"])
+                if str(tmp_path / "data" / "postgres") in " ".join(p.info["cmdline"] or [])]
+    assert postgres == []

@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+
+from infra import embedded
+from tests.stack import redis_db, running_stack, stack_settings
+
+
+def test_ready_is_503_and_names_what_is_down_until_every_component_is_up(
+    database_url: str, kafka_session: embedded.Service, redis_url: str, tmp_path: Path
+) -> None:
+    settings = stack_settings(database_url, kafka_session.url, redis_db(redis_url), tmp_path)
+    with running_stack(settings, ("api",)) as stack:
+        live_ok = False
+        for _ in range(300):
+            try:
+                live = httpx.get(f"{stack.url}/health/live", timeout=1)
+                live_ok = live.status_code == 200
+                if live_ok:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        assert live_ok
+        ready = httpx.get(f"{stack.url}/health/ready", timeout=5)
+        assert ready.status_code == 503
+        body = ready.json()
+        assert body["down"] == ["kafka", "projector", "relay"]
+        assert body["components"]["postgres"] == "up"
+        metrics = httpx.get(f"{stack.url}/metrics", timeout=5)
+        assert metrics.status_code == 200 and "python_info" in metrics.text

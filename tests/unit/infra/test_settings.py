@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from infra.errors import ConfigError
+from infra.settings import eventsourcing_env_for, load_settings, settings_env
+
+
+def test_defaults_are_the_embedded_development_setup() -> None:
+    s = load_settings({})
+    assert (s.env, s.api_port, s.database_url, s.kafka_bootstrap) == ("development", 8000, None, None)
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("AUTOOPS_API_PORT", "eighty"),
+    ("AUTOOPS_API_PORT", "0"),
+    ("AUTOOPS_ENV", "staging"),
+    ("AUTOOPS_GRAPHIQL", "maybe"),
+    ("AUTOOPS_DATABASE_URL", "mysql://x"),
+    ("AUTOOPS_KAFKA_PARTITIONS", "-1"),
+])
+def test_bad_values_name_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings({name: value})
+    assert name in str(info.value) or "database URL" in str(info.value)
+
+
+def test_production_refuses_to_start_without_real_services() -> None:
+    with pytest.raises(ConfigError, match="AUTOOPS_DATABASE_URL"):
+        load_settings({"AUTOOPS_ENV": "production"})
+
+
+def test_settings_round_trip_through_the_environment() -> None:
+    s = load_settings({"AUTOOPS_REDIS_URL": "redis://h:1/0", "AUTOOPS_GRAPHIQL": "false"})
+    assert load_settings(settings_env(s)) == s
+
+
+def test_socket_urls_of_embedded_postgres_translate_for_eventsourcing() -> None:
+    env = eventsourcing_env_for("postgresql://postgres:@/autoops?host=/tmp/pg")
+    assert (env["POSTGRES_HOST"], env["POSTGRES_DBNAME"], env["POSTGRES_USER"]) == (
+        "/tmp/pg", "autoops", "postgres")
+
+
+def test_the_cli_reports_bad_configuration_clearly() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "infra.cli", "relay"], capture_output=True, text=True,
+        env={"AUTOOPS_API_PORT": "x", "PATH": ""}, check=False,
+    )
+    assert result.returncode == 2
+    assert "AUTOOPS_API_PORT" in result.stderr
+    alone = subprocess.run(
+        [sys.executable, "-m", "infra.cli", "relay"], capture_output=True, text=True,
+        env={"PATH": ""}, check=False,
+    )
+    assert alone.returncode == 2 and "AUTOOPS_DATABASE_URL" in alone.stderr
