@@ -62,6 +62,8 @@ class Relay:
         #: Per partition, the lowest offset acknowledged in the latest batch: a broker whose
         #: end offset falls to or below it has lost what we published.
         self._acked: dict[int, int] = {}
+        #: Per partition, the highest offset ever acknowledged to this relay.
+        self._high: dict[int, int] = {}
         self.active = threading.Event()
 
     def run(self, stop: threading.Event, on_batch: Callable[[int], None] | None = None) -> None:
@@ -88,24 +90,25 @@ class Relay:
             conn.execute(POSITION_DDL)
             conn.execute(f'LISTEN "{self._store.events_table}"')
             producer = None
+            offsets: kafka.OffsetReader | None = None
             next_broker_check = 0.0
             while not stop.is_set():
                 try:
-                    if producer is None:
+                    if producer is None or offsets is None:
                         kafka.ensure_topics(cfg.bootstrap, cfg.partitions)
                         producer = kafka.make_producer(cfg.bootstrap, f"autoops-relay-{cfg.context}")
-                        self._check_broker(conn, force=True)
+                        offsets = kafka.OffsetReader(cfg.bootstrap)
+                        self._check_broker(conn, offsets, force=True)
                     elif time.monotonic() >= next_broker_check:
-                        self._check_broker(conn)
+                        self._check_broker(conn, offsets)
                         next_broker_check = time.monotonic() + cfg.broker_check_interval_s
                     published = self._publish_batch(conn, producer)
                     self._heartbeat(kafka="up")
                 except (KafkaError, OSError) as exc:
                     log.warning("relay: broker unavailable (%s); retrying", exc)
                     self._heartbeat(kafka=f"unavailable: {exc}")
-                    if producer is not None:
-                        producer.close(timeout=1)
-                        producer = None
+                    _close_quietly(producer, offsets)
+                    producer, offsets = None, None
                     stop.wait(1.0)
                     continue
                 if published:
@@ -115,8 +118,7 @@ class Relay:
                 # Nothing new: sleep until the store NOTIFYs an insert, or poll again.
                 for _ in conn.notifies(timeout=cfg.poll_interval_s, stop_after=1):
                     pass
-            if producer is not None:
-                producer.close(timeout=5)
+            _close_quietly(producer, offsets)
 
     def _position(self, conn: psycopg.Connection) -> tuple[int, int]:
         row = conn.execute(
@@ -151,16 +153,33 @@ class Relay:
             )
         producer.flush(timeout=10)
         acked: dict[int, int] = {}
+        went_back = False
         for future in futures:
             meta = future.get(timeout=10)
             acked[meta.partition] = min(acked.get(meta.partition, meta.offset), meta.offset)
+            # Offsets only grow; a smaller one means the broker restarted empty and
+            # recreated the topic on our send.
+            went_back |= meta.offset <= self._high.get(meta.partition, -1)
+            self._high[meta.partition] = max(self._high.get(meta.partition, -1), meta.offset)
+        if went_back:
+            self._start_over(conn)
+            return len(notifications)
         self._acked.update(acked)
         self._save_position(conn, notifications[-1].id, published + len(notifications))
         return len(notifications)
 
-    def _check_broker(self, conn: psycopg.Connection, force: bool = False) -> None:
+    def _start_over(self, conn: psycopg.Connection) -> None:
+        log.warning("relay: broker lost %s; re-publishing from the start", self.topic)
+        kafka.ensure_topics(self._config.bootstrap, self._config.partitions)
+        self._acked.clear()
+        self._high.clear()
+        self._save_position(conn, 0, 0)
+
+    def _check_broker(
+        self, conn: psycopg.Connection, reader: kafka.OffsetReader, force: bool = False
+    ) -> None:
         """Re-publish everything when the broker lost the topic or what we sent to it."""
-        offsets = kafka.end_offsets(self._config.bootstrap, self.topic)
+        offsets = reader.end_offsets(self.topic)
         _, published = self._position(conn)
         lost = offsets is None
         if offsets is not None:
@@ -169,7 +188,14 @@ class Relay:
             elif force and published > 0:
                 lost = sum(offsets.values()) == 0
         if lost:
-            log.warning("relay: broker lost %s; re-publishing from the start", self.topic)
-            kafka.ensure_topics(self._config.bootstrap, self._config.partitions)
-            self._acked.clear()
-            self._save_position(conn, 0, 0)
+            self._start_over(conn)
+
+
+def _close_quietly(producer: kafka.KafkaProducer | None, offsets: kafka.OffsetReader | None) -> None:
+    """Drop clients of a broker that failed; what they held unsent is published again."""
+    for closer in (lambda: producer and producer.close(timeout=1),
+                   lambda: offsets and offsets.close()):
+        try:
+            closer()
+        except KafkaError as exc:
+            log.debug("relay: closing a client failed: %s", exc)

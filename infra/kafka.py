@@ -60,23 +60,30 @@ def make_producer(bootstrap: str, client_id: str) -> KafkaProducer:
     )
 
 
-def end_offsets(bootstrap: str, topic: str) -> dict[int, int] | None:
-    """The end offset of each partition of `topic`, or None when the topic does not exist."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, client_id="autoops-offsets")
-    try:
-        partitions = consumer.partitions_for_topic(topic)
+class OffsetReader:
+    """Reads end offsets over one long-lived connection (cheap enough to ask every second)."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self._consumer = KafkaConsumer(bootstrap_servers=bootstrap, client_id="autoops-offsets")
+
+    def end_offsets(self, topic: str) -> dict[int, int] | None:
+        """The end offset of each partition of `topic`, or None when the topic does not exist."""
+        self._consumer.topics()  # refresh metadata: a restarted broker may have lost the topic
+        partitions = self._consumer.partitions_for_topic(topic)
         if not partitions:
             return None
-        offsets = consumer.end_offsets([TopicPartition(topic, p) for p in sorted(partitions)])
-        return {tp.partition: int(offset) for tp, offset in offsets.items()}
-    finally:
-        consumer.close()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        return {tp.partition: int(o) for tp, o in self._consumer.end_offsets(tps).items()}
+
+    def close(self) -> None:
+        self._consumer.close()
 
 
 __all__ = [
     "KafkaError",
+    "KafkaProducer",
     "all_topics",
-    "end_offsets",
+    "OffsetReader",
     "ensure_topics",
     "events_topic",
     "make_producer",
