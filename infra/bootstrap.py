@@ -88,6 +88,7 @@ def run_api(settings: Settings) -> None:
     uvicorn.run(
         create_app(settings), host=settings.api_host, port=settings.api_port,
         log_level=settings.log_level.lower(), ws="websockets", lifespan="on",
+        loop="uvloop", http="httptools", access_log=False,
     )
 
 

@@ -103,7 +103,6 @@ def eventsourcing_env_for(database_url: str) -> dict[str, str]:
         "POSTGRES_PASSWORD": unquote(parts.password or ""),
         "POSTGRES_POOL_SIZE": "8",
         "POSTGRES_MAX_OVERFLOW": "8",
-        "POSTGRES_PRE_PING": "y",
         "CREATE_TABLE": "y",
     }
 

@@ -60,18 +60,17 @@ class MaskInternalErrors(MaskErrors):
                             extensions={"code": "INTERNAL"})
 
 
-    def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
-        processed = super()._process_errors(errors)
-        for error in processed:
-            if not (error.extensions or {}).get("code"):
-                # graphql-core's own errors: syntax, unknown fields, wrong variable types.
-                error.extensions = {**(error.extensions or {}), "code": "VALIDATION"}
-        return processed
-
-
 def _is_internal(error: GraphQLError) -> bool:
     # Errors graphql-core raises itself (syntax, unknown field, bad variable) have no
     # original error: those are the client's, with a message worth keeping.
     if error.original_error is None:
         return False
     return not (error.extensions or {}).get("code")
+
+
+def label_client_errors(errors: list[GraphQLError]) -> None:
+    """graphql-core's own errors (syntax, unknown field, wrong variable type) are the
+    client's: they get `VALIDATION`."""
+    for error in errors:
+        if error.original_error is None and not (error.extensions or {}).get("code"):
+            error.extensions = {**(error.extensions or {}), "code": "VALIDATION"}

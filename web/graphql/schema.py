@@ -3,18 +3,41 @@
 from __future__ import annotations
 
 import strawberry
-from strawberry.extensions import MaxTokensLimiter, QueryDepthLimiter
+from strawberry.extensions import (
+    MaxTokensLimiter,
+    ParserCache,
+    QueryDepthLimiter,
+    ValidationCache,
+)
 
-from web.graphql.errors import MaskInternalErrors
+from typing import Any
+
+from graphql import GraphQLError
+
+from web.graphql.errors import MaskInternalErrors, label_client_errors
 from web.graphql.mutation import Mutation
 from web.graphql.query import Query
 from web.graphql.subscription import Subscription
 
 
+class Schema(strawberry.Schema):
+    def process_errors(self, errors: list[GraphQLError], execution_context: Any = None) -> None:
+        # Client mistakes are answered, not logged as server errors; internal ones are
+        # logged by MaskInternalErrors.
+        label_client_errors(errors)
+
+
 def build_schema() -> strawberry.Schema:
-    return strawberry.Schema(
+    return Schema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
-        extensions=[MaskInternalErrors, QueryDepthLimiter(max_depth=10), MaxTokensLimiter(5000)],
+        extensions=[
+            MaxTokensLimiter(5000),
+            ParserCache(maxsize=1000),
+            QueryDepthLimiter(max_depth=10),
+            ValidationCache(maxsize=1000),
+            # Last, so it sees the errors of every step before it (parsing included).
+            MaskInternalErrors,
+        ],
     )
