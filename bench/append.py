@@ -76,8 +76,10 @@ def run(seconds: float = 5.0) -> str:
         plain = plain_saves(store, seconds)
         bus = command_path(store, seconds)
         store.close()
-    return (f"append: command path {bus:,.0f} events/s vs plain save() {plain:,.0f} events/s "
-            f"= {bus / plain:.1f}x")
+    return (
+        f"append: command path {bus:,.0f} events/s vs plain save() {plain:,.0f} events/s "
+        f"= {bus / plain:.1f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -64,21 +64,25 @@ def services() -> Iterator[Services]:
 
 
 def settings_for(svc: Services, **extra: str) -> Settings:
-    return load_settings({
-        "AUTOOPS_DATABASE_URL": svc.database_url,
-        "AUTOOPS_KAFKA_BOOTSTRAP": svc.bootstrap,
-        "AUTOOPS_REDIS_URL": svc.redis_url,
-        "AUTOOPS_DATA_DIR": str(svc.data_dir),
-        "AUTOOPS_API_PORT": str(embedded.free_port()),
-        "AUTOOPS_KAFKA_GROUP_TIMEOUT_MS": "3000",
-        "AUTOOPS_LOG_LEVEL": "WARNING",
-        **extra,
-    })
+    return load_settings(
+        {
+            "AUTOOPS_DATABASE_URL": svc.database_url,
+            "AUTOOPS_KAFKA_BOOTSTRAP": svc.bootstrap,
+            "AUTOOPS_REDIS_URL": svc.redis_url,
+            "AUTOOPS_DATA_DIR": str(svc.data_dir),
+            "AUTOOPS_API_PORT": str(embedded.free_port()),
+            "AUTOOPS_KAFKA_GROUP_TIMEOUT_MS": "3000",
+            "AUTOOPS_LOG_LEVEL": "WARNING",
+            **extra,
+        }
+    )
 
 
 @contextmanager
-def platform(settings: Settings, processes: tuple[str, ...] = ("relay", "projector", "api"),
-             ) -> Iterator[Supervisor]:
+def platform(
+    settings: Settings,
+    processes: tuple[str, ...] = ("relay", "projector", "api"),
+) -> Iterator[Supervisor]:
     assert settings.kafka_bootstrap
     kafka.ensure_topics(settings.kafka_bootstrap, settings.kafka_partitions)
     supervisor = Supervisor(settings, processes)

@@ -24,8 +24,9 @@ def run(rate: float = 500.0, seconds: float = 15.0) -> str:
         bus = CommandBus(store)
         bus.start()
         with platform(settings, ("relay", "projector")):
-            wids = [bus.execute(c.CreateWorkflow(name=f"w{i}"), META).workflow_id
-                    for i in range(20)]
+            wids = [
+                bus.execute(c.CreateWorkflow(name=f"w{i}"), META).workflow_id for i in range(20)
+            ]
             client = redis.Redis.from_url(svc.redis_url)
             pubsub = client.pubsub(ignore_subscribe_messages=True)
             pubsub.psubscribe("autoops:bench-lag:workflow:*")
@@ -75,9 +76,11 @@ def run(rate: float = 500.0, seconds: float = 15.0) -> str:
         bus.stop()
         store.close()
     ms = [x * 1000 for x in lags]
-    return (f"lag: commit -> read model + notice at {achieved:.0f} events/s: "
-            f"p50 {percentile(ms, 50):.1f} ms, p99 {percentile(ms, 99):.1f} ms, "
-            f"n={len(ms)}, unseen={lost}")
+    return (
+        f"lag: commit -> read model + notice at {achieved:.0f} events/s: "
+        f"p50 {percentile(ms, 50):.1f} ms, p99 {percentile(ms, 99):.1f} ms, "
+        f"n={len(ms)}, unseen={lost}"
+    )
 
 
 if __name__ == "__main__":

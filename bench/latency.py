@@ -19,9 +19,12 @@ SUBSCRIBE = """subscription($id: ID!) { workflowEvents(workflowId: $id, afterVer
   { version type payload } }"""
 
 
-async def gql(http: httpx.AsyncClient, query: str, variables: dict[str, object]) -> dict[str, object]:
-    response = await http.post("/graphql", json={"query": query, "variables": variables},
-                               headers=WORKSPACE)
+async def gql(
+    http: httpx.AsyncClient, query: str, variables: dict[str, object]
+) -> dict[str, object]:
+    response = await http.post(
+        "/graphql", json={"query": query, "variables": variables}, headers=WORKSPACE
+    )
     body = response.json()
     if body.get("errors"):
         raise RuntimeError(body["errors"])
@@ -29,30 +32,49 @@ async def gql(http: httpx.AsyncClient, query: str, variables: dict[str, object])
 
 
 async def measure(url: str, editors: int, seconds: float, rate_per_editor: float) -> list[float]:
-    async with httpx.AsyncClient(base_url=url, timeout=30,
-                                 limits=httpx.Limits(max_connections=editors + 5)) as http:
-        created = await gql(http, "mutation { createWorkflow(input: {name: \"bench\"}) "
-                            "{ workflowId } }", {})
+    async with httpx.AsyncClient(
+        base_url=url, timeout=30, limits=httpx.Limits(max_connections=editors + 5)
+    ) as http:
+        created = await gql(
+            http, 'mutation { createWorkflow(input: {name: "bench"}) { workflowId } }', {}
+        )
         wid = created["createWorkflow"]["workflowId"]  # type: ignore[index]
         nodes = []
         for i in range(editors):
-            added = await gql(http, "mutation($i: AddNodeInput!) { addNode(input: $i) "
-                              "{ nodeId } }", {"i": {"workflowId": wid, "type": "a.b",
-                                                      "nodeId": f"n{i}"}})
+            added = await gql(
+                http,
+                "mutation($i: AddNodeInput!) { addNode(input: $i) { nodeId } }",
+                {"i": {"workflowId": wid, "type": "a.b", "nodeId": f"n{i}"}},
+            )
             nodes.append(added["addNode"]["nodeId"])  # type: ignore[index]
         sent: dict[float, float] = {}
         latencies: list[float] = []
         seq = itertools.count(1)
         stop = time.monotonic() + seconds
 
-        async with websockets.connect(url.replace("http", "ws") + "/graphql",
-                                      subprotocols=["graphql-transport-ws"],
-                                      max_queue=None) as ws:
-            await ws.send(json.dumps({"type": "connection_init", "payload": {
-                "workspaceId": "bench", "actorId": "watcher"}}))
+        async with websockets.connect(
+            url.replace("http", "ws") + "/graphql",
+            subprotocols=["graphql-transport-ws"],
+            max_queue=None,
+        ) as ws:
+            await ws.send(
+                json.dumps(
+                    {
+                        "type": "connection_init",
+                        "payload": {"workspaceId": "bench", "actorId": "watcher"},
+                    }
+                )
+            )
             await ws.recv()
-            await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {
-                "query": SUBSCRIBE, "variables": {"id": wid}}}))
+            await ws.send(
+                json.dumps(
+                    {
+                        "id": "1",
+                        "type": "subscribe",
+                        "payload": {"query": SUBSCRIBE, "variables": {"id": wid}},
+                    }
+                )
+            )
 
             async def watch() -> None:
                 while True:
@@ -70,8 +92,9 @@ async def measure(url: str, editors: int, seconds: float, rate_per_editor: float
                 while time.monotonic() < stop:
                     x = float(next(seq))
                     sent[x] = time.perf_counter()
-                    await gql(http, MOVE, {"i": {"workflowId": wid, "nodeId": node, "x": x,
-                                                 "y": 0}})
+                    await gql(
+                        http, MOVE, {"i": {"workflowId": wid, "nodeId": node, "x": x, "y": 0}}
+                    )
                     await asyncio.sleep(random.expovariate(rate_per_editor))
 
             watcher = asyncio.create_task(watch())
@@ -93,9 +116,11 @@ def run(editors: int = 50, seconds: float = 15.0, rate_per_editor: float = 2.0) 
             url = f"http://127.0.0.1:{settings.api_port}"
             latencies = asyncio.run(measure(url, editors, seconds, rate_per_editor))
     ms = [x * 1000 for x in latencies]
-    return (f"latency: edit -> other client's subscription with {editors} editors "
-            f"({len(ms) / seconds:.0f} edits/s): p50 {percentile(ms, 50):.1f} ms, "
-            f"p99 {percentile(ms, 99):.1f} ms, n={len(ms)}")
+    return (
+        f"latency: edit -> other client's subscription with {editors} editors "
+        f"({len(ms) / seconds:.0f} edits/s): p50 {percentile(ms, 50):.1f} ms, "
+        f"p99 {percentile(ms, 99):.1f} ms, n={len(ms)}"
+    )
 
 
 if __name__ == "__main__":

@@ -75,7 +75,9 @@ class CommandBus:
         self._queue.put(item)
         return item.future
 
-    def execute(self, command: Command, meta: c.Meta, timeout: float | None = 30) -> c.CommandResult:
+    def execute(
+        self, command: Command, meta: c.Meta, timeout: float | None = 30
+    ) -> c.CommandResult:
         return self.submit(command, meta).result(timeout)
 
     # -- writer thread ----------------------------------------------------------------------
@@ -150,7 +152,9 @@ class CommandBus:
             item.future.set_result(result)
             return
         item.future.set_exception(
-            Conflict("the workflow changes too fast to apply this command; retry", current_version=0)
+            Conflict(
+                "the workflow changes too fast to apply this command; retry", current_version=0
+            )
         )
 
     # -- applying one command ---------------------------------------------------------------
@@ -166,10 +170,12 @@ class CommandBus:
                 prior = existing.result_of(meta.client_op_id)
                 if prior is not None and existing.workspace_id == meta.workspace_id:
                     return c.CommandResult(existing.id, prior.version, str(existing.id))
-                raise Conflict("this operation id was used already", current_version=existing.version)
-            workflow = handlers.create_workflow(command, meta, workflow_id)
-            touched[workflow_id] = workflow
-            return c.CommandResult(workflow_id, workflow.version, str(workflow_id))
+                raise Conflict(
+                    "this operation id was used already", current_version=existing.version
+                )
+            new = handlers.create_workflow(command, meta, workflow_id)
+            touched[workflow_id] = new
+            return c.CommandResult(workflow_id, new.version, str(workflow_id))
 
         workflow = touched.get(command.workflow_id) or self._load(command.workflow_id, fresh)
         if workflow is None or workflow.workspace_id != meta.workspace_id:

@@ -96,7 +96,9 @@ class Relay:
                 try:
                     if producer is None or offsets is None:
                         kafka.ensure_topics(cfg.bootstrap, cfg.partitions)
-                        producer = kafka.make_producer(cfg.bootstrap, f"autoops-relay-{cfg.context}")
+                        producer = kafka.make_producer(
+                            cfg.bootstrap, f"autoops-relay-{cfg.context}"
+                        )
                         offsets = kafka.OffsetReader(cfg.bootstrap)
                         self._check_broker(conn, offsets, force=True)
                     elif time.monotonic() >= next_broker_check:
@@ -191,11 +193,17 @@ class Relay:
             self._start_over(conn)
 
 
-def _close_quietly(producer: kafka.KafkaProducer | None, offsets: kafka.OffsetReader | None) -> None:
+def _close_quietly(
+    producer: kafka.KafkaProducer | None, offsets: kafka.OffsetReader | None
+) -> None:
     """Drop clients of a broker that failed; what they held unsent is published again."""
-    for closer in (lambda: producer and producer.close(timeout=1),
-                   lambda: offsets and offsets.close()):
-        try:
-            closer()
-        except KafkaError as exc:
-            log.debug("relay: closing a client failed: %s", exc)
+    try:
+        if producer is not None:
+            producer.close(timeout=1)
+    except KafkaError as exc:
+        log.debug("relay: closing the producer failed: %s", exc)
+    try:
+        if offsets is not None:
+            offsets.close()
+    except KafkaError as exc:
+        log.debug("relay: closing the offset reader failed: %s", exc)

@@ -22,7 +22,7 @@ class WorkflowStore(Application[UUID]):
         if version is not None and version < 1:
             raise NotFound(f"workflow {workflow_id} has no version {version}")
         try:
-            workflow = self.repository.get(workflow_id, version=version)
+            workflow: Any = self.repository.get(workflow_id, version=version)
         except AggregateNotFoundError:
             raise NotFound(f"workflow {workflow_id} does not exist") from None
         assert isinstance(workflow, Workflow)

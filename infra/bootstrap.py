@@ -37,20 +37,23 @@ def stop_on_signals() -> threading.Event:
 def run_relay(settings: Settings) -> None:
     from command_side.relay import Relay, RelayConfig
     from command_side.store import WorkflowStore
-
     from infra.heartbeat import Heartbeat
 
     require(settings, "database_url", "kafka_bootstrap", "redis_url")
     assert settings.database_url and settings.kafka_bootstrap and settings.redis_url
     store = WorkflowStore(env=eventsourcing_env_for(settings.database_url))
-    relay = Relay(store, RelayConfig(
-        context="workflow",
-        database_url=settings.database_url,
-        bootstrap=settings.kafka_bootstrap,
-        partitions=settings.kafka_partitions,
-        batch_size=settings.relay_batch_size,
-        poll_interval_s=settings.relay_poll_interval_s,
-    ), heartbeat=Heartbeat(settings.redis_url, "relay"))
+    relay = Relay(
+        store,
+        RelayConfig(
+            context="workflow",
+            database_url=settings.database_url,
+            bootstrap=settings.kafka_bootstrap,
+            partitions=settings.kafka_partitions,
+            batch_size=settings.relay_batch_size,
+            poll_interval_s=settings.relay_poll_interval_s,
+        ),
+        heartbeat=Heartbeat(settings.redis_url, "relay"),
+    )
     relay.run(stop_on_signals())
     store.close()
 
@@ -86,9 +89,15 @@ def run_api(settings: Settings) -> None:
 
     require(settings, "database_url", "redis_url")
     uvicorn.run(
-        create_app(settings), host=settings.api_host, port=settings.api_port,
-        log_level=settings.log_level.lower(), ws="websockets", lifespan="on",
-        loop="uvloop", http="httptools", access_log=False,
+        create_app(settings),
+        host=settings.api_host,
+        port=settings.api_port,
+        log_level=settings.log_level.lower(),
+        ws="websockets",
+        lifespan="on",
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
     )
 
 

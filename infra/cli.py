@@ -19,8 +19,13 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("relay", help="publish the event store to Kafka")
     sub.add_parser("projector", help="fold Kafka events into the read models")
     replay = sub.add_parser("replay", help="drop and rebuild read models from the event store")
-    replay.add_argument("--projection", action="append", default=[], metavar="NAME",
-                        help="rebuild only this projection (repeatable); default: all")
+    replay.add_argument(
+        "--projection",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="rebuild only this projection (repeatable); default: all",
+    )
     sub.add_parser("schemas", help="print the JSON Schema of every public event type")
     return parser
 

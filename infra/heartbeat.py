@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -26,7 +27,6 @@ class Heartbeat:
         if now - self._last < 1.0:
             return
         self._last = now
-        try:
+        # On failure readiness reports the heartbeat missing; nothing else to do here.
+        with contextlib.suppress(redis.RedisError):
             self._client.set(self._key, json.dumps({"pid": os.getpid(), **state}), ex=TTL_S)
-        except redis.RedisError:
-            pass  # readiness will say the heartbeat is missing

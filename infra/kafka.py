@@ -25,7 +25,9 @@ def all_topics() -> list[str]:
     return [*topics, "autoops.runner.results", "autoops.runner.dlq"]
 
 
-def ensure_topics(bootstrap: str, partitions: int, topics: Iterable[str] | None = None) -> list[str]:
+def ensure_topics(
+    bootstrap: str, partitions: int, topics: Iterable[str] | None = None
+) -> list[str]:
     """Create the topics that do not exist yet; returns the ones it created."""
     wanted = list(topics or all_topics())
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="autoops-admin")
@@ -82,8 +84,8 @@ class OffsetReader:
 __all__ = [
     "KafkaError",
     "KafkaProducer",
-    "all_topics",
     "OffsetReader",
+    "all_topics",
     "ensure_topics",
     "events_topic",
     "make_producer",

@@ -85,7 +85,7 @@ class Settings:
 
 
 def eventsourcing_env_for(database_url: str) -> dict[str, str]:
-    """Translate a PostgreSQL URL (also the unix-socket `?host=/dir` form) into eventsourcing env."""
+    """Translate a PostgreSQL URL (also the `?host=/socket/dir` form) into eventsourcing env."""
     parts = urlsplit(database_url)
     if parts.scheme not in ("postgresql", "postgres"):
         raise ConfigError(f"database URL must start with postgresql://, got {parts.scheme!r}")
@@ -141,8 +141,13 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
             raise ConfigError(f"{PREFIX}{f.name.upper()} must be one of {', '.join(choices)}")
         values[f.name] = value
     settings = Settings(**values)
-    for name in ("api_port", "kafka_partitions", "relay_batch_size", "projector_batch_size",
-                 "command_batch_size"):
+    for name in (
+        "api_port",
+        "kafka_partitions",
+        "relay_batch_size",
+        "projector_batch_size",
+        "command_batch_size",
+    ):
         if getattr(settings, name) <= 0:
             raise ConfigError(f"{PREFIX}{name.upper()} must be positive")
     if settings.production:
@@ -170,5 +175,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
     for f in dataclasses.fields(Settings):
         value = getattr(settings, f.name)
         if value is not None:
-            env[PREFIX + f.name.upper()] = str(value).lower() if isinstance(value, bool) else str(value)
+            env[PREFIX + f.name.upper()] = (
+                str(value).lower() if isinstance(value, bool) else str(value)
+            )
     return env

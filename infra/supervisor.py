@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -52,7 +53,8 @@ class Supervisor:
     def _spawn(self, name: str) -> subprocess.Popen[bytes]:
         env = {**os.environ, **settings_env(self.settings)}
         return subprocess.Popen(
-            [sys.executable, "-m", "infra.cli", name], env=env,
+            [sys.executable, "-m", "infra.cli", name],
+            env=env,
             preexec_fn=embedded.die_with_parent,
         )
 
@@ -93,7 +95,7 @@ def start_services(settings: Settings) -> tuple[Settings, list[embedded.Service]
     """Embedded PostgreSQL, Tansu and Redis for every URL that is unset."""
     started: list[embedded.Service] = []
     data = Path(settings.data_dir).resolve()
-    changes: dict[str, str] = {}
+    changes: dict[str, Any] = {}
     try:
         if settings.database_url is None:
             pg = embedded.start_postgres(data)

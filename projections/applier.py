@@ -34,7 +34,9 @@ class Change:
     version: int
 
 
-async def create_tables(conn: psycopg.AsyncConnection[Any], projections: Iterable[Projection]) -> None:
+async def create_tables(
+    conn: psycopg.AsyncConnection[Any], projections: Iterable[Projection]
+) -> None:
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(7242001)")  # racing projectors
         await conn.execute(schema.SCHEMA)
@@ -44,7 +46,9 @@ async def create_tables(conn: psycopg.AsyncConnection[Any], projections: Iterabl
                 await conn.execute(ddl)
 
 
-async def drop_tables(conn: psycopg.AsyncConnection[Any], projections: Iterable[Projection]) -> None:
+async def drop_tables(
+    conn: psycopg.AsyncConnection[Any], projections: Iterable[Projection]
+) -> None:
     async with conn.transaction():
         for projection in projections:
             for table in projection.tables:
@@ -90,7 +94,9 @@ class Applier:
                         statements += projection.fold(env)
                         seen[env["aggregate_id"]] = env["aggregate_version"]
                         changes[env["aggregate_id"]] = Change(
-                            env["workspace_id"], projection.context, env["aggregate_id"],
+                            env["workspace_id"],
+                            projection.context,
+                            env["aggregate_id"],
                             env["aggregate_version"],
                         )
                         self.applied += 1
@@ -100,12 +106,18 @@ class Applier:
                 "INSERT INTO read.projection_tracking (projection, aggregate_id, version)"
                 " VALUES (%s, %s, %s) ON CONFLICT (projection, aggregate_id)"
                 " DO UPDATE SET version = EXCLUDED.version",
-                [(name, agg, v) for name, seen in tracked.items() for agg, v in seen.items()
-                 if agg in changes],
+                [
+                    (name, agg, v)
+                    for name, seen in tracked.items()
+                    for agg, v in seen.items()
+                    if agg in changes
+                ],
             )
         return list(changes.values())
 
-    async def _tracked(self, cur: psycopg.AsyncCursor[Any], ids: list[str]) -> dict[str, dict[str, int]]:
+    async def _tracked(
+        self, cur: psycopg.AsyncCursor[Any], ids: list[str]
+    ) -> dict[str, dict[str, int]]:
         tracked: dict[str, dict[str, int]] = {p.name: {} for p in self._projections}
         await cur.execute(
             "SELECT projection, aggregate_id::text, version FROM read.projection_tracking"
@@ -131,7 +143,9 @@ class Applier:
         return [e for e in missing if e["aggregate_version"] < version] + [envelope]
 
 
-async def _execute(cur: psycopg.AsyncCursor[Any], statements: list[tuple[str, tuple[Any, ...]]]) -> None:
+async def _execute(
+    cur: psycopg.AsyncCursor[Any], statements: list[tuple[str, tuple[Any, ...]]]
+) -> None:
     """Run statements in order, grouping runs of the same SQL into one executemany."""
     for sql, group in itertools.groupby(statements, key=lambda s: s[0]):
         params = [p for _, p in group]

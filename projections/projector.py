@@ -78,8 +78,11 @@ class Projector:
             stream_wait_empty=False,
         )
         topic = app.topic(
-            kafka.events_topic("workflow"), key_type=bytes, value_type=bytes,
-            partitions=cfg.partitions, internal=False,
+            kafka.events_topic("workflow"),
+            key_type=bytes,
+            value_type=bytes,
+            partitions=cfg.partitions,
+            internal=False,
         )
 
         @app.agent(topic, name="workflow-projections")
@@ -90,8 +93,12 @@ class Projector:
         @app.timer(1.0)
         async def heartbeat() -> None:
             _, redis = await self.resources()
-            state = {"pid": os.getpid(), "assigned": len(app.consumer.assignment()),
-                     "applied": self.applied, "rejected": self.rejected}
+            state = {
+                "pid": os.getpid(),
+                "assigned": len(app.consumer.assignment()),
+                "applied": self.applied,
+                "rejected": self.rejected,
+            }
             try:
                 await redis.set(HEARTBEAT_KEY, json.dumps(state), ex=5)
             except aioredis.RedisError as exc:

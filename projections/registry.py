@@ -24,13 +24,22 @@ PROJECTIONS: dict[str, Projection] = {
     p.name: p
     for p in (
         Projection(
-            "workflows", "workflow", tuple(schema.WORKFLOWS),
-            ("read.workflows", "read.workflow_nodes", "read.workflow_edges",
-             "read.workflow_versions"),
+            "workflows",
+            "workflow",
+            tuple(schema.WORKFLOWS),
+            (
+                "read.workflows",
+                "read.workflow_nodes",
+                "read.workflow_edges",
+                "read.workflow_versions",
+            ),
             workflows.fold_workflow,
         ),
         Projection(
-            "workflow_history", "workflow", tuple(schema.HISTORY), ("read.workflow_history",),
+            "workflow_history",
+            "workflow",
+            tuple(schema.HISTORY),
+            ("read.workflow_history",),
             workflows.fold_history,
         ),
     )

@@ -37,8 +37,10 @@ class ReplaySummary:
         return self.events / self.seconds if self.seconds > 0 else float("inf")
 
     def __str__(self) -> str:
-        return (f"replayed {self.events} events into {', '.join(self.projections)} "
-                f"in {self.seconds:.2f} s ({self.rate:,.0f} events/s)")
+        return (
+            f"replayed {self.events} events into {', '.join(self.projections)} "
+            f"in {self.seconds:.2f} s ({self.rate:,.0f} events/s)"
+        )
 
 
 def select(names: Sequence[str]) -> list[Projection]:
@@ -61,7 +63,9 @@ def _read_ahead(log: EventLog, out: queue.Queue[list[Envelope] | BaseException |
 
 
 async def rebuild(
-    database_url: str, eventsourcing_env: dict[str, str], names: Sequence[str] = (),
+    database_url: str,
+    eventsourcing_env: dict[str, str],
+    names: Sequence[str] = (),
     progress: bool = False,
 ) -> ReplaySummary:
     projections = select(names)
@@ -89,8 +93,7 @@ async def rebuild(
                         bar.update(len(batch))
     finally:
         log.close()
-    return ReplaySummary(tuple(p.name for p in projections), events,
-                         time.perf_counter() - started)
+    return ReplaySummary(tuple(p.name for p in projections), events, time.perf_counter() - started)
 
 
 def replay(database_url: str, eventsourcing_env: dict[str, str], names: Sequence[str]) -> int:

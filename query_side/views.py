@@ -46,8 +46,11 @@ def _page_size(first: int) -> int:
 
 
 async def list_workflows(
-    conn: psycopg.AsyncConnection[Any], workspace_id: str, first: int = 50,
-    after: str | None = None, search: str | None = None,
+    conn: psycopg.AsyncConnection[Any],
+    workspace_id: str,
+    first: int = 50,
+    after: str | None = None,
+    search: str | None = None,
 ) -> Page:
     """Workflows of a workspace, oldest first, optionally filtered by a name fragment."""
     size = _page_size(first)
@@ -93,15 +96,21 @@ async def get_workflow(
             return None
         await cur.execute(
             "SELECT node_id, type, name, config, x, y FROM read.workflow_nodes"
-            " WHERE workflow_id = %s ORDER BY node_id", (workflow_id,))
+            " WHERE workflow_id = %s ORDER BY node_id",
+            (workflow_id,),
+        )
         workflow["nodes"] = await cur.fetchall()
         await cur.execute(
             "SELECT edge_id, source_id, target_id, label, condition FROM read.workflow_edges"
-            " WHERE workflow_id = %s ORDER BY edge_id", (workflow_id,))
+            " WHERE workflow_id = %s ORDER BY edge_id",
+            (workflow_id,),
+        )
         workflow["edges"] = await cur.fetchall()
         await cur.execute(
             "SELECT number, aggregate_version, note, published_at, published_by"
-            " FROM read.workflow_versions WHERE workflow_id = %s ORDER BY number", (workflow_id,))
+            " FROM read.workflow_versions WHERE workflow_id = %s ORDER BY number",
+            (workflow_id,),
+        )
         workflow["versions"] = await cur.fetchall()
     return workflow
 
@@ -119,13 +128,18 @@ async def workflow_version(
 
 
 async def history(
-    conn: psycopg.AsyncConnection[Any], workspace_id: str, workflow_id: UUID,
-    first: int = 50, after: str | None = None,
+    conn: psycopg.AsyncConnection[Any],
+    workspace_id: str,
+    workflow_id: UUID,
+    first: int = 50,
+    after: str | None = None,
 ) -> Page:
     """The workflow's events, newest first, with who and when."""
     size = _page_size(first)
-    sql = ("SELECT version, type, actor_id, occurred_at, payload FROM read.workflow_history"
-           " WHERE workflow_id = %s AND workspace_id = %s")
+    sql = (
+        "SELECT version, type, actor_id, occurred_at, payload FROM read.workflow_history"
+        " WHERE workflow_id = %s AND workspace_id = %s"
+    )
     params: list[Any] = [workflow_id, workspace_id]
     if after:
         (version,) = decode_cursor(after, 1)
@@ -144,7 +158,10 @@ async def history(
 
 
 async def events_after(
-    conn: psycopg.AsyncConnection[Any], workspace_id: str, workflow_id: UUID, after_version: int,
+    conn: psycopg.AsyncConnection[Any],
+    workspace_id: str,
+    workflow_id: UUID,
+    after_version: int,
     limit: int = 500,
 ) -> list[Row]:
     """Events with a version above `after_version`, oldest first (subscription catch-up)."""

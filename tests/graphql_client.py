@@ -49,12 +49,25 @@ class GraphQLClient:
     ) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
         url = self.base_url.replace("http", "ws", 1) + "/graphql"
         async with websockets.connect(url, subprotocols=["graphql-transport-ws"]) as ws:
-            await ws.send(json.dumps({"type": "connection_init", "payload": {
-                "workspaceId": self.workspace, "actorId": self.actor}}))
+            await ws.send(
+                json.dumps(
+                    {
+                        "type": "connection_init",
+                        "payload": {"workspaceId": self.workspace, "actorId": self.actor},
+                    }
+                )
+            )
             ack = json.loads(await ws.recv())
             assert ack["type"] == "connection_ack", ack
-            await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {
-                "query": query, "variables": variables or {}}}))
+            await ws.send(
+                json.dumps(
+                    {
+                        "id": "1",
+                        "type": "subscribe",
+                        "payload": {"query": query, "variables": variables or {}},
+                    }
+                )
+            )
 
             async def messages() -> AsyncIterator[dict[str, Any]]:
                 while True:

@@ -10,9 +10,12 @@ from kafka import KafkaConsumer, TopicPartition
 
 
 def read_topic(bootstrap: str, topic: str, want: int, timeout: float = 20) -> list[dict[str, Any]]:
-    """Every message of `topic` from the start, waiting until at least `want` arrived."""
+    """Every message of `topic` from the start, waiting until `want` distinct events (by
+    aggregate and version: re-published duplicates count once) arrived."""
     consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=20,
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=20,
         auto_offset_reset="earliest",
     )
     try:
@@ -26,9 +29,13 @@ def read_topic(bootstrap: str, topic: str, want: int, timeout: float = 20) -> li
         consumer.assign([TopicPartition(topic, p) for p in partitions])
         consumer.seek_to_beginning()
         out: list[dict[str, Any]] = []
-        while len(out) < want and time.monotonic() < deadline:
+        distinct: set[tuple[str, int]] = set()
+        while len(distinct) < want and time.monotonic() < deadline:
             for records in consumer.poll(timeout_ms=100).values():
-                out.extend(json.loads(r.value) | {"_key": r.key.decode()} for r in records)
+                for r in records:
+                    message = json.loads(r.value) | {"_key": r.key.decode()}
+                    out.append(message)
+                    distinct.add((message["aggregate_id"], message["aggregate_version"]))
         return out
     finally:
         consumer.close()

@@ -8,8 +8,8 @@ import psycopg
 
 QUERIES = {
     "workflows": "SELECT id, workspace_id, name, description, version, node_count, edge_count,"
-                 " published_version, created_at, created_by, updated_at, updated_by"
-                 " FROM read.workflows ORDER BY id",
+    " published_version, created_at, created_by, updated_at, updated_by"
+    " FROM read.workflows ORDER BY id",
     "nodes": "SELECT * FROM read.workflow_nodes ORDER BY workflow_id, node_id",
     "edges": "SELECT * FROM read.workflow_edges ORDER BY workflow_id, edge_id",
     "versions": "SELECT * FROM read.workflow_versions ORDER BY workflow_id, number",

@@ -50,8 +50,9 @@ class Stack:
         raise AssertionError(f"stack not ready in {timeout} s: {last}")
 
 
-def stack_settings(database_url: str, bootstrap: str, redis_url: str, data_dir: Path,
-                   **extra: str) -> Settings:
+def stack_settings(
+    database_url: str, bootstrap: str, redis_url: str, data_dir: Path, **extra: str
+) -> Settings:
     env = {
         "AUTOOPS_DATABASE_URL": database_url,
         "AUTOOPS_KAFKA_BOOTSTRAP": bootstrap,
@@ -67,8 +68,10 @@ def stack_settings(database_url: str, bootstrap: str, redis_url: str, data_dir: 
 
 
 @contextmanager
-def running_stack(settings: Settings, processes: tuple[str, ...] = ("relay", "projector", "api"),
-                  ) -> Iterator[Stack]:
+def running_stack(
+    settings: Settings,
+    processes: tuple[str, ...] = ("relay", "projector", "api"),
+) -> Iterator[Stack]:
     assert settings.kafka_bootstrap
     kafka.ensure_topics(settings.kafka_bootstrap, settings.kafka_partitions)
     supervisor = Supervisor(settings, processes)

@@ -19,18 +19,33 @@ def op(workflow_id: UUID) -> st.SearchStrategy[Any]:
     """One command on `workflow_id`; some will be refused by invariants, as in real use."""
     w = workflow_id
     return st.one_of(
-        st.builds(c.AddNode, workflow_id=st.just(w), node_type=st.sampled_from(
-            ["http.request", "data.transform", "trigger.manual"]), node_id=node_ids,
-            x=coords, y=coords),
-        st.builds(c.UpdateNode, workflow_id=st.just(w), node_id=node_ids,
-                  name=st.text("abcdef ", min_size=1, max_size=8).filter(str.strip),
-                  config=st.dictionaries(st.sampled_from(["url", "n"]), st.integers(0, 9))),
+        st.builds(
+            c.AddNode,
+            workflow_id=st.just(w),
+            node_type=st.sampled_from(["http.request", "data.transform", "trigger.manual"]),
+            node_id=node_ids,
+            x=coords,
+            y=coords,
+        ),
+        st.builds(
+            c.UpdateNode,
+            workflow_id=st.just(w),
+            node_id=node_ids,
+            name=st.text("abcdef ", min_size=1, max_size=8).filter(str.strip),
+            config=st.dictionaries(st.sampled_from(["url", "n"]), st.integers(0, 9)),
+        ),
         st.builds(c.MoveNode, workflow_id=st.just(w), node_id=node_ids, x=coords, y=coords),
         st.builds(c.RemoveNode, workflow_id=st.just(w), node_id=node_ids),
-        st.builds(c.ConnectNodes, workflow_id=st.just(w), source_id=node_ids, target_id=node_ids,
-                  label=labels),
-        st.builds(c.RenameWorkflow, workflow_id=st.just(w),
-                  name=st.text("xyz", min_size=1, max_size=5)),
+        st.builds(
+            c.ConnectNodes,
+            workflow_id=st.just(w),
+            source_id=node_ids,
+            target_id=node_ids,
+            label=labels,
+        ),
+        st.builds(
+            c.RenameWorkflow, workflow_id=st.just(w), name=st.text("xyz", min_size=1, max_size=5)
+        ),
         st.builds(c.PublishWorkflow, workflow_id=st.just(w)),
     )
 

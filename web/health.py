@@ -35,8 +35,10 @@ async def _processes(svc: Services) -> dict[str, str]:
     beats = {p: json.loads(b) if b else None for p, b in zip(PROCESSES, raw, strict=True)}
     out = {p: "up" if beat else "down: no heartbeat" for p, beat in beats.items()}
     relay = beats["relay"]
-    out["kafka"] = "down: unknown (no relay)" if relay is None else (
-        "up" if relay.get("kafka") == "up" else f"down: {relay.get('kafka')}"
+    out["kafka"] = (
+        "down: unknown (no relay)"
+        if relay is None
+        else ("up" if relay.get("kafka") == "up" else f"down: {relay.get('kafka')}")
     )
     return out
 

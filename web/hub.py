@@ -98,7 +98,7 @@ class Hub:
                 await self._reader
         for feed in self._feeds.values():
             await feed.stop()
-        await self._pubsub.aclose()
+        await self._pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def _read(self) -> None:
         while True:

@@ -38,7 +38,10 @@ class Services:
         bus = CommandBus(store, batch_size=settings.command_batch_size)
         bus.start()
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-            settings.database_url, min_size=2, max_size=16, open=False,
+            settings.database_url,
+            min_size=2,
+            max_size=16,
+            open=False,
             kwargs={"autocommit": True},
         )
         await pool.open(wait=True, timeout=30)

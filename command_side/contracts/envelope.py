@@ -14,8 +14,13 @@ from uuid import UUID, uuid5
 
 #: Fields of a stored event that the envelope carries at its top level (or drops).
 _ENVELOPE_FIELDS = {
-    "originator_id", "originator_version", "timestamp", "originator_topic", "actor_id",
-    "workspace_id", "workflow_id",
+    "originator_id",
+    "originator_version",
+    "timestamp",
+    "originator_topic",
+    "actor_id",
+    "workspace_id",
+    "workflow_id",
 }
 _EVENT_ID_NAMESPACE = UUID("6f1f2b8e-3c55-4d8c-9a7e-0a4f3c1d2e10")
 
@@ -95,7 +100,9 @@ def decode(raw: bytes) -> Envelope:
         raise EnvelopeError(f"not JSON: {exc}") from exc
     if not isinstance(envelope, dict):
         raise EnvelopeError("an envelope must be a JSON object")
-    missing = [k for k in ("type", "aggregate_id", "aggregate_version", "data") if k not in envelope]
+    missing = [
+        k for k in ("type", "aggregate_id", "aggregate_version", "data") if k not in envelope
+    ]
     if missing:
         raise EnvelopeError(f"envelope lacks {', '.join(missing)}")
     if not isinstance(envelope["aggregate_version"], int) or not isinstance(envelope["data"], dict):

@@ -129,7 +129,9 @@ class Workflow(Aggregate):
         self._renamed(_name(name), meta.actor_id, self.workspace_id, meta.client_op_id)
 
     @event("Renamed")
-    def _renamed(self, name: str, actor_id: str, workspace_id: str, client_op_id: str | None) -> None:
+    def _renamed(
+        self, name: str, actor_id: str, workspace_id: str, client_op_id: str | None
+    ) -> None:
         self.name = name
         self._remember(client_op_id, None)
 
@@ -202,8 +204,9 @@ class Workflow(Aggregate):
             raise ValidationFailed("config must be a JSON object", field="config")
         if name is not None:
             name = _name(name)
-        self._node_updated(node_id, name, config, meta.actor_id, self.workspace_id,
-                           meta.client_op_id)
+        self._node_updated(
+            node_id, name, config, meta.actor_id, self.workspace_id, meta.client_op_id
+        )
 
     @event("NodeUpdated")
     def _node_updated(
@@ -224,12 +227,23 @@ class Workflow(Aggregate):
 
     def move_node(self, node_id: str, x: float, y: float, meta: Meta) -> None:
         self.node(node_id)
-        self._node_moved(node_id, _coordinate(x, "x"), _coordinate(y, "y"), meta.actor_id,
-                         self.workspace_id, meta.client_op_id)
+        self._node_moved(
+            node_id,
+            _coordinate(x, "x"),
+            _coordinate(y, "y"),
+            meta.actor_id,
+            self.workspace_id,
+            meta.client_op_id,
+        )
 
     @event("NodeMoved")
     def _node_moved(
-        self, node_id: str, x: float, y: float, actor_id: str, workspace_id: str,
+        self,
+        node_id: str,
+        x: float,
+        y: float,
+        actor_id: str,
+        workspace_id: str,
         client_op_id: str | None,
     ) -> None:
         self.nodes[node_id]["x"] = x
@@ -247,7 +261,11 @@ class Workflow(Aggregate):
 
     @event("NodeRemoved")
     def _node_removed(
-        self, node_id: str, removed_edge_ids: list[str], actor_id: str, workspace_id: str,
+        self,
+        node_id: str,
+        removed_edge_ids: list[str],
+        actor_id: str,
+        workspace_id: str,
         client_op_id: str | None,
     ) -> None:
         del self.nodes[node_id]
@@ -271,8 +289,16 @@ class Workflow(Aggregate):
                     field="targetId",
                 )
         edge_id = new_id("e")
-        self._connected(edge_id, source_id, target_id, label, condition, meta.actor_id,
-                        self.workspace_id, meta.client_op_id)
+        self._connected(
+            edge_id,
+            source_id,
+            target_id,
+            label,
+            condition,
+            meta.actor_id,
+            self.workspace_id,
+            meta.client_op_id,
+        )
         return edge_id
 
     @event("NodesConnected")
@@ -288,7 +314,10 @@ class Workflow(Aggregate):
         client_op_id: str | None,
     ) -> None:
         self.edges[edge_id] = {
-            "source": source_id, "target": target_id, "label": label, "condition": condition,
+            "source": source_id,
+            "target": target_id,
+            "label": label,
+            "condition": condition,
         }
         self._remember(client_op_id, edge_id)
 
@@ -307,13 +336,22 @@ class Workflow(Aggregate):
         if not self.nodes:
             raise ValidationFailed("an empty workflow cannot be published", field="workflowId")
         number = len(self.published) + 1
-        self._published(number, _optional_text(note, MAX_DESCRIPTION, "note") or "",
-                        meta.actor_id, self.workspace_id, meta.client_op_id)
+        self._published(
+            number,
+            _optional_text(note, MAX_DESCRIPTION, "note") or "",
+            meta.actor_id,
+            self.workspace_id,
+            meta.client_op_id,
+        )
         return number
 
     @event("Published")
     def _published(
-        self, version_number: int, note: str, actor_id: str, workspace_id: str,
+        self,
+        version_number: int,
+        note: str,
+        actor_id: str,
+        workspace_id: str,
         client_op_id: str | None,
     ) -> None:
         # The version frozen is the one this event creates: the graph as of the event before.

@@ -19,11 +19,17 @@ def stack_database(pg_admin_url: str) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def stack(
-    stack_database: str, kafka_session: embedded.Service, redis_url: str,
+    stack_database: str,
+    kafka_session: embedded.Service,
+    redis_url: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
-    settings = stack_settings(stack_database, kafka_session.url, redis_db(redis_url),
-                              Path(tmp_path_factory.mktemp("stack")))
+    settings = stack_settings(
+        stack_database,
+        kafka_session.url,
+        redis_db(redis_url),
+        Path(tmp_path_factory.mktemp("stack")),
+    )
     with running_stack(settings) as running:
         running.wait_ready()
         yield running

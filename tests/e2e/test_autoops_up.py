@@ -21,10 +21,18 @@ pytestmark = pytest.mark.slow
 def test_up_starts_everything_embedded_and_ctrl_c_leaves_no_orphans(tmp_path: Path) -> None:
     port = embedded.free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOOPS_")}
-    env |= {"AUTOOPS_DATA_DIR": str(tmp_path / "data"), "AUTOOPS_API_PORT": str(port),
-            "AUTOOPS_KAFKA_GROUP_TIMEOUT_MS": "3000", "AUTOOPS_LOG_LEVEL": "WARNING"}
-    proc = subprocess.Popen([sys.executable, "-m", "infra.cli", "up"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    env |= {
+        "AUTOOPS_DATA_DIR": str(tmp_path / "data"),
+        "AUTOOPS_API_PORT": str(port),
+        "AUTOOPS_KAFKA_GROUP_TIMEOUT_MS": "3000",
+        "AUTOOPS_LOG_LEVEL": "WARNING",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "infra.cli", "up"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
@@ -38,13 +46,22 @@ def test_up_starts_everything_embedded_and_ctrl_c_leaves_no_orphans(tmp_path: Pa
                 pass
             time.sleep(0.2)
         assert ready is not None and ready.status_code == 200, ready and ready.text
-        assert set(ready.json()["components"]) == {"postgres", "redis", "kafka", "relay",
-                                                   "projector"}
-        created = httpx.post(f"{url}/graphql", json={
-            "query": 'mutation { createWorkflow(input: {name: "hello"}) { workflowId } }'})
+        assert set(ready.json()["components"]) == {
+            "postgres",
+            "redis",
+            "kafka",
+            "relay",
+            "projector",
+        }
+        created = httpx.post(
+            f"{url}/graphql",
+            json={"query": 'mutation { createWorkflow(input: {name: "hello"}) { workflowId } }'},
+        )
         wid = created.json()["data"]["createWorkflow"]["workflowId"]
-        shown = httpx.post(f"{url}/graphql", json={
-            "query": f'{{ workflow(id: "{wid}", atLeastVersion: 1) {{ name }} }}'})
+        shown = httpx.post(
+            f"{url}/graphql",
+            json={"query": f'{{ workflow(id: "{wid}", atLeastVersion: 1) {{ name }} }}'},
+        )
         assert shown.json()["data"]["workflow"]["name"] == "hello"
         assert (tmp_path / "data" / "postgres" / "PG_VERSION").exists()
         family = psutil.Process(proc.pid).children(recursive=True)
@@ -53,8 +70,11 @@ def test_up_starts_everything_embedded_and_ctrl_c_leaves_no_orphans(tmp_path: Pa
         proc.send_signal(signal.SIGINT)
         output = proc.communicate(timeout=60)[0].decode()
     assert proc.returncode == 0, output
-    gone, alive = psutil.wait_procs(family, timeout=10)
+    _gone, alive = psutil.wait_procs(family, timeout=10)
     assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], alive
-    postgres = [p for p in psutil.process_iter(["cmdline"])
-                if str(tmp_path / "data" / "postgres") in " ".join(p.info["cmdline"] or [])]
+    postgres = [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if str(tmp_path / "data" / "postgres") in " ".join(p.info["cmdline"] or [])
+    ]
     assert postgres == []

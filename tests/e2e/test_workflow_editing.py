@@ -19,14 +19,20 @@ UPDATE = "mutation($i: UpdateNodeInput!) { updateNode(input: $i) { version } }"
 MOVE = "mutation($i: MoveNodeInput!) { moveNode(input: $i) { version } }"
 REMOVE = "mutation($i: RemoveNodeInput!) { removeNode(input: $i) { version } }"
 RENAME = "mutation($i: RenameWorkflowInput!) { renameWorkflow(input: $i) { version } }"
-DESCRIBE = ("mutation($i: ChangeWorkflowDescriptionInput!) "
-            "{ changeWorkflowDescription(input: $i) { version } }")
-PUBLISH = "mutation($i: PublishWorkflowInput!) { publishWorkflow(input: $i) { version versionNumber } }"
-WORKFLOW = """query($id: ID!, $v: Int, $at: Int) { workflow(id: $id, atLeastVersion: $v, atVersion: $at) {
+DESCRIBE = (
+    "mutation($i: ChangeWorkflowDescriptionInput!) "
+    "{ changeWorkflowDescription(input: $i) { version } }"
+)
+PUBLISH = (
+    "mutation($i: PublishWorkflowInput!) { publishWorkflow(input: $i) { version versionNumber } }"
+)
+WORKFLOW = """query($id: ID!, $v: Int, $at: Int) {
+  workflow(id: $id, atLeastVersion: $v, atVersion: $at) {
   id name description version nodeCount edgeCount publishedVersion createdBy updatedBy
   nodes { id type name config x y } edges { id sourceId targetId label condition }
   versions { number aggregateVersion note publishedBy } } }"""
-EVENTS = """subscription($id: ID!, $after: Int) { workflowEvents(workflowId: $id, afterVersion: $after)
+EVENTS = """subscription($id: ID!, $after: Int) {
+  workflowEvents(workflowId: $id, afterVersion: $after)
   { workflowId version type actorId occurredAt payload } }"""
 
 
@@ -35,7 +41,9 @@ async def create(client: GraphQLClient, name: str = "Invoices", **extra: Any) ->
     return str(data["createWorkflow"]["workflowId"])
 
 
-async def add(client: GraphQLClient, wid: str, node_type: str = "http.request", **extra: Any) -> dict[str, Any]:
+async def add(
+    client: GraphQLClient, wid: str, node_type: str = "http.request", **extra: Any
+) -> dict[str, Any]:
     data = await client.execute(ADD, {"i": {"workflowId": wid, "type": node_type, **extra}})
     return dict(data["addNode"])
 
@@ -54,9 +62,20 @@ async def test_edits_reach_the_subscription_kafka_and_the_workflow_query(
         assert first["workflowEvents"]["type"] == "Created"
         a = await add(client, wid, "trigger.manual", name="start")
         b = await add(client, wid, config={"url": "https://example.com", "method": "GET"}, x=200)
-        edge = (await client.execute(CONNECT, {"i": {"workflowId": wid, "sourceId": a["nodeId"],
-                                                      "targetId": b["nodeId"], "label": "ok"}}))
-        await client.execute(MOVE, {"i": {"workflowId": wid, "nodeId": b["nodeId"], "x": 5, "y": 6}})
+        edge = await client.execute(
+            CONNECT,
+            {
+                "i": {
+                    "workflowId": wid,
+                    "sourceId": a["nodeId"],
+                    "targetId": b["nodeId"],
+                    "label": "ok",
+                }
+            },
+        )
+        await client.execute(
+            MOVE, {"i": {"workflowId": wid, "nodeId": b["nodeId"], "x": 5, "y": 6}}
+        )
         await client.execute(RENAME, {"i": {"workflowId": wid, "name": "Invoices v2"}})
         await client.execute(DESCRIBE, {"i": {"workflowId": wid, "description": "pays bills"}})
         pub = await client.execute(PUBLISH, {"i": {"workflowId": wid, "note": "first"}})
@@ -65,8 +84,16 @@ async def test_edits_reach_the_subscription_kafka_and_the_workflow_query(
         while len(seen) < 8:
             seen.append((await asyncio.wait_for(anext(events), 10))["workflowEvents"])
     assert [e["version"] for e in seen] == list(range(1, 9))
-    assert [e["type"] for e in seen] == ["Created", "NodeAdded", "NodeAdded", "NodesConnected",
-                                         "NodeMoved", "Renamed", "DescriptionChanged", "Published"]
+    assert [e["type"] for e in seen] == [
+        "Created",
+        "NodeAdded",
+        "NodeAdded",
+        "NodesConnected",
+        "NodeMoved",
+        "Renamed",
+        "DescriptionChanged",
+        "Published",
+    ]
     assert {e["actorId"] for e in seen} == {client.actor}
     assert seen[3]["payload"]["edge_id"] == edge["connectNodes"]["edgeId"]
 
@@ -76,18 +103,29 @@ async def test_edits_reach_the_subscription_kafka_and_the_workflow_query(
     assert (workflow["nodeCount"], workflow["edgeCount"], workflow["publishedVersion"]) == (2, 1, 1)
     assert workflow["nodes"][0]["config"] in ({}, {"url": "https://example.com", "method": "GET"})
     assert workflow["edges"][0]["label"] == "ok"
-    assert workflow["versions"][0] == {"number": 1, "aggregateVersion": 7, "note": "first",
-                                       "publishedBy": client.actor}
+    assert workflow["versions"][0] == {
+        "number": 1,
+        "aggregateVersion": 7,
+        "note": "first",
+        "publishedBy": client.actor,
+    }
 
     assert stack.settings.kafka_bootstrap
-    on_kafka = [m for m in read_topic(stack.settings.kafka_bootstrap, "autoops.workflow.events",
-                                      1, timeout=5) if m["aggregate_id"] == wid]
+    on_kafka = [
+        m
+        for m in read_topic(stack.settings.kafka_bootstrap, "autoops.workflow.events", 1, timeout=5)
+        if m["aggregate_id"] == wid
+    ]
     deadline = asyncio.get_running_loop().time() + 10
     while len({m["aggregate_version"] for m in on_kafka}) < 8:
         assert asyncio.get_running_loop().time() < deadline, on_kafka
-        on_kafka = [m for m in read_topic(stack.settings.kafka_bootstrap,
-                                          "autoops.workflow.events", 1, timeout=5)
-                    if m["aggregate_id"] == wid]
+        on_kafka = [
+            m
+            for m in read_topic(
+                stack.settings.kafka_bootstrap, "autoops.workflow.events", 1, timeout=5
+            )
+            if m["aggregate_id"] == wid
+        ]
     assert {m["_key"] for m in on_kafka} == {wid}
 
 
@@ -99,8 +137,10 @@ async def test_subscription_resumes_after_a_version_without_gaps_or_duplicates(
         await add(client, wid, name=f"n{i}")
     await read(client, wid, 6)
     async with client.subscribe(EVENTS, {"id": wid, "after": 3}) as events:
-        got = [(await asyncio.wait_for(anext(events), 10))["workflowEvents"]["version"]
-               for _ in range(3)]
+        got = [
+            (await asyncio.wait_for(anext(events), 10))["workflowEvents"]["version"]
+            for _ in range(3)
+        ]
         assert got == [4, 5, 6]
         await add(client, wid)
         nxt = await asyncio.wait_for(anext(events), 10)
@@ -110,8 +150,9 @@ async def test_subscription_resumes_after_a_version_without_gaps_or_duplicates(
 async def test_time_travel_rebuilds_any_past_version(client: GraphQLClient) -> None:
     wid = await create(client, "before")
     node = await add(client, wid)
-    await client.execute(UPDATE, {"i": {"workflowId": wid, "nodeId": node["nodeId"],
-                                        "config": {"retries": 3}}})
+    await client.execute(
+        UPDATE, {"i": {"workflowId": wid, "nodeId": node["nodeId"], "config": {"retries": 3}}}
+    )
     await client.execute(REMOVE, {"i": {"workflowId": wid, "nodeId": node["nodeId"]}})
     await client.execute(RENAME, {"i": {"workflowId": wid, "name": "after"}})
     past = (await client.execute(WORKFLOW, {"id": wid, "at": 3}))["workflow"]
@@ -140,12 +181,15 @@ async def test_a_stale_expected_version_is_rebased_or_conflicts(client: GraphQLC
     a = await add(client, wid, nodeId="a")
     await add(client, wid, nodeId="b")
     await client.execute(REMOVE, {"i": {"workflowId": wid, "nodeId": "a", "expectedVersion": 3}})
-    moved = await client.execute(MOVE, {"i": {"workflowId": wid, "nodeId": "b", "x": 1, "y": 1,
-                                              "expectedVersion": 3}})
+    moved = await client.execute(
+        MOVE, {"i": {"workflowId": wid, "nodeId": "b", "x": 1, "y": 1, "expectedVersion": 3}}
+    )
     assert moved["moveNode"]["version"] == 5
     with pytest.raises(GraphQLError) as info:
-        await client.execute(UPDATE, {"i": {"workflowId": wid, "nodeId": a["nodeId"],
-                                            "name": "x", "expectedVersion": 3}})
+        await client.execute(
+            UPDATE,
+            {"i": {"workflowId": wid, "nodeId": a["nodeId"], "name": "x", "expectedVersion": 3}},
+        )
     assert info.value.codes == ["CONFLICT"]
     assert info.value.errors[0]["extensions"]["currentVersion"] == 5
 
@@ -180,7 +224,8 @@ async def test_bad_input_gets_a_typed_error_and_changes_nothing(
     assert nothing_appended.value.codes == ["NOT_FOUND"]
     assert (await read(client, wid, 4))["version"] == 4
     history = await client.execute(
-        "query($id: ID!) { workflowHistory(id: $id) { nodes { version } } }", {"id": wid})
+        "query($id: ID!) { workflowHistory(id: $id) { nodes { version } } }", {"id": wid}
+    )
     assert [n["version"] for n in history["workflowHistory"]["nodes"]] == [4, 3, 2, 1]
 
 
@@ -229,7 +274,8 @@ async def test_workflow_list_searches_by_name_and_pages_with_cursors(stack: Stac
     try:
         ids = [await create(client, f"{kind} {i}") for i in range(5) for kind in ("Sync", "Report")]
         await read(client, ids[-1], 1)
-        query = """query($after: String, $s: String) { workflows(first: 2, after: $after, search: $s)
+        query = """query($after: String, $s: String) {
+          workflows(first: 2, after: $after, search: $s)
           { nodes { id name } pageInfo { hasNextPage endCursor } } }"""
         names: list[str] = []
         after = None

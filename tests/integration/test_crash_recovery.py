@@ -64,7 +64,8 @@ def wait_caught_up(database_url: str, timeout: float = 120) -> None:
                 "SELECT count(*) FROM (SELECT originator_id, max(originator_version) v"
                 " FROM workflow_events GROUP BY originator_id) s"
                 " LEFT JOIN read.workflows w ON w.id = s.originator_id"
-                " WHERE w.version IS DISTINCT FROM s.v").fetchone()
+                " WHERE w.version IS DISTINCT FROM s.v"
+            ).fetchone()
             if behind == (0,):
                 return
             time.sleep(0.2)
@@ -79,7 +80,8 @@ def assert_exact(database_url: str) -> None:
         mismatched = conn.execute(
             "SELECT w.id, w.node_count, (SELECT count(*) FROM read.workflow_nodes n"
             " WHERE n.workflow_id = w.id), (SELECT count(*) FROM workflow_events e"
-            " WHERE e.originator_id = w.id) - 1 FROM read.workflows w").fetchall()
+            " WHERE e.originator_id = w.id) - 1 FROM read.workflows w"
+        ).fetchall()
         for wid, counted, rows, added in mismatched:
             assert counted == rows == added, wid
 
@@ -104,8 +106,9 @@ def test_kill_9_of_relay_and_projector_under_load_loses_and_duplicates_nothing(
         stop = threading.Event()
         loader = threading.Thread(target=load, args=(store, 10, 100_000, stop))
         loader.start()
-        kills = kill_repeatedly(stack, ["relay", "projector", "relay", "projector", "relay"],
-                                threading.Event())
+        kills = kill_repeatedly(
+            stack, ["relay", "projector", "relay", "projector", "relay"], threading.Event()
+        )
         stop.set()
         loader.join()
         assert kills == 5

@@ -56,8 +56,9 @@ class MaskInternalErrors(MaskErrors):
     def anonymise_error(self, error: GraphQLError) -> GraphQLError:
         if error.original_error is not None:
             log.error("unhandled error in %s", error.path, exc_info=error.original_error)
-        return GraphQLError("internal error", nodes=error.nodes, path=error.path,
-                            extensions={"code": "INTERNAL"})
+        return GraphQLError(
+            "internal error", nodes=error.nodes, path=error.path, extensions={"code": "INTERNAL"}
+        )
 
 
 def _is_internal(error: GraphQLError) -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
 import strawberry
 from strawberry.scalars import JSON
@@ -114,8 +114,9 @@ async def _run(info: Info[Any, Any], command: Any, client_op_id: str | None) -> 
 
 
 def _payload(result: c.CommandResult, **created: Any) -> WorkflowPayload:
-    return WorkflowPayload(workflow_id=strawberry.ID(str(result.workflow_id)),
-                           version=result.version, **created)
+    return WorkflowPayload(
+        workflow_id=strawberry.ID(str(result.workflow_id)), version=result.version, **created
+    )
 
 
 def _target(inp: Any) -> dict[str, Any]:
@@ -125,12 +126,16 @@ def _target(inp: Any) -> dict[str, Any]:
 @strawberry.type
 class Mutation:
     @strawberry.mutation
-    async def create_workflow(self, info: Info[Any, Any], input: CreateWorkflowInput) -> WorkflowPayload:
+    async def create_workflow(
+        self, info: Info[Any, Any], input: CreateWorkflowInput
+    ) -> WorkflowPayload:
         command = c.CreateWorkflow(name=input.name, description=input.description)
         return _payload(await _run(info, command, input.client_op_id))
 
     @strawberry.mutation
-    async def rename_workflow(self, info: Info[Any, Any], input: RenameWorkflowInput) -> WorkflowPayload:
+    async def rename_workflow(
+        self, info: Info[Any, Any], input: RenameWorkflowInput
+    ) -> WorkflowPayload:
         command = c.RenameWorkflow(**_target(input), name=input.name)
         return _payload(await _run(info, command, input.client_op_id))
 
@@ -143,16 +148,26 @@ class Mutation:
 
     @strawberry.mutation
     async def add_node(self, info: Info[Any, Any], input: AddNodeInput) -> WorkflowPayload:
-        command = c.AddNode(**_target(input), node_type=input.type, name=input.name,
-                            config=input.config, x=input.x, y=input.y,
-                            node_id=str(input.node_id) if input.node_id else None)
+        command = c.AddNode(
+            **_target(input),
+            node_type=input.type,
+            name=input.name,
+            config=cast(dict[str, Any], input.config),
+            x=input.x,
+            y=input.y,
+            node_id=str(input.node_id) if input.node_id else None,
+        )
         result = await _run(info, command, input.client_op_id)
         return _payload(result, node_id=strawberry.ID(result.created_id or ""))
 
     @strawberry.mutation
     async def update_node(self, info: Info[Any, Any], input: UpdateNodeInput) -> WorkflowPayload:
-        command = c.UpdateNode(**_target(input), node_id=str(input.node_id), name=input.name,
-                               config=input.config)
+        command = c.UpdateNode(
+            **_target(input),
+            node_id=str(input.node_id),
+            name=input.name,
+            config=cast(dict[str, Any] | None, input.config),
+        )
         return _payload(await _run(info, command, input.client_op_id))
 
     @strawberry.mutation
@@ -166,10 +181,16 @@ class Mutation:
         return _payload(await _run(info, command, input.client_op_id))
 
     @strawberry.mutation
-    async def connect_nodes(self, info: Info[Any, Any], input: ConnectNodesInput) -> WorkflowPayload:
-        command = c.ConnectNodes(**_target(input), source_id=str(input.source_id),
-                                 target_id=str(input.target_id), label=input.label,
-                                 condition=input.condition)
+    async def connect_nodes(
+        self, info: Info[Any, Any], input: ConnectNodesInput
+    ) -> WorkflowPayload:
+        command = c.ConnectNodes(
+            **_target(input),
+            source_id=str(input.source_id),
+            target_id=str(input.target_id),
+            label=input.label,
+            condition=input.condition,
+        )
         result = await _run(info, command, input.client_op_id)
         return _payload(result, edge_id=strawberry.ID(result.created_id or ""))
 

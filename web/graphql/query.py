@@ -24,7 +24,9 @@ from web.graphql.types import (
 from web.services import Services
 
 
-async def wait_for_version(svc: Services, workspace_id: str, workflow_id: UUID, version: int) -> None:
+async def wait_for_version(
+    svc: Services, workspace_id: str, workflow_id: UUID, version: int
+) -> None:
     """Wait (bounded) until the read model shows `version` of the workflow."""
     deadline = time.monotonic() + min(svc.settings.read_wait_timeout_s, 2.0)
     async with svc.hub.feed(workspace_id, workflow_id) as feed:
@@ -41,7 +43,9 @@ async def wait_for_version(svc: Services, workspace_id: str, workflow_id: UUID, 
                 return
 
 
-async def _time_travel(svc: Services, workspace_id: str, workflow_id: UUID, version: int) -> Workflow:
+async def _time_travel(
+    svc: Services, workspace_id: str, workflow_id: UUID, version: int
+) -> Workflow:
     try:
         aggregate = await asyncio.to_thread(svc.store.load, workflow_id, version)
     except NotFound:
@@ -55,7 +59,10 @@ async def _time_travel(svc: Services, workspace_id: str, workflow_id: UUID, vers
 class Query:
     @strawberry.field(description="Workflows of the caller's workspace, oldest first.")
     async def workflows(
-        self, info: Info[Any, Any], first: int = 50, after: str | None = None,
+        self,
+        info: Info[Any, Any],
+        first: int = 50,
+        after: str | None = None,
         search: str | None = None,
     ) -> WorkflowConnection:
         who, svc = caller(info), services(info)
@@ -67,10 +74,15 @@ class Query:
             page_info=PageInfo(has_next_page=page.has_next, end_cursor=page.end_cursor),
         )
 
-    @strawberry.field(description="One workflow. `atVersion` rebuilds it as it was from the "
-                      "event store; `atLeastVersion` waits (at most 2 s) for the read model.")
+    @strawberry.field(
+        description="One workflow. `atVersion` rebuilds it as it was from the "
+        "event store; `atLeastVersion` waits (at most 2 s) for the read model."
+    )
     async def workflow(
-        self, info: Info[Any, Any], id: strawberry.ID, at_version: int | None = None,
+        self,
+        info: Info[Any, Any],
+        id: strawberry.ID,
+        at_version: int | None = None,
         at_least_version: int | None = None,
     ) -> Workflow:
         who, svc = caller(info), services(info)

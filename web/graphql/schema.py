@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import strawberry
+from graphql import GraphQLError
 from strawberry.extensions import (
     MaxTokensLimiter,
     ParserCache,
     QueryDepthLimiter,
     ValidationCache,
 )
-
-from typing import Any
-
-from graphql import GraphQLError
 
 from web.graphql.errors import MaskInternalErrors, label_client_errors
 from web.graphql.mutation import Mutation
@@ -28,16 +27,12 @@ class Schema(strawberry.Schema):
 
 
 def build_schema() -> strawberry.Schema:
-    return Schema(
-        query=Query,
-        mutation=Mutation,
-        subscription=Subscription,
-        extensions=[
-            MaxTokensLimiter(5000),
-            ParserCache(maxsize=1000),
-            QueryDepthLimiter(max_depth=10),
-            ValidationCache(maxsize=1000),
-            # Last, so it sees the errors of every step before it (parsing included).
-            MaskInternalErrors,
-        ],
-    )
+    extensions: list[Any] = [
+        MaxTokensLimiter(5000),
+        ParserCache(maxsize=1000),
+        QueryDepthLimiter(max_depth=10),
+        ValidationCache(maxsize=1000),
+        # Last, so it sees the errors of every step before it (parsing included).
+        MaskInternalErrors,
+    ]
+    return Schema(query=Query, mutation=Mutation, subscription=Subscription, extensions=extensions)

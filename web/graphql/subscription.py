@@ -18,8 +18,10 @@ from web.graphql.types import WorkflowEvent
 
 @strawberry.type
 class Subscription:
-    @strawberry.subscription(description="Events after `afterVersion` (all if omitted), "
-                             "then every new one as it happens, in version order.")
+    @strawberry.subscription(
+        description="Events after `afterVersion` (all if omitted), "
+        "then every new one as it happens, in version order."
+    )
     async def workflow_events(
         self, info: Info[Any, Any], workflow_id: strawberry.ID, after_version: int = 0
     ) -> AsyncGenerator[WorkflowEvent, None]:
@@ -47,7 +49,10 @@ class Subscription:
                         if row["version"] == last + 1:
                             yield WorkflowEvent.from_row(key, row)
                             last = row["version"]
-                    rows = (await feed.hub.fetch(who.workspace_id, wid, last)
-                            if len(rows) >= 500 else await queue.get())
+                    rows = (
+                        await feed.hub.fetch(who.workspace_id, wid, last)
+                        if len(rows) >= 500
+                        else await queue.get()
+                    )
             finally:
                 feed.queues.discard(queue)

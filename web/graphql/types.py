@@ -58,39 +58,93 @@ class Workflow:
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Workflow:
         return cls(
-            id=strawberry.ID(str(row["id"])), workspace_id=row["workspace_id"], name=row["name"],
-            description=row["description"], version=row["version"],
-            node_count=row["node_count"], edge_count=row["edge_count"],
-            published_version=row["published_version"], created_at=row["created_at"],
-            created_by=row["created_by"], updated_at=row["updated_at"],
+            id=strawberry.ID(str(row["id"])),
+            workspace_id=row["workspace_id"],
+            name=row["name"],
+            description=row["description"],
+            version=row["version"],
+            node_count=row["node_count"],
+            edge_count=row["edge_count"],
+            published_version=row["published_version"],
+            created_at=row["created_at"],
+            created_by=row["created_by"],
+            updated_at=row["updated_at"],
             updated_by=row["updated_by"],
-            nodes=[Node(id=strawberry.ID(n["node_id"]), type=n["type"], name=n["name"],
-                        config=n["config"], x=n["x"], y=n["y"]) for n in row.get("nodes", [])],
-            edges=[Edge(id=strawberry.ID(e["edge_id"]), source_id=strawberry.ID(e["source_id"]),
-                        target_id=strawberry.ID(e["target_id"]), label=e["label"],
-                        condition=e["condition"]) for e in row.get("edges", [])],
+            nodes=[
+                Node(
+                    id=strawberry.ID(n["node_id"]),
+                    type=n["type"],
+                    name=n["name"],
+                    config=n["config"],
+                    x=n["x"],
+                    y=n["y"],
+                )
+                for n in row.get("nodes", [])
+            ],
+            edges=[
+                Edge(
+                    id=strawberry.ID(e["edge_id"]),
+                    source_id=strawberry.ID(e["source_id"]),
+                    target_id=strawberry.ID(e["target_id"]),
+                    label=e["label"],
+                    condition=e["condition"],
+                )
+                for e in row.get("edges", [])
+            ],
             versions=[PublishedVersion(**v) for v in row.get("versions", [])],
         )
 
     @classmethod
-    def from_graph(cls, graph: dict[str, Any], created_at: datetime, updated_at: datetime) -> Workflow:
+    def from_graph(
+        cls, graph: dict[str, Any], created_at: datetime, updated_at: datetime
+    ) -> Workflow:
         """A workflow rebuilt from the event store (time travel)."""
         nodes, edges = graph["nodes"], graph["edges"]
         published = graph["published"]
         return cls(
-            id=strawberry.ID(graph["id"]), workspace_id=graph["workspace_id"], name=graph["name"],
-            description=graph["description"], version=graph["version"],
-            node_count=len(nodes), edge_count=len(edges),
+            id=strawberry.ID(graph["id"]),
+            workspace_id=graph["workspace_id"],
+            name=graph["name"],
+            description=graph["description"],
+            version=graph["version"],
+            node_count=len(nodes),
+            edge_count=len(edges),
             published_version=published[-1]["number"] if published else None,
-            created_at=created_at, created_by=None, updated_at=updated_at, updated_by=None,
-            nodes=[Node(id=strawberry.ID(k), type=n["type"], name=n["name"], config=n["config"],
-                        x=n["x"], y=n["y"]) for k, n in sorted(nodes.items())],
-            edges=[Edge(id=strawberry.ID(k), source_id=strawberry.ID(e["source"]),
-                        target_id=strawberry.ID(e["target"]), label=e["label"],
-                        condition=e["condition"]) for k, e in sorted(edges.items())],
-            versions=[PublishedVersion(number=p["number"], aggregate_version=p["version"],
-                                       note=p["note"], published_at=None, published_by=None)
-                      for p in published],
+            created_at=created_at,
+            created_by=None,
+            updated_at=updated_at,
+            updated_by=None,
+            nodes=[
+                Node(
+                    id=strawberry.ID(k),
+                    type=n["type"],
+                    name=n["name"],
+                    config=n["config"],
+                    x=n["x"],
+                    y=n["y"],
+                )
+                for k, n in sorted(nodes.items())
+            ],
+            edges=[
+                Edge(
+                    id=strawberry.ID(k),
+                    source_id=strawberry.ID(e["source"]),
+                    target_id=strawberry.ID(e["target"]),
+                    label=e["label"],
+                    condition=e["condition"],
+                )
+                for k, e in sorted(edges.items())
+            ],
+            versions=[
+                PublishedVersion(
+                    number=p["number"],
+                    aggregate_version=p["version"],
+                    note=p["note"],
+                    published_at=None,
+                    published_by=None,
+                )
+                for p in published
+            ],
         )
 
 
@@ -119,9 +173,14 @@ class WorkflowEvent:
 
     @classmethod
     def from_row(cls, workflow_id: str, row: dict[str, Any]) -> WorkflowEvent:
-        return cls(workflow_id=strawberry.ID(workflow_id), version=row["version"],
-                   type=row["type"], actor_id=row["actor_id"], occurred_at=row["occurred_at"],
-                   payload=row["payload"])
+        return cls(
+            workflow_id=strawberry.ID(workflow_id),
+            version=row["version"],
+            type=row["type"],
+            actor_id=row["actor_id"],
+            occurred_at=row["occurred_at"],
+            payload=row["payload"],
+        )
 
 
 @strawberry.type

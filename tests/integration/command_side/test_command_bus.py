@@ -35,7 +35,9 @@ def bus(store: WorkflowStore) -> Iterator[CommandBus]:
     b.stop()
 
 
-def test_many_concurrent_commands_share_few_transactions(bus: CommandBus, store: WorkflowStore) -> None:
+def test_many_concurrent_commands_share_few_transactions(
+    bus: CommandBus, store: WorkflowStore
+) -> None:
     created = bus.execute(c.CreateWorkflow(name="w"), META)
     futures = [
         bus.submit(c.AddNode(workflow_id=created.workflow_id, node_type="http.request"), META)
@@ -61,16 +63,22 @@ def test_a_repeated_operation_returns_the_first_result_and_appends_nothing(
     assert store.load(first.workflow_id).version == 2
 
 
-def test_expected_version_rebases_unrelated_edits_and_refuses_real_conflicts(bus: CommandBus) -> None:
+def test_expected_version_rebases_unrelated_edits_and_refuses_real_conflicts(
+    bus: CommandBus,
+) -> None:
     wid = bus.execute(c.CreateWorkflow(name="w"), META).workflow_id
     a = bus.execute(c.AddNode(workflow_id=wid, node_type="x.y", node_id="a"), META)
     bus.execute(c.AddNode(workflow_id=wid, node_type="x.y", node_id="b"), META)
     seen = a.version + 1
     bus.execute(c.RemoveNode(workflow_id=wid, node_id="a", expected_version=seen), META)
-    moved = bus.execute(c.MoveNode(workflow_id=wid, node_id="b", x=1, y=2, expected_version=seen), META)
+    moved = bus.execute(
+        c.MoveNode(workflow_id=wid, node_id="b", x=1, y=2, expected_version=seen), META
+    )
     assert moved.version == seen + 2
     with pytest.raises(Conflict) as info:
-        bus.execute(c.UpdateNode(workflow_id=wid, node_id="a", name="z", expected_version=seen), META)
+        bus.execute(
+            c.UpdateNode(workflow_id=wid, node_id="a", name="z", expected_version=seen), META
+        )
     assert info.value.current_version == seen + 2
     with pytest.raises(Conflict):
         bus.execute(c.RenameWorkflow(workflow_id=wid, name="z", expected_version=99), META)

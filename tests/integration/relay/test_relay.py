@@ -34,7 +34,9 @@ def broker() -> Iterator[embedded.Service]:
     service.stop()
 
 
-def start_relay(store: WorkflowStore, config: RelayConfig) -> tuple[Relay, threading.Event, threading.Thread]:
+def start_relay(
+    store: WorkflowStore, config: RelayConfig
+) -> tuple[Relay, threading.Event, threading.Thread]:
     relay = Relay(store, config)
     stop = threading.Event()
     thread = threading.Thread(target=relay.run, args=(stop,), daemon=True)
@@ -57,8 +59,13 @@ def edit_some(store: WorkflowStore, n: int) -> str:
 def test_every_event_reaches_kafka_as_a_valid_envelope_keyed_by_aggregate(
     store: WorkflowStore, database_url: str, broker: embedded.Service
 ) -> None:
-    config = RelayConfig(context="workflow", database_url=database_url, bootstrap=broker.url,
-                         partitions=4, poll_interval_s=0.2)
+    config = RelayConfig(
+        context="workflow",
+        database_url=database_url,
+        bootstrap=broker.url,
+        partitions=4,
+        poll_interval_s=0.2,
+    )
     wid = edit_some(store, 20)
     _, stop, thread = start_relay(store, config)
     try:
@@ -78,11 +85,18 @@ def test_every_event_reaches_kafka_as_a_valid_envelope_keyed_by_aggregate(
 def test_only_one_relay_is_active_and_a_standby_takes_over(
     store: WorkflowStore, database_url: str, broker: embedded.Service
 ) -> None:
-    config = RelayConfig(context="workflow", database_url=database_url, bootstrap=broker.url,
-                         partitions=4, poll_interval_s=0.2)
+    config = RelayConfig(
+        context="workflow",
+        database_url=database_url,
+        bootstrap=broker.url,
+        partitions=4,
+        poll_interval_s=0.2,
+    )
     first, stop_first, t1 = start_relay(store, config)
     assert first.active.wait(10)
-    second, stop_second, t2 = start_relay(WorkflowStore(env=eventsourcing_env_for(database_url)), config)
+    second, stop_second, t2 = start_relay(
+        WorkflowStore(env=eventsourcing_env_for(database_url)), config
+    )
     try:
         assert not second.active.wait(1.5)
         stop_first.set()
@@ -99,8 +113,14 @@ def test_only_one_relay_is_active_and_a_standby_takes_over(
 def test_a_broker_that_comes_back_empty_gets_everything_again(
     store: WorkflowStore, database_url: str, broker: embedded.Service
 ) -> None:
-    config = RelayConfig(context="workflow", database_url=database_url, bootstrap=broker.url,
-                         partitions=4, poll_interval_s=0.2, broker_check_interval_s=0.5)
+    config = RelayConfig(
+        context="workflow",
+        database_url=database_url,
+        bootstrap=broker.url,
+        partitions=4,
+        poll_interval_s=0.2,
+        broker_check_interval_s=0.5,
+    )
     edit_some(store, 9)
     _, stop, thread = start_relay(store, config)
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 from uuid import UUID
 
@@ -22,10 +23,8 @@ def run_session(ops: list[Any], disconnects: list[int]) -> tuple[Workflow, list[
     w = Workflow.create(WID, "start", "", META)
     events = list(w.collect_events())
     for i, command in enumerate(ops):
-        try:
+        with contextlib.suppress(CommandError):
             handlers.apply(w, command, META)
-        except CommandError:
-            pass
         if disconnects and w.edges and i % 3 == 0:
             edge = sorted(w.edges)[disconnects[i % len(disconnects)] % len(w.edges)]
             w.disconnect(edge, META)

@@ -41,12 +41,22 @@ def test_every_event_type_has_a_schema_and_envelopes_match_it() -> None:
 def test_event_ids_are_stable_across_re_publication() -> None:
     w = Workflow.create(uuid4(), "w", "", META)
     [created] = w.collect_events()
-    assert env.to_envelope("workflow", created, 1)["event_id"] == \
-        env.to_envelope("workflow", created, 99)["event_id"]
+    assert (
+        env.to_envelope("workflow", created, 1)["event_id"]
+        == env.to_envelope("workflow", created, 99)["event_id"]
+    )
 
 
-@pytest.mark.parametrize("raw", [b"", b"not json", b"[]", b'{"type": "x"}',
-                                 b'{"type":"x","aggregate_id":"a","aggregate_version":"1","data":{}}'])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"not json",
+        b"[]",
+        b'{"type": "x"}',
+        b'{"type":"x","aggregate_id":"a","aggregate_version":"1","data":{}}',
+    ],
+)
 def test_malformed_messages_raise_a_typed_error(raw: bytes) -> None:
     with pytest.raises(env.EnvelopeError):
         env.decode(raw)
@@ -59,8 +69,13 @@ def test_upcasting_brings_old_envelopes_to_the_newest_schema(name: str, x: int) 
     env.UPCASTERS[(kind, 1)] = lambda d: {"node": d["node"], "position": {"x": d["x"]}}
     env.UPCASTERS[(kind, 2)] = lambda d: {**d, "position": {**d["position"], "y": 0}}
     try:
-        old = {"type": kind, "schema_version": 1, "aggregate_id": "a", "aggregate_version": 1,
-               "data": {"node": name, "x": x}}
+        old = {
+            "type": kind,
+            "schema_version": 1,
+            "aggregate_id": "a",
+            "aggregate_version": 1,
+            "data": {"node": name, "x": x},
+        }
         new = env.decode(json.dumps(old).encode())
         assert new["schema_version"] == 3
         assert new["data"] == {"node": name, "position": {"x": x, "y": 0}}

@@ -11,17 +11,25 @@ from infra.settings import eventsourcing_env_for, load_settings, settings_env
 
 def test_defaults_are_the_embedded_development_setup() -> None:
     s = load_settings({})
-    assert (s.env, s.api_port, s.database_url, s.kafka_bootstrap) == ("development", 8000, None, None)
+    assert (s.env, s.api_port, s.database_url, s.kafka_bootstrap) == (
+        "development",
+        8000,
+        None,
+        None,
+    )
 
 
-@pytest.mark.parametrize(("name", "value"), [
-    ("AUTOOPS_API_PORT", "eighty"),
-    ("AUTOOPS_API_PORT", "0"),
-    ("AUTOOPS_ENV", "staging"),
-    ("AUTOOPS_GRAPHIQL", "maybe"),
-    ("AUTOOPS_DATABASE_URL", "mysql://x"),
-    ("AUTOOPS_KAFKA_PARTITIONS", "-1"),
-])
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("AUTOOPS_API_PORT", "eighty"),
+        ("AUTOOPS_API_PORT", "0"),
+        ("AUTOOPS_ENV", "staging"),
+        ("AUTOOPS_GRAPHIQL", "maybe"),
+        ("AUTOOPS_DATABASE_URL", "mysql://x"),
+        ("AUTOOPS_KAFKA_PARTITIONS", "-1"),
+    ],
+)
 def test_bad_values_name_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_settings({name: value})
@@ -41,18 +49,27 @@ def test_settings_round_trip_through_the_environment() -> None:
 def test_socket_urls_of_embedded_postgres_translate_for_eventsourcing() -> None:
     env = eventsourcing_env_for("postgresql://postgres:@/autoops?host=/tmp/pg")
     assert (env["POSTGRES_HOST"], env["POSTGRES_DBNAME"], env["POSTGRES_USER"]) == (
-        "/tmp/pg", "autoops", "postgres")
+        "/tmp/pg",
+        "autoops",
+        "postgres",
+    )
 
 
 def test_the_cli_reports_bad_configuration_clearly() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "infra.cli", "relay"], capture_output=True, text=True,
-        env={"AUTOOPS_API_PORT": "x", "PATH": ""}, check=False,
+        [sys.executable, "-m", "infra.cli", "relay"],
+        capture_output=True,
+        text=True,
+        env={"AUTOOPS_API_PORT": "x", "PATH": ""},
+        check=False,
     )
     assert result.returncode == 2
     assert "AUTOOPS_API_PORT" in result.stderr
     alone = subprocess.run(
-        [sys.executable, "-m", "infra.cli", "relay"], capture_output=True, text=True,
-        env={"PATH": ""}, check=False,
+        [sys.executable, "-m", "infra.cli", "relay"],
+        capture_output=True,
+        text=True,
+        env={"PATH": ""},
+        check=False,
     )
     assert alone.returncode == 2 and "AUTOOPS_DATABASE_URL" in alone.stderr
