@@ -7,13 +7,13 @@ tracked + 1, e.g. after a read model was rebuilt) is filled from the event log f
 
 from __future__ import annotations
 
-import itertools
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg.types.json import Jsonb
 
 from command_side.contracts.envelope import Envelope
 from projections import schema
@@ -84,14 +84,16 @@ class Applier:
         changes: dict[str, Change] = {}
         async with self._conn.transaction(), self._conn.cursor() as cur:
             tracked = await self._tracked(cur, ids)
-            statements: list[tuple[str, tuple[Any, ...]]] = []
+            # Projections that take the same envelopes share one call and one JSON document.
+            calls: dict[tuple[tuple[str, int], ...], tuple[list[Envelope], list[str]]] = {}
             for projection in self._projections:
                 seen = tracked[projection.name]
+                fresh: list[Envelope] = []
                 for envelope in envelopes:
                     if envelope["type"].split(".", 1)[0] != projection.context:
                         continue
                     for env in await self._in_order(envelope, seen):
-                        statements += projection.fold(env)
+                        fresh.append(env)
                         seen[env["aggregate_id"]] = env["aggregate_version"]
                         changes[env["aggregate_id"]] = Change(
                             env["workspace_id"],
@@ -99,9 +101,17 @@ class Applier:
                             env["aggregate_id"],
                             env["aggregate_version"],
                         )
-                        self.applied += 1
-            async with self._conn.pipeline():
-                await _execute(cur, statements)
+                if fresh:
+                    key = tuple((e["aggregate_id"], e["aggregate_version"]) for e in fresh)
+                    calls.setdefault(key, (fresh, []))[1].append(projection.fold_function)
+                    self.applied += len(fresh)
+            for batch, functions in calls.values():
+                folds = ", ".join(f"{f}(j)" for f in functions)
+                await cur.execute(
+                    f"SELECT {folds} FROM (SELECT %s::jsonb AS j) AS batch",
+                    (Jsonb(batch),),
+                    prepare=True,
+                )
             await cur.executemany(
                 "INSERT INTO read.projection_tracking (projection, aggregate_id, version)"
                 " VALUES (%s, %s, %s) ON CONFLICT (projection, aggregate_id)"
@@ -141,15 +151,3 @@ class Applier:
         log.warning("filling gap of %s: v%d..v%d", envelope["aggregate_id"], last + 1, version - 1)
         missing = await self._gap_reader(envelope["aggregate_id"], last)
         return [e for e in missing if e["aggregate_version"] < version] + [envelope]
-
-
-async def _execute(
-    cur: psycopg.AsyncCursor[Any], statements: list[tuple[str, tuple[Any, ...]]]
-) -> None:
-    """Run statements in order, grouping runs of the same SQL into one executemany."""
-    for sql, group in itertools.groupby(statements, key=lambda s: s[0]):
-        params = [p for _, p in group]
-        if len(params) == 1:
-            await cur.execute(sql, params[0])
-        else:
-            await cur.executemany(sql, params)

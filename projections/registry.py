@@ -1,14 +1,16 @@
-"""The projections this service maintains, by name (what `autoops replay --projection` takes)."""
+"""The projections this service maintains, by name (what `autoops replay --projection` takes).
+
+Each projection's fold is a SQL function, `read.apply_<name>(events jsonb)`, in `sql/`: a
+batch of envelopes goes to PostgreSQL in one call and is folded there in order, so the live
+projector and replay run the very same code, with one round trip per batch.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from importlib import resources
 
-from projections import schema, workflows
-
-Fold = Callable[[dict[str, Any]], list[tuple[str, tuple[Any, ...]]]]
+from projections import schema
 
 
 @dataclass(frozen=True)
@@ -17,7 +19,14 @@ class Projection:
     context: str
     ddl: tuple[str, ...]
     tables: tuple[str, ...]
-    fold: Fold
+
+    @property
+    def fold_function(self) -> str:
+        return f"read.apply_{self.name}"
+
+
+def _fold_sql(name: str) -> str:
+    return resources.files("projections").joinpath("sql", f"{name}.sql").read_text()
 
 
 PROJECTIONS: dict[str, Projection] = {
@@ -26,21 +35,19 @@ PROJECTIONS: dict[str, Projection] = {
         Projection(
             "workflows",
             "workflow",
-            tuple(schema.WORKFLOWS),
+            (*schema.WORKFLOWS, _fold_sql("workflows")),
             (
                 "read.workflows",
                 "read.workflow_nodes",
                 "read.workflow_edges",
                 "read.workflow_versions",
             ),
-            workflows.fold_workflow,
         ),
         Projection(
             "workflow_history",
             "workflow",
-            tuple(schema.HISTORY),
+            (*schema.HISTORY, _fold_sql("workflow_history")),
             ("read.workflow_history",),
-            workflows.fold_history,
         ),
     )
 }

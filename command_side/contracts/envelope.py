@@ -33,7 +33,12 @@ SCHEMA_VERSIONS: dict[str, int] = {}
 UPCASTERS: dict[tuple[str, int], Upcaster] = {}
 
 
+_JSON_SCALARS = (str, int, float, bool, type(None))
+
+
 def _plain(value: Any) -> Any:
+    if type(value) in _JSON_SCALARS:  # the common case, first
+        return value
     if isinstance(value, UUID):
         return str(value)
     if isinstance(value, datetime):
