@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import psycopg
+import redis
 
 from infra import embedded, kafka
 from infra.settings import Settings, load_settings
@@ -45,7 +46,13 @@ def services() -> Iterator[Services]:
         started.append(pg)
         admin = pg.url
     redis_url = os.environ.get("AUTOOPS_BENCH_REDIS_URL")
-    if not redis_url:
+    if redis_url:
+        # Heartbeats of an earlier run would make readiness pass too early.
+        client = redis.Redis.from_url(redis_url)
+        for key in client.scan_iter("autoops:heartbeat:*"):
+            client.delete(key)
+        client.close()
+    else:
         r = embedded.start_redis(tmp / "redis")
         started.append(r)
         redis_url = r.url

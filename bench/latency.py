@@ -47,6 +47,15 @@ async def measure(url: str, editors: int, seconds: float, rate_per_editor: float
                 {"i": {"workflowId": wid, "type": "a.b", "nodeId": f"n{i}"}},
             )
             nodes.append(added["addNode"]["nodeId"])  # type: ignore[index]
+        # The projector may still be joining its consumer group: wait for our own writes.
+        while True:
+            shown = await gql(
+                http,
+                "query($id: ID!, $v: Int) { workflow(id: $id, atLeastVersion: $v) { version } }",
+                {"id": wid, "v": editors + 1},
+            )
+            if shown["workflow"]["version"] == editors + 1:  # type: ignore[index]
+                break
         sent: dict[float, float] = {}
         latencies: list[float] = []
         seq = itertools.count(1)
@@ -79,6 +88,8 @@ async def measure(url: str, editors: int, seconds: float, rate_per_editor: float
             async def watch() -> None:
                 while True:
                     message = json.loads(await ws.recv())
+                    if message.get("type") == "error" or message.get("payload", {}).get("errors"):
+                        raise RuntimeError(f"subscription failed: {message}")
                     if message.get("type") != "next":
                         continue
                     event = message["payload"]["data"]["workflowEvents"]

@@ -46,6 +46,12 @@ async def create_tables(
                 await conn.execute(ddl)
 
 
+async def ensure_read_models(database_url: str) -> None:
+    """Create every projection's tables and fold functions (idempotent; safe to race)."""
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        await create_tables(conn, PROJECTIONS.values())
+
+
 async def drop_tables(
     conn: psycopg.AsyncConnection[Any], projections: Iterable[Projection]
 ) -> None:

@@ -21,7 +21,7 @@ from command_side.contracts.envelope import Envelope, EnvelopeError, decode
 from command_side.contracts.log import EventLog
 from infra import kafka
 from projections import notices
-from projections.applier import Applier
+from projections.applier import Applier, ensure_read_models
 from projections.faust_driver import LowLatencyApp
 
 log = logging.getLogger(__name__)
@@ -93,9 +93,12 @@ class Projector:
         @app.timer(1.0)
         async def heartbeat() -> None:
             _, redis = await self.resources()
+            assigned = len(app.consumer.assignment())
+            if not assigned:  # not consuming anything yet (or more projectors than partitions)
+                return
             state = {
                 "pid": os.getpid(),
-                "assigned": len(app.consumer.assignment()),
+                "assigned": assigned,
                 "applied": self.applied,
                 "rejected": self.rejected,
             }
@@ -139,5 +142,6 @@ class Projector:
     def run(self) -> None:
         """Run the worker until SIGINT/SIGTERM."""
         kafka.ensure_topics(self.config.bootstrap, self.config.partitions)
+        asyncio.run(ensure_read_models(self.config.database_url))
         worker = faust.Worker(self.app, loglevel="WARNING")
         worker.execute_from_commandline()

@@ -13,6 +13,7 @@ from psycopg_pool import AsyncConnectionPool
 from command_side.bus import CommandBus
 from command_side.store import WorkflowStore
 from infra.settings import Settings, eventsourcing_env_for
+from projections.applier import ensure_read_models
 from query_side import views
 from web.hub import Hub
 
@@ -32,6 +33,8 @@ class Services:
             from infra.errors import ConfigError
 
             raise ConfigError("the api needs AUTOOPS_DATABASE_URL and AUTOOPS_REDIS_URL")
+        # Queries must never meet a missing table, even before the projector's first batch.
+        await ensure_read_models(settings.database_url)
         store = await asyncio.to_thread(
             WorkflowStore, env=eventsourcing_env_for(settings.database_url)
         )
