@@ -121,8 +121,7 @@ class CommandBus:
                 item.future.set_exception(exc)
         dirty = [w for w in touched.values() if w.pending_events]
         try:
-            if dirty:
-                self._store.save(*dirty)
+            self._save(dirty)
         except IntegrityError:
             for workflow in touched.values():
                 self._cache.pop(workflow.id, None)
@@ -134,14 +133,23 @@ class CommandBus:
         for item, result in applied:
             item.future.set_result(result)
 
+    def _save(self, dirty: list[Workflow]) -> None:
+        """One append transaction; then snapshots of workflows that crossed an interval."""
+        if not dirty:
+            return
+        every = self._store.snapshot_every
+        before = {w.id: (w.version - len(w.pending_events)) // every for w in dirty}
+        self._store.save(*dirty)
+        for workflow in dirty:
+            if workflow.version // every != before[workflow.id]:
+                self._store.snapshot(workflow)
+
     def _retry_alone(self, item: _Pending) -> None:
         for _ in range(RACE_RETRIES):
             touched: dict[UUID, Workflow] = {}
             try:
                 result = self._apply(item, touched, fresh=True)
-                dirty = [w for w in touched.values() if w.pending_events]
-                if dirty:
-                    self._store.save(*dirty)
+                self._save([w for w in touched.values() if w.pending_events])
             except IntegrityError:
                 continue
             except CommandError as exc:

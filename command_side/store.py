@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import Snapshot
 
 from command_side.errors import NotFound
 from command_side.workflow.aggregate import Workflow
@@ -15,7 +16,15 @@ class WorkflowStore(Application[UUID]):
     """Stores Workflow events in `workflow_events`; its notification log feeds the relay."""
 
     name = "workflow"
-    snapshotting_intervals: ClassVar[dict[type[Any], int]] = {Workflow: 200}
+    # Snapshots are read by `load`, but written by `snapshot` from an aggregate already in
+    # memory: the library's automatic snapshots reload the aggregate inside save().
+    is_snapshotting_enabled = True
+    snapshot_every = 200
+
+    def snapshot(self, workflow: Workflow) -> None:
+        """Store the state of an aggregate that was just saved."""
+        assert self.snapshots is not None
+        self.snapshots.put([Snapshot.take(workflow)])
 
     def load(self, workflow_id: UUID, version: int | None = None) -> Workflow:
         """The workflow, optionally as it was at `version`; NotFound when there is none."""

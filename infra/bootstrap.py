@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import threading
@@ -54,6 +55,7 @@ def run_relay(settings: Settings) -> None:
         ),
         heartbeat=Heartbeat(settings.redis_url, "relay"),
     )
+    gc.freeze()  # start-up objects live forever: spare them the collector's full passes
     relay.run(stop_on_signals())
     store.close()
 

@@ -44,7 +44,7 @@ class Settings:
     kafka_partitions: int = 4
     """Partitions of every topic AutoOps creates."""
 
-    kafka_fetch_max_wait_ms: int = 10
+    kafka_fetch_max_wait_ms: int = 5
     """Longest a consumer fetch waits for data; small keeps latency low on brokers that
     answer a waiting fetch late (Tansu)."""
 

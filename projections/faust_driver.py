@@ -34,7 +34,7 @@ class _Transport(driver.Transport):
 class LowLatencyApp(faust.App):
     """faust.App with `fetch_max_wait_ms` passed through to the worker consumer."""
 
-    def __init__(self, *args: Any, fetch_max_wait_ms: int = 10, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, fetch_max_wait_ms: int = 5, **kwargs: Any) -> None:
         self.fetch_max_wait_ms = fetch_max_wait_ms
         super().__init__(*args, **kwargs)
 

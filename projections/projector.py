@@ -7,6 +7,7 @@ Each batch commits its read-model changes and tracking rows in one PostgreSQL tr
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -36,7 +37,7 @@ class ProjectorConfig:
     redis_url: str
     partitions: int = 4
     batch_size: int = 500
-    fetch_max_wait_ms: int = 10
+    fetch_max_wait_ms: int = 5
     group_timeout_ms: int = 6000
     batch_window_s: float = 0.002
     data_dir: str = ".autoops"
@@ -144,4 +145,5 @@ class Projector:
         kafka.ensure_topics(self.config.bootstrap, self.config.partitions)
         asyncio.run(ensure_read_models(self.config.database_url))
         worker = faust.Worker(self.app, loglevel="WARNING")
+        gc.freeze()  # start-up objects live forever: spare them the collector's full passes
         worker.execute_from_commandline()

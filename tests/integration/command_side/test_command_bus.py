@@ -116,3 +116,17 @@ def test_two_processes_racing_rebase_or_conflict(database_url: str) -> None:
     finally:
         first.stop()
         second.stop()
+
+
+def test_long_lived_workflows_are_snapshotted_and_load_the_same(
+    bus: CommandBus, store: WorkflowStore, database_url: str
+) -> None:
+    wid = bus.execute(c.CreateWorkflow(name="w"), META).workflow_id
+    for i in range(store.snapshot_every + 5):
+        bus.execute(c.AddNode(workflow_id=wid, node_type="a.b", node_id=f"n{i}"), META)
+    fresh = WorkflowStore(env=eventsourcing_env_for(database_url))
+    assert fresh.snapshots is not None
+    assert len(list(fresh.snapshots.get(wid))) == 1
+    assert fresh.load(wid).graph() == store.load(wid).graph()
+    assert fresh.load(wid, version=150).version == 150
+    fresh.close()
