@@ -144,6 +144,6 @@ class Projector:
         """Run the worker until SIGINT/SIGTERM."""
         kafka.ensure_topics(self.config.bootstrap, self.config.partitions)
         asyncio.run(ensure_read_models(self.config.database_url))
-        worker = faust.Worker(self.app, loglevel="WARNING")
+        worker = faust.Worker(self.app, loglevel="WARNING", quiet=True)
         gc.freeze()  # start-up objects live forever: spare them the collector's full passes
         worker.execute_from_commandline()
