@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,9 +15,9 @@ import httpx
 import psycopg
 import redis
 
-from infra import embedded, kafka
+from infra import embedded
 from infra.settings import Settings, load_settings
-from infra.supervisor import Supervisor
+from infra.supervisor import Supervisor, supervised
 
 
 @dataclass
@@ -90,19 +89,10 @@ def platform(
     settings: Settings,
     processes: tuple[str, ...] = ("relay", "projector", "api"),
 ) -> Iterator[Supervisor]:
-    assert settings.kafka_bootstrap
-    kafka.ensure_topics(settings.kafka_bootstrap, settings.kafka_partitions)
-    supervisor = Supervisor(settings, processes)
-    supervisor.start()
-    watcher = threading.Thread(target=supervisor.watch, daemon=True)
-    watcher.start()
-    try:
+    with supervised(settings, processes) as supervisor:
         if "api" in processes:
             wait_ready(f"http://127.0.0.1:{settings.api_port}")
         yield supervisor
-    finally:
-        supervisor.stop()
-        watcher.join()
 
 
 def wait_ready(url: str, timeout: float = 90) -> None:

@@ -15,6 +15,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +91,23 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+@contextmanager
+def supervised(settings: Settings, processes: tuple[str, ...] = PROCESSES) -> Iterator[Supervisor]:
+    """The processes running (restarted if they die) for the duration of the block, on the
+    services `settings` names; for tests and benchmarks that bring their own services."""
+    assert settings.kafka_bootstrap
+    kafka.ensure_topics(settings.kafka_bootstrap, settings.kafka_partitions)
+    supervisor = Supervisor(settings, processes)
+    supervisor.start()
+    watcher = threading.Thread(target=supervisor.watch, daemon=True)
+    watcher.start()
+    try:
+        yield supervisor
+    finally:
+        supervisor.stop()
+        watcher.join()
 
 
 def start_services(settings: Settings) -> tuple[Settings, list[embedded.Service]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -66,13 +67,22 @@ async def list_workflows(
         params += [created_at, _uuid(last_id)]
     sql += " ORDER BY created_at, id LIMIT %s"
     params.append(size + 1)
+    return await _page(conn, sql, params, size, lambda r: (r["created_at"].isoformat(), r["id"]))
+
+
+async def _page(
+    conn: psycopg.AsyncConnection[Any],
+    sql: str,
+    params: list[Any],
+    size: int,
+    cursor_of: Callable[[Row], tuple[Any, ...]],
+) -> Page:
+    """Run a query that asked for one row more than the page, and cut the page."""
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(sql, params)
         rows = await cur.fetchall()
-    has_next = len(rows) > size
-    rows = rows[:size]
-    end = encode_cursor(rows[-1]["created_at"].isoformat(), rows[-1]["id"]) if rows else None
-    return Page(rows, has_next, end)
+    page = rows[:size]
+    return Page(page, len(rows) > size, encode_cursor(*cursor_of(page[-1])) if page else None)
 
 
 def _uuid(value: str) -> UUID:
@@ -149,12 +159,7 @@ async def history(
         params.append(int(version))
     sql += " ORDER BY version DESC LIMIT %s"
     params.append(size + 1)
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(sql, params)
-        rows = await cur.fetchall()
-    has_next = len(rows) > size
-    rows = rows[:size]
-    return Page(rows, has_next, encode_cursor(rows[-1]["version"]) if rows else None)
+    return await _page(conn, sql, params, size, lambda r: (r["version"],))
 
 
 async def events_after(

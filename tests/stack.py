@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,9 +12,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from infra import embedded, kafka
+from infra import embedded
 from infra.settings import Settings, load_settings
-from infra.supervisor import Supervisor
+from infra.supervisor import Supervisor, supervised
 
 _redis_db = itertools.count(1)
 
@@ -72,14 +71,5 @@ def running_stack(
     settings: Settings,
     processes: tuple[str, ...] = ("relay", "projector", "api"),
 ) -> Iterator[Stack]:
-    assert settings.kafka_bootstrap
-    kafka.ensure_topics(settings.kafka_bootstrap, settings.kafka_partitions)
-    supervisor = Supervisor(settings, processes)
-    supervisor.start()
-    watcher = threading.Thread(target=supervisor.watch, daemon=True)
-    watcher.start()
-    try:
+    with supervised(settings, processes) as supervisor:
         yield Stack(settings, supervisor)
-    finally:
-        supervisor.stop()
-        watcher.join()

@@ -34,6 +34,17 @@ def broker() -> Iterator[embedded.Service]:
     service.stop()
 
 
+def relay_config(database_url: str, broker: embedded.Service, **extra: float) -> RelayConfig:
+    return RelayConfig(
+        context="workflow",
+        database_url=database_url,
+        bootstrap=broker.url,
+        partitions=4,
+        poll_interval_s=0.2,
+        **extra,
+    )
+
+
 def start_relay(
     store: WorkflowStore, config: RelayConfig
 ) -> tuple[Relay, threading.Event, threading.Thread]:
@@ -59,13 +70,7 @@ def edit_some(store: WorkflowStore, n: int) -> str:
 def test_every_event_reaches_kafka_as_a_valid_envelope_keyed_by_aggregate(
     store: WorkflowStore, database_url: str, broker: embedded.Service
 ) -> None:
-    config = RelayConfig(
-        context="workflow",
-        database_url=database_url,
-        bootstrap=broker.url,
-        partitions=4,
-        poll_interval_s=0.2,
-    )
+    config = relay_config(database_url, broker)
     wid = edit_some(store, 20)
     _, stop, thread = start_relay(store, config)
     try:
@@ -85,13 +90,7 @@ def test_every_event_reaches_kafka_as_a_valid_envelope_keyed_by_aggregate(
 def test_only_one_relay_is_active_and_a_standby_takes_over(
     store: WorkflowStore, database_url: str, broker: embedded.Service
 ) -> None:
-    config = RelayConfig(
-        context="workflow",
-        database_url=database_url,
-        bootstrap=broker.url,
-        partitions=4,
-        poll_interval_s=0.2,
-    )
+    config = relay_config(database_url, broker)
     first, stop_first, t1 = start_relay(store, config)
     assert first.active.wait(10)
     second, stop_second, t2 = start_relay(
@@ -113,14 +112,7 @@ def test_only_one_relay_is_active_and_a_standby_takes_over(
 def test_a_broker_that_comes_back_empty_gets_everything_again(
     store: WorkflowStore, database_url: str, broker: embedded.Service
 ) -> None:
-    config = RelayConfig(
-        context="workflow",
-        database_url=database_url,
-        bootstrap=broker.url,
-        partitions=4,
-        poll_interval_s=0.2,
-        broker_check_interval_s=0.5,
-    )
+    config = relay_config(database_url, broker, broker_check_interval_s=0.5)
     edit_some(store, 9)
     _, stop, thread = start_relay(store, config)
     try:
