@@ -32,3 +32,29 @@ def test_ready_is_503_and_names_what_is_down_until_every_component_is_up(
         assert body["components"]["postgres"] == "up"
         metrics = httpx.get(f"{stack.url}/metrics", timeout=5)
         assert metrics.status_code == 200 and "python_info" in metrics.text
+
+
+def test_production_refuses_anonymous_callers(
+    database_url: str, kafka_session: embedded.Service, redis_url: str, tmp_path: Path
+) -> None:
+    settings = stack_settings(
+        database_url, kafka_session.url, redis_db(redis_url), tmp_path, AUTOOPS_ENV="production"
+    )
+    query = {"query": "{ workflows { nodes { id } } }"}
+    with running_stack(settings, ("api",)) as stack:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                anonymous = httpx.post(f"{stack.url}/graphql", json=query, timeout=2)
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        assert anonymous.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+        named = httpx.post(
+            f"{stack.url}/graphql",
+            json=query,
+            headers={"x-autoops-workspace": "w1", "x-autoops-actor": "a1"},
+            timeout=5,
+        )
+        assert named.json() == {"data": {"workflows": {"nodes": []}}}

@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
+from kafka import KafkaProducer
 
 from tests.graphql_client import GraphQLClient, GraphQLError
 from tests.kafka_read import read_topic
@@ -309,3 +310,23 @@ async def test_history_lists_every_event_newest_first_with_actor(client: GraphQL
             break
         after = page["pageInfo"]["endCursor"]
     assert versions == [5, 4, 3, 2, 1]
+
+
+async def test_malformed_kafka_messages_are_rejected_and_change_nothing(
+    client: GraphQLClient, stack: Stack
+) -> None:
+    wid = await create(client)
+    await read(client, wid, 1)
+    assert stack.settings.kafka_bootstrap
+    producer = KafkaProducer(bootstrap_servers=stack.settings.kafka_bootstrap)
+    for garbage in (b"", b"not json", b"[1]", b'{"type": "workflow.NodeAdded"}'):
+        producer.send("autoops.workflow.events", key=wid.encode(), value=garbage)
+    producer.flush()
+    producer.close()
+    await add(client, wid, name="after the garbage")
+    workflow = await read(client, wid, 2)
+    assert workflow["version"] == 2 and workflow["nodeCount"] == 1
+    history = await client.execute(
+        "query($id: ID!) { workflowHistory(id: $id) { nodes { version } } }", {"id": wid}
+    )
+    assert [n["version"] for n in history["workflowHistory"]["nodes"]] == [2, 1]

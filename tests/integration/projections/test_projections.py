@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import threading
 from typing import Any
 from uuid import UUID
 
@@ -140,3 +141,50 @@ def test_replay_of_one_projection_leaves_the_others_alone(database_url: str) -> 
     assert len(snapshot(database_url)["history"]) == 2
     with pytest.raises(UnknownProjection):
         select(["nope"])
+
+
+@given(
+    st.lists(op(WID), min_size=1, max_size=15),
+    st.lists(op(WID), min_size=1, max_size=15),
+)
+@settings(
+    max_examples=10,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+def test_concurrent_writers_end_with_the_read_model_of_the_folded_aggregate(
+    database_url: str, first_ops: list[Any], second_ops: list[Any]
+) -> None:
+    """Two writers (two stores and buses, as two api processes) race on one workflow."""
+    env = eventsourcing_env_for(database_url)
+    stores = [WorkflowStore(env=env), WorkflowStore(env=env)]
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("TRUNCATE workflow_events")
+    buses = [CommandBus(s) for s in stores]
+    for bus in buses:
+        bus.start()
+    meta = c.Meta(actor_id="u", workspace_id="ws")
+    created = buses[0].execute(c.CreateWorkflow(name="w"), meta)
+
+    def run(bus: CommandBus, ops: list[Any]) -> None:
+        for command in ops:
+            command = type(command)(**{**command.__dict__, "workflow_id": created.workflow_id})
+            with contextlib.suppress(CommandError):
+                bus.execute(command, meta)
+
+    writers = [
+        threading.Thread(target=run, args=(bus, ops))
+        for bus, ops in zip(buses, (first_ops, second_ops), strict=True)
+    ]
+    for w in writers:
+        w.start()
+    for w in writers:
+        w.join()
+    for bus in buses:
+        bus.stop()
+    asyncio.run(apply_with_redelivery(database_url, all_envelopes(database_url), seed=1))
+    aggregate = stores[0].load(created.workflow_id).graph()
+    stored = read_graph(database_url, created.workflow_id)
+    assert stored == {k: aggregate[k] for k in ("name", "version", "nodes", "edges")}
+    for s in stores:
+        s.close()
