@@ -64,6 +64,7 @@ class Relay:
         self._acked: dict[int, int] = {}
         #: Per partition, the highest offset ever acknowledged to this relay.
         self._high: dict[int, int] = {}
+        self._saved: tuple[int, int] | None = None
         self.active = threading.Event()
 
     def run(self, stop: threading.Event, on_batch: Callable[[int], None] | None = None) -> None:
@@ -79,6 +80,7 @@ class Relay:
                 return
             log.info("relay for %s is active", cfg.context)
             self.active.set()
+            self._saved = None
             try:
                 self._publish_loop(stop, on_batch)
             finally:
@@ -123,19 +125,24 @@ class Relay:
             _close_quietly(producer, offsets)
 
     def _position(self, conn: psycopg.Connection) -> tuple[int, int]:
-        row = conn.execute(
-            "SELECT position, published FROM autoops_relay_position WHERE context = %s",
-            (self._config.context,),
-        ).fetchone()
-        return (int(row[0]), int(row[1])) if row else (0, 0)
+        # Read once per activation: while we hold the advisory lock nobody else writes it.
+        if self._saved is None:
+            row = conn.execute(
+                "SELECT position, published FROM autoops_relay_position WHERE context = %s",
+                (self._config.context,),
+            ).fetchone()
+            self._saved = (int(row[0]), int(row[1])) if row else (0, 0)
+        return self._saved
 
     def _save_position(self, conn: psycopg.Connection, position: int, published: int) -> None:
+        self._saved = None  # until the write below is known to have happened
         conn.execute(
             "INSERT INTO autoops_relay_position (context, position, published) VALUES (%s, %s, %s) "
             "ON CONFLICT (context) DO UPDATE SET position = EXCLUDED.position, "
             "published = EXCLUDED.published, updated_at = now()",
             (self._config.context, position, published),
         )
+        self._saved = (position, published)
 
     def _publish_batch(self, conn: psycopg.Connection, producer: kafka.KafkaProducer) -> int:
         position, published = self._position(conn)

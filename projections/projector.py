@@ -89,7 +89,15 @@ class Projector:
         @app.agent(topic, name="workflow-projections")
         async def project(stream: faust.StreamT[bytes]) -> None:
             async for batch in stream.take(cfg.batch_size, within=cfg.batch_window_s):
-                await self.handle(batch)
+                try:
+                    await self.handle(batch)
+                except Exception:
+                    # Crash-only: a batch that cannot be committed (database gone, a bug) must
+                    # not be acknowledged. Exit at once, without committing offsets; the
+                    # supervisor restarts us and the batch is read again.
+                    log.critical("projector: batch failed; exiting to retry it", exc_info=True)
+                    logging.shutdown()
+                    os._exit(70)
 
         @app.timer(1.0)
         async def heartbeat() -> None:

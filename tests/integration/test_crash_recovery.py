@@ -137,3 +137,25 @@ def test_a_broker_restart_is_survived_end_to_end(
         finally:
             restarted.stop()
     store.close()
+
+
+def test_a_batch_that_cannot_be_committed_is_retried_not_skipped(
+    database_url: str, broker: embedded.Service, redis_url: str, tmp_path: Path
+) -> None:
+    settings = stack_settings(database_url, broker.url, redis_db(redis_url), tmp_path)
+    store = WorkflowStore(env=eventsourcing_env_for(database_url))
+    with running_stack(settings, ("relay", "projector")) as stack:
+        load(store, workflows=2, edits=5, stop=threading.Event())
+        wait_caught_up(database_url)
+        # Break a fold the way a bug or a lost database would: every batch now fails.
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(
+                "CREATE OR REPLACE FUNCTION read.apply_workflow_history(events jsonb)"
+                " RETURNS void LANGUAGE plpgsql AS $$ BEGIN RAISE 'injected failure'; END $$"
+            )
+        load(store, workflows=2, edits=5, stop=threading.Event())
+        # The projector exits without acknowledging; restarted, it reinstalls its folds.
+        wait_caught_up(database_url)
+        assert stack.supervisor.restarts >= 1
+        assert_exact(database_url)
+    store.close()
