@@ -13,7 +13,7 @@ from strawberry.types import Info
 from command_side.errors import NotFound
 from query_side import views
 from web.graphql.context import caller, services
-from web.graphql.errors import graphql_error, mapped_errors, not_found, parse_id
+from web.graphql.errors import mapped_errors, not_found, parse_id
 from web.graphql.types import (
     PageInfo,
     Workflow,
@@ -114,4 +114,4 @@ class Query:
         )
 
 
-__all__ = ["Query", "graphql_error"]
+__all__ = ["Query"]
