@@ -88,7 +88,8 @@ class Applier:
             return []
         ids = sorted({e["aggregate_id"] for e in envelopes})
         changes: dict[str, Change] = {}
-        async with self._conn.transaction(), self._conn.cursor() as cur:
+        # Pipeline mode: BEGIN rides with the tracking query, the folds and COMMIT go together.
+        async with self._conn.pipeline(), self._conn.transaction(), self._conn.cursor() as cur:
             tracked = await self._tracked(cur, ids)
             # Projections that take the same envelopes share one call and one JSON document.
             calls: dict[tuple[tuple[str, int], ...], tuple[list[Envelope], list[str]]] = {}

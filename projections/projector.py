@@ -39,7 +39,7 @@ class ProjectorConfig:
     batch_size: int = 500
     fetch_max_wait_ms: int = 5
     group_timeout_ms: int = 6000
-    batch_window_s: float = 0.002
+    batch_window_s: float = 0.001
     data_dir: str = ".autoops"
 
 
