@@ -12,6 +12,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -152,6 +153,9 @@ class Projector:
         """Run the worker until SIGINT/SIGTERM."""
         kafka.ensure_topics(self.config.bootstrap, self.config.partitions)
         asyncio.run(ensure_read_models(self.config.database_url))
+        # faust creates its data directory but not the parents (absent when no embedded
+        # service put anything under AUTOOPS_DATA_DIR).
+        Path(self.config.data_dir).mkdir(parents=True, exist_ok=True)
         worker = faust.Worker(self.app, loglevel="WARNING", quiet=True)
         gc.freeze()  # start-up objects live forever: spare them the collector's full passes
         worker.execute_from_commandline()

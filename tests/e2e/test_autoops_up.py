@@ -14,6 +14,8 @@ import psutil
 import pytest
 
 from infra import embedded
+from infra.settings import load_settings
+from tests.stack import Stack, redis_db
 
 pytestmark = pytest.mark.slow
 
@@ -78,3 +80,34 @@ def test_up_starts_everything_embedded_and_ctrl_c_leaves_no_orphans(tmp_path: Pa
         if str(tmp_path / "data" / "postgres") in " ".join(p.info["cmdline"] or [])
     ]
     assert postgres == []
+
+
+def test_up_uses_the_services_it_is_given_and_embeds_none(
+    database_url: str, kafka_session: embedded.Service, redis_url: str, tmp_path: Path
+) -> None:
+    port = embedded.free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOOPS_")}
+    env |= {
+        "AUTOOPS_DATA_DIR": str(tmp_path / "data"),
+        "AUTOOPS_API_PORT": str(port),
+        "AUTOOPS_DATABASE_URL": database_url,
+        "AUTOOPS_KAFKA_BOOTSTRAP": kafka_session.url,
+        "AUTOOPS_REDIS_URL": redis_db(redis_url),
+        "AUTOOPS_KAFKA_GROUP_TIMEOUT_MS": "3000",
+        "AUTOOPS_LOG_LEVEL": "WARNING",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "infra.cli", "up"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        Stack(load_settings(env), supervisor=None).wait_ready(90)  # type: ignore[arg-type]
+        children = [" ".join(p.cmdline()) for p in psutil.Process(proc.pid).children()]
+        assert not any("tansu" in c or "redis-server" in c for c in children), children
+        assert not (tmp_path / "data" / "postgres").exists()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
+    assert proc.returncode == 0
