@@ -67,7 +67,7 @@ class Relay:
         self._saved: tuple[int, int] | None = None
         self.active = threading.Event()
 
-    def run(self, stop: threading.Event, on_batch: Callable[[int], None] | None = None) -> None:
+    def run(self, stop: threading.Event) -> None:
         """Wait to become the active relay, then publish until `stop` is set."""
         cfg = self._config
         with psycopg.connect(cfg.database_url, autocommit=True) as lock_conn:
@@ -82,11 +82,11 @@ class Relay:
             self.active.set()
             self._saved = None
             try:
-                self._publish_loop(stop, on_batch)
+                self._publish_loop(stop, lock_conn)
             finally:
                 self.active.clear()
 
-    def _publish_loop(self, stop: threading.Event, on_batch: Callable[[int], None] | None) -> None:
+    def _publish_loop(self, stop: threading.Event, lock_conn: psycopg.Connection) -> None:
         cfg = self._config
         with psycopg.connect(cfg.database_url, autocommit=True) as conn:
             conn.execute(POSITION_DDL)
@@ -104,6 +104,9 @@ class Relay:
                         offsets = kafka.OffsetReader(cfg.bootstrap)
                         self._check_broker(conn, offsets, force=True)
                     elif time.monotonic() >= next_broker_check:
+                        # Our advisory lock lives as long as its connection: if that died,
+                        # another relay may be active now. Raise; the process restarts.
+                        lock_conn.execute("SELECT 1")
                         self._check_broker(conn, offsets)
                         next_broker_check = time.monotonic() + cfg.broker_check_interval_s
                     published = self._publish_batch(conn, producer)
@@ -116,8 +119,6 @@ class Relay:
                     stop.wait(1.0)
                     continue
                 if published:
-                    if on_batch:
-                        on_batch(published)
                     continue
                 # Nothing new: sleep until the store NOTIFYs an insert, or poll again.
                 for _ in conn.notifies(timeout=cfg.poll_interval_s, stop_after=1):
