@@ -9,7 +9,9 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from litestar import Litestar, MediaType, Response, get
+from litestar.background_tasks import BackgroundTasks
 from litestar.datastructures import State
+from litestar.di import Provide
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from strawberry.litestar import make_graphql_controller
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
@@ -58,4 +60,14 @@ def create_app(settings: Settings) -> Litestar:
         keep_alive=True,
         keep_alive_interval=15,
     )
-    return Litestar(route_handlers=[graphql, live, ready, metrics], lifespan=[lifespan])
+
+    class GraphQLController(graphql):  # type: ignore[valid-type,misc]
+        # Strawberry resolves this dependency with sync_to_thread=True: a thread-pool hop on
+        # every request for building an empty Response.
+        dependencies = {**graphql.dependencies, "response": Provide(_empty_response)}
+
+    return Litestar(route_handlers=[GraphQLController, live, ready, metrics], lifespan=[lifespan])
+
+
+async def _empty_response() -> Response[Any]:
+    return Response({}, background=BackgroundTasks([]))
