@@ -95,7 +95,8 @@ def run_api(settings: Settings) -> None:
         host=settings.api_host,
         port=settings.api_port,
         log_level=settings.log_level.lower(),
-        ws="websockets",
+        ws="websockets-sansio",
+        ws_per_message_deflate=False,  # events are small: compressing them costs CPU, not bytes
         lifespan="on",
         loop="uvloop",
         http="httptools",
