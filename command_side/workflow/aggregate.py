@@ -6,6 +6,7 @@ change state, so folding stored events never re-runs validation.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from typing import Any
@@ -21,6 +22,8 @@ MAX_NAME = 200
 MAX_DESCRIPTION = 10_000
 MAX_LABEL = 64
 MAX_CONDITION = 2_000
+#: Node configs travel in every event and read: large data belongs in the artifact store.
+MAX_CONFIG_BYTES = 64 * 1024
 #: Idempotency keys remembered per workflow; older ones fall out first.
 MAX_REMEMBERED_OPS = 10_000
 
@@ -44,6 +47,20 @@ def _optional_text(value: str | None, limit: int, field: str) -> str | None:
     if len(value) > limit:
         raise ValidationFailed(f"{field} is longer than {limit} characters", field=field)
     return value
+
+
+def _config(config: object) -> dict[str, Any]:
+    if not isinstance(config, dict):
+        raise ValidationFailed("config must be a JSON object", field="config")
+    try:
+        size = len(json.dumps(config))
+    except (TypeError, ValueError):
+        raise ValidationFailed("config must be plain JSON", field="config") from None
+    if size > MAX_CONFIG_BYTES:
+        raise ValidationFailed(
+            f"config is {size} bytes; the limit is {MAX_CONFIG_BYTES}", field="config"
+        )
+    return config
 
 
 def _coordinate(value: float, field: str) -> float:
@@ -163,13 +180,11 @@ class Workflow(Aggregate):
             raise ValidationFailed(f"node {node_id!r} already exists", field="nodeId")
         if not ID_PATTERN.match(node_type):
             raise ValidationFailed("node type must look like 'http.request'", field="type")
-        if not isinstance(config, dict):
-            raise ValidationFailed("config must be a JSON object", field="config")
         self._node_added(
             node_id,
             node_type,
             name.strip()[:MAX_NAME] if name else node_type,
-            config,
+            _config(config),
             _coordinate(x, "x"),
             _coordinate(y, "y"),
             meta.actor_id,
@@ -200,8 +215,8 @@ class Workflow(Aggregate):
         self.node(node_id)
         if name is None and config is None:
             raise ValidationFailed("nothing to update: give a name or a config", field="input")
-        if config is not None and not isinstance(config, dict):
-            raise ValidationFailed("config must be a JSON object", field="config")
+        if config is not None:
+            config = _config(config)
         if name is not None:
             name = _name(name)
         self._node_updated(

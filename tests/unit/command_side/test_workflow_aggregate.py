@@ -112,3 +112,16 @@ def test_node_ids_are_checked() -> None:
         w.add_node("http.request", "", {}, 0, 0, META, node_id="fetch")
     with pytest.raises(ValidationFailed):
         w.add_node("not a type!", "", {}, 0, 0, META)
+
+
+def test_oversized_or_non_json_configs_are_refused() -> None:
+    w = new_workflow()
+    w.collect_events()
+    with pytest.raises(ValidationFailed, match="limit"):
+        w.add_node("http.request", "", {"blob": "x" * 70_000}, 0, 0, META)
+    with pytest.raises(ValidationFailed):
+        w.add_node("http.request", "", {"when": object()}, 0, 0, META)
+    node = w.add_node("http.request", "", {"ok": True}, 0, 0, META)
+    with pytest.raises(ValidationFailed):
+        w.update_node(node, None, {"blob": "x" * 70_000}, META)
+    assert len(w.collect_events()) == 1
