@@ -125,8 +125,11 @@ class CommandBus:
         except IntegrityError:
             for workflow in touched.values():
                 self._cache.pop(workflow.id, None)
+            # Versions written by this batch's own retries are not "someone else's" change:
+            # a command must not conflict with the one before it in the same batch.
+            ours: set[tuple[UUID, int]] = set()
             for item, _ in applied:
-                self._retry_alone(item)
+                self._retry_alone(item, ours)
             return
         for workflow in touched.values():
             self._remember(workflow)
@@ -144,11 +147,11 @@ class CommandBus:
             if workflow.version // every != before[workflow.id]:
                 self._store.snapshot(workflow)
 
-    def _retry_alone(self, item: _Pending) -> None:
+    def _retry_alone(self, item: _Pending, ours: set[tuple[UUID, int]]) -> None:
         for _ in range(RACE_RETRIES):
             touched: dict[UUID, Workflow] = {}
             try:
-                result = self._apply(item, touched, fresh=True)
+                result = self._apply(item, touched, fresh=True, ours=ours)
                 self._save([w for w in touched.values() if w.pending_events])
             except IntegrityError:
                 continue
@@ -157,6 +160,7 @@ class CommandBus:
                 return
             for workflow in touched.values():
                 self._remember(workflow)
+            ours.add((result.workflow_id, result.version))
             item.future.set_result(result)
             return
         item.future.set_exception(
@@ -168,7 +172,12 @@ class CommandBus:
     # -- applying one command ---------------------------------------------------------------
 
     def _apply(
-        self, item: _Pending, touched: dict[UUID, Workflow], *, fresh: bool = False
+        self,
+        item: _Pending,
+        touched: dict[UUID, Workflow],
+        *,
+        fresh: bool = False,
+        ours: set[tuple[UUID, int]] | None = None,
     ) -> c.CommandResult:
         command, meta = item.command, item.meta
         if isinstance(command, c.CreateWorkflow):
@@ -201,7 +210,11 @@ class CommandBus:
                 current_version=workflow.version,
             )
         if base < workflow.version:
-            met = rebase.overlap(command, self._events_since(workflow, base))
+            since = self._events_since(workflow, base)
+            others = [
+                e for e in since if (e.originator_id, e.originator_version) not in (ours or ())
+            ]
+            met = rebase.overlap(command, others)
             if met:
                 raise Conflict(
                     f"the workflow changed since version {base}: {', '.join(sorted(met))}",

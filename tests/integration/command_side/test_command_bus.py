@@ -8,7 +8,7 @@ from uuid import uuid4
 
 import pytest
 
-from command_side.bus import CommandBus
+from command_side.bus import CommandBus, _Pending
 from command_side.errors import Conflict, NotFound, ValidationFailed
 from command_side.store import WorkflowStore
 from command_side.workflow import commands as c
@@ -130,3 +130,22 @@ def test_long_lived_workflows_are_snapshotted_and_load_the_same(
     assert fresh.load(wid).graph() == store.load(wid).graph()
     assert fresh.load(wid, version=150).version == 150
     fresh.close()
+
+
+def test_a_batch_retried_after_a_race_does_not_conflict_with_itself(database_url: str) -> None:
+    env = eventsourcing_env_for(database_url)
+    first, second = CommandBus(WorkflowStore(env=env)), CommandBus(WorkflowStore(env=env))
+    first.start()
+    second.start()
+    try:
+        wid = first.execute(c.CreateWorkflow(name="w"), META).workflow_id
+        second.execute(c.RenameWorkflow(workflow_id=wid, name="elsewhere"), META)
+        first.stop()  # drive one batch by hand: add a node, then edit it, on a stale cache
+        add = _Pending(c.AddNode(workflow_id=wid, node_type="a.b", node_id="n"), META)
+        edit = _Pending(c.UpdateNode(workflow_id=wid, node_id="n", name="edited"), META)
+        first._commit_batch([add, edit])
+        assert add.future.result(5).version == 3
+        assert edit.future.result(5).version == 4
+        assert first._store.load(wid).nodes["n"]["name"] == "edited"
+    finally:
+        second.stop()
