@@ -8,6 +8,8 @@ from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
+from tests.waiting import wait_until
+
 
 def read_topic(bootstrap: str, topic: str, want: int, timeout: float = 20) -> list[dict[str, Any]]:
     """Every message of `topic` from the start, waiting until `want` distinct events (by
@@ -20,12 +22,9 @@ def read_topic(bootstrap: str, topic: str, want: int, timeout: float = 20) -> li
     )
     try:
         deadline = time.monotonic() + timeout
-        partitions = None
-        while not partitions and time.monotonic() < deadline:
-            partitions = consumer.partitions_for_topic(topic)
-            if not partitions:
-                time.sleep(0.05)
-        assert partitions, f"topic {topic} does not exist"
+        partitions = wait_until(
+            lambda: consumer.partitions_for_topic(topic), timeout, f"topic {topic} exists"
+        )
         consumer.assign([TopicPartition(topic, p) for p in partitions])
         consumer.seek_to_beginning()
         out: list[dict[str, Any]] = []

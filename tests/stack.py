@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import itertools
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-import httpx
-
 from infra import embedded
 from infra.settings import Settings, load_settings
 from infra.supervisor import Supervisor, supervised
+from tests.waiting import http_answer, wait_until
 
 _redis_db = itertools.count(1)
 
@@ -35,18 +33,17 @@ class Stack:
         return f"http://127.0.0.1:{self.settings.api_port}"
 
     def wait_ready(self, timeout: float = 60) -> dict[str, object]:
-        deadline = time.monotonic() + timeout
-        last: dict[str, object] = {}
-        while time.monotonic() < deadline:
-            try:
-                response = httpx.get(f"{self.url}/health/ready", timeout=2)
-                last = response.json()
-                if response.status_code == 200:
-                    return last
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"stack not ready in {timeout} s: {last}")
+        last: list[object] = [None]
+
+        def ready() -> dict[str, object] | None:
+            response = http_answer("GET", f"{self.url}/health/ready")
+            last[0] = response and response.text
+            return response.json() if response and response.status_code == 200 else None
+
+        try:
+            return wait_until(ready, timeout, "stack ready")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; last answer: {last[0]}") from None
 
 
 def stack_settings(

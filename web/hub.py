@@ -87,7 +87,7 @@ class Hub:
         self._reader: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        # A placeholder subscription keeps the connection in subscribe mode from the start.
+        # Subscribing to a channel of its own puts the connection in subscribe mode at once.
         await self._pubsub.subscribe("autoops:hub")
         self._reader = asyncio.create_task(self._read(), name="hub-reader")
 

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -16,6 +15,7 @@ import pytest
 from infra import embedded
 from infra.settings import load_settings
 from tests.stack import Stack, redis_db
+from tests.waiting import http_answer, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -37,17 +37,11 @@ def test_up_starts_everything_embedded_and_ctrl_c_leaves_no_orphans(tmp_path: Pa
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        ready = None
-        while time.monotonic() < deadline:
-            try:
-                ready = httpx.get(f"{url}/health/ready", timeout=2)
-                if ready.status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        assert ready is not None and ready.status_code == 200, ready and ready.text
+        ready = wait_until(
+            lambda: (r := http_answer("GET", f"{url}/health/ready")) and r.status_code == 200 and r,
+            90,
+            "autoops up ready",
+        )
         assert set(ready.json()["components"]) == {
             "postgres",
             "redis",

@@ -1,12 +1,12 @@
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import httpx
 
 from infra import embedded
 from tests.stack import redis_db, running_stack, stack_settings
+from tests.waiting import http_answer, wait_until
 
 
 def test_ready_is_503_and_names_what_is_down_until_every_component_is_up(
@@ -14,17 +14,7 @@ def test_ready_is_503_and_names_what_is_down_until_every_component_is_up(
 ) -> None:
     settings = stack_settings(database_url, kafka_session.url, redis_db(redis_url), tmp_path)
     with running_stack(settings, ("api",)) as stack:
-        live_ok = False
-        for _ in range(300):
-            try:
-                live = httpx.get(f"{stack.url}/health/live", timeout=1)
-                live_ok = live.status_code == 200
-                if live_ok:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        assert live_ok
+        wait_until(lambda: http_answer("GET", f"{stack.url}/health/live"), 30, "api live")
         ready = httpx.get(f"{stack.url}/health/ready", timeout=5)
         assert ready.status_code == 503
         body = ready.json()
@@ -42,14 +32,9 @@ def test_production_refuses_anonymous_callers(
     )
     query = {"query": "{ workflows { nodes { id } } }"}
     with running_stack(settings, ("api",)) as stack:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                anonymous = httpx.post(f"{stack.url}/graphql", json=query, timeout=2)
-                break
-            except httpx.HTTPError:
-                assert time.monotonic() < deadline
-                time.sleep(0.1)
+        anonymous = wait_until(
+            lambda: http_answer("POST", f"{stack.url}/graphql", json=query), 60, "api answers"
+        )
         assert anonymous.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
         named = httpx.post(
             f"{stack.url}/graphql",

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from command_side.workflow import commands as c
 from infra import embedded
 from infra.settings import eventsourcing_env_for
 from tests.stack import Stack, redis_db, running_stack, stack_settings
+from tests.waiting import wait_until
 
 META = c.Meta(actor_id="loader", workspace_id="ws-crash")
 pytestmark = pytest.mark.slow
@@ -53,23 +53,20 @@ def load(store: WorkflowStore, workflows: int, edits: int, stop: threading.Event
 
 
 def wait_caught_up(database_url: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
     with psycopg.connect(database_url, autocommit=True) as conn:
-        while time.monotonic() < deadline:
-            exists = conn.execute("SELECT to_regclass('read.workflows')").fetchone()
-            if exists == (None,):
-                time.sleep(0.2)
-                continue
+
+        def caught_up() -> bool:
+            if conn.execute("SELECT to_regclass('read.workflows')").fetchone() == (None,):
+                return False
             behind = conn.execute(
                 "SELECT count(*) FROM (SELECT originator_id, max(originator_version) v"
                 " FROM workflow_events GROUP BY originator_id) s"
                 " LEFT JOIN read.workflows w ON w.id = s.originator_id"
                 " WHERE w.version IS DISTINCT FROM s.v"
             ).fetchone()
-            if behind == (0,):
-                return
-            time.sleep(0.2)
-    raise AssertionError("the read model did not catch up")
+            return behind == (0,)
+
+        wait_until(caught_up, timeout, "the read model caught up", every=0.2)
 
 
 def assert_exact(database_url: str) -> None:
