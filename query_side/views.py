@@ -17,6 +17,8 @@ from query_side.errors import BadCursor
 
 Row = dict[str, Any]
 MAX_PAGE = 200
+#: Most events one `events_after` call returns (subscription catch-up reads in such pages).
+EVENTS_PAGE = 500
 
 
 @dataclass(frozen=True)
@@ -167,7 +169,7 @@ async def events_after(
     workspace_id: str,
     workflow_id: UUID,
     after_version: int,
-    limit: int = 500,
+    limit: int = EVENTS_PAGE,
 ) -> list[Row]:
     """Events with a version above `after_version`, oldest first (subscription catch-up)."""
     async with conn.cursor(row_factory=dict_row) as cur:

@@ -16,6 +16,8 @@ from uuid import UUID
 
 import redis.asyncio as aioredis
 
+from query_side.views import EVENTS_PAGE
+
 log = logging.getLogger(__name__)
 
 Row = dict[str, Any]
@@ -63,6 +65,8 @@ class Feed:
                 q.put_nowait(rows)
             self.version_seen.set()
             self.version_seen = asyncio.Event()
+            if len(rows) >= self.hub.page:  # a burst larger than one read: read on at once
+                self._wake.set()
 
     async def stop(self) -> None:
         if self._task:
@@ -85,6 +89,8 @@ class Hub:
         self._users: dict[str, int] = {}
         self._lock = asyncio.Lock()
         self._reader: asyncio.Task[None] | None = None
+        #: Rows `fetch` returns at most per call.
+        self.page = EVENTS_PAGE
 
     async def start(self) -> None:
         # Subscribing to a channel of its own puts the connection in subscribe mode at once.

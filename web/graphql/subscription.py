@@ -51,7 +51,7 @@ class Subscription:
                             last = row["version"]
                     rows = (
                         await feed.hub.fetch(who.workspace_id, wid, last)
-                        if len(rows) >= 500
+                        if len(rows) >= views.EVENTS_PAGE
                         else await queue.get()
                     )
             finally:
