@@ -40,13 +40,15 @@ class Subscription:
                 rows = await feed.hub.fetch(who.workspace_id, wid, last)
                 while True:
                     for row in rows:
-                        if row["version"] > last + 1:  # missed rows: read them first
-                            for missing in await feed.hub.fetch(who.workspace_id, wid, last):
-                                if missing["version"] >= row["version"]:
-                                    break
-                                yield WorkflowEvent.from_row(key, missing)
-                                last = missing["version"]
-                        if row["version"] == last + 1:
+                        while row["version"] > last + 1:  # missed rows: read them first
+                            page = await feed.hub.fetch(who.workspace_id, wid, last)
+                            missing = [m for m in page if m["version"] < row["version"]]
+                            if not missing:
+                                break
+                            for m in missing:
+                                yield WorkflowEvent.from_row(key, m)
+                                last = m["version"]
+                        if row["version"] > last:
                             yield WorkflowEvent.from_row(key, row)
                             last = row["version"]
                     rows = (
