@@ -20,14 +20,15 @@ from tests.waiting import http_answer, wait_until
 pytestmark = pytest.mark.slow
 
 
-def test_up_starts_everything_embedded_and_ctrl_c_leaves_no_orphans(tmp_path: Path) -> None:
-    port = embedded.free_port()
+def start_up(tmp_path: Path, **settings: str) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
+    """`autoops up` in a clean environment: only the AUTOOPS_* variables given here."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOOPS_")}
     env |= {
         "AUTOOPS_DATA_DIR": str(tmp_path / "data"),
-        "AUTOOPS_API_PORT": str(port),
+        "AUTOOPS_API_PORT": str(embedded.free_port()),
         "AUTOOPS_KAFKA_GROUP_TIMEOUT_MS": "3000",
         "AUTOOPS_LOG_LEVEL": "WARNING",
+        **settings,
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "infra.cli", "up"],
@@ -35,7 +36,12 @@ def test_up_starts_everything_embedded_and_ctrl_c_leaves_no_orphans(tmp_path: Pa
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
-    url = f"http://127.0.0.1:{port}"
+    return proc, env
+
+
+def test_up_starts_everything_embedded_and_ctrl_c_leaves_no_orphans(tmp_path: Path) -> None:
+    proc, env = start_up(tmp_path)
+    url = f"http://127.0.0.1:{env['AUTOOPS_API_PORT']}"
     try:
         ready = wait_until(
             lambda: (r := http_answer("GET", f"{url}/health/ready")) and r.status_code == 200 and r,
@@ -79,22 +85,11 @@ def test_up_starts_everything_embedded_and_ctrl_c_leaves_no_orphans(tmp_path: Pa
 def test_up_uses_the_services_it_is_given_and_embeds_none(
     database_url: str, kafka_session: embedded.Service, redis_url: str, tmp_path: Path
 ) -> None:
-    port = embedded.free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOOPS_")}
-    env |= {
-        "AUTOOPS_DATA_DIR": str(tmp_path / "data"),
-        "AUTOOPS_API_PORT": str(port),
-        "AUTOOPS_DATABASE_URL": database_url,
-        "AUTOOPS_KAFKA_BOOTSTRAP": kafka_session.url,
-        "AUTOOPS_REDIS_URL": redis_db(redis_url),
-        "AUTOOPS_KAFKA_GROUP_TIMEOUT_MS": "3000",
-        "AUTOOPS_LOG_LEVEL": "WARNING",
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "infra.cli", "up"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+    proc, env = start_up(
+        tmp_path,
+        AUTOOPS_DATABASE_URL=database_url,
+        AUTOOPS_KAFKA_BOOTSTRAP=kafka_session.url,
+        AUTOOPS_REDIS_URL=redis_db(redis_url),
     )
     try:
         Stack(load_settings(env), supervisor=None).wait_ready(90)  # type: ignore[arg-type]

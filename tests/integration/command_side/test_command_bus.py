@@ -98,24 +98,31 @@ def test_bad_input_is_refused_and_appends_nothing(bus: CommandBus, store: Workfl
     assert store.load(wid).version == 1
 
 
-def test_two_processes_racing_rebase_or_conflict(database_url: str) -> None:
+@pytest.fixture
+def two_processes(database_url: str) -> Iterator[tuple[CommandBus, CommandBus]]:
+    """Two buses on two stores: two api processes writing to one database."""
     env = eventsourcing_env_for(database_url)
-    first, second = CommandBus(WorkflowStore(env=env)), CommandBus(WorkflowStore(env=env))
-    first.start()
-    second.start()
-    try:
-        wid = first.execute(c.CreateWorkflow(name="w"), META).workflow_id
-        first.execute(c.AddNode(workflow_id=wid, node_type="x.y", node_id="a"), META)
-        second.execute(c.AddNode(workflow_id=wid, node_type="x.y", node_id="b"), META)
-        # `first` has a stale cache now: its write races, is retried and rebased.
-        result = first.execute(c.MoveNode(workflow_id=wid, node_id="a", x=3, y=4), META)
-        assert result.version == 4
-        second.execute(c.RemoveNode(workflow_id=wid, node_id="a"), META)
-        with pytest.raises((Conflict, NotFound)):
-            first.execute(c.UpdateNode(workflow_id=wid, node_id="a", name="gone"), META)
-    finally:
-        first.stop()
-        second.stop()
+    buses = CommandBus(WorkflowStore(env=env)), CommandBus(WorkflowStore(env=env))
+    for bus in buses:
+        bus.start()
+    yield buses
+    for bus in buses:
+        bus.stop()
+
+
+def test_two_processes_racing_rebase_or_conflict(
+    two_processes: tuple[CommandBus, CommandBus],
+) -> None:
+    first, second = two_processes
+    wid = first.execute(c.CreateWorkflow(name="w"), META).workflow_id
+    first.execute(c.AddNode(workflow_id=wid, node_type="x.y", node_id="a"), META)
+    second.execute(c.AddNode(workflow_id=wid, node_type="x.y", node_id="b"), META)
+    # `first` has a stale cache now: its write races, is retried and rebased.
+    result = first.execute(c.MoveNode(workflow_id=wid, node_id="a", x=3, y=4), META)
+    assert result.version == 4
+    second.execute(c.RemoveNode(workflow_id=wid, node_id="a"), META)
+    with pytest.raises((Conflict, NotFound)):
+        first.execute(c.UpdateNode(workflow_id=wid, node_id="a", name="gone"), META)
 
 
 def test_long_lived_workflows_are_snapshotted_and_load_the_same(
@@ -132,20 +139,16 @@ def test_long_lived_workflows_are_snapshotted_and_load_the_same(
     fresh.close()
 
 
-def test_a_batch_retried_after_a_race_does_not_conflict_with_itself(database_url: str) -> None:
-    env = eventsourcing_env_for(database_url)
-    first, second = CommandBus(WorkflowStore(env=env)), CommandBus(WorkflowStore(env=env))
-    first.start()
-    second.start()
-    try:
-        wid = first.execute(c.CreateWorkflow(name="w"), META).workflow_id
-        second.execute(c.RenameWorkflow(workflow_id=wid, name="elsewhere"), META)
-        first.stop()  # drive one batch by hand: add a node, then edit it, on a stale cache
-        add = _Pending(c.AddNode(workflow_id=wid, node_type="a.b", node_id="n"), META)
-        edit = _Pending(c.UpdateNode(workflow_id=wid, node_id="n", name="edited"), META)
-        first._commit_batch([add, edit])
-        assert add.future.result(5).version == 3
-        assert edit.future.result(5).version == 4
-        assert first._store.load(wid).nodes["n"]["name"] == "edited"
-    finally:
-        second.stop()
+def test_a_batch_retried_after_a_race_does_not_conflict_with_itself(
+    two_processes: tuple[CommandBus, CommandBus],
+) -> None:
+    first, second = two_processes
+    wid = first.execute(c.CreateWorkflow(name="w"), META).workflow_id
+    second.execute(c.RenameWorkflow(workflow_id=wid, name="elsewhere"), META)
+    first.stop()  # drive one batch by hand: add a node, then edit it, on a stale cache
+    add = _Pending(c.AddNode(workflow_id=wid, node_type="a.b", node_id="n"), META)
+    edit = _Pending(c.UpdateNode(workflow_id=wid, node_id="n", name="edited"), META)
+    first._commit_batch([add, edit])
+    assert add.future.result(5).version == 3
+    assert edit.future.result(5).version == 4
+    assert first._store.load(wid).nodes["n"]["name"] == "edited"
