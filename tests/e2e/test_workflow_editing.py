@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
+from uuid import UUID
 
 import pytest
 from kafka import KafkaProducer
 
+from command_side.bus import CommandBus
+from command_side.store import WorkflowStore
+from command_side.workflow import commands as c
+from infra.settings import eventsourcing_env_for
 from tests.graphql_client import GraphQLClient, GraphQLError
 from tests.kafka_read import read_topic
 from tests.stack import Stack
@@ -330,3 +335,30 @@ async def test_malformed_kafka_messages_are_rejected_and_change_nothing(
         "query($id: ID!) { workflowHistory(id: $id) { nodes { version } } }", {"id": wid}
     )
     assert [n["version"] for n in history["workflowHistory"]["nodes"]] == [2, 1]
+
+
+async def test_a_burst_larger_than_a_page_reaches_a_live_subscriber_in_order(
+    client: GraphQLClient, stack: Stack
+) -> None:
+    wid = await create(client)
+    await read(client, wid, 1)
+    assert stack.settings.database_url
+    store = WorkflowStore(env=eventsourcing_env_for(stack.settings.database_url))
+    bus = CommandBus(store)
+    bus.start()
+    meta = c.Meta(actor_id=client.actor, workspace_id=client.workspace)
+    try:
+        async with client.subscribe(EVENTS, {"id": wid, "after": 1}) as events:
+            futures = [
+                bus.submit(c.AddNode(workflow_id=UUID(wid), node_type="a.b"), meta)
+                for _ in range(1200)
+            ]
+            await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
+            versions = [
+                (await asyncio.wait_for(anext(events), 30))["workflowEvents"]["version"]
+                for _ in range(1200)
+            ]
+    finally:
+        bus.stop()
+        store.close()
+    assert versions == list(range(2, 1202))
