@@ -1,5 +1,19 @@
 """Command side: aggregates, command handlers, the event store and the outbox relay."""
 
-from command_side.errors import CommandError, Conflict, NotFound, ValidationFailed
+from command_side.errors import (
+    CommandError,
+    Conflict,
+    Forbidden,
+    NotFound,
+    Unauthenticated,
+    ValidationFailed,
+)
 
-__all__ = ["CommandError", "Conflict", "NotFound", "ValidationFailed"]
+__all__ = [
+    "CommandError",
+    "Conflict",
+    "Forbidden",
+    "NotFound",
+    "Unauthenticated",
+    "ValidationFailed",
+]

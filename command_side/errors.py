@@ -34,3 +34,15 @@ class Conflict(CommandError):
     def __init__(self, message: str, *, current_version: int, **details: object) -> None:
         super().__init__(message, current_version=current_version, **details)
         self.current_version = current_version
+
+
+class Unauthenticated(CommandError):
+    """The credentials (password, code, refresh token) do not prove who the caller is."""
+
+    code = "UNAUTHENTICATED"
+
+
+class Forbidden(CommandError):
+    """The caller is known but their role does not allow this."""
+
+    code = "FORBIDDEN"

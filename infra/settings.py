@@ -72,9 +72,67 @@ class Settings:
     log_level: str = "INFO"
     """Python log level name."""
 
+    jwt_algorithm: str = field(default="HS256", metadata={"choices": ("HS256", "RS256", "ES256")})
+    """Access-token signature algorithm; decoding accepts this one only."""
+
+    jwt_secret: str | None = None
+    """HS256 signing secret (at least 32 bytes). Unset in development: generated once and kept
+    in `AUTOOPS_DATA_DIR/jwt-secret`; production refuses to start without it."""
+
+    jwt_private_key_file: Path | None = None
+    """PEM private key that signs RS256/ES256 tokens."""
+
+    jwt_public_key_file: Path | None = None
+    """PEM public key that verifies RS256/ES256 tokens."""
+
+    jwt_issuer: str = "autoops"
+    """`iss` of issued access tokens, required on decode."""
+
+    jwt_audience: str = "autoops-api"
+    """`aud` of issued access tokens, required on decode."""
+
+    access_token_ttl_s: int = 900
+    """Lifetime of an access token."""
+
+    refresh_token_ttl_s: int = 30 * 24 * 3600
+    """Lifetime of a refresh token (each use rotates it and restarts the clock)."""
+
+    bcrypt_cost: int = 12
+    """bcrypt work factor of password hashes (4 to 31; production needs at least 12)."""
+
+    allow_signup: bool = True
+    """Whether anyone may `register`; off: operators add users with `autoops user create`."""
+
+    login_max_failures_per_account: int = 5
+    """Failed logins of one account within the window before it is throttled."""
+
+    login_max_failures_per_address: int = 20
+    """Failed logins from one client address within the window before it is throttled."""
+
+    login_window_s: int = 900
+    """The window of the login throttles."""
+
+    cors_origins: str = ""
+    """Comma-separated origins allowed to call the api from a browser (and open websockets);
+    empty: same origin only."""
+
+    introspection: bool = True
+    """Answer GraphQL introspection queries (turn off in production to hide the schema)."""
+
+    graphql_max_depth: int = 10
+    """Deepest selection a GraphQL operation may nest."""
+
+    graphql_max_cost: int = 20_000
+    """Most estimated result fields of one GraphQL operation (list fields count their page
+    size)."""
+
     @property
     def production(self) -> bool:
         return self.env == "production"
+
+    @property
+    def allowed_origins(self) -> list[str]:
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
 
     def eventsourcing_env(self, database_url: str | None = None) -> dict[str, str]:
         """The environment eventsourcing's PostgreSQL persistence module expects."""
@@ -147,9 +205,17 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         "relay_batch_size",
         "projector_batch_size",
         "command_batch_size",
+        "access_token_ttl_s",
+        "refresh_token_ttl_s",
+        "login_max_failures_per_account",
+        "login_max_failures_per_address",
+        "login_window_s",
+        "graphql_max_depth",
+        "graphql_max_cost",
     ):
         if getattr(settings, name) <= 0:
             raise ConfigError(f"{PREFIX}{name.upper()} must be positive")
+    _check_security(settings)
     if settings.production:
         missing = [
             PREFIX + n.upper()
@@ -161,6 +227,28 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     if settings.database_url is not None:
         eventsourcing_env_for(settings.database_url)
     return settings
+
+
+def _check_security(settings: Settings) -> None:
+    if not 4 <= settings.bcrypt_cost <= 31:
+        raise ConfigError(f"{PREFIX}BCRYPT_COST must be between 4 and 31")
+    if settings.jwt_algorithm == "HS256":
+        if settings.jwt_secret is not None and len(settings.jwt_secret.encode()) < 32:
+            raise ConfigError(f"{PREFIX}JWT_SECRET must be at least 32 bytes long")
+    elif settings.jwt_private_key_file is None or settings.jwt_public_key_file is None:
+        raise ConfigError(
+            f"{PREFIX}JWT_ALGORITHM={settings.jwt_algorithm} needs "
+            f"{PREFIX}JWT_PRIVATE_KEY_FILE and {PREFIX}JWT_PUBLIC_KEY_FILE"
+        )
+    if settings.production:
+        if settings.jwt_algorithm == "HS256" and settings.jwt_secret is None:
+            raise ConfigError(
+                f"production needs {PREFIX}JWT_SECRET (or {PREFIX}JWT_ALGORITHM=RS256/ES256 "
+                "with key files): tokens signed with a generated secret would not survive "
+                "a restart or a second api process"
+            )
+        if settings.bcrypt_cost < 12:
+            raise ConfigError(f"production needs {PREFIX}BCRYPT_COST of at least 12")
 
 
 @lru_cache(maxsize=1)
