@@ -215,7 +215,6 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     ):
         if getattr(settings, name) <= 0:
             raise ConfigError(f"{PREFIX}{name.upper()} must be positive")
-    _check_security(settings)
     if settings.production:
         missing = [
             PREFIX + n.upper()
@@ -226,6 +225,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
             raise ConfigError(f"production needs {', '.join(missing)} (no embedded services)")
     if settings.database_url is not None:
         eventsourcing_env_for(settings.database_url)
+    _check_security(settings)
     return settings
 
 

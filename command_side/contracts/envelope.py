@@ -22,6 +22,9 @@ _ENVELOPE_FIELDS = {
     "workspace_id",
     "workflow_id",
 }
+#: Secrets kept in stored events that no consumer may ever see.
+PRIVATE_FIELDS = frozenset({"password_hash", "totp_secret", "token_hash"})
+_DROPPED = _ENVELOPE_FIELDS | PRIVATE_FIELDS
 _EVENT_ID_NAMESPACE = UUID("6f1f2b8e-3c55-4d8c-9a7e-0a4f3c1d2e10")
 
 Envelope = dict[str, Any]
@@ -71,7 +74,7 @@ def to_envelope(context: str, event: Any, position: int) -> Envelope:
         "occurred_at": event.timestamp.isoformat(),
         "workspace_id": str(fields.get("workspace_id", "")),
         "actor_id": str(fields.get("actor_id", "")),
-        "data": {k: _plain(v) for k, v in fields.items() if k not in _ENVELOPE_FIELDS},
+        "data": {k: _plain(v) for k, v in fields.items() if k not in _DROPPED},
     }
 
 

@@ -40,9 +40,45 @@ _DATA: dict[str, dict[str, Any]] = {
 }
 
 
+_ROLE = {"enum": ["viewer", "editor", "admin", "owner"]}
+_TIME = {"type": "number"}
+
+_DATA.update(
+    {
+        "identity.AddressNoted": {"email": _STR},
+        "identity.AddressClaimed": {"user_id": _STR},
+        "identity.AddressInvited": {"role": _ROLE},
+        "identity.AddressInvitationWithdrawn": {},
+        "identity.UserRegistered": {"user_id": _STR, "email": _STR, "display_name": _STR},
+        "identity.PasswordChanged": {"at": _TIME},
+        "identity.JoinedWorkspace": {"role": _ROLE},
+        "identity.LeftWorkspace": {},
+        "identity.TotpRequested": {},
+        "identity.TotpEnabled": {},
+        "identity.TotpDisabled": {},
+        "identity.LoginSucceeded": {"method": _STR, "client_address": _STR},
+        "identity.LoginFailed": {"reason": _STR, "client_address": _STR},
+        "identity.WorkspaceCreated": {"name": _STR},
+        "identity.MemberAdded": {
+            "user_id": _STR,
+            "email": _STR,
+            "display_name": _STR,
+            "role": _ROLE,
+        },
+        "identity.MemberInvited": {"member_id": _STR, "email": _STR, "role": _ROLE},
+        "identity.InvitationAccepted": {"member_id": _STR, "user_id": _STR, "display_name": _STR},
+        "identity.MemberRoleChanged": {"member_id": _STR, "role": _ROLE, "previous": _ROLE},
+        "identity.MemberRemoved": {"member_id": _STR, "email": _STR},
+        "identity.SessionStarted": {"session_id": _STR, "user_id": _STR, "expires_at": _TIME},
+        "identity.SessionRefreshed": {"expires_at": _TIME},
+        "identity.SessionRevoked": {"reason": _STR},
+    }
+)
+
+
 def schema_for(event_type: str) -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of envelopes of one event type."""
-    data = {**_DATA[event_type], **_COMMON}
+    data = {**_DATA[event_type], **(_COMMON if event_type.startswith("workflow.") else {})}
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": f"https://autoops.dev/schemas/events/{event_type}.json",

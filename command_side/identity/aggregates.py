@@ -54,7 +54,7 @@ class Address(Aggregate):
     def create_id(email: str, **_: Any) -> UUID:
         return address_id(email)
 
-    @event("Noted")
+    @event("AddressNoted")
     def __init__(self, email: str, actor_id: str, workspace_id: str) -> None:
         self.email = email
         self.user_id: str | None = None
@@ -65,15 +65,15 @@ class Address(Aggregate):
             raise_taken(self.email)
         self._claimed(user_id, actor_id, workspace_id)
 
-    @event("Claimed")
+    @event("AddressClaimed")
     def _claimed(self, user_id: str, actor_id: str, workspace_id: str) -> None:
         self.user_id = user_id
 
-    @event("Invited")
+    @event("AddressInvited")
     def invited(self, role: str, actor_id: str, workspace_id: str) -> None:
         self.invitations[workspace_id] = role
 
-    @event("InvitationWithdrawn")
+    @event("AddressInvitationWithdrawn")
     def invitation_withdrawn(self, actor_id: str, workspace_id: str) -> None:
         self.invitations.pop(workspace_id, None)
 
@@ -91,7 +91,7 @@ class User(Aggregate):
     def create_id(user_id: UUID, **_: Any) -> UUID:
         return user_id
 
-    @event("Registered")
+    @event("UserRegistered")
     def __init__(
         self,
         user_id: UUID,
@@ -171,7 +171,7 @@ class Workspace(Aggregate):
     def create_id(workspace_id: UUID, **_: Any) -> UUID:
         return workspace_id
 
-    @event("Created")
+    @event("WorkspaceCreated")
     def __init__(self, workspace_id: UUID, name: str, actor_id: str) -> None:
         self.workspace_id = str(workspace_id)
         self.name = name
@@ -296,7 +296,7 @@ class Session(Aggregate):
     def create_id(session_id: UUID, **_: Any) -> UUID:
         return session_id
 
-    @event("Started")
+    @event("SessionStarted")
     def __init__(
         self,
         session_id: UUID,
@@ -313,7 +313,7 @@ class Session(Aggregate):
         self.previous: list[str] = []
         self.revoked: str | None = None
 
-    @event("Refreshed")
+    @event("SessionRefreshed")
     def refreshed(
         self, token_hash: str, expires_at: float, actor_id: str, workspace_id: str
     ) -> None:
@@ -322,6 +322,6 @@ class Session(Aggregate):
         self.token_hash = token_hash
         self.expires_at = expires_at
 
-    @event("Revoked")
+    @event("SessionRevoked")
     def revoked_(self, reason: str, actor_id: str, workspace_id: str) -> None:
         self.revoked = reason

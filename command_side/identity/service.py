@@ -88,7 +88,9 @@ class IdentityService:
         actor, home = str(user_id), str(workspace_id)
 
         def attempt() -> Grant:
-            user, address, others = self._new_user(user_id, email, display_name, password_hash)
+            user, address, others = self._new_user(
+                user_id, email, display_name, password_hash, home
+            )
             workspace = Workspace(workspace_id=workspace_id, name=workspace_name, actor_id=actor)
             workspace.add(actor, email, display_name, "owner", actor)
             user.joined("owner", actor, home)
@@ -109,16 +111,6 @@ class IdentityService:
         check_role(role)
 
         def attempt() -> tuple[str, str]:
-            address = self.store.find(Address, address_id(email))
-            changed: list[Aggregate] = []
-            if address is not None and address.user_id is not None:
-                user = self.store.get(User, UUID(address.user_id))
-            else:
-                name = check_name(display_name or email.split("@")[0], "displayName")
-                passwords.check_strength(password, email, name)
-                hashed = passwords.hash_password(password, self._cost)
-                user, address, others = self._new_user(uuid4(), email, name, hashed)
-                changed += [address, *others]
             target = _parse_uuid(workspace)
             found = self.store.find(Workspace, target) if target else None
             if found is None:
@@ -127,6 +119,18 @@ class IdentityService:
                 found = Workspace(
                     workspace_id=uuid4(), name=check_name(workspace, "workspace"), actor_id=SYSTEM
                 )
+            address = self.store.find(Address, address_id(email))
+            changed: list[Aggregate] = []
+            if address is not None and address.user_id is not None:
+                user = self.store.get(User, UUID(address.user_id))
+            else:
+                name = check_name(display_name or email.split("@")[0], "displayName")
+                passwords.check_strength(password, email, name)
+                hashed = passwords.hash_password(password, self._cost)
+                user, address, others = self._new_user(
+                    uuid4(), email, name, hashed, found.workspace_id
+                )
+                changed += [address, *others]
             if found.role_of(str(user.id)) is not None:
                 raise ValidationFailed(f"{email} is a member of that workspace already")
             found.add(str(user.id), email, user.display_name, role, SYSTEM)
@@ -137,21 +141,21 @@ class IdentityService:
         return _retrying(attempt)
 
     def _new_user(
-        self, user_id: UUID, email: str, display_name: str, password_hash: str
+        self, user_id: UUID, email: str, display_name: str, password_hash: str, home: str
     ) -> tuple[User, Address, list[Aggregate]]:
         """A user claiming `email`; workspaces that invited the address take them in."""
         actor = str(user_id)
         address = self.store.find(Address, address_id(email))
         if address is None:
-            address = Address(email=email, actor_id=actor, workspace_id="")
-        address.claim(actor, actor, "")
+            address = Address(email=email, actor_id=actor, workspace_id=home)
+        address.claim(actor, actor, home)
         user = User(
             user_id=user_id,
             email=email,
             display_name=display_name,
             password_hash=password_hash,
             actor_id=actor,
-            workspace_id="",
+            workspace_id=home,
         )
         joined: list[Aggregate] = []
         for workspace_id in address.invitations:
