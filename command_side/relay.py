@@ -19,6 +19,7 @@ import psycopg
 from kafka.errors import KafkaError
 
 from command_side.contracts.envelope import encode, to_envelope
+from command_side.identity.store import IdentityStore
 from command_side.store import WorkflowStore
 from infra import kafka
 
@@ -50,7 +51,7 @@ class Relay:
 
     def __init__(
         self,
-        store: WorkflowStore,
+        store: WorkflowStore | IdentityStore,
         config: RelayConfig,
         heartbeat: Callable[..., None] | None = None,
     ) -> None:

@@ -36,28 +36,54 @@ def stop_on_signals() -> threading.Event:
 
 
 def run_relay(settings: Settings) -> None:
+    """One relay per context with an event store, each on its own thread."""
+    from command_side.contracts.log import STORES
     from command_side.relay import Relay, RelayConfig
-    from command_side.store import WorkflowStore
     from infra.heartbeat import Heartbeat
 
     require(settings, "database_url", "kafka_bootstrap", "redis_url")
     assert settings.database_url and settings.kafka_bootstrap and settings.redis_url
-    store = WorkflowStore(env=eventsourcing_env_for(settings.database_url))
-    relay = Relay(
-        store,
-        RelayConfig(
-            context="workflow",
-            database_url=settings.database_url,
-            bootstrap=settings.kafka_bootstrap,
-            partitions=settings.kafka_partitions,
-            batch_size=settings.relay_batch_size,
-            poll_interval_s=settings.relay_poll_interval_s,
-        ),
-        heartbeat=Heartbeat(settings.redis_url, "relay"),
-    )
+    env = eventsourcing_env_for(settings.database_url)
+    stop = stop_on_signals()
+    heartbeat = Heartbeat(settings.redis_url, "relay")
+    stores = [store_class(env=env) for store_class in STORES.values()]
+    threads = []
+    for context, store in zip(STORES, stores, strict=True):
+        relay = Relay(
+            store,
+            RelayConfig(
+                context=context,
+                database_url=settings.database_url,
+                bootstrap=settings.kafka_bootstrap,
+                partitions=settings.kafka_partitions,
+                batch_size=settings.relay_batch_size,
+                poll_interval_s=settings.relay_poll_interval_s,
+            ),
+            heartbeat=heartbeat,
+        )
+        threads.append(threading.Thread(target=_until_failure, args=(relay, stop), name=context))
     gc.freeze()  # start-up objects live forever: spare them the collector's full passes
-    relay.run(stop_on_signals())
-    store.close()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for store in stores:
+        store.close()
+    if _failed.is_set():
+        raise SystemExit(70)
+
+
+_failed = threading.Event()
+
+
+def _until_failure(relay: Any, stop: threading.Event) -> None:
+    """Run one relay; if it fails, stop the others too so the process restarts whole."""
+    try:
+        relay.run(stop)
+    except BaseException:
+        log.exception("relay failed; stopping the process")
+        _failed.set()
+        stop.set()
 
 
 def projector_config(settings: Settings) -> Any:

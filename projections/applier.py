@@ -21,7 +21,7 @@ from projections.registry import PROJECTIONS, Projection
 
 log = logging.getLogger(__name__)
 
-GapReader = Callable[[str, int], Awaitable[list[Envelope]]]
+GapReader = Callable[[str, str, int], Awaitable[list[Envelope]]]
 
 
 @dataclass(frozen=True)
@@ -156,5 +156,6 @@ class Applier:
         if self._gap_reader is None:
             raise RuntimeError(f"gap before {envelope['aggregate_id']} v{version} (at v{last})")
         log.warning("filling gap of %s: v%d..v%d", envelope["aggregate_id"], last + 1, version - 1)
-        missing = await self._gap_reader(envelope["aggregate_id"], last)
+        context = envelope["type"].split(".", 1)[0]
+        missing = await self._gap_reader(context, envelope["aggregate_id"], last)
         return [e for e in missing if e["aggregate_version"] < version] + [envelope]

@@ -20,7 +20,7 @@ import psycopg
 import redis.asyncio as aioredis
 
 from command_side.contracts.envelope import Envelope, EnvelopeError, decode
-from command_side.contracts.log import EventLog
+from command_side.contracts.log import STORES, EventLog
 from infra import kafka
 from projections import notices
 from projections.applier import Applier, ensure_read_models
@@ -28,6 +28,8 @@ from projections.faust_driver import LowLatencyApp
 
 log = logging.getLogger(__name__)
 HEARTBEAT_KEY = "autoops:heartbeat:projector"
+#: Contexts whose event topics the projector folds.
+CONTEXTS = tuple(STORES)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,8 +55,10 @@ class Projector:
         self.rejected = 0
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._redis: aioredis.Redis | None = None
-        self._log: EventLog | None = None
+        self._logs: dict[str, EventLog] = {}
         self._applier: Applier | None = None
+        #: Agents of several topics share one connection: one batch transaction at a time.
+        self._batch_lock: asyncio.Lock | None = None
         self.app = self._build_app()
 
     def _build_app(self) -> faust.App:
@@ -79,26 +83,15 @@ class Projector:
             broker_commit_interval=1.0,
             stream_wait_empty=False,
         )
-        topic = app.topic(
-            kafka.events_topic("workflow"),
-            key_type=bytes,
-            value_type=bytes,
-            partitions=cfg.partitions,
-            internal=False,
-        )
-
-        @app.agent(topic, name="workflow-projections")
-        async def project(stream: faust.StreamT[bytes]) -> None:
-            async for batch in stream.take(cfg.batch_size, within=cfg.batch_window_s):
-                try:
-                    await self.handle(batch)
-                except Exception:
-                    # Crash-only: a batch that cannot be committed (database gone, a bug) must
-                    # not be acknowledged. Exit at once, without committing offsets; the
-                    # supervisor restarts us and the batch is read again.
-                    log.critical("projector: batch failed; exiting to retry it", exc_info=True)
-                    logging.shutdown()
-                    os._exit(70)
+        for context in CONTEXTS:
+            topic = app.topic(
+                kafka.events_topic(context),
+                key_type=bytes,
+                value_type=bytes,
+                partitions=cfg.partitions,
+                internal=False,
+            )
+            app.agent(topic, name=f"{context}-projections")(self._agent)
 
         @app.timer(1.0)
         async def heartbeat() -> None:
@@ -119,14 +112,28 @@ class Projector:
 
         return app
 
+    async def _agent(self, stream: faust.StreamT[bytes]) -> None:
+        cfg = self.config
+        async for batch in stream.take(cfg.batch_size, within=cfg.batch_window_s):
+            try:
+                await self.handle(batch)
+            except Exception:
+                # Crash-only: a batch that cannot be committed (database gone, a bug) must
+                # not be acknowledged. Exit at once, without committing offsets; the
+                # supervisor restarts us and the batch is read again.
+                log.critical("projector: batch failed; exiting to retry it", exc_info=True)
+                logging.shutdown()
+                os._exit(70)
+
     async def resources(self) -> tuple[Applier, aioredis.Redis]:
         if self._applier is None or self._redis is None:
             self._conn = await psycopg.AsyncConnection.connect(self.config.database_url)
-            self._log = EventLog(self.config.eventsourcing_env)
-            event_log = self._log
+            env = self.config.eventsourcing_env
+            self._logs = {context: EventLog(env, context) for context in CONTEXTS}
+            logs = self._logs
 
-            async def read_gap(aggregate_id: str, after: int) -> list[Envelope]:
-                return await asyncio.to_thread(event_log.aggregate, aggregate_id, after)
+            async def read_gap(context: str, aggregate_id: str, after: int) -> list[Envelope]:
+                return await asyncio.to_thread(logs[context].aggregate, aggregate_id, after)
 
             self._applier = Applier(self._conn, gap_reader=read_gap)
             await self._applier.setup()
@@ -134,6 +141,12 @@ class Projector:
         return self._applier, self._redis
 
     async def handle(self, raw_values: list[bytes]) -> None:
+        if self._batch_lock is None:
+            self._batch_lock = asyncio.Lock()
+        async with self._batch_lock:
+            await self._handle(raw_values)
+
+    async def _handle(self, raw_values: list[bytes]) -> None:
         applier, redis = await self.resources()
         envelopes: list[Envelope] = []
         for raw in raw_values:

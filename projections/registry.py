@@ -49,5 +49,11 @@ PROJECTIONS: dict[str, Projection] = {
             (*schema.HISTORY, _fold_sql("workflow_history")),
             ("read.workflow_history",),
         ),
+        Projection(
+            "identity",
+            "identity",
+            (*schema.IDENTITY, _fold_sql("identity")),
+            ("read.users", "read.workspaces", "read.workspace_members"),
+        ),
     )
 }

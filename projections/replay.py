@@ -52,11 +52,14 @@ def select(names: Sequence[str]) -> list[Projection]:
     return [PROJECTIONS[n] for n in names] if names else list(PROJECTIONS.values())
 
 
-def _read_ahead(log: EventLog, out: queue.Queue[list[Envelope] | BaseException | None]) -> None:
+def _read_ahead(
+    logs: list[EventLog], out: queue.Queue[list[Envelope] | BaseException | None]
+) -> None:
     """Decode the next batch while the previous one is written."""
     try:
-        for batch in log.read(batch=5000):
-            out.put(batch)
+        for log in logs:
+            for batch in log.read(batch=5000):
+                out.put(batch)
         out.put(None)
     except BaseException as exc:
         out.put(exc)
@@ -69,13 +72,15 @@ async def rebuild(
     progress: bool = False,
 ) -> ReplaySummary:
     projections = select(names)
-    log = EventLog(eventsourcing_env)
+    # Each context's log in turn: projections only take their own context's events.
+    contexts = sorted({p.context for p in projections})
+    logs = [EventLog(eventsourcing_env, context) for context in contexts]
     started = time.perf_counter()
     events = 0
     try:
-        total = log.count()
+        total = sum(log.count() for log in logs)
         batches: queue.Queue[list[Envelope] | BaseException | None] = queue.Queue(maxsize=4)
-        reader = threading.Thread(target=_read_ahead, args=(log, batches), daemon=True)
+        reader = threading.Thread(target=_read_ahead, args=(logs, batches), daemon=True)
         async with await psycopg.AsyncConnection.connect(database_url) as conn:
             await create_tables(conn, projections)
             await conn.commit()
@@ -92,7 +97,8 @@ async def rebuild(
                         events += len(batch)
                         bar.update(len(batch))
     finally:
-        log.close()
+        for log in logs:
+            log.close()
     return ReplaySummary(tuple(p.name for p in projections), events, time.perf_counter() - started)
 
 

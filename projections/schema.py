@@ -83,3 +83,37 @@ HISTORY = [
         PRIMARY KEY (workflow_id, version)
     )""",
 ]
+
+IDENTITY = [
+    # A user's own row; the exception to "every row has a workspace": it is read only by the
+    # user it describes (row-level security keys it on the user id).
+    """
+    CREATE TABLE IF NOT EXISTS read.users (
+        id uuid PRIMARY KEY,
+        email text NOT NULL,
+        display_name text NOT NULL,
+        totp_enabled boolean NOT NULL DEFAULT false,
+        created_at timestamptz NOT NULL,
+        last_login_at timestamptz
+    )""",
+    """
+    CREATE TABLE IF NOT EXISTS read.workspaces (
+        workspace_id text PRIMARY KEY,
+        name text NOT NULL,
+        created_at timestamptz NOT NULL,
+        created_by text NOT NULL
+    )""",
+    """
+    CREATE TABLE IF NOT EXISTS read.workspace_members (
+        workspace_id text NOT NULL,
+        member_id text NOT NULL,
+        user_id text,
+        email text NOT NULL,
+        display_name text NOT NULL,
+        role text NOT NULL,
+        status text NOT NULL,
+        since timestamptz NOT NULL,
+        PRIMARY KEY (workspace_id, member_id)
+    )""",
+    "CREATE INDEX IF NOT EXISTS workspace_members_by_user ON read.workspace_members (user_id)",
+]

@@ -6,16 +6,22 @@ from collections.abc import Iterator
 from uuid import UUID
 
 from command_side.contracts.envelope import Envelope, to_envelope
+from command_side.identity.store import IdentityStore
 from command_side.store import WorkflowStore
+
+#: The event store of each context that has one.
+STORES: dict[str, type[WorkflowStore] | type[IdentityStore]] = {
+    "workflow": WorkflowStore,
+    "identity": IdentityStore,
+}
 
 
 class EventLog:
-    """The workflow context's stored events, in notification order, as public envelopes."""
+    """One context's stored events, in notification order, as public envelopes."""
 
-    context = "workflow"
-
-    def __init__(self, eventsourcing_env: dict[str, str]) -> None:
-        self._store = WorkflowStore(env=eventsourcing_env)
+    def __init__(self, eventsourcing_env: dict[str, str], context: str = "workflow") -> None:
+        self.context = context
+        self._store = STORES[context](env=eventsourcing_env)
 
     def read(self, after: int = 0, batch: int = 5000) -> Iterator[list[Envelope]]:
         """Every envelope after position `after`, in batches."""
@@ -37,7 +43,7 @@ class EventLog:
 
     def aggregate(self, aggregate_id: str, after_version: int) -> list[Envelope]:
         """Envelopes of one aggregate after a version (position unknown here: 0)."""
-        events = self._store.events_after(UUID(aggregate_id), after_version)
+        events = self._store.repository.event_store.get(UUID(aggregate_id), gt=after_version)
         return [to_envelope(self.context, e, 0) for e in events]
 
     def close(self) -> None:
