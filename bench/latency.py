@@ -15,7 +15,13 @@ import websockets
 
 from bench.harness import percentile, platform, services, settings_for
 
-WORKSPACE = {"x-autoops-workspace": "bench", "x-autoops-actor": "bench"}
+REGISTER = """mutation($i: RegisterInput!) { register(input: $i) { accessToken } }"""
+SIGN_UP = {
+    "email": "bench@example.com",
+    "password": "violet-Harbour-lantern-42",
+    "displayName": "Bench",
+    "workspaceName": "Bench",
+}
 MOVE = "mutation($i: MoveNodeInput!) { moveNode(input: $i) { version } }"
 SUBSCRIBE = """subscription($id: ID!) { workflowEvents(workflowId: $id, afterVersion: 0)
   { version type payload } }"""
@@ -24,9 +30,7 @@ SUBSCRIBE = """subscription($id: ID!) { workflowEvents(workflowId: $id, afterVer
 async def gql(
     http: httpx.AsyncClient, query: str, variables: dict[str, object]
 ) -> dict[str, object]:
-    response = await http.post(
-        "/graphql", json={"query": query, "variables": variables}, headers=WORKSPACE
-    )
+    response = await http.post("/graphql", json={"query": query, "variables": variables})
     body = response.json()
     if body.get("errors"):
         raise RuntimeError(body["errors"])
@@ -37,6 +41,8 @@ async def measure(url: str, editors: int, seconds: float, rate_per_editor: float
     async with httpx.AsyncClient(
         base_url=url, timeout=30, limits=httpx.Limits(max_connections=editors + 5)
     ) as http:
+        token = (await gql(http, REGISTER, {"i": SIGN_UP}))["register"]["accessToken"]  # type: ignore[index]
+        http.headers["authorization"] = f"Bearer {token}"
         created = await gql(
             http, 'mutation { createWorkflow(input: {name: "bench"}) { workflowId } }', {}
         )
@@ -64,7 +70,7 @@ async def measure(url: str, editors: int, seconds: float, rate_per_editor: float
         ctx = multiprocessing.get_context("spawn")
         ready, stop_watching = ctx.Event(), ctx.Event()
         results: multiprocessing.Queue[dict[float, float]] = ctx.Queue()
-        watcher = ctx.Process(target=_watch, args=(url, wid, ready, stop_watching, results))
+        watcher = ctx.Process(target=_watch, args=(url, token, wid, ready, stop_watching, results))
         watcher.start()
         if not await asyncio.to_thread(ready.wait, 30):
             raise RuntimeError("the watcher did not subscribe")
@@ -91,7 +97,7 @@ async def measure(url: str, editors: int, seconds: float, rate_per_editor: float
     return [arrived[x] - t0 for x, t0 in sent.items()]
 
 
-def _watch(url: str, wid: str, ready: Any, stop: Any, results: Any) -> None:
+def _watch(url: str, token: str, wid: str, ready: Any, stop: Any, results: Any) -> None:
     """Subscribe to the workflow's events and note when each move arrives."""
 
     async def main() -> dict[float, float]:
@@ -101,7 +107,7 @@ def _watch(url: str, wid: str, ready: Any, stop: Any, results: Any) -> None:
             subprotocols=["graphql-transport-ws"],
             max_queue=None,
         ) as ws:
-            init = {"workspaceId": "bench", "actorId": "watcher"}
+            init = {"Authorization": f"Bearer {token}"}
             await ws.send(json.dumps({"type": "connection_init", "payload": init}))
             await ws.recv()
             payload = {"query": SUBSCRIBE, "variables": {"id": wid}}

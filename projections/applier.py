@@ -44,6 +44,12 @@ async def create_tables(
         for projection in projections:
             for ddl in projection.ddl:
                 await conn.execute(ddl)
+        for ddl in schema.READER:
+            await conn.execute(ddl)
+        for projection in projections:
+            for table in projection.tables:
+                for ddl in schema.isolation(table):
+                    await conn.execute(ddl)
 
 
 async def ensure_read_models(database_url: str) -> None:

@@ -117,3 +117,43 @@ IDENTITY = [
     )""",
     "CREATE INDEX IF NOT EXISTS workspace_members_by_user ON read.workspace_members (user_id)",
 ]
+
+#: The role the api reads as: SELECT on `read`, nothing else, bound by row-level security.
+READER_ROLE = "autoops_reader"
+
+READER = [
+    f"""
+    DO $$ BEGIN
+        CREATE ROLE {READER_ROLE} NOLOGIN;
+    EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+    END $$""",
+    # Whoever runs the api (the database user) must be able to SET ROLE to the reader.
+    f"GRANT {READER_ROLE} TO CURRENT_USER",
+    f"GRANT USAGE ON SCHEMA read TO {READER_ROLE}",
+]
+
+
+def isolation(table: str) -> list[str]:
+    """Row-level security of one read-model table: readers see their workspace's rows only
+    (the users table: their own row). Writers (the projector, the table owner) are exempt."""
+    if table == "read.users":
+        rule = "id::text = current_setting('autoops.user_id', true)"
+    elif table == "read.workspace_members":
+        rule = (
+            "workspace_id = current_setting('autoops.workspace_id', true)"
+            " OR user_id = current_setting('autoops.user_id', true)"
+        )
+    elif table == "read.workspaces":
+        rule = (
+            "workspace_id = current_setting('autoops.workspace_id', true) OR workspace_id IN"
+            " (SELECT m.workspace_id FROM read.workspace_members m"
+            "  WHERE m.user_id = current_setting('autoops.user_id', true))"
+        )
+    else:
+        rule = "workspace_id = current_setting('autoops.workspace_id', true)"
+    return [
+        f"GRANT SELECT ON {table} TO {READER_ROLE}",
+        f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY",
+        f"DROP POLICY IF EXISTS workspace_isolation ON {table}",
+        f"CREATE POLICY workspace_isolation ON {table} FOR SELECT TO {READER_ROLE} USING ({rule})",
+    ]

@@ -19,16 +19,64 @@ class GraphQLError(AssertionError):
         self.codes = [e.get("extensions", {}).get("code") for e in errors]
 
 
+PASSWORD = "violet-Harbour-lantern-42"
+AUTH_FIELDS = "accessToken refreshToken expiresIn user { id email } workspace { id name role }"
+REGISTER = f"mutation($i: RegisterInput!) {{ register(input: $i) {{ {AUTH_FIELDS} }} }}"
+LOGIN = f"mutation($i: LoginInput!) {{ login(input: $i) {{ {AUTH_FIELDS} }} }}"
+
+
 class GraphQLClient:
-    def __init__(self, base_url: str, workspace: str | None = None, actor: str = "tester") -> None:
+    """Anonymous until `sign_up`/`log_in`; then every call carries the access token."""
+
+    def __init__(self, base_url: str) -> None:
         self.base_url = base_url
-        self.workspace = workspace or f"ws-{uuid.uuid4().hex[:8]}"
-        self.actor = actor
+        self.access_token: str | None = None
+        self.refresh_token: str | None = None
+        self.actor = ""
+        self.workspace = ""
+        self.role = ""
+        self.email = ""
         self._http = httpx.AsyncClient(base_url=base_url, timeout=30)
+
+    @classmethod
+    async def signed_up(cls, base_url: str, **register: str) -> GraphQLClient:
+        client = cls(base_url)
+        await client.sign_up(**register)
+        return client
+
+    async def sign_up(
+        self, email: str | None = None, workspace_name: str = "Tests", password: str = PASSWORD
+    ) -> dict[str, Any]:
+        email = email or f"user-{uuid.uuid4().hex[:10]}@example.com"
+        data = await self.execute(
+            REGISTER,
+            {
+                "i": {
+                    "email": email,
+                    "password": password,
+                    "displayName": email.split("@")[0],
+                    "workspaceName": workspace_name,
+                }
+            },
+        )
+        return self.use(data["register"])
+
+    async def log_in(self, email: str, password: str = PASSWORD, totp: str | None = None) -> None:
+        data = await self.execute(
+            LOGIN, {"i": {"email": email, "password": password, "totpCode": totp}}
+        )
+        self.use(data["login"])
+
+    def use(self, auth: dict[str, Any]) -> dict[str, Any]:
+        """Adopt the tokens of an AuthPayload."""
+        self.access_token, self.refresh_token = auth["accessToken"], auth["refreshToken"]
+        self.actor, self.email = auth["user"]["id"], auth["user"]["email"]
+        self.workspace, self.role = auth["workspace"]["id"], auth["workspace"]["role"]
+        return auth
 
     @property
     def headers(self) -> dict[str, str]:
-        return {"x-autoops-workspace": self.workspace, "x-autoops-actor": self.actor}
+        return {"authorization": f"Bearer {self.access_token}"} if self.access_token else {}
 
     async def raw(self, query: str, variables: dict[str, Any] | None = None) -> httpx.Response:
         return await self._http.post(
@@ -53,7 +101,7 @@ class GraphQLClient:
                 json.dumps(
                     {
                         "type": "connection_init",
-                        "payload": {"workspaceId": self.workspace, "actorId": self.actor},
+                        "payload": {"Authorization": self.headers.get("authorization")},
                     }
                 )
             )

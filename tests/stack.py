@@ -58,6 +58,7 @@ def stack_settings(
         "AUTOOPS_KAFKA_GROUP_TIMEOUT_MS": "3000",
         "AUTOOPS_RELAY_POLL_INTERVAL_S": "0.2",
         "AUTOOPS_LOG_LEVEL": "WARNING",
+        "AUTOOPS_BCRYPT_COST": "4",  # tests sign up often; the default (12) is tested apart
         **extra,
     }
     return load_settings(env)

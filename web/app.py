@@ -8,15 +8,19 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from graphql import GraphQLError
 from litestar import Litestar, MediaType, Response, get
 from litestar.background_tasks import BackgroundTasks
 from litestar.datastructures import State
 from litestar.di import Provide
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from strawberry.exceptions import ConnectionRejectionError
 from strawberry.litestar import make_graphql_controller
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.types.unset import UNSET
 
 from infra.settings import Settings
+from web.auth import authenticate
 from web.graphql.context import context_getter
 from web.graphql.schema import build_schema
 from web.health import readiness
@@ -66,8 +70,31 @@ def create_app(settings: Settings) -> Litestar:
         # every request for building an empty Response.
         dependencies = {**graphql.dependencies, "response": Provide(_empty_response)}
 
+        async def on_ws_connect(self, context: dict[str, Any]) -> Any:
+            """A websocket needs a valid access token in `connection_params.Authorization`
+            (and, from a browser, an allowed origin) before it may subscribe."""
+            socket = context.get("socket")
+            origin = socket.headers.get("origin") if socket is not None else None
+            if origin and not _origin_allowed(origin, socket, settings.allowed_origins):
+                raise ConnectionRejectionError({"reason": "origin not allowed"})
+            try:
+                principal = await authenticate(context)
+            except GraphQLError as exc:
+                raise ConnectionRejectionError({"reason": exc.message}) from None
+            if principal is None:
+                raise ConnectionRejectionError(
+                    {"reason": "connection_params.Authorization must carry 'Bearer <access token>'"}
+                )
+            return UNSET
+
     return Litestar(route_handlers=[GraphQLController, live, ready, metrics], lifespan=[lifespan])
 
 
 async def _empty_response() -> Response[Any]:
     return Response({}, background=BackgroundTasks([]))
+
+
+def _origin_allowed(origin: str, socket: Any, allowed: list[str]) -> bool:
+    """Same origin always; others only when listed in AUTOOPS_CORS_ORIGINS."""
+    host = socket.headers.get("host", "")
+    return origin in allowed or "*" in allowed or origin.split("://", 1)[-1] == host

@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
 import redis.asyncio as aioredis
+from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from command_side.bus import CommandBus
+from command_side.contracts.log import EventLog
+from command_side.identity import IdentityService, IdentityStore
 from command_side.store import WorkflowStore
+from infra.keys import signing_keys
 from infra.settings import Settings, eventsourcing_env_for
 from projections.applier import ensure_read_models
+from projections.schema import READER_ROLE
 from query_side import views
+from web.auth import LoginLimits, LoginThrottle, Revocations, Tokens
 from web.hub import Hub
 
 
@@ -26,6 +34,10 @@ class Services:
     pool: AsyncConnectionPool[Any]
     redis: aioredis.Redis
     hub: Hub
+    identity: IdentityService
+    tokens: Tokens
+    revocations: Revocations
+    throttle: LoginThrottle
 
     @classmethod
     async def start(cls, settings: Settings) -> Services:
@@ -46,21 +58,58 @@ class Services:
             max_size=16,
             open=False,
             kwargs={"autocommit": True},
+            configure=_as_reader,
         )
         await pool.open(wait=True, timeout=30)
         redis = aioredis.from_url(settings.redis_url)
 
         async def fetch(workspace_id: str, workflow_id: UUID, after: int) -> list[dict[str, Any]]:
-            async with pool.connection() as conn:
+            async with scoped(pool, workspace_id) as conn:
                 return await views.events_after(conn, workspace_id, workflow_id, after)
 
         async def version(workspace_id: str, workflow_id: UUID) -> int | None:
-            async with pool.connection() as conn:
+            async with scoped(pool, workspace_id) as conn:
                 return await views.workflow_version(conn, workspace_id, workflow_id)
 
         hub = Hub(redis, fetch, version)
         await hub.start()
-        return cls(settings, bus, store, pool, redis, hub)
+        es_env = eventsourcing_env_for(settings.database_url)
+        identity_store = await asyncio.to_thread(IdentityStore, env=es_env)
+        identity = await asyncio.to_thread(
+            IdentityService,
+            identity_store,
+            bcrypt_cost=settings.bcrypt_cost,
+            refresh_ttl_s=settings.refresh_token_ttl_s,
+        )
+        tokens = Tokens(
+            signing_keys(settings),
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+            ttl_s=settings.access_token_ttl_s,
+        )
+
+        def read_identity_log() -> list[list[dict[str, Any]]]:
+            log = EventLog(es_env, "identity")
+            try:
+                return list(log.read())
+            finally:
+                log.close()
+
+        revocations = Revocations(redis, settings.access_token_ttl_s, read_identity_log)
+        throttle = LoginThrottle(
+            redis,
+            LoginLimits(
+                per_account=settings.login_max_failures_per_account,
+                per_address=settings.login_max_failures_per_address,
+                window_s=settings.login_window_s,
+            ),
+        )
+        return cls(settings, bus, store, pool, redis, hub, identity, tokens, revocations, throttle)
+
+    def reader(self, who: Any) -> Any:
+        """A read-only connection that row-level security limits to the caller's workspace
+        (and their own user row)."""
+        return scoped(self.pool, who.workspace_id, who.actor_id)
 
     async def close(self) -> None:
         await self.hub.close()
@@ -68,3 +117,24 @@ class Services:
         await self.pool.close()
         await self.redis.aclose()
         await asyncio.to_thread(self.store.close)
+        await asyncio.to_thread(self.identity.store.close)
+
+
+async def _as_reader(conn: AsyncConnection[Any]) -> None:
+    """The api reads as a role without privileges beyond SELECT on `read`, which row-level
+    security binds to the workspace each transaction names."""
+    await conn.execute(f"SET ROLE {READER_ROLE}")
+
+
+@asynccontextmanager
+async def scoped(
+    pool: AsyncConnectionPool[Any], workspace_id: str, user_id: str = ""
+) -> AsyncIterator[AsyncConnection[Any]]:
+    async with pool.connection() as conn, conn.transaction():
+        await conn.execute(
+            "SELECT set_config('autoops.workspace_id', %s, true),"
+            " set_config('autoops.user_id', %s, true)",
+            (workspace_id, user_id),
+            prepare=True,
+        )
+        yield conn

@@ -187,10 +187,10 @@ class IdentityService:
             raise Unauthenticated("wrong email or password")
         if user.totp_enabled:
             if not totp_code:
-                raise Unauthenticated("enter the code of your authenticator app", totpRequired=1)
+                raise Unauthenticated("enter the code of your authenticator app", totpRequired=True)
             if not _totp_ok(user.totp_secret, totp_code):
                 self._record_failure(user.id, "totp", client)
-                raise Unauthenticated("the two-factor code is not valid", totpRequired=1)
+                raise Unauthenticated("the two-factor code is not valid", totpRequired=True)
 
         def attempt() -> Grant:
             fresh = self.store.get(User, user.id)
@@ -265,7 +265,7 @@ class IdentityService:
                     self.store.save(session)
                     raise Unauthenticated(
                         "this refresh token was used before: the session is revoked; sign in again",
-                        sessionRevoked=1,
+                        sessionRevoked=True,
                     )
                 raise Unauthenticated("the refresh token is not valid")
             if session.expires_at < time.time():
@@ -277,7 +277,7 @@ class IdentityService:
             ):
                 session.revoked_("access-changed", session.user_id, session.workspace_id)
                 self.store.save(session)
-                raise Unauthenticated("the session has ended; sign in again")
+                raise Unauthenticated("the session has ended; sign in again", sessionRevoked=True)
             new_secret = secrets.token_urlsafe(32)
             session.refreshed(
                 passwords.token_hash(new_secret),

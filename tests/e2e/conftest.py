@@ -37,6 +37,6 @@ def stack(
 
 @pytest.fixture
 async def client(stack: Stack) -> AsyncIterator[GraphQLClient]:
-    c = GraphQLClient(stack.url)
+    c = await GraphQLClient.signed_up(stack.url)
     yield c
     await c.close()

@@ -14,10 +14,17 @@ import pytest
 
 from infra import embedded
 from infra.settings import load_settings
+from tests.graphql_client import PASSWORD, REGISTER
 from tests.stack import Stack, redis_db
 from tests.waiting import http_answer, wait_until
 
 pytestmark = pytest.mark.slow
+SIGN_UP = {
+    "email": "first@example.com",
+    "password": PASSWORD,
+    "displayName": "First",
+    "workspaceName": "Home",
+}
 
 
 def start_up(tmp_path: Path, **settings: str) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
@@ -55,17 +62,28 @@ def test_up_starts_everything_embedded_and_ctrl_c_leaves_no_orphans(tmp_path: Pa
             "relay",
             "projector",
         }
+        registered = httpx.post(
+            f"{url}/graphql",
+            json={"query": REGISTER, "variables": {"i": SIGN_UP}},
+            timeout=30,
+        )
+        token = registered.json()["data"]["register"]["accessToken"]
+        auth = {"authorization": f"Bearer {token}"}
         created = httpx.post(
             f"{url}/graphql",
             json={"query": 'mutation { createWorkflow(input: {name: "hello"}) { workflowId } }'},
+            headers=auth,
         )
         wid = created.json()["data"]["createWorkflow"]["workflowId"]
         shown = httpx.post(
             f"{url}/graphql",
             json={"query": f'{{ workflow(id: "{wid}", atLeastVersion: 1) {{ name }} }}'},
+            headers=auth,
         )
         assert shown.json()["data"]["workflow"]["name"] == "hello"
         assert (tmp_path / "data" / "postgres" / "PG_VERSION").exists()
+        # The embedded default signs tokens with a secret it generated and keeps privately.
+        assert (tmp_path / "data" / "jwt-secret").stat().st_mode & 0o777 == 0o600
         family = psutil.Process(proc.pid).children(recursive=True)
         assert len(family) >= 5
     finally:

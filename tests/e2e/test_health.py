@@ -24,11 +24,17 @@ def test_ready_is_503_and_names_what_is_down_until_every_component_is_up(
         assert metrics.status_code == 200 and "python_info" in metrics.text
 
 
-def test_production_refuses_anonymous_callers(
+def test_production_refuses_anonymous_and_unsigned_callers(
     database_url: str, kafka_session: embedded.Service, redis_url: str, tmp_path: Path
 ) -> None:
     settings = stack_settings(
-        database_url, kafka_session.url, redis_db(redis_url), tmp_path, AUTOOPS_ENV="production"
+        database_url,
+        kafka_session.url,
+        redis_db(redis_url),
+        tmp_path,
+        AUTOOPS_ENV="production",
+        AUTOOPS_JWT_SECRET="a-production-secret-of-more-than-32-bytes",
+        AUTOOPS_BCRYPT_COST="12",
     )
     query = {"query": "{ workflows { nodes { id } } }"}
     with running_stack(settings, ("api",)) as stack:
@@ -36,10 +42,12 @@ def test_production_refuses_anonymous_callers(
             lambda: http_answer("POST", f"{stack.url}/graphql", json=query), 60, "api answers"
         )
         assert anonymous.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+        # The development-era identity headers mean nothing: only a signed token does.
         named = httpx.post(
             f"{stack.url}/graphql",
             json=query,
             headers={"x-autoops-workspace": "w1", "x-autoops-actor": "a1"},
             timeout=5,
         )
-        assert named.json() == {"data": {"workflows": {"nodes": []}}}
+        assert named.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+        assert named.json()["data"] is None

@@ -236,7 +236,8 @@ async def test_bad_input_gets_a_typed_error_and_changes_nothing(
 
 
 async def test_unknown_ids_and_other_workspaces_are_not_found(stack: Stack) -> None:
-    alice, mallory = GraphQLClient(stack.url), GraphQLClient(stack.url)
+    alice = await GraphQLClient.signed_up(stack.url)
+    mallory = await GraphQLClient.signed_up(stack.url)
     try:
         wid = await create(alice)
         await read(alice, wid, 1)
@@ -276,7 +277,7 @@ async def test_malformed_requests_get_typed_errors_not_500(client: GraphQLClient
 
 
 async def test_workflow_list_searches_by_name_and_pages_with_cursors(stack: Stack) -> None:
-    client = GraphQLClient(stack.url)
+    client = await GraphQLClient.signed_up(stack.url)
     try:
         ids = [await create(client, f"{kind} {i}") for i in range(5) for kind in ("Sync", "Report")]
         await read(client, ids[-1], 1)

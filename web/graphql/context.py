@@ -8,17 +8,17 @@ from typing import Any
 from litestar.datastructures import State
 from strawberry.types import Info
 
-from web.graphql.errors import graphql_error
+from web.auth import Principal
+from web.auth.permissions import unauthenticated
 from web.services import Services
-
-DEV_WORKSPACE = "default"
-DEV_ACTOR = "developer"
 
 
 @dataclass(frozen=True)
 class Caller:
     actor_id: str
     workspace_id: str
+    role: str
+    session_id: str
 
 
 async def context_getter(state: State) -> dict[str, Any]:
@@ -30,16 +30,19 @@ def services(info: Info[Any, Any]) -> Services:
 
 
 def caller(info: Info[Any, Any]) -> Caller:
-    """Who is calling. Until identity lands, development trusts the X-AutoOps-* headers
-    (or websocket connection params) and production refuses anonymous calls."""
-    ctx = info.context
-    params = ctx.get("connection_params") or {}
-    request = ctx.get("request")
-    headers = request.headers if request is not None else {}
-    workspace = headers.get("x-autoops-workspace") or params.get("workspaceId")
-    actor = headers.get("x-autoops-actor") or params.get("actorId")
-    if not (workspace and actor):
-        if services(info).settings.production:
-            raise graphql_error("UNAUTHENTICATED", "sign in to use this api")
-        workspace, actor = workspace or DEV_WORKSPACE, actor or DEV_ACTOR
-    return Caller(actor_id=str(actor), workspace_id=str(workspace))
+    """Who is calling: the principal the field's permission check authenticated."""
+    principal: Principal | None = info.context.get("principal")
+    if principal is None:
+        raise unauthenticated("sign in to use this api (Authorization: Bearer <token>)")
+    return Caller(
+        actor_id=principal.user_id,
+        workspace_id=principal.workspace_id,
+        role=principal.role,
+        session_id=principal.session_id,
+    )
+
+
+def client_address(info: Info[Any, Any]) -> str:
+    request = info.context.get("request") or info.context.get("socket")
+    client = getattr(request, "client", None)
+    return str(client.host) if client else ""

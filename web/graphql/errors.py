@@ -13,6 +13,7 @@ from strawberry.extensions import MaskErrors
 
 from command_side.errors import CommandError, Conflict
 from query_side.errors import QueryError
+from web.auth.throttle import RateLimited
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +42,12 @@ def mapped_errors() -> Iterator[None]:
     except Conflict as exc:
         raise graphql_error(exc.code, exc.message, currentVersion=exc.current_version) from exc
     except CommandError as exc:
-        extra = {k: v for k, v in exc.details.items() if isinstance(v, (str, int))}
+        extra = {k: v for k, v in exc.details.items() if isinstance(v, (str, int, bool))}
         raise graphql_error(exc.code, exc.message, **extra) from exc
     except QueryError as exc:
         raise graphql_error(exc.code, str(exc)) from exc
+    except RateLimited as exc:
+        raise graphql_error("RATE_LIMITED", str(exc), retryAfter=exc.retry_after_s) from exc
 
 
 class MaskInternalErrors(MaskErrors):

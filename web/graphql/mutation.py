@@ -10,6 +10,7 @@ from strawberry.scalars import JSON
 from strawberry.types import Info
 
 from command_side.workflow import commands as c
+from web.auth import SECURED
 from web.graphql.context import caller, services
 from web.graphql.errors import mapped_errors, parse_id
 from web.graphql.types import WorkflowPayload
@@ -124,29 +125,29 @@ def _target(inp: Any) -> dict[str, Any]:
 
 
 @strawberry.type
-class Mutation:
-    @strawberry.mutation
+class WorkflowMutation:
+    @strawberry.mutation(permission_classes=SECURED)
     async def create_workflow(
         self, info: Info[Any, Any], input: CreateWorkflowInput
     ) -> WorkflowPayload:
         command = c.CreateWorkflow(name=input.name, description=input.description)
         return _payload(await _run(info, command, input.client_op_id))
 
-    @strawberry.mutation
+    @strawberry.mutation(permission_classes=SECURED)
     async def rename_workflow(
         self, info: Info[Any, Any], input: RenameWorkflowInput
     ) -> WorkflowPayload:
         command = c.RenameWorkflow(**_target(input), name=input.name)
         return _payload(await _run(info, command, input.client_op_id))
 
-    @strawberry.mutation
+    @strawberry.mutation(permission_classes=SECURED)
     async def change_workflow_description(
         self, info: Info[Any, Any], input: ChangeWorkflowDescriptionInput
     ) -> WorkflowPayload:
         command = c.ChangeDescription(**_target(input), description=input.description)
         return _payload(await _run(info, command, input.client_op_id))
 
-    @strawberry.mutation
+    @strawberry.mutation(permission_classes=SECURED)
     async def add_node(self, info: Info[Any, Any], input: AddNodeInput) -> WorkflowPayload:
         command = c.AddNode(
             **_target(input),
@@ -160,7 +161,7 @@ class Mutation:
         result = await _run(info, command, input.client_op_id)
         return _payload(result, node_id=strawberry.ID(result.created_id or ""))
 
-    @strawberry.mutation
+    @strawberry.mutation(permission_classes=SECURED)
     async def update_node(self, info: Info[Any, Any], input: UpdateNodeInput) -> WorkflowPayload:
         command = c.UpdateNode(
             **_target(input),
@@ -170,17 +171,17 @@ class Mutation:
         )
         return _payload(await _run(info, command, input.client_op_id))
 
-    @strawberry.mutation
+    @strawberry.mutation(permission_classes=SECURED)
     async def move_node(self, info: Info[Any, Any], input: MoveNodeInput) -> WorkflowPayload:
         command = c.MoveNode(**_target(input), node_id=str(input.node_id), x=input.x, y=input.y)
         return _payload(await _run(info, command, input.client_op_id))
 
-    @strawberry.mutation
+    @strawberry.mutation(permission_classes=SECURED)
     async def remove_node(self, info: Info[Any, Any], input: RemoveNodeInput) -> WorkflowPayload:
         command = c.RemoveNode(**_target(input), node_id=str(input.node_id))
         return _payload(await _run(info, command, input.client_op_id))
 
-    @strawberry.mutation
+    @strawberry.mutation(permission_classes=SECURED)
     async def connect_nodes(
         self, info: Info[Any, Any], input: ConnectNodesInput
     ) -> WorkflowPayload:
@@ -194,14 +195,14 @@ class Mutation:
         result = await _run(info, command, input.client_op_id)
         return _payload(result, edge_id=strawberry.ID(result.created_id or ""))
 
-    @strawberry.mutation
+    @strawberry.mutation(permission_classes=SECURED)
     async def disconnect_nodes(
         self, info: Info[Any, Any], input: DisconnectNodesInput
     ) -> WorkflowPayload:
         command = c.DisconnectNodes(**_target(input), edge_id=str(input.edge_id))
         return _payload(await _run(info, command, input.client_op_id))
 
-    @strawberry.mutation
+    @strawberry.mutation(permission_classes=SECURED)
     async def publish_workflow(
         self, info: Info[Any, Any], input: PublishWorkflowInput
     ) -> WorkflowPayload:

@@ -12,6 +12,7 @@ from strawberry.types import Info
 
 from command_side.errors import NotFound
 from query_side import views
+from web.auth import SECURED
 from web.graphql.context import caller, services
 from web.graphql.errors import mapped_errors, not_found, parse_id
 from web.graphql.types import (
@@ -21,7 +22,7 @@ from web.graphql.types import (
     WorkflowEvent,
     WorkflowHistoryConnection,
 )
-from web.services import Services
+from web.services import Services, scoped
 
 
 async def wait_for_version(
@@ -32,7 +33,7 @@ async def wait_for_version(
     async with svc.hub.feed(workspace_id, workflow_id) as feed:
         while True:
             seen = feed.version_seen
-            async with svc.pool.connection() as conn:
+            async with scoped(svc.pool, workspace_id) as conn:
                 current = await views.workflow_version(conn, workspace_id, workflow_id)
             remaining = deadline - time.monotonic()
             if (current is not None and current >= version) or remaining <= 0:
@@ -56,8 +57,10 @@ async def _time_travel(
 
 
 @strawberry.type
-class Query:
-    @strawberry.field(description="Workflows of the caller's workspace, oldest first.")
+class WorkflowQuery:
+    @strawberry.field(
+        permission_classes=SECURED, description="Workflows of the caller's workspace, oldest first."
+    )
     async def workflows(
         self,
         info: Info[Any, Any],
@@ -67,7 +70,7 @@ class Query:
     ) -> WorkflowConnection:
         who, svc = caller(info), services(info)
         with mapped_errors():
-            async with svc.pool.connection() as conn:
+            async with svc.reader(who) as conn:
                 page = await views.list_workflows(conn, who.workspace_id, first, after, search)
         return WorkflowConnection(
             nodes=[Workflow.from_row(r) for r in page.rows],
@@ -75,8 +78,9 @@ class Query:
         )
 
     @strawberry.field(
+        permission_classes=SECURED,
         description="One workflow. `atVersion` rebuilds it as it was from the "
-        "event store; `atLeastVersion` waits (at most 2 s) for the read model."
+        "event store; `atLeastVersion` waits (at most 2 s) for the read model.",
     )
     async def workflow(
         self,
@@ -91,20 +95,23 @@ class Query:
             return await _time_travel(svc, who.workspace_id, workflow_id, at_version)
         if at_least_version is not None:
             await wait_for_version(svc, who.workspace_id, workflow_id, at_least_version)
-        async with svc.pool.connection() as conn:
+        async with svc.reader(who) as conn:
             row = await views.get_workflow(conn, who.workspace_id, workflow_id)
         if row is None:
             raise not_found(f"workflow {id}")
         return Workflow.from_row(row)
 
-    @strawberry.field(description="The workflow's events, newest first, with actor and time.")
+    @strawberry.field(
+        permission_classes=SECURED,
+        description="The workflow's events, newest first, with actor and time.",
+    )
     async def workflow_history(
         self, info: Info[Any, Any], id: strawberry.ID, first: int = 50, after: str | None = None
     ) -> WorkflowHistoryConnection:
         who, svc = caller(info), services(info)
         workflow_id = parse_id(id)
         with mapped_errors():
-            async with svc.pool.connection() as conn:
+            async with svc.reader(who) as conn:
                 if await views.workflow_version(conn, who.workspace_id, workflow_id) is None:
                     raise not_found(f"workflow {id}")
                 page = await views.history(conn, who.workspace_id, workflow_id, first, after)
@@ -114,4 +121,4 @@ class Query:
         )
 
 
-__all__ = ["Query"]
+__all__ = ["WorkflowQuery"]

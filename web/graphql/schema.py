@@ -12,11 +12,17 @@ from strawberry.extensions import (
     QueryDepthLimiter,
     ValidationCache,
 )
+from strawberry.tools import merge_types
 
+from web.graphql.account import AccountMutation
+from web.graphql.account_query import AccountQuery
 from web.graphql.errors import MaskInternalErrors, label_client_errors
-from web.graphql.mutation import Mutation
-from web.graphql.query import Query
+from web.graphql.mutation import WorkflowMutation
+from web.graphql.query import WorkflowQuery
 from web.graphql.subscription import Subscription
+
+Query = merge_types("Query", (AccountQuery, WorkflowQuery))
+Mutation = merge_types("Mutation", (AccountMutation, WorkflowMutation))
 
 
 class Schema(strawberry.Schema):

@@ -10,6 +10,7 @@ import strawberry
 from strawberry.types import Info
 
 from query_side import views
+from web.auth import SECURED
 from web.graphql.context import caller, services
 from web.graphql.errors import not_found, parse_id
 from web.graphql.query import wait_for_version
@@ -19,8 +20,9 @@ from web.graphql.types import WorkflowEvent
 @strawberry.type
 class Subscription:
     @strawberry.subscription(
+        permission_classes=SECURED,
         description="Events after `afterVersion` (all if omitted), "
-        "then every new one as it happens, in version order."
+        "then every new one as it happens, in version order.",
     )
     async def workflow_events(
         self, info: Info[Any, Any], workflow_id: strawberry.ID, after_version: int = 0
@@ -33,7 +35,7 @@ class Subscription:
         async with svc.hub.feed(who.workspace_id, wid) as feed:
             feed.queues.add(queue)
             try:
-                async with svc.pool.connection() as conn:
+                async with svc.reader(who) as conn:
                     if await views.workflow_version(conn, who.workspace_id, wid) is None:
                         raise not_found(f"workflow {workflow_id}")
                 last = max(after_version, 0)

@@ -1,0 +1,111 @@
+"""Revocation state in Redis: ended sessions and access that changed (role, membership,
+password), each kept as long as an access token issued before it could still be presented.
+
+The event store is the truth: when Redis comes back empty (the marker key is gone), the state
+is rebuilt from the identity events of the last token lifetime before any token is trusted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+from datetime import datetime
+
+import redis.asyncio as aioredis
+
+from command_side.contracts.envelope import Envelope
+from web.auth.tokens import Principal
+
+log = logging.getLogger(__name__)
+
+PREFIX = "autoops:auth"
+BUILT = f"{PREFIX}:built"
+#: Envelopes of the identity log, in order (the rebuild reads them in a worker thread).
+IdentityLogReader = Callable[[], Iterable[list[Envelope]]]
+
+
+def _session_key(session_id: str) -> str:
+    return f"{PREFIX}:session:{session_id}"
+
+
+def _member_key(workspace_id: str, user_id: str) -> str:
+    return f"{PREFIX}:member:{workspace_id}:{user_id}"
+
+
+def _user_key(user_id: str) -> str:
+    return f"{PREFIX}:user:{user_id}"
+
+
+class Revocations:
+    def __init__(self, redis: aioredis.Redis, token_ttl_s: int, read_log: IdentityLogReader):
+        self._redis = redis
+        self._ttl_s = token_ttl_s + 60  # tokens are accepted a few seconds past expiry
+        self._read_log = read_log
+        self._rebuilding = asyncio.Lock()
+
+    async def check(self, principal: Principal) -> str | None:
+        """Why the token may no longer be used, or None."""
+        keys = [
+            BUILT,
+            _session_key(principal.session_id),
+            _member_key(principal.workspace_id, principal.user_id),
+            _user_key(principal.user_id),
+        ]
+        built, session, member, user = await self._redis.mget(keys)
+        if built is None:
+            await self.rebuild()
+            built, session, member, user = await self._redis.mget(keys)
+        if session is not None:
+            return "the session has ended; sign in again"
+        changed = max(int(member or 0), int(user or 0))
+        if principal.issued_ms < changed:
+            return "your access changed since this token was issued; refresh it"
+        return None
+
+    async def session_ended(self, session_id: str) -> None:
+        await self._redis.set(_session_key(session_id), 1, ex=self._ttl_s)
+
+    async def access_changed(self, workspace_id: str, user_id: str) -> None:
+        """Tokens of the user in the workspace issued until now stop working."""
+        now_ms = time.time_ns() // 1_000_000
+        await self._redis.set(_member_key(workspace_id, user_id), now_ms, ex=self._ttl_s)
+
+    async def credentials_changed(self, user_id: str) -> None:
+        now_ms = time.time_ns() // 1_000_000
+        await self._redis.set(_user_key(user_id), now_ms, ex=self._ttl_s)
+
+    async def rebuild(self) -> None:
+        """Restore the state from the identity events of the last token lifetime."""
+        async with self._rebuilding:
+            if await self._redis.exists(BUILT):
+                return
+            since = time.time() - self._ttl_s
+            marks = await asyncio.to_thread(_marks_since, self._read_log, since)
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for key, value, at in marks:
+                    remaining = int(at + self._ttl_s - time.time())
+                    if remaining > 0:
+                        pipe.set(key, value, ex=remaining)
+                pipe.set(BUILT, 1)
+                await pipe.execute()
+            log.warning("revocations rebuilt from the event store (%d entries)", len(marks))
+
+
+def _marks_since(read_log: IdentityLogReader, since: float) -> list[tuple[str, int, float]]:
+    marks: list[tuple[str, int, float]] = []
+    for batch in read_log():
+        for e in batch:
+            at = datetime.fromisoformat(e["occurred_at"]).timestamp()
+            if at < since:
+                continue
+            kind, data = e["type"], e["data"]
+            at_ms = int(at * 1000) + 1  # tokens minted in the same millisecond go too
+            if kind == "identity.SessionRevoked":
+                marks.append((_session_key(e["aggregate_id"]), 1, at))
+            elif kind in ("identity.MemberRoleChanged", "identity.MemberRemoved"):
+                marks.append((_member_key(e["workspace_id"], data["member_id"]), at_ms, at))
+            elif kind == "identity.PasswordChanged":
+                marks.append((_user_key(e["aggregate_id"]), at_ms, at))
+    return marks

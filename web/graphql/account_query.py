@@ -1,0 +1,66 @@
+"""Queries about the caller: their profile, their workspaces, their workspace's members."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import strawberry
+from strawberry.types import Info
+
+from query_side import identity_views
+from web.auth import SECURED
+from web.graphql.context import caller, services
+from web.graphql.errors import not_found
+from web.graphql.identity_types import Member, Profile, Role, WorkspaceInfo
+
+#: Right after sign-up the projector may not have written the profile yet.
+PROFILE_WAIT_S = 2.0
+
+
+@strawberry.type
+class AccountQuery:
+    @strawberry.field(permission_classes=SECURED, description="The signed-in user.")
+    async def me(self, info: Info[Any, Any]) -> Profile:
+        who, svc = caller(info), services(info)
+        deadline = time.monotonic() + PROFILE_WAIT_S
+        while True:
+            async with svc.reader(who) as conn:
+                user = await identity_views.get_user(conn, who.actor_id)
+                spaces = await identity_views.workspaces_of(conn, who.actor_id)
+            if user is not None or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.05)  # bounded read-your-writes wait on the projector
+        if user is None:
+            raise not_found(f"user {who.actor_id}")
+        current = next((w for w in spaces if w["workspace_id"] == who.workspace_id), None)
+        return Profile(
+            id=strawberry.ID(str(user["id"])),
+            email=user["email"],
+            display_name=user["display_name"],
+            totp_enabled=user["totp_enabled"],
+            created_at=user["created_at"],
+            last_login_at=user["last_login_at"],
+            workspace=WorkspaceInfo(
+                id=strawberry.ID(who.workspace_id),
+                name=current["name"] if current else "",
+                role=Role(who.role),
+            ),
+        )
+
+    @strawberry.field(permission_classes=SECURED, description="Workspaces you belong to.")
+    async def workspaces(self, info: Info[Any, Any]) -> list[WorkspaceInfo]:
+        who, svc = caller(info), services(info)
+        async with svc.reader(who) as conn:
+            rows = await identity_views.workspaces_of(conn, who.actor_id)
+        return [WorkspaceInfo.from_row(r) for r in rows]
+
+    @strawberry.field(
+        permission_classes=SECURED, description="Members and invitations of your workspace."
+    )
+    async def members(self, info: Info[Any, Any]) -> list[Member]:
+        who, svc = caller(info), services(info)
+        async with svc.reader(who) as conn:
+            rows = await identity_views.members(conn, who.workspace_id)
+        return [Member.from_row(r) for r in rows]
