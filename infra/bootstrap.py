@@ -136,3 +136,43 @@ def run_replay(settings: Settings, projections: list[str]) -> int:
     require(settings, "database_url")
     assert settings.database_url
     return replay(settings.database_url, eventsourcing_env_for(settings.database_url), projections)
+
+
+def run_user_create(
+    settings: Settings, email: str, name: str, role: str, workspace: str, password_stdin: bool
+) -> int:
+    """`autoops user create`: for operators (sign-up may be closed)."""
+    import getpass
+    import secrets
+    import sys
+
+    from command_side.errors import CommandError
+    from command_side.identity import IdentityService, IdentityStore
+
+    require(settings, "database_url")
+    assert settings.database_url
+    generated = False
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    elif sys.stdin.isatty():
+        password = getpass.getpass("password (empty: generate one): ")
+        generated = not password
+    else:
+        generated = True
+    if generated:
+        password = secrets.token_urlsafe(18)
+    store = IdentityStore(env=eventsourcing_env_for(settings.database_url))
+    try:
+        service = IdentityService(
+            store, bcrypt_cost=settings.bcrypt_cost, refresh_ttl_s=settings.refresh_token_ttl_s
+        )
+        user_id, workspace_id = service.create_user(email, password, name, workspace, role)
+    except CommandError as exc:
+        print(f"autoops: {exc.message}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+    print(f"user {user_id} is {role} of workspace {workspace_id}")
+    if generated:
+        print(f"generated password (shown once): {password}")
+    return 0

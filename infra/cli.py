@@ -27,6 +27,27 @@ def _parser() -> argparse.ArgumentParser:
         help="rebuild only this projection (repeatable); default: all",
     )
     sub.add_parser("schemas", help="print the JSON Schema of every public event type")
+    user = sub.add_parser("user", help="manage accounts").add_subparsers(
+        dest="user_command", required=True
+    )
+    create = user.add_parser(
+        "create", help="create an account (or take an existing one) into a workspace"
+    )
+    create.add_argument("--email", required=True)
+    create.add_argument("--name", default="", help="display name (default: from the email)")
+    create.add_argument(
+        "--role", required=True, choices=("owner", "admin", "editor", "viewer"), help="its role"
+    )
+    create.add_argument(
+        "--workspace",
+        required=True,
+        help="a workspace id, or the name of a new workspace (then --role owner)",
+    )
+    create.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from standard input (default: prompt, or generate one)",
+    )
     return parser
 
 
@@ -54,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
             bootstrap.run_projector(settings)
         elif args.command == "replay":
             return bootstrap.run_replay(settings, args.projection)
+        elif args.command == "user":
+            return bootstrap.run_user_create(
+                settings, args.email, args.name, args.role, args.workspace, args.password_stdin
+            )
         elif args.command == "schemas":
             from command_side.contracts.schemas import EVENT_TYPES, schema_for
 

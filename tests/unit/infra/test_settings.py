@@ -73,3 +73,30 @@ def test_the_cli_reports_bad_configuration_clearly() -> None:
         check=False,
     )
     assert alone.returncode == 2 and "AUTOOPS_DATABASE_URL" in alone.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {
+                "AUTOOPS_ENV": "production",
+                "AUTOOPS_DATABASE_URL": "postgresql://h/db",
+                "AUTOOPS_KAFKA_BOOTSTRAP": "k:9092",
+                "AUTOOPS_REDIS_URL": "redis://r",
+            },
+            "AUTOOPS_JWT_SECRET",
+        ),
+        ({"AUTOOPS_JWT_SECRET": "short"}, "at least 32 bytes"),
+        ({"AUTOOPS_JWT_ALGORITHM": "RS256"}, "AUTOOPS_JWT_PRIVATE_KEY_FILE"),
+        ({"AUTOOPS_JWT_ALGORITHM": "none"}, "AUTOOPS_JWT_ALGORITHM"),
+        ({"AUTOOPS_BCRYPT_COST": "3"}, "AUTOOPS_BCRYPT_COST"),
+    ],
+)
+def test_insecure_token_settings_refuse_to_start(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(env)
+
+
+def test_the_default_password_hash_cost_is_at_least_12() -> None:
+    assert load_settings({}).bcrypt_cost >= 12
