@@ -3,8 +3,9 @@ processes, so the condition is polled until it holds or the deadline passes)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import httpx
@@ -30,3 +31,17 @@ def http_answer(method: str, url: str, **kwargs: object) -> httpx.Response | Non
         return httpx.request(method, url, timeout=2, **kwargs)  # type: ignore[arg-type]
     except httpx.HTTPError:
         return None
+
+
+async def eventually(
+    check: Callable[[], Awaitable[T | None]], timeout: float, what: str, every: float = 0.05
+) -> T:
+    """`wait_until` for async checks (e.g. a GraphQL read of a read model still catching up)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} within {timeout:.0f} s")
+        await asyncio.sleep(every)

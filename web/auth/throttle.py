@@ -50,8 +50,10 @@ class LoginThrottle:
     async def failed(self, account: str, address: str) -> None:
         async with self._redis.pipeline(transaction=False) as pipe:
             for key in self._keys(account, address):
+                # The window starts at the first failure (INCR keeps the expiry; this works on
+                # Redis 6, which has no EXPIRE NX).
+                pipe.set(key, 0, ex=self._limits.window_s, nx=True)
                 pipe.incr(key)
-                pipe.expire(key, self._limits.window_s, nx=True)
             await pipe.execute()
 
     async def succeeded(self, account: str) -> None:

@@ -1,0 +1,389 @@
+"""Identity and security on the whole stack: sign-in, tokens, roles, isolation, throttling."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from typing import Any
+
+import httpx
+import pyotp
+import pytest
+import redis
+import websockets
+
+from tests.graphql_client import PASSWORD, GraphQLClient, GraphQLError
+from tests.schema_calls import calls
+from tests.stack import Stack
+from tests.waiting import eventually
+from web.auth.permissions import PERMISSIONS, PUBLIC
+
+ME = "{ me { id email displayName totpEnabled workspace { id name role } } }"
+MEMBERS = "{ members { id userId email role status } }"
+CREATE = 'mutation { createWorkflow(input: {name: "Secret plan"}) { workflowId } }'
+REFRESH = """mutation($t: String!) { refreshToken(input: {refreshToken: $t})
+  { accessToken refreshToken expiresIn user { id email } workspace { id name role } } }"""
+INVITE = (
+    "mutation($e: String!, $r: Role!) { inviteMember(input: {email: $e, role: $r}) { memberId } }"
+)
+CHANGE_ROLE = """mutation($m: ID!, $r: Role!)
+  { changeMemberRole(input: {memberId: $m, role: $r}) { memberId role } }"""
+REMOVE = "mutation($m: ID!) { removeMember(input: {memberId: $m}) { memberId } }"
+SWITCH = """mutation($w: ID!) { switchWorkspace(workspaceId: $w)
+  { accessToken refreshToken expiresIn user { id email } workspace { id name role } } }"""
+
+
+async def codes_of(client: GraphQLClient, query: str, variables: Any = None) -> list[str]:
+    with pytest.raises(GraphQLError) as info:
+        await client.execute(query, variables)
+    return [str(c) for c in info.value.codes]
+
+
+async def test_sign_up_then_me_shows_the_account_and_its_workspace(client: GraphQLClient) -> None:
+    async def profile() -> dict[str, Any] | None:
+        return (await client.execute(ME))["me"]
+
+    me = await eventually(profile, 10, "profile")
+    assert me["id"] == client.actor and me["email"] == client.email
+    assert me["workspace"] == {"id": client.workspace, "name": "Tests", "role": "OWNER"}
+    assert me["totpEnabled"] is False
+
+
+def test_every_root_field_is_guarded_and_named_in_the_permission_table() -> None:
+    from web.auth.permissions import Permitted
+    from web.graphql.schema import build_schema
+
+    schema = build_schema()
+    fields = set()
+    for root in ("Query", "Mutation", "Subscription"):
+        for graphql_name, field in schema._schema.get_type(root).fields.items():  # type: ignore[union-attr]
+            name = f"{root}.{graphql_name}"
+            fields.add(name)
+            definition = field.extensions["strawberry-definition"]
+            assert Permitted in definition.permission_classes, f"{name} has no permission check"
+    assert fields == set(PERMISSIONS), "the permission table and the schema disagree"
+
+
+async def test_every_non_public_field_refuses_anonymous_callers(stack: Stack) -> None:
+    anonymous = GraphQLClient(stack.url)
+    try:
+        for call in calls():
+            if PERMISSIONS[call.name] == PUBLIC or call.root == "Subscription":
+                continue
+            assert await codes_of(anonymous, call.document) == ["UNAUTHENTICATED"], call.name
+    finally:
+        await anonymous.close()
+
+
+async def _ws_rejects(url: str, init: dict[str, Any]) -> int | None:
+    async with websockets.connect(
+        url.replace("http", "ws", 1) + "/graphql", subprotocols=["graphql-transport-ws"]
+    ) as ws:
+        await ws.send(json.dumps({"type": "connection_init", "payload": init}))
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 10)
+        return closed.value.rcvd.code if closed.value.rcvd else None
+
+
+async def test_subscriptions_need_a_valid_token_at_connection(stack: Stack) -> None:
+    assert await _ws_rejects(stack.url, {}) == 4403
+    assert await _ws_rejects(stack.url, {"Authorization": "Bearer forged.token.here"}) == 4403
+    assert await _ws_rejects(stack.url, {"Authorization": "Basic dXNlcjpwYXNz"}) == 4403
+
+
+async def test_bad_tokens_over_http_are_unauthenticated(client: GraphQLClient) -> None:
+    assert client.access_token
+    header, body, _ = client.access_token.split(".")
+    for bad in (f"{header}.{body}.AAAA", f"{header}.{body}.", "Bearer", "x.y.z"):
+        response = await client._http.post(
+            "/graphql",
+            json={"query": "{ workflows { nodes { id } } }"},
+            headers={"authorization": f"Bearer {bad}"},
+        )
+        assert response.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED", bad
+
+
+async def test_no_id_of_another_workspace_is_reachable_through_any_field(stack: Stack) -> None:
+    alice = await GraphQLClient.signed_up(stack.url)
+    mallory = await GraphQLClient.signed_up(stack.url)
+    try:
+        wid = (await alice.execute(CREATE))["createWorkflow"]["workflowId"]
+        add = 'mutation($w: ID!) { addNode(input: {workflowId: $w, type: "a.b"}) { nodeId } }'
+        node = (await alice.execute(add, {"w": wid}))["addNode"]["nodeId"]
+        other = (await alice.execute(add, {"w": wid}))["addNode"]["nodeId"]
+        connect = """mutation($w: ID!, $s: ID!, $t: ID!)
+          { connectNodes(input: {workflowId: $w, sourceId: $s, targetId: $t}) { edgeId } }"""
+        edge = (await alice.execute(connect, {"w": wid, "s": node, "t": other}))["connectNodes"]
+        aliens = {
+            "id": wid,
+            "workflowId": wid,
+            "nodeId": node,
+            "sourceId": node,
+            "targetId": other,
+            "edgeId": edge["edgeId"],
+            "memberId": alice.actor,
+            "workspaceId": alice.workspace,
+        }
+        secrets = [wid, alice.workspace, alice.actor, alice.email, "Secret plan"]
+        for call in calls(aliens):
+            names_alien = any(f"{arg}:" in call.document for arg in aliens)
+            if call.root == "Subscription":
+                with pytest.raises(GraphQLError) as info:
+                    async with mallory.subscribe(call.document) as events:
+                        await asyncio.wait_for(anext(events), 10)
+                answer, codes = str(info.value.errors), info.value.codes
+            else:
+                response = await mallory.raw(call.document)
+                answer = response.text
+                codes = [e["extensions"]["code"] for e in response.json().get("errors", [])]
+            # Echoing an id the caller sent tells them nothing; anything else would.
+            leaked = [s for s in secrets if s in answer and s not in call.document]
+            assert not leaked, f"{call.name} leaked {leaked}: {answer}"
+            if names_alien and PERMISSIONS[call.name] != PUBLIC:
+                assert codes == ["NOT_FOUND"], f"{call.name}: {codes}"
+    finally:
+        await alice.close()
+        await mallory.close()
+
+
+async def _join(owner: GraphQLClient, stack: Stack, role: str) -> GraphQLClient:
+    member = await GraphQLClient.signed_up(stack.url)
+    await owner.execute(INVITE, {"e": member.email, "r": role})
+    member.use((await member.execute(SWITCH, {"w": owner.workspace}))["switchWorkspace"])
+    assert member.role == role
+    return member
+
+
+async def test_roles_bound_what_members_may_do_and_changes_apply_at_once(stack: Stack) -> None:
+    owner = await GraphQLClient.signed_up(stack.url)
+    admin = await _join(owner, stack, "ADMIN")
+    editor = await _join(owner, stack, "EDITOR")
+    viewer = await _join(owner, stack, "VIEWER")
+    try:
+        assert await codes_of(viewer, CREATE) == ["FORBIDDEN"]
+        await viewer.execute("{ workflows { nodes { id } } }")
+        wid = (await editor.execute(CREATE))["createWorkflow"]["workflowId"]
+        assert await codes_of(editor, INVITE, {"e": "x@example.com", "r": "VIEWER"}) == [
+            "FORBIDDEN"
+        ]
+        # Privilege escalation: an editor cannot raise itself; an admin cannot make owners
+        # or touch one.
+        assert await codes_of(editor, CHANGE_ROLE, {"m": editor.actor, "r": "ADMIN"}) == [
+            "FORBIDDEN"
+        ]
+        assert await codes_of(admin, CHANGE_ROLE, {"m": admin.actor, "r": "OWNER"}) == ["FORBIDDEN"]
+        assert await codes_of(admin, CHANGE_ROLE, {"m": owner.actor, "r": "VIEWER"}) == [
+            "FORBIDDEN"
+        ]
+        assert await codes_of(admin, INVITE, {"e": "boss@example.com", "r": "OWNER"}) == [
+            "FORBIDDEN"
+        ]
+        # The last owner stays.
+        assert await codes_of(owner, REMOVE, {"m": owner.actor}) == ["FORBIDDEN"]
+        assert await codes_of(owner, CHANGE_ROLE, {"m": owner.actor, "r": "ADMIN"}) == ["FORBIDDEN"]
+        # A demotion takes effect on the next call, not when the token expires.
+        await admin.execute(CHANGE_ROLE, {"m": editor.actor, "r": "VIEWER"})
+        assert await codes_of(editor, CREATE) == ["UNAUTHENTICATED"]
+        editor.use((await editor.execute(REFRESH, {"t": editor.refresh_token}))["refreshToken"])
+        assert editor.role == "VIEWER"
+        rename = (
+            'mutation($w: ID!) { renameWorkflow(input: {workflowId: $w, name: "n"}) { version } }'
+        )
+        assert await codes_of(editor, rename, {"w": wid}) == ["FORBIDDEN"]
+        # Removal: the member's token stops at once and cannot be refreshed back in.
+        await admin.execute(REMOVE, {"m": viewer.actor})
+        assert await codes_of(viewer, "{ workflows { nodes { id } } }") == ["UNAUTHENTICATED"]
+        assert await codes_of(viewer, REFRESH, {"t": viewer.refresh_token}) == ["UNAUTHENTICATED"]
+
+        async def members() -> list[dict[str, Any]] | None:
+            rows = (await owner.execute(MEMBERS))["members"]
+            return rows if len(rows) == 3 else None
+
+        listed = await eventually(members, 10, "members read model")
+        assert {(m["userId"], m["role"]) for m in listed} == {
+            (owner.actor, "OWNER"),
+            (admin.actor, "ADMIN"),
+            (editor.actor, "VIEWER"),
+        }
+    finally:
+        for c in (owner, admin, editor, viewer):
+            await c.close()
+
+
+async def test_invitations_wait_for_sign_up_and_workspaces_lists_both(stack: Stack) -> None:
+    owner = await GraphQLClient.signed_up(stack.url)
+    newcomer = GraphQLClient(stack.url)
+    try:
+        email = f"new-{owner.actor[:8]}@example.com"
+        await owner.execute(INVITE, {"e": email, "r": "EDITOR"})
+        await newcomer.sign_up(email=email, workspace_name="Mine")
+
+        async def both() -> list[dict[str, Any]] | None:
+            spaces = (await newcomer.execute("{ workspaces { id name role } }"))["workspaces"]
+            return spaces if len(spaces) == 2 else None
+
+        spaces = await eventually(both, 10, "both workspaces listed")
+        assert {(s["id"], s["role"]) for s in spaces} == {
+            (owner.workspace, "EDITOR"),
+            (newcomer.workspace, "OWNER"),
+        }
+    finally:
+        await owner.close()
+        await newcomer.close()
+
+
+async def test_refresh_rotates_and_a_replayed_refresh_token_kills_the_session(
+    client: GraphQLClient,
+) -> None:
+    stolen = client.refresh_token
+    client.use((await client.execute(REFRESH, {"t": stolen}))["refreshToken"])
+    assert client.refresh_token != stolen
+    await client.execute("{ workflows { nodes { id } } }")
+    thief = GraphQLClient(client.base_url)
+    try:
+        assert await codes_of(thief, REFRESH, {"t": stolen}) == ["UNAUTHENTICATED"]
+    finally:
+        await thief.close()
+    # The whole family is revoked: the legitimate user's tokens stop too.
+    assert await codes_of(client, "{ workflows { nodes { id } } }") == ["UNAUTHENTICATED"]
+    assert await codes_of(client, REFRESH, {"t": client.refresh_token}) == ["UNAUTHENTICATED"]
+
+
+async def test_logout_revokes_at_once_even_after_redis_lost_everything(stack: Stack) -> None:
+    leaving = await GraphQLClient.signed_up(stack.url)
+    staying = await GraphQLClient.signed_up(stack.url)
+    try:
+        logout = "mutation($t: String!) { logout(input: {refreshToken: $t}) }"
+        assert (await leaving.execute(logout, {"t": leaving.refresh_token}))["logout"] is True
+        assert await codes_of(leaving, ME) == ["UNAUTHENTICATED"]
+        assert stack.settings.redis_url
+        with redis.Redis.from_url(stack.settings.redis_url) as r:
+            for key in r.scan_iter("autoops:auth:*"):
+                r.delete(key)
+        # Rebuilt from the event store before the next token is trusted.
+        assert await codes_of(leaving, ME) == ["UNAUTHENTICATED"]
+        await staying.execute("{ workflows { nodes { id } } }")
+    finally:
+        await leaving.close()
+        await staying.close()
+
+
+async def test_repeated_failed_logins_are_throttled_with_a_retry_time(stack: Stack) -> None:
+    owner = await GraphQLClient.signed_up(stack.url)
+    guesser = GraphQLClient(stack.url)
+    try:
+        for _ in range(stack.settings.login_max_failures_per_account):
+            with pytest.raises(GraphQLError) as wrong:
+                await guesser.log_in(owner.email, "not-the-password-1")
+            assert wrong.value.codes == ["UNAUTHENTICATED"]
+        with pytest.raises(GraphQLError) as limited:
+            await guesser.log_in(owner.email, PASSWORD)  # even the right one, for now
+        assert limited.value.codes == ["RATE_LIMITED"]
+        assert 0 < limited.value.errors[0]["extensions"]["retryAfter"] <= 900
+    finally:
+        await owner.close()
+        await guesser.close()
+
+
+async def test_two_factor_sign_in_over_graphql(client: GraphQLClient) -> None:
+    setup = await client.execute("mutation { enableTotp { provisioningUri } }")
+    totp = pyotp.parse_uri(setup["enableTotp"]["provisioningUri"])
+    assert setup["enableTotp"]["provisioningUri"].startswith("otpauth://totp/AutoOps:")
+    confirm = "mutation($c: String!) { confirmTotp(input: {code: $c}) }"
+    assert await codes_of(client, confirm, {"c": "000000"}) == ["VALIDATION"]
+    await client.execute(confirm, {"c": totp.now()})  # type: ignore[attr-defined]
+    fresh = GraphQLClient(client.base_url)
+    try:
+        with pytest.raises(GraphQLError) as asked:
+            await fresh.log_in(client.email)
+        assert asked.value.codes == ["UNAUTHENTICATED"]
+        assert asked.value.errors[0]["extensions"]["totpRequired"] is True
+        await fresh.log_in(client.email, totp=totp.now())  # type: ignore[attr-defined]
+        assert fresh.actor == client.actor
+    finally:
+        await fresh.close()
+
+
+async def test_changing_the_password_ends_other_sessions(stack: Stack) -> None:
+    first = await GraphQLClient.signed_up(stack.url)
+    second = GraphQLClient(stack.url)
+    try:
+        await second.log_in(first.email)
+        change = """mutation($c: String!, $n: String!) {
+          changePassword(input: {currentPassword: $c, newPassword: $n})
+          { accessToken refreshToken expiresIn user { id email } workspace { id name role } } }"""
+        assert await codes_of(first, change, {"c": PASSWORD, "n": "password123"}) == ["VALIDATION"]
+        first.use(
+            (await first.execute(change, {"c": PASSWORD, "n": "amber-Meadow-quartz-77"}))[
+                "changePassword"
+            ]
+        )
+        await first.execute("{ workflows { nodes { id } } }")
+        assert await codes_of(second, "{ workflows { nodes { id } } }") == ["UNAUTHENTICATED"]
+        assert await codes_of(second, REFRESH, {"t": second.refresh_token}) == ["UNAUTHENTICATED"]
+    finally:
+        await first.close()
+        await second.close()
+
+
+def test_operators_create_accounts_from_the_command_line(stack: Stack) -> None:
+    assert stack.settings.database_url
+    env = {"AUTOOPS_DATABASE_URL": stack.settings.database_url, "AUTOOPS_BCRYPT_COST": "4"}
+    created = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "infra.cli",
+            "user",
+            "create",
+            "--email",
+            "ops@example.com",
+            "--role",
+            "owner",
+            "--workspace",
+            "Operations",
+            "--password-stdin",
+        ],
+        input=PASSWORD + "\n",
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=60,
+    )
+    assert created.returncode == 0, created.stderr
+    assert "owner of workspace" in created.stdout
+    signed_in = httpx.post(
+        f"{stack.url}/graphql",
+        json={
+            "query": "mutation($i: LoginInput!) { login(input: $i) { workspace { name role } } }",
+            "variables": {"i": {"email": "ops@example.com", "password": PASSWORD}},
+        },
+        timeout=30,
+    )
+    assert signed_in.json()["data"]["login"]["workspace"] == {"name": "Operations", "role": "OWNER"}
+    again = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "infra.cli",
+            "user",
+            "create",
+            "--email",
+            "ops@example.com",
+            "--role",
+            "viewer",
+            "--workspace",
+            "New place",
+            "--password-stdin",
+        ],
+        input=PASSWORD + "\n",
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=60,
+    )
+    assert again.returncode == 2 and "owner" in again.stderr
