@@ -387,3 +387,19 @@ def test_operators_create_accounts_from_the_command_line(stack: Stack) -> None:
         timeout=60,
     )
     assert again.returncode == 2 and "owner" in again.stderr
+
+
+async def test_a_live_subscription_ends_when_its_session_is_revoked(stack: Stack) -> None:
+    watcher = await GraphQLClient.signed_up(stack.url)
+    try:
+        wid = (await watcher.execute(CREATE))["createWorkflow"]["workflowId"]
+        events = "subscription($w: ID!) { workflowEvents(workflowId: $w) { version } }"
+        with pytest.raises(GraphQLError) as ended:
+            async with watcher.subscribe(events, {"w": wid}) as stream:
+                assert (await asyncio.wait_for(anext(stream), 10))["workflowEvents"]["version"] == 1
+                logout = "mutation($t: String!) { logout(input: {refreshToken: $t}) }"
+                await watcher.execute(logout, {"t": watcher.refresh_token})
+                await asyncio.wait_for(anext(stream), 30)
+        assert ended.value.codes == ["UNAUTHENTICATED"]
+    finally:
+        await watcher.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -11,10 +12,14 @@ from strawberry.types import Info
 
 from query_side import views
 from web.auth import SECURED
+from web.auth.permissions import unauthenticated
 from web.graphql.context import caller, services
 from web.graphql.errors import not_found, parse_id
 from web.graphql.query import wait_for_version
 from web.graphql.types import WorkflowEvent
+
+#: How often a live subscription re-checks that its caller still has access.
+ACCESS_CHECK_S = 5.0
 
 
 @strawberry.type
@@ -28,6 +33,20 @@ class Subscription:
         self, info: Info[Any, Any], workflow_id: strawberry.ID, after_version: int = 0
     ) -> AsyncGenerator[WorkflowEvent, None]:
         who, svc = caller(info), services(info)
+        principal = info.context["principal"]
+        next_check = time.monotonic() + ACCESS_CHECK_S
+
+        async def still_allowed() -> None:
+            """A subscription outlives its token's checks: ending the session or losing
+            access ends it too (checked every few seconds, not per event)."""
+            nonlocal next_check
+            if time.monotonic() < next_check:
+                return
+            next_check = time.monotonic() + ACCESS_CHECK_S
+            reason = await svc.revocations.check(principal)
+            if reason is not None:
+                raise unauthenticated(reason)
+
         wid = parse_id(workflow_id)
         key = str(wid)
         await wait_for_version(svc, who.workspace_id, wid, 1)
@@ -53,10 +72,13 @@ class Subscription:
                         if row["version"] > last:
                             yield WorkflowEvent.from_row(key, row)
                             last = row["version"]
-                    rows = (
-                        await feed.hub.fetch(who.workspace_id, wid, last)
-                        if len(rows) >= views.EVENTS_PAGE
-                        else await queue.get()
-                    )
+                    if len(rows) >= views.EVENTS_PAGE:
+                        rows = await feed.hub.fetch(who.workspace_id, wid, last)
+                        continue
+                    try:
+                        rows = await asyncio.wait_for(queue.get(), ACCESS_CHECK_S)
+                    except TimeoutError:
+                        rows = []
+                    await still_allowed()
             finally:
                 feed.queues.discard(queue)
