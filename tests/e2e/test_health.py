@@ -5,6 +5,7 @@ from pathlib import Path
 import httpx
 
 from infra import embedded
+from tests.graphql_client import PASSWORD, REGISTER
 from tests.stack import redis_db, running_stack, stack_settings
 from tests.waiting import http_answer, wait_until
 
@@ -35,6 +36,7 @@ def test_production_refuses_anonymous_and_unsigned_callers(
         AUTOOPS_ENV="production",
         AUTOOPS_JWT_SECRET="a-production-secret-of-more-than-32-bytes",
         AUTOOPS_BCRYPT_COST="12",
+        AUTOOPS_ALLOW_SIGNUP="false",
     )
     query = {"query": "{ workflows { nodes { id } } }"}
     with running_stack(settings, ("api",)) as stack:
@@ -51,3 +53,19 @@ def test_production_refuses_anonymous_and_unsigned_callers(
         )
         assert named.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
         assert named.json()["data"] is None
+        sign_up = httpx.post(
+            f"{stack.url}/graphql",
+            json={
+                "query": REGISTER,
+                "variables": {
+                    "i": {
+                        "email": "x@example.com",
+                        "password": PASSWORD,
+                        "displayName": "X",
+                        "workspaceName": "X",
+                    }
+                },
+            },
+            timeout=5,
+        )
+        assert sign_up.json()["errors"][0]["extensions"]["code"] == "FORBIDDEN"
