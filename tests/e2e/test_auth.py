@@ -77,9 +77,20 @@ async def test_every_non_public_field_refuses_anonymous_callers(stack: Stack) ->
         await anonymous.close()
 
 
-async def _ws_rejects(url: str, init: dict[str, Any]) -> int | None:
+async def _ws_rejects(url: str, init: dict[str, Any], origin: str | None = None) -> int | None:
+    """The close code of a refused connection (4403), or the HTTP status of a refused
+    handshake."""
+    try:
+        return await _ws_closes(url, init, origin)
+    except websockets.InvalidStatus as refused:
+        return refused.response.status_code
+
+
+async def _ws_closes(url: str, init: dict[str, Any], origin: str | None) -> int | None:
     async with websockets.connect(
-        url.replace("http", "ws", 1) + "/graphql", subprotocols=["graphql-transport-ws"]
+        url.replace("http", "ws", 1) + "/graphql",
+        subprotocols=["graphql-transport-ws"],
+        origin=origin,  # type: ignore[arg-type]
     ) as ws:
         await ws.send(json.dumps({"type": "connection_init", "payload": init}))
         with pytest.raises(websockets.ConnectionClosed) as closed:
@@ -91,6 +102,11 @@ async def test_subscriptions_need_a_valid_token_at_connection(stack: Stack) -> N
     assert await _ws_rejects(stack.url, {}) == 4403
     assert await _ws_rejects(stack.url, {"Authorization": "Bearer forged.token.here"}) == 4403
     assert await _ws_rejects(stack.url, {"Authorization": "Basic dXNlcjpwYXNz"}) == 4403
+
+
+async def test_websockets_from_a_foreign_origin_are_refused(client: GraphQLClient) -> None:
+    init = {"Authorization": f"Bearer {client.access_token}"}
+    assert await _ws_rejects(client.base_url, init, origin="https://evil.example") in (403, 4403)
 
 
 async def test_bad_tokens_over_http_are_unauthenticated(client: GraphQLClient) -> None:
