@@ -18,6 +18,7 @@ from graphql import (
     get_named_type,
 )
 
+from infra.settings import load_settings
 from web.graphql.schema import build_schema
 
 
@@ -33,7 +34,7 @@ class Call:
 
 
 def root_fields() -> dict[str, list[str]]:
-    schema = build_schema()._schema
+    schema = build_schema(load_settings({}))._schema
     roots = {
         "Query": schema.query_type,
         "Mutation": schema.mutation_type,
@@ -45,7 +46,7 @@ def root_fields() -> dict[str, list[str]]:
 def calls(values: Mapping[str, object] | None = None) -> list[Call]:
     """A call of every root field. Arguments named in `values` (by argument or input field
     name, e.g. `workflowId`) take that value; the rest get a harmless well-typed dummy."""
-    schema = build_schema()._schema
+    schema = build_schema(load_settings({}))._schema
     out: list[Call] = []
     for root, kind in (
         ("Query", schema.query_type),

@@ -24,6 +24,7 @@ from web.auth import authenticate
 from web.graphql.context import context_getter
 from web.graphql.schema import build_schema
 from web.health import readiness
+from web.security import cors_config, security_headers
 from web.services import Services
 
 
@@ -56,7 +57,7 @@ def create_app(settings: Settings) -> Litestar:
             await asyncio.shield(app.state.services.close())
 
     graphql = make_graphql_controller(
-        build_schema(),
+        build_schema(settings),
         path="/graphql",
         graphql_ide="graphiql" if settings.graphiql else None,
         context_getter=context_getter,
@@ -87,7 +88,12 @@ def create_app(settings: Settings) -> Litestar:
                 )
             return UNSET
 
-    return Litestar(route_handlers=[GraphQLController, live, ready, metrics], lifespan=[lifespan])
+    return Litestar(
+        route_handlers=[GraphQLController, live, ready, metrics],
+        lifespan=[lifespan],
+        before_send=[security_headers("/graphql" if settings.graphiql else None)],
+        cors_config=cors_config(settings),
+    )
 
 
 async def _empty_response() -> Response[Any]:

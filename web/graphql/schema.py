@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import strawberry
-from graphql import GraphQLError
+from graphql import ASTValidationRule, GraphQLError, NoSchemaIntrospectionCustomRule
 from strawberry.extensions import (
+    AddValidationRules,
+    MaxAliasesLimiter,
     MaxTokensLimiter,
     ParserCache,
     QueryDepthLimiter,
@@ -14,8 +17,10 @@ from strawberry.extensions import (
 )
 from strawberry.tools import merge_types
 
+from infra.settings import Settings
 from web.graphql.account import AccountMutation
 from web.graphql.account_query import AccountQuery
+from web.graphql.cost import CostLimiter
 from web.graphql.errors import MaskInternalErrors, label_client_errors
 from web.graphql.mutation import WorkflowMutation
 from web.graphql.query import WorkflowQuery
@@ -32,12 +37,26 @@ class Schema(strawberry.Schema):
         label_client_errors(errors)
 
 
-def build_schema() -> strawberry.Schema:
+MAX_ALIASES = 30
+
+
+def build_schema(settings: Settings) -> strawberry.Schema:
+    """The schema with the limits of `settings`: depth, cost, aliases and introspection."""
+    # Extensions are factories (a fresh instance per request, as strawberry asks), but the
+    # validation rule classes are built once: ValidationCache keys its entries on them.
+    rules: list[type[ASTValidationRule]] = [
+        *QueryDepthLimiter(max_depth=settings.graphql_max_depth).validation_rules,
+        *MaxAliasesLimiter(max_alias_count=MAX_ALIASES).validation_rules,
+    ]
+    if not settings.introspection:
+        rules.append(NoSchemaIntrospectionCustomRule)
     extensions: list[Any] = [
-        MaxTokensLimiter(5000),
-        ParserCache(maxsize=1000),
-        QueryDepthLimiter(max_depth=10),
-        ValidationCache(maxsize=1000),
+        partial(MaxTokensLimiter, 5000),
+        partial(ParserCache, maxsize=1000),
+        partial(AddValidationRules, rules),
+        partial(ValidationCache, maxsize=1000),
+        # After ValidationCache: it costs only documents that passed validation.
+        partial(CostLimiter, settings.graphql_max_cost),
         # Last, so it sees the errors of every step before it (parsing included).
         MaskInternalErrors,
     ]
