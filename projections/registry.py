@@ -55,5 +55,11 @@ PROJECTIONS: dict[str, Projection] = {
             (*schema.IDENTITY, _fold_sql("identity")),
             ("read.users", "read.workspaces", "read.workspace_members"),
         ),
+        Projection(
+            "audit_log",
+            "identity",
+            (*schema.AUDIT, _fold_sql("audit_log")),
+            ("read.audit_log",),
+        ),
     )
 }

@@ -157,3 +157,21 @@ def isolation(table: str) -> list[str]:
         f"DROP POLICY IF EXISTS workspace_isolation ON {table}",
         f"CREATE POLICY workspace_isolation ON {table} FOR SELECT TO {READER_ROLE} USING ({rule})",
     ]
+
+
+AUDIT = [
+    """
+    CREATE TABLE IF NOT EXISTS read.audit_log (
+        workspace_id text NOT NULL,
+        position bigint NOT NULL,
+        event_id uuid NOT NULL,
+        type text NOT NULL,
+        aggregate_id uuid NOT NULL,
+        actor_id text NOT NULL,
+        occurred_at timestamptz NOT NULL,
+        data jsonb NOT NULL,
+        PRIMARY KEY (workspace_id, event_id)
+    )""",
+    "CREATE INDEX IF NOT EXISTS audit_log_by_time"
+    " ON read.audit_log (workspace_id, occurred_at DESC, event_id)",
+]

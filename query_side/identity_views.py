@@ -7,6 +7,8 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from query_side.views import Page, cursor_uuid, decode_cursor, page, page_size
+
 Row = dict[str, Any]
 
 
@@ -41,3 +43,21 @@ async def members(conn: psycopg.AsyncConnection[Any], workspace_id: str) -> list
             (workspace_id,),
         )
         return await cur.fetchall()
+
+
+async def audit_log(
+    conn: psycopg.AsyncConnection[Any], workspace_id: str, first: int, after: str | None
+) -> Page:
+    """Identity events of a workspace, newest first."""
+    size = page_size(first)
+    sql = "SELECT * FROM read.audit_log WHERE workspace_id = %s"
+    params: list[Any] = [workspace_id]
+    if after:
+        occurred_at, event_id = decode_cursor(after, 2)
+        sql += " AND (occurred_at, event_id) < (%s::timestamptz, %s::uuid)"
+        params += [occurred_at, cursor_uuid(event_id)]
+    sql += " ORDER BY occurred_at DESC, event_id DESC LIMIT %s"
+    params.append(size + 1)
+    return await page(
+        conn, sql, params, size, lambda r: (r["occurred_at"].isoformat(), r["event_id"])
+    )

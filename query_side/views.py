@@ -42,7 +42,7 @@ def decode_cursor(cursor: str, size: int) -> list[str]:
     return [str(p) for p in parts]
 
 
-def _page_size(first: int) -> int:
+def page_size(first: int) -> int:
     if first < 1 or first > MAX_PAGE:
         raise BadCursor(f"first must be between 1 and {MAX_PAGE}")
     return first
@@ -56,7 +56,7 @@ async def list_workflows(
     search: str | None = None,
 ) -> Page:
     """Workflows of a workspace, oldest first, optionally filtered by a name fragment."""
-    size = _page_size(first)
+    size = page_size(first)
     sql = "SELECT * FROM read.workflows WHERE workspace_id = %s"
     params: list[Any] = [workspace_id]
     if search:
@@ -66,13 +66,13 @@ async def list_workflows(
     if after:
         created_at, last_id = decode_cursor(after, 2)
         sql += " AND (created_at, id) > (%s::timestamptz, %s::uuid)"
-        params += [created_at, _uuid(last_id)]
+        params += [created_at, cursor_uuid(last_id)]
     sql += " ORDER BY created_at, id LIMIT %s"
     params.append(size + 1)
-    return await _page(conn, sql, params, size, lambda r: (r["created_at"].isoformat(), r["id"]))
+    return await page(conn, sql, params, size, lambda r: (r["created_at"].isoformat(), r["id"]))
 
 
-async def _page(
+async def page(
     conn: psycopg.AsyncConnection[Any],
     sql: str,
     params: list[Any],
@@ -83,11 +83,11 @@ async def _page(
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(sql, params)
         rows = await cur.fetchall()
-    page = rows[:size]
-    return Page(page, len(rows) > size, encode_cursor(*cursor_of(page[-1])) if page else None)
+    kept = rows[:size]
+    return Page(kept, len(rows) > size, encode_cursor(*cursor_of(kept[-1])) if kept else None)
 
 
-def _uuid(value: str) -> UUID:
+def cursor_uuid(value: str) -> UUID:
     try:
         return UUID(value)
     except ValueError as exc:
@@ -147,7 +147,7 @@ async def history(
     after: str | None = None,
 ) -> Page:
     """The workflow's events, newest first, with who and when."""
-    size = _page_size(first)
+    size = page_size(first)
     sql = (
         "SELECT version, type, actor_id, occurred_at, payload FROM read.workflow_history"
         " WHERE workflow_id = %s AND workspace_id = %s"
@@ -161,7 +161,7 @@ async def history(
         params.append(int(version))
     sql += " ORDER BY version DESC LIMIT %s"
     params.append(size + 1)
-    return await _page(conn, sql, params, size, lambda r: (r["version"],))
+    return await page(conn, sql, params, size, lambda r: (r["version"],))
 
 
 async def events_after(

@@ -52,10 +52,11 @@ async def test_sign_up_then_me_shows_the_account_and_its_workspace(client: Graph
 
 
 def test_every_root_field_is_guarded_and_named_in_the_permission_table() -> None:
+    from infra.settings import load_settings
     from web.auth.permissions import Permitted
     from web.graphql.schema import build_schema
 
-    schema = build_schema()
+    schema = build_schema(load_settings({}))
     fields = set()
     for root in ("Query", "Mutation", "Subscription"):
         for graphql_name, field in schema._schema.get_type(root).fields.items():  # type: ignore[union-attr]
@@ -419,3 +420,31 @@ async def test_a_live_subscription_ends_when_its_session_is_revoked(stack: Stack
         assert ended.value.codes == ["UNAUTHENTICATED"]
     finally:
         await watcher.close()
+
+
+async def test_sign_ins_and_role_changes_land_in_the_audit_log(stack: Stack) -> None:
+    owner = await GraphQLClient.signed_up(stack.url)
+    editor = await _join(owner, stack, "EDITOR")
+    stranger = GraphQLClient(stack.url)
+    try:
+        with pytest.raises(GraphQLError):
+            await stranger.log_in(owner.email, "not-the-password-2")
+        await owner.execute(CHANGE_ROLE, {"m": editor.actor, "r": "VIEWER"})
+        query = "{ auditLog(first: 100) { nodes { type actorId data } } }"
+
+        async def logged() -> list[dict[str, Any]] | None:
+            nodes = (await owner.execute(query))["auditLog"]["nodes"]
+            kinds = {n["type"] for n in nodes}
+            wanted = {"LoginSucceeded", "LoginFailed", "MemberAdded", "MemberRoleChanged"}
+            return nodes if wanted <= kinds else None
+
+        nodes = await eventually(logged, 10, "audit entries")
+        changed = next(n for n in nodes if n["type"] == "MemberRoleChanged")
+        assert changed["actorId"] == owner.actor
+        assert changed["data"]["role"] == "viewer" and changed["data"]["previous"] == "editor"
+        assert "password_hash" not in json.dumps(nodes)
+        editor.use((await editor.execute(REFRESH, {"t": editor.refresh_token}))["refreshToken"])
+        assert await codes_of(editor, query) == ["FORBIDDEN"]
+    finally:
+        for c in (owner, editor, stranger):
+            await c.close()

@@ -30,6 +30,7 @@ PERMISSIONS: dict[str, str] = {
     # workspaces and members
     "Query.workspaces": "viewer",
     "Query.members": "viewer",
+    "Query.auditLog": "admin",
     "Mutation.inviteMember": "admin",
     "Mutation.changeMemberRole": "admin",
     "Mutation.removeMember": "viewer",  # anyone may leave; removing others takes admin

@@ -12,8 +12,16 @@ from strawberry.types import Info
 from query_side import identity_views
 from web.auth import SECURED
 from web.graphql.context import caller, services
-from web.graphql.errors import not_found
-from web.graphql.identity_types import Member, Profile, Role, WorkspaceInfo
+from web.graphql.errors import mapped_errors, not_found
+from web.graphql.identity_types import (
+    AuditEntry,
+    AuditLogConnection,
+    Member,
+    Profile,
+    Role,
+    WorkspaceInfo,
+)
+from web.graphql.types import PageInfo
 
 #: Right after sign-up the projector may not have written the profile yet.
 PROFILE_WAIT_S = 2.0
@@ -64,3 +72,20 @@ class AccountQuery:
         async with svc.reader(who) as conn:
             rows = await identity_views.members(conn, who.workspace_id)
         return [Member.from_row(r) for r in rows]
+
+    @strawberry.field(
+        permission_classes=SECURED,
+        description="Sign-ins, failed sign-ins, session and member changes of your workspace, "
+        "newest first.",
+    )
+    async def audit_log(
+        self, info: Info[Any, Any], first: int = 50, after: str | None = None
+    ) -> AuditLogConnection:
+        who, svc = caller(info), services(info)
+        with mapped_errors():
+            async with svc.reader(who) as conn:
+                page = await identity_views.audit_log(conn, who.workspace_id, first, after)
+        return AuditLogConnection(
+            nodes=[AuditEntry.from_row(r) for r in page.rows],
+            page_info=PageInfo(has_next_page=page.has_next, end_cursor=page.end_cursor),
+        )

@@ -7,6 +7,9 @@ from enum import Enum
 from typing import Any
 
 import strawberry
+from strawberry.scalars import JSON
+
+from web.graphql.types import PageInfo
 
 
 @strawberry.enum
@@ -89,3 +92,28 @@ class TotpSetup:
     provisioning_uri: str = strawberry.field(
         description="otpauth:// URI for an authenticator app (show it as a QR code)."
     )
+
+
+@strawberry.type
+class AuditEntry:
+    type: str = strawberry.field(description="e.g. LoginSucceeded, MemberRoleChanged.")
+    aggregate_id: strawberry.ID
+    actor_id: str
+    occurred_at: datetime
+    data: JSON
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> AuditEntry:
+        return cls(
+            type=row["type"],
+            aggregate_id=strawberry.ID(str(row["aggregate_id"])),
+            actor_id=row["actor_id"],
+            occurred_at=row["occurred_at"],
+            data=row["data"],
+        )
+
+
+@strawberry.type
+class AuditLogConnection:
+    nodes: list[AuditEntry]
+    page_info: PageInfo
