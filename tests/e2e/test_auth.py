@@ -6,9 +6,11 @@ import asyncio
 import json
 import subprocess
 import sys
+import time
 from typing import Any
 
 import httpx
+import jwt
 import pyotp
 import pytest
 import redis
@@ -120,6 +122,40 @@ async def test_bad_tokens_over_http_are_unauthenticated(client: GraphQLClient) -
             headers={"authorization": f"Bearer {bad}"},
         )
         assert response.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED", bad
+
+
+async def test_the_api_refuses_tokens_signed_right_but_wrong_in_any_claim(
+    client: GraphQLClient, stack: Stack
+) -> None:
+    """Tokens made with the api's own secret, each broken in one way (the attacker who
+    knows the format, or replays an old token)."""
+    secret = (stack.settings.data_dir / "jwt-secret").read_text().strip()
+    good = jwt.decode(client.access_token or "", options={"verify_signature": False})
+    now = int(time.time())
+    variants = {
+        "expired": {**good, "iat": now - 7200, "nbf": now - 7200, "exp": now - 3600},
+        "not yet valid": {**good, "nbf": now + 3600, "iat": now + 3600, "exp": now + 7200},
+        "other audience": {**good, "aud": "another-api"},
+        "other issuer": {**good, "iss": "someone-else"},
+        "no workspace": {k: v for k, v in good.items() if k != "wid"},
+    }
+    tokens = {
+        name: jwt.encode(claims, secret, algorithm="HS256") for name, claims in variants.items()
+    }
+    unsigned = jwt.encode(good, None, algorithm="none")
+    tokens["alg none"] = unsigned
+    tokens["HS512"] = jwt.encode(good, secret * 2, algorithm="HS512")
+    query = {"query": "{ workflows { nodes { id } } }"}
+    for name, token in tokens.items():
+        response = await client._http.post(
+            "/graphql", json=query, headers={"authorization": f"Bearer {token}"}
+        )
+        assert response.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED", name
+    control = jwt.encode(good, secret, algorithm="HS256")
+    response = await client._http.post(
+        "/graphql", json=query, headers={"authorization": f"Bearer {control}"}
+    )
+    assert "errors" not in response.json()  # the same claims, signed right, are accepted
 
 
 async def test_no_id_of_another_workspace_is_reachable_through_any_field(stack: Stack) -> None:
