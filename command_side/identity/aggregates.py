@@ -19,7 +19,6 @@ ROLES = ("viewer", "editor", "admin", "owner")
 ADDRESS_NAMESPACE = uuid5(NAMESPACE_URL, "https://autoops.dev/address")
 #: Rotated refresh-token hashes a session remembers, to recognise a stolen one replayed.
 MAX_PREVIOUS_TOKENS = 1000
-MAX_NAME = 200
 
 
 def rank(role: str) -> int:
@@ -36,15 +35,6 @@ def check_role(role: str) -> str:
 def address_id(email: str) -> UUID:
     """One aggregate per normalised email address: what makes emails unique."""
     return uuid5(ADDRESS_NAMESPACE, email)
-
-
-def check_name(value: str, field: str) -> str:
-    value = value.strip()
-    if not value:
-        raise ValidationFailed(f"{field} must not be empty", field=field)
-    if len(value) > MAX_NAME:
-        raise ValidationFailed(f"{field} is longer than {MAX_NAME} characters", field=field)
-    return value
 
 
 class Address(Aggregate):

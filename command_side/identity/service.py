@@ -26,11 +26,11 @@ from command_side.identity.aggregates import (
     User,
     Workspace,
     address_id,
-    check_name,
     check_role,
     rank,
 )
 from command_side.identity.store import IdentityStore
+from command_side.validation import check_name
 
 T = TypeVar("T")
 RETRIES = 8

@@ -15,10 +15,10 @@ from uuid import UUID, uuid4
 from eventsourcing.domain import Aggregate, event
 
 from command_side.errors import NotFound, ValidationFailed
+from command_side.validation import MAX_NAME, check_name
 from command_side.workflow.commands import CommandResult, Meta
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
-MAX_NAME = 200
 MAX_DESCRIPTION = 10_000
 MAX_LABEL = 64
 MAX_CONDITION = 2_000
@@ -30,15 +30,6 @@ MAX_REMEMBERED_OPS = 10_000
 
 def new_id(prefix: str) -> str:
     return f"{prefix}_{uuid4().hex[:12]}"
-
-
-def _name(value: str, *, field: str = "name") -> str:
-    value = value.strip()
-    if not value:
-        raise ValidationFailed(f"{field} must not be empty", field=field)
-    if len(value) > MAX_NAME:
-        raise ValidationFailed(f"{field} is longer than {MAX_NAME} characters", field=field)
-    return value
 
 
 def _optional_text(value: str | None, limit: int, field: str) -> str | None:
@@ -80,7 +71,7 @@ class Workflow(Aggregate):
     def create(cls, workflow_id: UUID, name: str, description: str, meta: Meta) -> Workflow:
         return cls(
             workflow_id=workflow_id,
-            name=_name(name),
+            name=check_name(name),
             description=_optional_text(description, MAX_DESCRIPTION, "description") or "",
             actor_id=meta.actor_id,
             workspace_id=meta.workspace_id,
@@ -143,7 +134,7 @@ class Workflow(Aggregate):
     # -- operations --------------------------------------------------------------------------
 
     def rename(self, name: str, meta: Meta) -> None:
-        self._renamed(_name(name), meta.actor_id, self.workspace_id, meta.client_op_id)
+        self._renamed(check_name(name), meta.actor_id, self.workspace_id, meta.client_op_id)
 
     @event("Renamed")
     def _renamed(
@@ -218,7 +209,7 @@ class Workflow(Aggregate):
         if config is not None:
             config = _config(config)
         if name is not None:
-            name = _name(name)
+            name = check_name(name)
         self._node_updated(
             node_id, name, config, meta.actor_id, self.workspace_id, meta.client_op_id
         )

@@ -381,64 +381,34 @@ async def test_changing_the_password_ends_other_sessions(stack: Stack) -> None:
         await second.close()
 
 
-def test_operators_create_accounts_from_the_command_line(stack: Stack) -> None:
+def _user_create(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     assert stack.settings.database_url
-    env = {"AUTOOPS_DATABASE_URL": stack.settings.database_url, "AUTOOPS_BCRYPT_COST": "4"}
-    created = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "infra.cli",
-            "user",
-            "create",
-            "--email",
-            "ops@example.com",
-            "--role",
-            "owner",
-            "--workspace",
-            "Operations",
-            "--password-stdin",
-        ],
+    return subprocess.run(
+        [sys.executable, "-m", "infra.cli", "user", "create", *args, "--password-stdin"],
         input=PASSWORD + "\n",
         capture_output=True,
         text=True,
-        env=env,
+        env={"AUTOOPS_DATABASE_URL": stack.settings.database_url, "AUTOOPS_BCRYPT_COST": "4"},
         check=False,
         timeout=60,
     )
+
+
+def test_operators_create_accounts_from_the_command_line(stack: Stack) -> None:
+    email = "ops@example.com"
+    created = _user_create(stack, "--email", email, "--role", "owner", "--workspace", "Operations")
     assert created.returncode == 0, created.stderr
     assert "owner of workspace" in created.stdout
     signed_in = httpx.post(
         f"{stack.url}/graphql",
         json={
             "query": "mutation($i: LoginInput!) { login(input: $i) { workspace { name role } } }",
-            "variables": {"i": {"email": "ops@example.com", "password": PASSWORD}},
+            "variables": {"i": {"email": email, "password": PASSWORD}},
         },
         timeout=30,
     )
     assert signed_in.json()["data"]["login"]["workspace"] == {"name": "Operations", "role": "OWNER"}
-    again = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "infra.cli",
-            "user",
-            "create",
-            "--email",
-            "ops@example.com",
-            "--role",
-            "viewer",
-            "--workspace",
-            "New place",
-            "--password-stdin",
-        ],
-        input=PASSWORD + "\n",
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-        timeout=60,
-    )
+    again = _user_create(stack, "--email", email, "--role", "viewer", "--workspace", "New place")
     assert again.returncode == 2 and "owner" in again.stderr
 
 
