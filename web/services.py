@@ -130,7 +130,9 @@ async def _as_reader(conn: AsyncConnection[Any]) -> None:
 async def scoped(
     pool: AsyncConnectionPool[Any], workspace_id: str, user_id: str = ""
 ) -> AsyncIterator[AsyncConnection[Any]]:
-    async with pool.connection() as conn, conn.transaction():
+    # Pipeline mode: BEGIN and the settings travel with the first query (two round trips
+    # for a one-query read, not four).
+    async with pool.connection() as conn, conn.pipeline(), conn.transaction():
         await conn.execute(
             "SELECT set_config('autoops.workspace_id', %s, true),"
             " set_config('autoops.user_id', %s, true)",
