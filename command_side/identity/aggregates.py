@@ -178,7 +178,10 @@ class Workspace(Aggregate):
             raise NotFound(f"member {member_id} does not exist", member_id=member_id) from None
 
     def owners(self) -> list[str]:
-        return [k for k, m in self.members.items() if m["role"] == "owner"]
+        """Active owners: an invitation to own the workspace does not keep it owned."""
+        return [
+            k for k, m in self.members.items() if m["role"] == "owner" and m["status"] == "active"
+        ]
 
     # -- membership -----------------------------------------------------------------------
 

@@ -454,3 +454,34 @@ async def test_sign_ins_and_role_changes_land_in_the_audit_log(stack: Stack) -> 
     finally:
         for c in (owner, editor, stranger):
             await c.close()
+
+
+async def test_an_open_websocket_loses_access_when_its_caller_does(stack: Stack) -> None:
+    """Queries and mutations travel over the socket too: each is checked against the token's
+    current standing, not the one it had when the socket opened."""
+    owner = await GraphQLClient.signed_up(stack.url)
+    editor = await _join(owner, stack, "EDITOR")
+    url = stack.url.replace("http", "ws", 1) + "/graphql"
+    try:
+        async with websockets.connect(url, subprotocols=["graphql-transport-ws"]) as ws:
+            init = {"Authorization": f"Bearer {editor.access_token}"}
+            await ws.send(json.dumps({"type": "connection_init", "payload": init}))
+            assert json.loads(await ws.recv())["type"] == "connection_ack"
+
+            async def run(op_id: str, document: str) -> dict[str, Any]:
+                message = {"id": op_id, "type": "subscribe", "payload": {"query": document}}
+                await ws.send(json.dumps(message))
+                while True:
+                    answer = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                    if answer.get("id") == op_id and answer["type"] in ("next", "error"):
+                        return dict(answer["payload"])
+
+            assert "errors" not in await run("1", CREATE)
+            await owner.execute(REMOVE, {"m": editor.actor})
+            refused = await run("2", CREATE)
+            assert [e["extensions"]["code"] for e in refused["errors"]] == ["UNAUTHENTICATED"]
+            members = await run("3", MEMBERS)
+            assert [e["extensions"]["code"] for e in members["errors"]] == ["UNAUTHENTICATED"]
+    finally:
+        await owner.close()
+        await editor.close()

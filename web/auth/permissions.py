@@ -73,9 +73,12 @@ def bearer_token(context: dict[str, Any]) -> str | None:
 
 
 async def authenticate(context: dict[str, Any]) -> Principal | None:
-    """The caller of this request or connection (once per context), None when anonymous;
-    a bad, expired or revoked token is UNAUTHENTICATED."""
-    if "principal" in context:
+    """The caller, None when anonymous; a bad, expired or revoked token is UNAUTHENTICATED.
+
+    An HTTP request is checked once. A websocket's context lives as long as the connection
+    and carries queries and mutations as well as subscriptions: its token is checked again
+    (expiry, revocation, changed access) for every operation."""
+    if "principal" in context and context.get("request") is not None:
         return context["principal"]  # type: ignore[no-any-return]
     token = bearer_token(context)
     principal = None

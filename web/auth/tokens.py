@@ -32,6 +32,7 @@ class Principal:
     session_id: str
     token_id: str
     issued_ms: int
+    expires_at: float
 
 
 class Tokens:
@@ -89,4 +90,5 @@ class Tokens:
             session_id=claims["sid"],
             token_id=claims["jti"],
             issued_ms=int(claims.get("ims") or claims["iat"] * 1000),
+            expires_at=float(claims["exp"]),
         )

@@ -37,12 +37,15 @@ class Subscription:
         next_check = time.monotonic() + ACCESS_CHECK_S
 
         async def still_allowed() -> None:
-            """A subscription outlives its token's checks: ending the session or losing
-            access ends it too (checked every few seconds, not per event)."""
+            """A subscription outlives the check that started it: its token expiring, its
+            session ending or its access changing ends it too (checked every few seconds,
+            not per event). Resume with a fresh token and `afterVersion`."""
             nonlocal next_check
             if time.monotonic() < next_check:
                 return
             next_check = time.monotonic() + ACCESS_CHECK_S
+            if time.time() > principal.expires_at:
+                raise unauthenticated("the access token has expired; resubscribe with a new one")
             reason = await svc.revocations.check(principal)
             if reason is not None:
                 raise unauthenticated(reason)
