@@ -161,17 +161,18 @@ def run_user_create(
         generated = True
     if generated:
         password = secrets.token_urlsafe(18)
-    store = IdentityStore(env=eventsourcing_env_for(settings.database_url))
+    service = IdentityService(
+        IdentityStore(env=eventsourcing_env_for(settings.database_url)),
+        bcrypt_cost=settings.bcrypt_cost,
+        refresh_ttl_s=settings.refresh_token_ttl_s,
+    )
     try:
-        service = IdentityService(
-            store, bcrypt_cost=settings.bcrypt_cost, refresh_ttl_s=settings.refresh_token_ttl_s
-        )
         user_id, workspace_id = service.create_user(email, password, name, workspace, role)
     except CommandError as exc:
         print(f"autoops: {exc.message}", file=sys.stderr)
         return 2
     finally:
-        store.close()
+        service.close()
     print(f"user {user_id} is {role} of workspace {workspace_id}")
     if generated:
         print(f"generated password (shown once): {password}")

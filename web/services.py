@@ -117,7 +117,7 @@ class Services:
         await self.pool.close()
         await self.redis.aclose()
         await asyncio.to_thread(self.store.close)
-        await asyncio.to_thread(self.identity.store.close)
+        await asyncio.to_thread(self.identity.close)
 
 
 async def _as_reader(conn: AsyncConnection[Any]) -> None:

@@ -47,8 +47,6 @@ _DATA.update(
     {
         "identity.AddressNoted": {"email": _STR},
         "identity.AddressClaimed": {"user_id": _STR},
-        "identity.AddressInvited": {"role": _ROLE},
-        "identity.AddressInvitationWithdrawn": {},
         "identity.UserRegistered": {"user_id": _STR, "email": _STR, "display_name": _STR},
         "identity.PasswordChanged": {"at": _TIME},
         "identity.JoinedWorkspace": {"role": _ROLE},

@@ -38,7 +38,7 @@ def address_id(email: str) -> UUID:
 
 
 class Address(Aggregate):
-    """An email address: who claimed it, and which workspaces invited it before that."""
+    """An email address and the account that claimed it: what makes emails unique."""
 
     @staticmethod
     def create_id(email: str, **_: Any) -> UUID:
@@ -48,7 +48,6 @@ class Address(Aggregate):
     def __init__(self, email: str, actor_id: str, workspace_id: str) -> None:
         self.email = email
         self.user_id: str | None = None
-        self.invitations: dict[str, str] = {}  # workspace id → role
 
     def claim(self, user_id: str, actor_id: str, workspace_id: str) -> None:
         if self.user_id is not None:
@@ -58,14 +57,6 @@ class Address(Aggregate):
     @event("AddressClaimed")
     def _claimed(self, user_id: str, actor_id: str, workspace_id: str) -> None:
         self.user_id = user_id
-
-    @event("AddressInvited")
-    def invited(self, role: str, actor_id: str, workspace_id: str) -> None:
-        self.invitations[workspace_id] = role
-
-    @event("AddressInvitationWithdrawn")
-    def invitation_withdrawn(self, actor_id: str, workspace_id: str) -> None:
-        self.invitations.pop(workspace_id, None)
 
 
 def raise_taken(email: str) -> None:
@@ -210,16 +201,26 @@ class Workspace(Aggregate):
             "status": "active",
         }
 
-    def invite(self, email: str, role: str, actor_id: str) -> str:
+    def invite(self, email: str, role: str, token_hash: str, actor_id: str) -> str:
+        """A pending membership of `email`, taken up with the invitation's token. Inviting
+        the address again replaces its token and role."""
         member_id = str(address_id(email))
-        if member_id in self.members:
-            raise ValidationFailed(f"{email} is invited already", field="email")
-        self._member_invited(member_id, email, check_role(role), actor_id, self.workspace_id)
+        if any(m["email"] == email and m["status"] == "active" for m in self.members.values()):
+            raise ValidationFailed(f"{email} is a member already", field="email")
+        self._member_invited(
+            member_id, email, check_role(role), token_hash, actor_id, self.workspace_id
+        )
         return member_id
 
     @event("MemberInvited")
     def _member_invited(
-        self, member_id: str, email: str, role: str, actor_id: str, workspace_id: str
+        self,
+        member_id: str,
+        email: str,
+        role: str,
+        token_hash: str,
+        actor_id: str,
+        workspace_id: str,
     ) -> None:
         self.members[member_id] = {
             "user_id": None,
@@ -227,13 +228,22 @@ class Workspace(Aggregate):
             "display_name": "",
             "role": role,
             "status": "invited",
+            "token_hash": token_hash,
         }
+
+    def invitation(self, token_hash: str, email: str) -> str | None:
+        """The pending member that this token invites, if it invites `email`."""
+        for member_id, m in self.members.items():
+            if m["status"] == "invited" and m.get("token_hash") == token_hash:
+                return member_id if m["email"] == email else None
+        return None
 
     @event("InvitationAccepted")
     def invitation_accepted(
         self, member_id: str, user_id: str, display_name: str, actor_id: str, workspace_id: str
     ) -> None:
         invited = self.members.pop(member_id)
+        invited.pop("token_hash", None)
         self.members[user_id] = {
             **invited,
             "user_id": user_id,

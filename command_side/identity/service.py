@@ -7,9 +7,11 @@ state when another writer got there first. Access tokens are minted by the api f
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 from uuid import UUID, uuid4
@@ -32,6 +34,7 @@ from command_side.identity.aggregates import (
 from command_side.identity.store import IdentityStore
 from command_side.validation import check_name
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 RETRIES = 8
 SYSTEM = "system"
@@ -68,6 +71,11 @@ class IdentityService:
         self._refresh_ttl_s = refresh_ttl_s
         # A miss costs as much as a hit, so timing does not tell which emails have accounts.
         self._dummy_hash = passwords.hash_password(secrets.token_hex(8), bcrypt_cost)
+        self._background = ThreadPoolExecutor(1, thread_name_prefix="identity-audit")
+
+    def close(self) -> None:
+        self._background.shutdown(wait=True)
+        self.store.close()
 
     # -- accounts ---------------------------------------------------------------------------
 
@@ -88,15 +96,13 @@ class IdentityService:
         actor, home = str(user_id), str(workspace_id)
 
         def attempt() -> Grant:
-            user, address, others = self._new_user(
-                user_id, email, display_name, password_hash, home
-            )
+            user, address = self._new_user(user_id, email, display_name, password_hash, home)
             workspace = Workspace(workspace_id=workspace_id, name=workspace_name, actor_id=actor)
             workspace.add(actor, email, display_name, "owner", actor)
             user.joined("owner", actor, home)
             user.login_succeeded("register", client_address, actor, home)
             session, token = self._start_session(actor, home)
-            self.store.save(user, address, workspace, session, *others)
+            self.store.save(user, address, workspace, session)
             return self._grant(user, workspace, session, token)
 
         return _retrying(attempt)
@@ -127,10 +133,8 @@ class IdentityService:
                 name = check_name(display_name or email.split("@")[0], "displayName")
                 passwords.check_strength(password, email, name)
                 hashed = passwords.hash_password(password, self._cost)
-                user, address, others = self._new_user(
-                    uuid4(), email, name, hashed, found.workspace_id
-                )
-                changed += [address, *others]
+                user, address = self._new_user(uuid4(), email, name, hashed, found.workspace_id)
+                changed.append(address)
             if found.role_of(str(user.id)) is not None:
                 raise ValidationFailed(f"{email} is a member of that workspace already")
             found.add(str(user.id), email, user.display_name, role, SYSTEM)
@@ -142,8 +146,8 @@ class IdentityService:
 
     def _new_user(
         self, user_id: UUID, email: str, display_name: str, password_hash: str, home: str
-    ) -> tuple[User, Address, list[Aggregate]]:
-        """A user claiming `email`; workspaces that invited the address take them in."""
+    ) -> tuple[User, Address]:
+        """A user claiming `email` (CONFLICT when an account has it)."""
         actor = str(user_id)
         address = self.store.find(Address, address_id(email))
         if address is None:
@@ -157,16 +161,7 @@ class IdentityService:
             actor_id=actor,
             workspace_id=home,
         )
-        joined: list[Aggregate] = []
-        for workspace_id in address.invitations:
-            workspace = self.store.find(Workspace, UUID(workspace_id))
-            member_id = str(address.id)
-            if workspace is None or member_id not in workspace.members:
-                continue
-            workspace.invitation_accepted(member_id, actor, display_name, actor, workspace_id)
-            user.joined(workspace.members[actor]["role"], actor, workspace_id)
-            joined.append(workspace)
-        return user, address, joined
+        return user, address
 
     def login(self, email: str, password: str, totp_code: str | None, client: str = "") -> Grant:
         try:
@@ -183,13 +178,15 @@ class IdentityService:
             passwords.verify_password(password, self._dummy_hash)
             raise Unauthenticated("wrong email or password")
         if not passwords.verify_password(password, user.password_hash):
-            self._record_failure(user.id, "password", client)
+            # Recorded off the caller's path: answering a wrong password for an account must
+            # take as long as for an unknown email, or timing tells which emails exist.
+            self._background.submit(self._record_failure, user.id, "password", client)
             raise Unauthenticated("wrong email or password")
         if user.totp_enabled:
             if not totp_code:
                 raise Unauthenticated("enter the code of your authenticator app", totpRequired=True)
             if not _totp_ok(user.totp_secret, totp_code):
-                self._record_failure(user.id, "totp", client)
+                self._background.submit(self._record_failure, user.id, "totp", client)
                 raise Unauthenticated("the two-factor code is not valid", totpRequired=True)
 
         def attempt() -> Grant:
@@ -208,10 +205,14 @@ class IdentityService:
     def _record_failure(self, user_id: UUID, reason: str, client: str) -> None:
         def attempt() -> None:
             user = self.store.get(User, user_id)
-            user.login_failed(reason, client, str(user_id), user.last_workspace or "")
+            # Only a workspace the user still belongs to sees the attempt in its audit log.
+            user.login_failed(reason, client, str(user_id), user.sign_in_workspace() or "")
             self.store.save(user)
 
-        _retrying(attempt)
+        try:
+            _retrying(attempt)
+        except Conflict:  # a storm of failures on one account: the throttle has the count
+            log.warning("could not record a failed sign-in of %s", user_id)
 
     def change_password(
         self, user_id: str, workspace_id: str, current: str, new: str
@@ -340,26 +341,49 @@ class IdentityService:
 
     # -- members ----------------------------------------------------------------------------
 
-    def invite(self, actor_id: str, workspace_id: str, email: str, role: str) -> str:
-        """Add an existing account at once, or invite the address until it signs up."""
+    def invite(self, actor_id: str, workspace_id: str, email: str, role: str) -> tuple[str, str]:
+        """A pending membership for `email`; returns its member id and the invitation token
+        the inviter hands to the invitee, who takes it up with `accept_invitation`. Nothing
+        happens to an account until its holder presents the token, so an invitation neither
+        reveals whether the address has an account nor adds anyone without consent."""
         email = passwords.normalise_email(email)
         check_role(role)
+        secret = secrets.token_urlsafe(32)
 
         def attempt() -> str:
             workspace = self._managed(actor_id, workspace_id, role)
-            address = self.store.find(Address, address_id(email))
-            if address is not None and address.user_id is not None:
-                user = self.store.get(User, UUID(address.user_id))
-                workspace.add(str(user.id), email, user.display_name, role, actor_id)
-                user.joined(role, actor_id, workspace_id)
-                self.store.save(workspace, user)
-                return str(user.id)
-            if address is None:
-                address = Address(email=email, actor_id=actor_id, workspace_id=workspace_id)
-            member_id = workspace.invite(email, role, actor_id)
-            address.invited(role, actor_id, workspace_id)
-            self.store.save(workspace, address)
+            member_id = workspace.invite(email, role, passwords.token_hash(secret), actor_id)
+            self.store.save(workspace)
             return member_id
+
+        return _retrying(attempt), f"{workspace_id}.{secret}"
+
+    def accept_invitation(self, user_id: str, token: str) -> Grant:
+        """Join the workspace of an invitation made out to this account's email address."""
+        try:
+            workspace_id, secret = _split_token(token)
+        except Unauthenticated:
+            raise NotFound("no such invitation for your account") from None
+
+        def attempt() -> Grant:
+            workspace = self.store.find(Workspace, workspace_id)
+            user = self.store.get(User, UUID(user_id))
+            member_id = (
+                workspace.invitation(passwords.token_hash(secret), user.email)
+                if workspace is not None
+                else None
+            )
+            if workspace is None or member_id is None:
+                raise NotFound("no such invitation for your account")
+            role = workspace.members[member_id]["role"]
+            workspace.invitation_accepted(
+                member_id, user_id, user.display_name, user_id, workspace.workspace_id
+            )
+            user.joined(role, user_id, workspace.workspace_id)
+            user.login_succeeded("invitation", "", user_id, workspace.workspace_id)
+            session, refresh = self._start_session(user_id, workspace.workspace_id)
+            self.store.save(workspace, user, session)
+            return self._grant(user, workspace, session, refresh)
 
         return _retrying(attempt)
 
@@ -385,10 +409,6 @@ class IdentityService:
                 user = self.store.get(User, UUID(removed["user_id"]))
                 user.left(actor_id, workspace_id)
                 changed.append(user)
-            else:
-                address = self.store.get(Address, UUID(member_id))
-                address.invitation_withdrawn(actor_id, workspace_id)
-                changed.append(address)
             self.store.save(*changed)
             return MembershipChange(workspace_id, removed["user_id"])
 
@@ -475,9 +495,9 @@ def _parse_uuid(value: str) -> UUID | None:
 
 def _retrying(attempt: Callable[[], T]) -> T:
     """Run a load-change-save attempt again on fresh state when a racing writer won."""
-    for _ in range(RETRIES - 1):
+    for _ in range(RETRIES):
         try:
             return attempt()
         except IntegrityError:
             continue
-    return attempt()
+    raise Conflict("too many concurrent changes to the same account; retry", current_version=0)

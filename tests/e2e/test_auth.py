@@ -16,7 +16,7 @@ import pytest
 import redis
 import websockets
 
-from tests.graphql_client import PASSWORD, GraphQLClient, GraphQLError
+from tests.graphql_client import AUTH_FIELDS, PASSWORD, GraphQLClient, GraphQLError
 from tests.schema_calls import calls
 from tests.stack import Stack
 from tests.waiting import eventually
@@ -27,9 +27,10 @@ MEMBERS = "{ members { id userId email role status } }"
 CREATE = 'mutation { createWorkflow(input: {name: "Secret plan"}) { workflowId } }'
 REFRESH = """mutation($t: String!) { refreshToken(input: {refreshToken: $t})
   { accessToken refreshToken expiresIn user { id email } workspace { id name role } } }"""
-INVITE = (
-    "mutation($e: String!, $r: Role!) { inviteMember(input: {email: $e, role: $r}) { memberId } }"
-)
+INVITE = """mutation($e: String!, $r: Role!)
+  { inviteMember(input: {email: $e, role: $r}) { memberId invitationToken } }"""
+ACCEPT = f"""mutation($t: String!) {{ acceptInvitation(input: {{token: $t}})
+  {{ {AUTH_FIELDS} }} }}"""
 CHANGE_ROLE = """mutation($m: ID!, $r: Role!)
   { changeMemberRole(input: {memberId: $m, role: $r}) { memberId role } }"""
 REMOVE = "mutation($m: ID!) { removeMember(input: {memberId: $m}) { memberId } }"
@@ -203,8 +204,10 @@ async def test_no_id_of_another_workspace_is_reachable_through_any_field(stack: 
 
 async def _join(owner: GraphQLClient, stack: Stack, role: str) -> GraphQLClient:
     member = await GraphQLClient.signed_up(stack.url)
-    await owner.execute(INVITE, {"e": member.email, "r": role})
-    member.use((await member.execute(SWITCH, {"w": owner.workspace}))["switchWorkspace"])
+    invited = (await owner.execute(INVITE, {"e": member.email, "r": role}))["inviteMember"]
+    member.use(
+        (await member.execute(ACCEPT, {"t": invited["invitationToken"]}))["acceptInvitation"]
+    )
     assert member.role == role
     return member
 
@@ -265,13 +268,22 @@ async def test_roles_bound_what_members_may_do_and_changes_apply_at_once(stack: 
             await c.close()
 
 
-async def test_invitations_wait_for_sign_up_and_workspaces_lists_both(stack: Stack) -> None:
+async def test_an_invitation_needs_its_token_and_workspaces_lists_both(stack: Stack) -> None:
     owner = await GraphQLClient.signed_up(stack.url)
     newcomer = GraphQLClient(stack.url)
+    squatter = GraphQLClient(stack.url)
     try:
         email = f"new-{owner.actor[:8]}@example.com"
-        await owner.execute(INVITE, {"e": email, "r": "EDITOR"})
+        invited = (await owner.execute(INVITE, {"e": email, "r": "EDITOR"}))["inviteMember"]
+        await squatter.sign_up()
+        assert await codes_of(squatter, ACCEPT, {"t": invited["invitationToken"]}) == ["NOT_FOUND"]
         await newcomer.sign_up(email=email, workspace_name="Mine")
+        assert await codes_of(newcomer, SWITCH, {"w": owner.workspace}) == ["NOT_FOUND"]
+        home = newcomer.workspace
+        newcomer.use(
+            (await newcomer.execute(ACCEPT, {"t": invited["invitationToken"]}))["acceptInvitation"]
+        )
+        assert (newcomer.workspace, newcomer.role) == (owner.workspace, "EDITOR")
 
         async def both() -> list[dict[str, Any]] | None:
             spaces = (await newcomer.execute("{ workspaces { id name role } }"))["workspaces"]
@@ -280,11 +292,11 @@ async def test_invitations_wait_for_sign_up_and_workspaces_lists_both(stack: Sta
         spaces = await eventually(both, 10, "both workspaces listed")
         assert {(s["id"], s["role"]) for s in spaces} == {
             (owner.workspace, "EDITOR"),
-            (newcomer.workspace, "OWNER"),
+            (home, "OWNER"),
         }
     finally:
-        await owner.close()
-        await newcomer.close()
+        for c in (owner, newcomer, squatter):
+            await c.close()
 
 
 async def test_refresh_rotates_and_a_replayed_refresh_token_kills_the_session(

@@ -32,6 +32,7 @@ PERMISSIONS: dict[str, str] = {
     "Query.members": "viewer",
     "Query.auditLog": "admin",
     "Mutation.inviteMember": "admin",
+    "Mutation.acceptInvitation": "viewer",  # any signed-in account; the token decides
     "Mutation.changeMemberRole": "admin",
     "Mutation.removeMember": "viewer",  # anyone may leave; removing others takes admin
     # workflows

@@ -65,6 +65,11 @@ class InviteMemberInput:
 
 
 @strawberry.input
+class AcceptInvitationInput:
+    token: str
+
+
+@strawberry.input
 class ChangeMemberRoleInput:
     member_id: strawberry.ID
     role: Role
@@ -202,14 +207,29 @@ class AccountMutation:
 
     @strawberry.mutation(
         permission_classes=SECURED,
-        description="Add an account to your workspace, or invite the address until it signs up.",
+        description="Invite an address to your workspace. Hand the invitation token to the "
+        "invitee: they join by calling acceptInvitation with it, signed in with that address.",
     )
     async def invite_member(self, info: Info[Any, Any], input: InviteMemberInput) -> MemberPayload:
         who, svc = caller(info), services(info)
-        member_id = await _call(
+        member_id, token = await _call(
             svc.identity.invite, who.actor_id, who.workspace_id, input.email, input.role.value
         )
-        return MemberPayload(member_id=strawberry.ID(member_id), role=input.role)
+        return MemberPayload(
+            member_id=strawberry.ID(member_id), role=input.role, invitation_token=token
+        )
+
+    @strawberry.mutation(
+        permission_classes=SECURED,
+        description="Join the workspace of an invitation made out to your email address; "
+        "answers with a token pair for that workspace.",
+    )
+    async def accept_invitation(
+        self, info: Info[Any, Any], input: AcceptInvitationInput
+    ) -> AuthPayload:
+        who, svc = caller(info), services(info)
+        grant = await _call(svc.identity.accept_invitation, who.actor_id, input.token)
+        return _signed_in(info, grant)
 
     @strawberry.mutation(permission_classes=SECURED)
     async def change_member_role(

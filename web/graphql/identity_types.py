@@ -85,6 +85,9 @@ class Member:
 class MemberPayload:
     member_id: strawberry.ID
     role: Role | None = None
+    invitation_token: str | None = strawberry.field(
+        default=None, description="For inviteMember: what the invitee needs to join."
+    )
 
 
 @strawberry.type

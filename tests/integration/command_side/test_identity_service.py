@@ -9,7 +9,7 @@ import pyotp
 import pytest
 
 from command_side.errors import Conflict, Forbidden, NotFound, Unauthenticated, ValidationFailed
-from command_side.identity import IdentityService, IdentityStore
+from command_side.identity import Grant, IdentityService, IdentityStore
 from infra.settings import eventsourcing_env_for
 
 PASSWORD = "violet-Harbour-lantern-42"
@@ -18,12 +18,19 @@ PASSWORD = "violet-Harbour-lantern-42"
 @pytest.fixture
 def identity(database_url: str) -> Iterator[IdentityService]:
     store = IdentityStore(env=eventsourcing_env_for(database_url))
-    yield IdentityService(store, bcrypt_cost=4, refresh_ttl_s=3600)
-    store.close()
+    service = IdentityService(store, bcrypt_cost=4, refresh_ttl_s=3600)
+    yield service
+    service.close()
 
 
 def register(svc: IdentityService, email: str, workspace: str = "Acme") -> object:
     return svc.register(email, PASSWORD, email.split("@")[0].title(), workspace)
+
+
+def join(svc: IdentityService, inviter: Grant, member: Grant, role: str) -> Grant:
+    """The member accepts an invitation of the inviter's workspace."""
+    _, token = svc.invite(inviter.user_id, inviter.workspace_id, member.email, role)
+    return svc.accept_invitation(member.user_id, token)
 
 
 def test_register_creates_an_owner_of_a_new_workspace_with_a_normalised_email(
@@ -110,21 +117,37 @@ def test_logout_ends_the_session(identity: IdentityService) -> None:
         identity.refresh(grant.refresh_token)
 
 
-def test_invitations_reach_existing_accounts_at_once_and_new_ones_at_sign_up(
+def test_an_invitation_joins_only_with_its_token_and_only_its_address(
     identity: IdentityService,
 ) -> None:
     owner = identity.register("owner@example.com", PASSWORD, "Owner", "Team")
-    existing = identity.register("eve@example.com", PASSWORD, "Eve", "Eves")
-    assert identity.invite(owner.user_id, owner.workspace_id, "eve@example.com", "editor") == (
-        existing.user_id
+    member_id, token = identity.invite(
+        owner.user_id, owner.workspace_id, "Fay@Example.com", "viewer"
     )
-    pending = identity.invite(owner.user_id, owner.workspace_id, "Fay@Example.com", "viewer")
+    # Signing up with the address joins nothing by itself (no proof of the mailbox yet).
     fay = identity.register("fay@example.com", PASSWORD, "Fay", "Fays")
-    switched = identity.switch_workspace(fay.user_id, owner.workspace_id)
-    assert (switched.role, switched.workspace_name) == ("viewer", "Team")
-    assert pending != fay.user_id  # the invitation's member id was the address's
     with pytest.raises(NotFound):
-        identity.switch_workspace(fay.user_id, existing.workspace_id)
+        identity.switch_workspace(fay.user_id, owner.workspace_id)
+    eve = identity.register("eve@example.com", PASSWORD, "Eve", "Eves")
+    with pytest.raises(NotFound):  # a token that reached the wrong account is useless
+        identity.accept_invitation(eve.user_id, token)
+    with pytest.raises(NotFound):
+        identity.accept_invitation(fay.user_id, token[:-2] + "xx")
+    joined = identity.accept_invitation(fay.user_id, token)
+    assert (joined.role, joined.workspace_name, joined.user_id) == ("viewer", "Team", fay.user_id)
+    assert identity.switch_workspace(fay.user_id, owner.workspace_id).role == "viewer"
+    with pytest.raises(NotFound):  # used up
+        identity.accept_invitation(fay.user_id, token)
+    with pytest.raises(ValidationFailed, match="member already"):
+        identity.invite(owner.user_id, owner.workspace_id, "fay@example.com", "editor")
+    assert member_id != fay.user_id
+
+
+def test_an_invited_owner_does_not_keep_the_workspace_owned(identity: IdentityService) -> None:
+    owner = identity.register("sole@example.com", PASSWORD, "Sole", "Team")
+    identity.invite(owner.user_id, owner.workspace_id, "ghost@example.com", "owner")
+    with pytest.raises(Forbidden, match="last owner"):
+        identity.remove_member(owner.user_id, owner.workspace_id, owner.user_id)
 
 
 def test_roles_limit_who_manages_members_and_the_last_owner_stays(
@@ -134,8 +157,8 @@ def test_roles_limit_who_manages_members_and_the_last_owner_stays(
     admin = identity.register("a@example.com", PASSWORD, "Admin", "A")
     editor = identity.register("e@example.com", PASSWORD, "Editor", "E")
     ws = owner.workspace_id
-    identity.invite(owner.user_id, ws, "a@example.com", "admin")
-    identity.invite(owner.user_id, ws, "e@example.com", "editor")
+    join(identity, owner, admin, "admin")
+    join(identity, owner, editor, "editor")
     with pytest.raises(Forbidden):
         identity.invite(editor.user_id, ws, "x@example.com", "viewer")
     with pytest.raises(Forbidden):
@@ -156,11 +179,7 @@ def test_roles_limit_who_manages_members_and_the_last_owner_stays(
 
 def test_a_removed_member_cannot_refresh_into_the_workspace(identity: IdentityService) -> None:
     owner = identity.register("o2@example.com", PASSWORD, "Owner", "Team")
-    identity.register("g@example.com", PASSWORD, "Gus", "G")
-    identity.invite(owner.user_id, owner.workspace_id, "g@example.com", "editor")
-    gus = identity.switch_workspace(
-        identity.login("g@example.com", PASSWORD, None).user_id, owner.workspace_id
-    )
+    gus = join(identity, owner, identity.register("g@example.com", PASSWORD, "Gus", "G"), "editor")
     identity.remove_member(owner.user_id, owner.workspace_id, gus.user_id)
     with pytest.raises(Unauthenticated):
         identity.refresh(gus.refresh_token)

@@ -35,12 +35,14 @@ def test_members_read_model_matches_the_workspaces_and_replays_identically(
     svc = IdentityService(store, bcrypt_cost=4, refresh_ttl_s=60)
     owner = svc.register("owner@example.com", PASSWORD, "Owner", "Team")
     ws = owner.workspace_id
-    svc.register("ed@example.com", PASSWORD, "Ed", "Eds")
-    svc.invite(owner.user_id, ws, "ed@example.com", "editor")
-    svc.invite(owner.user_id, ws, "later@example.com", "viewer")
-    gone = svc.invite(owner.user_id, ws, "gone@example.com", "viewer")
+    ed = svc.register("ed@example.com", PASSWORD, "Ed", "Eds")
+    svc.accept_invitation(ed.user_id, svc.invite(owner.user_id, ws, ed.email, "editor")[1])
+    _, later_token = svc.invite(owner.user_id, ws, "later@example.com", "viewer")
+    gone, _ = svc.invite(owner.user_id, ws, "gone@example.com", "viewer")
+    svc.invite(owner.user_id, ws, "pending@example.com", "editor")
     svc.remove_member(owner.user_id, ws, gone)
     later = svc.register("later@example.com", PASSWORD, "Later", "Own")
+    svc.accept_invitation(later.user_id, later_token)
     svc.change_role(owner.user_id, ws, later.user_id, "admin")
 
     log = EventLog(env, "identity")
@@ -72,4 +74,4 @@ def test_members_read_model_matches_the_workspaces_and_replays_identically(
     incremental = _members(database_url)
     asyncio.run(rebuild(database_url, env, ["identity"]))
     assert _members(database_url) == incremental
-    store.close()
+    svc.close()

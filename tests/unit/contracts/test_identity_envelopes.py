@@ -17,8 +17,6 @@ def _all_identity_events() -> list[object]:
     actor, ws = str(uid), str(wid)
     address = Address(email="a@example.com", actor_id=actor, workspace_id=ws)
     address.claim(actor, actor, ws)
-    address.invited("viewer", actor, ws)
-    address.invitation_withdrawn(actor, ws)
     user = User(
         user_id=uid,
         email="a@example.com",
@@ -37,7 +35,7 @@ def _all_identity_events() -> list[object]:
     user.left(actor, ws)
     workspace = Workspace(workspace_id=wid, name="W", actor_id=actor)
     workspace.add(actor, "a@example.com", "A", "owner", actor)
-    invited = workspace.invite("b@example.com", "editor", actor)
+    invited = workspace.invite("b@example.com", "editor", "invitation-secret-hash", actor)
     workspace.invitation_accepted(invited, "u2", "B", "u2", ws)
     workspace.change_role("u2", "viewer", actor, "owner")
     workspace.remove("u2", actor, "owner")
@@ -65,7 +63,13 @@ def test_identity_envelopes_match_their_schemas_and_hide_secrets() -> None:
         envelope = env.to_envelope("identity", event, position)
         jsonschema.validate(envelope, schema_for(envelope["type"]))
         text = json.dumps(envelope)
-        for secret in ("secret-hash", "TOTPSECRET", "secret-token-hash", "other-secret"):
+        for secret in (
+            "secret-hash",
+            "TOTPSECRET",
+            "secret-token-hash",
+            "other-secret",
+            "invitation-secret-hash",
+        ):
             assert secret not in text, envelope["type"]
         assert envelope["workspace_id"], envelope["type"]
         types.add(envelope["type"])
