@@ -59,6 +59,8 @@ def stack_settings(
         "AUTOOPS_RELAY_POLL_INTERVAL_S": "0.2",
         "AUTOOPS_LOG_LEVEL": "WARNING",
         "AUTOOPS_BCRYPT_COST": "4",  # tests sign up often; the default (12) is tested apart
+        # Every test client shares 127.0.0.1: the per-address throttle is tested apart.
+        "AUTOOPS_LOGIN_MAX_FAILURES_PER_ADDRESS": "10000",
         **extra,
     }
     return load_settings(env)

@@ -433,10 +433,15 @@ class IdentityService:
 
     # -- two-factor -------------------------------------------------------------------------
 
-    def enable_totp(self, user_id: str, workspace_id: str) -> str:
+    def enable_totp(self, user_id: str, workspace_id: str, password: str) -> str:
         """Start enabling two-factor: returns the provisioning URI for an authenticator app.
-        It takes effect once `confirm_totp` sees a valid code."""
+        It takes effect once `confirm_totp` sees a valid code. Takes the password, so a
+        stolen access token cannot lock the owner out with the thief's authenticator."""
         secret = pyotp.random_base32()
+        if not passwords.verify_password(
+            password, self.store.get(User, UUID(user_id)).password_hash
+        ):
+            raise Unauthenticated("the password is wrong")
 
         def attempt() -> str:
             user = self.store.get(User, UUID(user_id))

@@ -353,7 +353,9 @@ async def test_repeated_failed_logins_are_throttled_with_a_retry_time(stack: Sta
 
 
 async def test_two_factor_sign_in_over_graphql(client: GraphQLClient) -> None:
-    setup = await client.execute("mutation { enableTotp { provisioningUri } }")
+    enable = "mutation($p: String!) { enableTotp(input: {password: $p}) { provisioningUri } }"
+    assert await codes_of(client, enable, {"p": "not my password"}) == ["UNAUTHENTICATED"]
+    setup = await client.execute(enable, {"p": PASSWORD})
     totp = pyotp.parse_uri(setup["enableTotp"]["provisioningUri"])
     assert setup["enableTotp"]["provisioningUri"].startswith("otpauth://totp/AutoOps:")
     confirm = "mutation($c: String!) { confirmTotp(input: {code: $c}) }"
@@ -497,3 +499,12 @@ async def test_an_open_websocket_loses_access_when_its_caller_does(stack: Stack)
     finally:
         await owner.close()
         await editor.close()
+
+
+async def test_a_stolen_token_cannot_brute_force_the_password(client: GraphQLClient) -> None:
+    change = """mutation($c: String!) { changePassword(input:
+      {currentPassword: $c, newPassword: "amber-Meadow-quartz-77"}) { accessToken } }"""
+    limit = 5  # AUTOOPS_LOGIN_MAX_FAILURES_PER_ACCOUNT's default, per account
+    for i in range(limit):
+        assert await codes_of(client, change, {"c": f"guess-{i}"}) == ["UNAUTHENTICATED"]
+    assert await codes_of(client, change, {"c": PASSWORD}) == ["RATE_LIMITED"]

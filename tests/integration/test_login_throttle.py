@@ -1,7 +1,9 @@
-"""Login throttling on real Redis: per account and per client address, with a retry time."""
+"""Login throttling on real Redis: per account and per client address, with a retry time,
+counted before the check so concurrent guesses cannot slip past."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
@@ -13,30 +15,48 @@ from web.auth.throttle import LoginLimits, LoginThrottle, RateLimited
 async def test_one_address_guessing_many_accounts_is_throttled(redis_url: str) -> None:
     client = aioredis.from_url(redis_url)
     throttle = LoginThrottle(client, LoginLimits(per_account=3, per_address=5, window_s=60))
-    address = f"10.0.0.{uuid.uuid4().int % 250}-{uuid.uuid4().hex[:6]}"
+    address = f"addr-{uuid.uuid4().hex}"
     try:
         for i in range(5):
-            await throttle.check(f"victim{i}@example.com", address)
-            await throttle.failed(f"victim{i}@example.com", address)
+            await throttle.reserve(f"victim{i}@example.com", address)  # each a failed guess
         with pytest.raises(RateLimited) as limited:
-            await throttle.check("someone-new@example.com", address)
+            await throttle.reserve("someone-new@example.com", address)
         assert 0 < limited.value.retry_after_s <= 60
-        await throttle.check("someone-new@example.com", "another-address")  # others are fine
+        await throttle.reserve("someone-new@example.com", "another-address")  # others are fine
     finally:
         await client.aclose()
 
 
-async def test_success_clears_the_account_counter(redis_url: str) -> None:
+async def test_concurrent_guesses_cannot_exceed_the_limit(redis_url: str) -> None:
+    client = aioredis.from_url(redis_url)
+    throttle = LoginThrottle(client, LoginLimits(per_account=5, per_address=1000, window_s=60))
+    account = f"{uuid.uuid4().hex}@example.com"
+
+    async def guess() -> bool:
+        try:
+            await throttle.reserve(account, f"addr-{uuid.uuid4().hex}")
+            return True
+        except RateLimited:
+            return False
+
+    try:
+        allowed = await asyncio.gather(*(guess() for _ in range(30)))
+        assert sum(allowed) == 5
+    finally:
+        await client.aclose()
+
+
+async def test_success_forgets_the_account_failures(redis_url: str) -> None:
     client = aioredis.from_url(redis_url)
     throttle = LoginThrottle(client, LoginLimits(per_account=2, per_address=100, window_s=60))
     account = f"{uuid.uuid4().hex}@example.com"
     try:
-        await throttle.failed(account, "a1")
-        await throttle.succeeded(account)
-        await throttle.failed(account, "a1")
-        await throttle.check(account, "a1")  # one failure since the success: not throttled
-        await throttle.failed(account, "a1")
+        await throttle.reserve(account, "a1")  # failed
+        await throttle.reserve(account, "a1")
+        await throttle.succeeded(account, "a1")
+        await throttle.reserve(account, "a1")  # failed
+        await throttle.reserve(account, "a1")  # failed: two since the success
         with pytest.raises(RateLimited):
-            await throttle.check(account, "a2")
+            await throttle.reserve(account, "a2")
     finally:
         await client.aclose()

@@ -1,5 +1,9 @@
-"""Login throttling in Redis: failures counted per account and per client address within a
-window; past the limit, sign-in is refused with the time to wait."""
+"""Throttling of credential checks in Redis (sign-in, and the password or code checks of a
+signed-in user), per account and per client address, within a window.
+
+An attempt is counted *before* the credentials are checked, so concurrent guesses cannot
+slip past the limit; an attempt that succeeds is taken back.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ PREFIX = "autoops:throttle:login"
 
 class RateLimited(Exception):
     def __init__(self, retry_after_s: int) -> None:
-        super().__init__(f"too many failed sign-ins; try again in {retry_after_s} s")
+        super().__init__(f"too many failed attempts; try again in {retry_after_s} s")
         self.retry_after_s = retry_after_s
 
 
@@ -29,32 +33,39 @@ class LoginThrottle:
         self._limits = limits
 
     def _keys(self, account: str, address: str) -> tuple[str, str]:
-        return f"{PREFIX}:account:{account.strip().lower()}", f"{PREFIX}:address:{address}"
+        return f"{PREFIX}:account:{account}", f"{PREFIX}:address:{address}"
 
-    async def check(self, account: str, address: str) -> None:
-        """Raise RateLimited while either counter is at its limit."""
+    async def reserve(self, account: str, address: str) -> None:
+        """Count an attempt; RateLimited (and nothing counted) past either limit."""
         account_key, address_key = self._keys(account, address)
-        async with self._redis.pipeline(transaction=False) as pipe:
+        async with self._redis.pipeline(transaction=True) as pipe:
             for key in (account_key, address_key):
-                pipe.get(key)
-                pipe.ttl(key)
-            by_account, account_ttl, by_address, address_ttl = await pipe.execute()
-        waits = []
-        if int(by_account or 0) >= self._limits.per_account:
-            waits.append(account_ttl)
-        if int(by_address or 0) >= self._limits.per_address:
-            waits.append(address_ttl)
-        if waits:
-            raise RateLimited(max(1, *waits))
-
-    async def failed(self, account: str, address: str) -> None:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for key in self._keys(account, address):
-                # The window starts at the first failure (INCR keeps the expiry; this works on
-                # Redis 6, which has no EXPIRE NX).
+                # The window starts at the first attempt (INCR keeps the expiry; this works
+                # on Redis 6, which has no EXPIRE NX).
                 pipe.set(key, 0, ex=self._limits.window_s, nx=True)
                 pipe.incr(key)
+                pipe.ttl(key)
+            _, by_account, account_ttl, _, by_address, address_ttl = await pipe.execute()
+        waits = []
+        if by_account > self._limits.per_account:
+            waits.append(account_ttl)
+        if by_address > self._limits.per_address:
+            waits.append(address_ttl)
+        if waits:
+            await self.release(account, address)
+            raise RateLimited(max(1, *waits))
+
+    async def release(self, account: str, address: str) -> None:
+        """Take back an attempt that was not a failed guess."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key in self._keys(account, address):
+                pipe.decr(key)
             await pipe.execute()
 
-    async def succeeded(self, account: str) -> None:
-        await self._redis.delete(self._keys(account, "")[0])
+    async def succeeded(self, account: str, address: str) -> None:
+        """The account proved itself: its failures are forgotten, the attempt taken back."""
+        account_key, address_key = self._keys(account, address)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.delete(account_key)
+            pipe.decr(address_key)
+            await pipe.execute()

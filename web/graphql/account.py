@@ -8,10 +8,12 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import strawberry
+from graphql import GraphQLError
 from strawberry.types import Info
 
-from command_side.errors import Unauthenticated
+from command_side.errors import Unauthenticated, ValidationFailed
 from command_side.identity import Grant
+from command_side.identity.passwords import normalise_email
 from web.auth import SECURED
 from web.graphql.context import caller, client_address, services
 from web.graphql.errors import graphql_error, mapped_errors
@@ -54,6 +56,11 @@ class ChangePasswordInput:
 
 
 @strawberry.input
+class EnableTotpInput:
+    password: str = strawberry.field(description="Your current password.")
+
+
+@strawberry.input
 class TotpCodeInput:
     code: str
 
@@ -84,6 +91,24 @@ async def _call(fn: Callable[..., T], *args: Any) -> T:
     """Identity use cases are synchronous (and bcrypt is slow): run them off the loop."""
     with mapped_errors():
         return await asyncio.to_thread(fn, *args)
+
+
+async def _guarded(info: Info[Any, Any], account: str, fn: Callable[..., T], *args: Any) -> T:
+    """A use case that checks a password or a code, throttled per account and address: the
+    attempt counts unless it succeeds or fails for another reason than a wrong secret."""
+    throttle, address = services(info).throttle, client_address(info)
+    with mapped_errors():
+        await throttle.reserve(account, address)
+    try:
+        result = await _call(fn, *args)
+    except GraphQLError as exc:
+        code = (exc.extensions or {}).get("code")
+        wrong_secret = code == "UNAUTHENTICATED" and not (exc.extensions or {}).get("totpRequired")
+        if not wrong_secret and (exc.extensions or {}).get("field") != "code":
+            await throttle.release(account, address)
+        raise
+    await throttle.succeeded(account, address)
+    return result
 
 
 def _signed_in(info: Info[Any, Any], grant: Grant) -> AuthPayload:
@@ -120,19 +145,20 @@ class AccountMutation:
 
     @strawberry.mutation(permission_classes=SECURED)
     async def login(self, info: Info[Any, Any], input: LoginInput) -> AuthPayload:
-        svc, address = services(info), client_address(info)
-        with mapped_errors():
-            await svc.throttle.check(input.email, address)
+        svc = services(info)
         try:
-            grant = await asyncio.to_thread(
-                svc.identity.login, input.email, input.password, input.totp_code, address
-            )
-        except Unauthenticated as exc:
-            if not (exc.details.get("totpRequired") and not input.totp_code):
-                await svc.throttle.failed(input.email, address)
-            with mapped_errors():
-                raise
-        await svc.throttle.succeeded(input.email)
+            account = normalise_email(input.email)
+        except ValidationFailed:
+            account = input.email.strip().lower()
+        grant = await _guarded(
+            info,
+            account,
+            svc.identity.login,
+            input.email,
+            input.password,
+            input.totp_code,
+            client_address(info),
+        )
         return _signed_in(info, grant)
 
     @strawberry.mutation(permission_classes=SECURED)
@@ -164,7 +190,9 @@ class AccountMutation:
         self, info: Info[Any, Any], input: ChangePasswordInput
     ) -> AuthPayload:
         who, svc = caller(info), services(info)
-        grant, _ = await _call(
+        grant, _ = await _guarded(
+            info,
+            f"user:{who.actor_id}",
             svc.identity.change_password,
             who.actor_id,
             who.workspace_id,
@@ -188,21 +216,42 @@ class AccountMutation:
         permission_classes=SECURED,
         description="Start two-factor sign-in; it is on once confirmTotp sees a valid code.",
     )
-    async def enable_totp(self, info: Info[Any, Any]) -> TotpSetup:
+    async def enable_totp(self, info: Info[Any, Any], input: EnableTotpInput) -> TotpSetup:
         who, svc = caller(info), services(info)
-        uri = await _call(svc.identity.enable_totp, who.actor_id, who.workspace_id)
+        uri = await _guarded(
+            info,
+            f"user:{who.actor_id}",
+            svc.identity.enable_totp,
+            who.actor_id,
+            who.workspace_id,
+            input.password,
+        )
         return TotpSetup(provisioning_uri=uri)
 
     @strawberry.mutation(permission_classes=SECURED)
     async def confirm_totp(self, info: Info[Any, Any], input: TotpCodeInput) -> bool:
         who, svc = caller(info), services(info)
-        await _call(svc.identity.confirm_totp, who.actor_id, who.workspace_id, input.code)
+        await _guarded(
+            info,
+            f"user:{who.actor_id}",
+            svc.identity.confirm_totp,
+            who.actor_id,
+            who.workspace_id,
+            input.code,
+        )
         return True
 
     @strawberry.mutation(permission_classes=SECURED)
     async def disable_totp(self, info: Info[Any, Any], input: TotpCodeInput) -> bool:
         who, svc = caller(info), services(info)
-        await _call(svc.identity.disable_totp, who.actor_id, who.workspace_id, input.code)
+        await _guarded(
+            info,
+            f"user:{who.actor_id}",
+            svc.identity.disable_totp,
+            who.actor_id,
+            who.workspace_id,
+            input.code,
+        )
         return True
 
     @strawberry.mutation(

@@ -187,7 +187,9 @@ def test_a_removed_member_cannot_refresh_into_the_workspace(identity: IdentitySe
 
 def test_two_factor_needs_a_confirmed_code_then_guards_login(identity: IdentityService) -> None:
     grant = identity.register("h@example.com", PASSWORD, "Hal", "H")
-    uri = identity.enable_totp(grant.user_id, grant.workspace_id)
+    with pytest.raises(Unauthenticated):
+        identity.enable_totp(grant.user_id, grant.workspace_id, "wrong password")
+    uri = identity.enable_totp(grant.user_id, grant.workspace_id, PASSWORD)
     secret = pyotp.parse_uri(uri).secret
     assert identity.login("h@example.com", PASSWORD, None)  # not on until confirmed
     with pytest.raises(ValidationFailed):
