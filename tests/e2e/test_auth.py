@@ -330,6 +330,14 @@ async def test_logout_revokes_at_once_even_after_redis_lost_everything(stack: St
         # Rebuilt from the event store before the next token is trusted.
         assert await codes_of(leaving, ME) == ["UNAUTHENTICATED"]
         await staying.execute("{ workflows { nodes { id } } }")
+        # A Redis restarted from an old snapshot: the "built" marker survived (from another
+        # server run) but the newest revocation did not.
+        assert (await staying.execute(logout, {"t": staying.refresh_token}))["logout"] is True
+        with redis.Redis.from_url(stack.settings.redis_url) as r:
+            for key in r.scan_iter("autoops:auth:session:*"):
+                r.delete(key)
+            r.set("autoops:auth:built", "run-id-of-a-server-before-the-restart")
+        assert await codes_of(staying, ME) == ["UNAUTHENTICATED"]
     finally:
         await leaving.close()
         await staying.close()

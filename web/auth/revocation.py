@@ -38,12 +38,31 @@ def _user_key(user_id: str) -> str:
     return f"{PREFIX}:user:{user_id}"
 
 
+#: Sets a mark only if it is newer than the one there (a rebuild racing a live change).
+_SET_NEWER = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) > current then redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) end
+"""
+#: How often the Redis server's identity is read: a server restarted from a snapshot keeps
+#: the BUILT marker but may have lost recent revocations.
+SERVER_CHECK_S = 5.0
+
+
 class Revocations:
     def __init__(self, redis: aioredis.Redis, token_ttl_s: int, read_log: IdentityLogReader):
         self._redis = redis
         self._ttl_s = token_ttl_s + 60  # tokens are accepted a few seconds past expiry
         self._read_log = read_log
         self._rebuilding = asyncio.Lock()
+        self._server: str | None = None
+        self._server_checked = 0.0
+
+    async def _server_id(self) -> str:
+        """The run id of the Redis server (a new one after every restart)."""
+        if self._server is None or time.monotonic() - self._server_checked > SERVER_CHECK_S:
+            self._server = str((await self._redis.info("server"))["run_id"])
+            self._server_checked = time.monotonic()
+        return self._server
 
     async def check(self, principal: Principal) -> str | None:
         """Why the token may no longer be used, or None."""
@@ -54,7 +73,8 @@ class Revocations:
             _user_key(principal.user_id),
         ]
         built, session, member, user = await self._redis.mget(keys)
-        if built is None:
+        server = await self._server_id()
+        if _text(built) != server:
             await self.rebuild()
             built, session, member, user = await self._redis.mget(keys)
         if session is not None:
@@ -79,7 +99,10 @@ class Revocations:
     async def rebuild(self) -> None:
         """Restore the state from the identity events of the last token lifetime."""
         async with self._rebuilding:
-            if await self._redis.exists(BUILT):
+            self._server = None  # read the server's identity afresh
+            server = await self._server_id()
+            built = await self._redis.get(BUILT)
+            if _text(built) == server:
                 return
             since = time.time() - self._ttl_s
             marks = await asyncio.to_thread(_marks_since, self._read_log, since)
@@ -87,8 +110,8 @@ class Revocations:
                 for key, value, at in marks:
                     remaining = int(at + self._ttl_s - time.time())
                     if remaining > 0:
-                        pipe.set(key, value, ex=remaining)
-                pipe.set(BUILT, 1)
+                        pipe.eval(_SET_NEWER, 1, key, value, remaining)
+                pipe.set(BUILT, server)
                 await pipe.execute()
             log.warning("revocations rebuilt from the event store (%d entries)", len(marks))
 
@@ -109,3 +132,7 @@ def _marks_since(read_log: IdentityLogReader, since: float) -> list[tuple[str, i
             elif kind == "identity.PasswordChanged":
                 marks.append((_user_key(e["aggregate_id"]), at_ms, at))
     return marks
+
+
+def _text(value: bytes | str | None) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value
