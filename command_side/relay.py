@@ -34,6 +34,8 @@ CREATE TABLE IF NOT EXISTS autoops_relay_position (
 )
 """
 
+POSITION_DDL_LOCK = zlib.crc32(b"autoops.relay.position-ddl")
+
 
 @dataclass(frozen=True, kw_only=True)
 class RelayConfig:
@@ -90,7 +92,9 @@ class Relay:
     def _publish_loop(self, stop: threading.Event, lock_conn: psycopg.Connection) -> None:
         cfg = self._config
         with psycopg.connect(cfg.database_url, autocommit=True) as conn:
-            conn.execute(POSITION_DDL)
+            with conn.transaction():  # the relays of all contexts start together
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (POSITION_DDL_LOCK,))
+                conn.execute(POSITION_DDL)
             conn.execute(f'LISTEN "{self._store.events_table}"')
             producer = None
             offsets: kafka.OffsetReader | None = None

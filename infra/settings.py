@@ -67,7 +67,7 @@ class Settings:
     """Upper bound of `atLeastVersion` waits."""
 
     graphiql: bool = True
-    """Serve GraphiQL at /graphql."""
+    """Serve GraphiQL at /graphql (off by default in production)."""
 
     log_level: str = "INFO"
     """Python log level name."""
@@ -117,7 +117,7 @@ class Settings:
     empty: same origin only."""
 
     introspection: bool = True
-    """Answer GraphQL introspection queries (turn off in production to hide the schema)."""
+    """Answer GraphQL introspection queries (off by default in production)."""
 
     graphql_max_depth: int = 10
     """Deepest selection a GraphQL operation may nest."""
@@ -198,6 +198,10 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         if choices and value not in choices:
             raise ConfigError(f"{PREFIX}{f.name.upper()} must be one of {', '.join(choices)}")
         values[f.name] = value
+    if values.get("env") == "production":
+        # Production hides the schema unless told otherwise.
+        for name in ("graphiql", "introspection"):
+            values.setdefault(name, False)
     settings = Settings(**values)
     for name in (
         "api_port",

@@ -24,6 +24,10 @@ log = logging.getLogger(__name__)
 GapReader = Callable[[str, str, int], Awaitable[list[Envelope]]]
 
 
+class ReadModelSetupError(RuntimeError):
+    """The read models cannot be set up with the database user's privileges."""
+
+
 @dataclass(frozen=True)
 class Change:
     """A committed change of one aggregate's read model, for the change notices."""
@@ -44,6 +48,13 @@ async def create_tables(
         for projection in projections:
             for ddl in projection.ddl:
                 await conn.execute(ddl)
+        ready = await (await conn.execute(schema.READER_READY)).fetchone()
+        if not (ready and ready[0]):
+            try:
+                for ddl in schema.READER_ROLE_DDL:
+                    await conn.execute(ddl)
+            except psycopg.errors.InsufficientPrivilege as exc:
+                raise ReadModelSetupError(schema.READER_SETUP_HELP) from exc
         for ddl in schema.READER:
             await conn.execute(ddl)
         for projection in projections:

@@ -121,16 +121,26 @@ IDENTITY = [
 #: The role the api reads as: SELECT on `read`, nothing else, bound by row-level security.
 READER_ROLE = "autoops_reader"
 
-READER = [
+#: Whether the role exists and the database user may SET ROLE to it.
+READER_READY = (
+    f"SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{READER_ROLE}')"
+    f" AND pg_has_role(CURRENT_USER, '{READER_ROLE}', 'MEMBER')"
+)
+#: Creating the role takes CREATEROLE; a database user without it needs an administrator to
+#: run these once (see READER_SETUP_HELP).
+READER_ROLE_DDL = [
     f"""
     DO $$ BEGIN
         CREATE ROLE {READER_ROLE} NOLOGIN;
     EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
     END $$""",
-    # Whoever runs the api (the database user) must be able to SET ROLE to the reader.
     f"GRANT {READER_ROLE} TO CURRENT_USER",
-    f"GRANT USAGE ON SCHEMA read TO {READER_ROLE}",
 ]
+READER_SETUP_HELP = (
+    f"the database user cannot create role {READER_ROLE}; as an administrator run: "
+    f"CREATE ROLE {READER_ROLE} NOLOGIN; GRANT {READER_ROLE} TO <the AutoOps database user>;"
+)
+READER = [f"GRANT USAGE ON SCHEMA read TO {READER_ROLE}"]
 
 
 def isolation(table: str) -> list[str]:

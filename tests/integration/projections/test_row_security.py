@@ -8,10 +8,12 @@ import uuid
 
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from projections.applier import ensure_read_models
+from projections.applier import ReadModelSetupError, ensure_read_models
 from projections.registry import PROJECTIONS
-from projections.schema import READER_ROLE
+from projections.schema import READER_ROLE, READER_ROLE_DDL
+from tests.services import fresh_database
 
 
 def test_the_reader_sees_only_the_workspace_its_transaction_names(database_url: str) -> None:
@@ -55,3 +57,30 @@ def test_every_read_model_table_has_row_security(database_url: str) -> None:
             " c.relnamespace WHERE nspname = 'read' AND relkind = 'r' AND relrowsecurity"
         ).fetchall()
     assert sorted(tables) == sorted(r[0] for r in rows if r[0] != "read.projection_tracking")
+
+
+def test_a_database_user_without_createrole_is_told_what_an_administrator_must_run(
+    pg_admin_url: str,
+) -> None:
+    user = f"autoops_limited_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_admin_url, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {user} LOGIN")
+    try:
+        with fresh_database(pg_admin_url) as url:
+            with psycopg.connect(url, autocommit=True) as admin:
+                dbname = conninfo_to_dict(url)["dbname"]
+                admin.execute(f'GRANT CREATE ON DATABASE "{dbname}" TO {user}')
+                admin.execute(f"GRANT CREATE ON SCHEMA public TO {user}")
+            limited = make_conninfo(url, user=user)
+            with pytest.raises(ReadModelSetupError, match=f"GRANT {READER_ROLE} TO"):
+                asyncio.run(ensure_read_models(limited))
+            with psycopg.connect(pg_admin_url, autocommit=True) as admin:
+                for ddl in READER_ROLE_DDL[:1]:  # what the message asks an administrator to run
+                    admin.execute(ddl)
+                admin.execute(f"GRANT {READER_ROLE} TO {user}")
+            asyncio.run(ensure_read_models(limited))  # what the message said was enough
+            with psycopg.connect(url, autocommit=True) as admin:
+                admin.execute(f"DROP OWNED BY {user}")
+    finally:
+        with psycopg.connect(pg_admin_url, autocommit=True) as admin:
+            admin.execute(f"DROP ROLE IF EXISTS {user}")

@@ -100,3 +100,18 @@ def test_insecure_token_settings_refuse_to_start(env: dict[str, str], message: s
 
 def test_the_default_password_hash_cost_is_at_least_12() -> None:
     assert load_settings({}).bcrypt_cost >= 12
+
+
+def test_production_hides_the_schema_unless_told_otherwise() -> None:
+    base = {
+        "AUTOOPS_ENV": "production",
+        "AUTOOPS_DATABASE_URL": "postgresql://h/db",
+        "AUTOOPS_KAFKA_BOOTSTRAP": "k:9092",
+        "AUTOOPS_REDIS_URL": "redis://r",
+        "AUTOOPS_JWT_SECRET": "x" * 40,
+    }
+    hidden = load_settings(base)
+    assert (hidden.graphiql, hidden.introspection) == (False, False)
+    shown = load_settings({**base, "AUTOOPS_INTROSPECTION": "true"})
+    assert shown.introspection is True
+    assert load_settings({}).introspection is True  # development shows it
