@@ -1,13 +1,12 @@
 """Query side: read-model queries, each scoped to the caller's workspace. Never writes events."""
 
 from query_side.errors import BadCursor, QueryError
-from query_side.views import Page, events_after, get_workflow, history, list_workflows
+from query_side.views import Page, get_workflow, history, list_workflows
 
 __all__ = [
     "BadCursor",
     "Page",
     "QueryError",
-    "events_after",
     "get_workflow",
     "history",
     "list_workflows",

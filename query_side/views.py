@@ -17,8 +17,6 @@ from query_side.errors import BadCursor
 
 Row = dict[str, Any]
 MAX_PAGE = 200
-#: Most events one `events_after` call returns (subscription catch-up reads in such pages).
-EVENTS_PAGE = 500
 
 
 @dataclass(frozen=True)
@@ -162,21 +160,3 @@ async def history(
     sql += " ORDER BY version DESC LIMIT %s"
     params.append(size + 1)
     return await page(conn, sql, params, size, lambda r: (r["version"],))
-
-
-async def events_after(
-    conn: psycopg.AsyncConnection[Any],
-    workspace_id: str,
-    workflow_id: UUID,
-    after_version: int,
-    limit: int = EVENTS_PAGE,
-) -> list[Row]:
-    """Events with a version above `after_version`, oldest first (subscription catch-up)."""
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            "SELECT version, type, actor_id, occurred_at, payload FROM read.workflow_history"
-            " WHERE workflow_id = %s AND workspace_id = %s AND version > %s"
-            " ORDER BY version LIMIT %s",
-            (workflow_id, workspace_id, after_version, limit),
-        )
-        return await cur.fetchall()

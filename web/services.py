@@ -24,6 +24,7 @@ from projections.schema import READER_ROLE
 from query_side import views
 from web.auth import LoginLimits, LoginThrottle, Revocations, Tokens
 from web.hub import Hub
+from web.tail import EventTail
 
 
 @dataclass
@@ -34,6 +35,7 @@ class Services:
     pool: AsyncConnectionPool[Any]
     redis: aioredis.Redis
     hub: Hub
+    tail: EventTail
     identity: IdentityService
     tokens: Tokens
     revocations: Revocations
@@ -63,16 +65,14 @@ class Services:
         await pool.open(wait=True, timeout=30)
         redis = aioredis.from_url(settings.redis_url)
 
-        async def fetch(workspace_id: str, workflow_id: UUID, after: int) -> list[dict[str, Any]]:
-            async with scoped(pool, workspace_id) as conn:
-                return await views.events_after(conn, workspace_id, workflow_id, after)
-
         async def version(workspace_id: str, workflow_id: UUID) -> int | None:
             async with scoped(pool, workspace_id) as conn:
                 return await views.workflow_version(conn, workspace_id, workflow_id)
 
-        hub = Hub(redis, fetch, version)
+        hub = Hub(redis, version)
         await hub.start()
+        tail = EventTail(store, settings.database_url, settings.relay_poll_interval_s)
+        await tail.start()
         es_env = eventsourcing_env_for(settings.database_url)
         identity_store = await asyncio.to_thread(IdentityStore, env=es_env)
         identity = await asyncio.to_thread(
@@ -104,7 +104,9 @@ class Services:
                 window_s=settings.login_window_s,
             ),
         )
-        return cls(settings, bus, store, pool, redis, hub, identity, tokens, revocations, throttle)
+        return cls(
+            settings, bus, store, pool, redis, hub, tail, identity, tokens, revocations, throttle
+        )
 
     def reader(self, who: Any) -> Any:
         """A read-only connection that row-level security limits to the caller's workspace
@@ -113,6 +115,7 @@ class Services:
 
     async def close(self) -> None:
         await self.hub.close()
+        await self.tail.close()
         await asyncio.to_thread(self.bus.stop)
         await self.pool.close()
         await self.redis.aclose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -12,10 +13,12 @@ from kafka import KafkaProducer
 from command_side.bus import CommandBus
 from command_side.store import WorkflowStore
 from command_side.workflow import commands as c
+from infra import embedded
 from infra.settings import eventsourcing_env_for
 from tests.graphql_client import GraphQLClient, GraphQLError
 from tests.kafka_read import read_topic
-from tests.stack import Stack
+from tests.stack import Stack, redis_db, running_stack, stack_settings
+from tests.waiting import http_answer, wait_until
 
 CREATE = "mutation($i: CreateWorkflowInput!) { createWorkflow(input: $i) { workflowId version } }"
 ADD = "mutation($i: AddNodeInput!) { addNode(input: $i) { workflowId version nodeId } }"
@@ -363,3 +366,29 @@ async def test_a_burst_larger_than_a_page_reaches_a_live_subscriber_in_order(
         bus.stop()
         store.close()
     assert versions == list(range(2, 1202))
+
+
+async def test_subscribers_get_edits_straight_from_the_event_store(
+    database_url: str, kafka_session: embedded.Service, redis_url: str, tmp_path: Path
+) -> None:
+    """With neither relay nor projector running, edits still reach subscribers at once: the
+    api tails the event store itself (Kafka and the read models are not on this path)."""
+    settings = stack_settings(database_url, kafka_session.url, redis_db(redis_url), tmp_path)
+    with running_stack(settings, ("api",)) as alone:
+        wait_until(lambda: http_answer("GET", f"{alone.url}/health/live"), 60, "api up")
+        client = await GraphQLClient.signed_up(alone.url)
+        try:
+            wid = await create(client)
+            async with client.subscribe(EVENTS, {"id": wid, "after": 0}) as events:
+                first = await asyncio.wait_for(anext(events), 10)
+                assert first["workflowEvents"]["version"] == 1
+                add = """mutation($w: ID!)
+                  { addNode(input: {workflowId: $w, type: "a.b"}) { version } }"""
+                await client.execute(add, {"w": wid})
+                second = await asyncio.wait_for(anext(events), 10)
+                assert (second["workflowEvents"]["version"], second["workflowEvents"]["type"]) == (
+                    2,
+                    "NodeAdded",
+                )
+        finally:
+            await client.close()

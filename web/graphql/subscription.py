@@ -10,13 +10,12 @@ from typing import Any
 import strawberry
 from strawberry.types import Info
 
-from query_side import views
 from web.auth import SECURED
 from web.auth.permissions import unauthenticated
 from web.graphql.context import caller, services
 from web.graphql.errors import not_found, parse_id
-from web.graphql.query import wait_for_version
 from web.graphql.types import WorkflowEvent
+from web.tail import READ_LIMIT
 
 #: How often a live subscription re-checks that its caller still has access.
 ACCESS_CHECK_S = 5.0
@@ -52,36 +51,32 @@ class Subscription:
 
         wid = parse_id(workflow_id)
         key = str(wid)
-        await wait_for_version(svc, who.workspace_id, wid, 1)
-        queue: asyncio.Queue[list[dict[str, Any]]] = asyncio.Queue()
-        async with svc.hub.feed(who.workspace_id, wid) as feed:
-            feed.queues.add(queue)
-            try:
-                async with svc.reader(who) as conn:
-                    if await views.workflow_version(conn, who.workspace_id, wid) is None:
-                        raise not_found(f"workflow {workflow_id}")
-                last = max(after_version, 0)
-                rows = await feed.hub.fetch(who.workspace_id, wid, last)
-                while True:
-                    for row in rows:
-                        while row["version"] > last + 1:  # missed rows: read them first
-                            page = await feed.hub.fetch(who.workspace_id, wid, last)
-                            missing = [m for m in page if m["version"] < row["version"]]
-                            if not missing:
-                                break
-                            for m in missing:
-                                yield WorkflowEvent.from_row(key, m)
-                                last = m["version"]
-                        if row["version"] > last:
-                            yield WorkflowEvent.from_row(key, row)
-                            last = row["version"]
-                    if len(rows) >= views.EVENTS_PAGE:
-                        rows = await feed.hub.fetch(who.workspace_id, wid, last)
-                        continue
-                    try:
-                        rows = await asyncio.wait_for(queue.get(), ACCESS_CHECK_S)
-                    except TimeoutError:
-                        rows = []
-                    await still_allowed()
-            finally:
-                feed.queues.discard(queue)
+        # Straight from the event store: a workflow is watchable the moment it is created.
+        if await svc.tail.workspace_of(wid) != who.workspace_id:
+            raise not_found(f"workflow {workflow_id}")
+        # Watch before reading what was missed: nothing falls in between (repeats are
+        # skipped by version).
+        async with svc.tail.watch(wid) as queue:
+            last = max(after_version, 0)
+            rows = await svc.tail.events_after(wid, last)
+            while True:
+                for row in rows:
+                    while row["version"] > last + 1:  # missed rows: read them from the store
+                        page = await svc.tail.events_after(wid, last)
+                        missed = [m for m in page if m["version"] < row["version"]]
+                        if not missed:
+                            break
+                        for m in missed:
+                            yield WorkflowEvent.from_row(key, m)
+                            last = m["version"]
+                    if row["version"] > last:
+                        yield WorkflowEvent.from_row(key, row)
+                        last = row["version"]
+                if len(rows) >= READ_LIMIT:
+                    rows = await svc.tail.events_after(wid, last)
+                    continue
+                try:
+                    rows = await asyncio.wait_for(queue.get(), ACCESS_CHECK_S)
+                except TimeoutError:
+                    rows = []
+                await still_allowed()
