@@ -54,7 +54,11 @@ _DATA.update(
         "identity.TotpRequested": {},
         "identity.TotpEnabled": {},
         "identity.TotpDisabled": {},
-        "identity.LoginSucceeded": {"method": _STR, "client_address": _STR},
+        "identity.LoginSucceeded": {
+            "method": _STR,
+            "client_address": _STR,
+            "totp_step": {"type": "integer", "minimum": 0},
+        },
         "identity.LoginFailed": {"reason": _STR, "client_address": _STR},
         "identity.WorkspaceCreated": {"name": _STR},
         "identity.MemberAdded": {

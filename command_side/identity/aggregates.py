@@ -90,6 +90,7 @@ class User(Aggregate):
         self.workspaces: list[str] = []
         self.last_workspace: str | None = None
         self.credentials_changed_at = 0.0
+        self.last_totp_step = 0
 
     @event("PasswordChanged")
     def password_changed(
@@ -128,9 +129,16 @@ class User(Aggregate):
 
     @event("LoginSucceeded")
     def login_succeeded(
-        self, method: str, client_address: str, actor_id: str, workspace_id: str
+        self,
+        method: str,
+        client_address: str,
+        actor_id: str,
+        workspace_id: str,
+        totp_step: int = 0,
     ) -> None:
         self.last_workspace = workspace_id
+        # A code signs in once: a later sign-in needs the code of a later time step.
+        self.last_totp_step = max(self.last_totp_step, totp_step)
 
     @event("LoginFailed")
     def login_failed(

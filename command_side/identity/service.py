@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TypeVar
 from uuid import UUID, uuid4
 
@@ -182,20 +183,24 @@ class IdentityService:
             # take as long as for an unknown email, or timing tells which emails exist.
             self._background.submit(self._record_failure, user.id, "password", client)
             raise Unauthenticated("wrong email or password")
+        step = 0
         if user.totp_enabled:
             if not totp_code:
                 raise Unauthenticated("enter the code of your authenticator app", totpRequired=True)
-            if not _totp_ok(user.totp_secret, totp_code):
+            step = _totp_step(user.totp_secret, totp_code)
+            if step <= user.last_totp_step:
                 self._background.submit(self._record_failure, user.id, "totp", client)
                 raise Unauthenticated("the two-factor code is not valid", totpRequired=True)
 
         def attempt() -> Grant:
             fresh = self.store.get(User, user.id)
+            if step and step <= fresh.last_totp_step:  # raced with its twin
+                raise Unauthenticated("the two-factor code was used already", totpRequired=True)
             workspace_id = fresh.sign_in_workspace()
             if workspace_id is None:
                 raise Forbidden("your account belongs to no workspace; ask to be invited")
             workspace = self.store.get(Workspace, UUID(workspace_id))
-            fresh.login_succeeded("password", client, str(fresh.id), workspace_id)
+            fresh.login_succeeded("password", client, str(fresh.id), workspace_id, step)
             session, token = self._start_session(str(fresh.id), workspace_id)
             self.store.save(fresh, session)
             return self._grant(fresh, workspace, session, token)
@@ -476,6 +481,18 @@ class IdentityService:
             self.store.save(user)
 
         _retrying(attempt)
+
+
+def _totp_step(secret: str | None, code: str) -> int:
+    """The time step whose code this is (one step either side of now), 0 when none."""
+    if secret is None:
+        return 0
+    totp, now = pyotp.TOTP(secret), time.time()
+    for offset in (0, -1, 1):
+        at = now + offset * totp.interval
+        if secrets.compare_digest(totp.at(at), code.strip()):
+            return totp.timecode(datetime.fromtimestamp(at, tz=UTC))
+    return 0
 
 
 def _totp_ok(secret: str | None, code: str) -> bool:

@@ -200,7 +200,10 @@ def test_two_factor_needs_a_confirmed_code_then_guards_login(identity: IdentityS
     assert asked.value.details["totpRequired"] == 1
     with pytest.raises(Unauthenticated):
         identity.login("h@example.com", PASSWORD, "123456")
-    assert identity.login("h@example.com", PASSWORD, pyotp.TOTP(secret).now())
+    code = pyotp.TOTP(secret).now()
+    assert identity.login("h@example.com", PASSWORD, code)
+    with pytest.raises(Unauthenticated):  # a code signs in once
+        identity.login("h@example.com", PASSWORD, code)
     identity.disable_totp(grant.user_id, grant.workspace_id, pyotp.TOTP(secret).now())
     assert identity.login("h@example.com", PASSWORD, None)
 
