@@ -109,6 +109,9 @@ class EventTail:
             except (psycopg.Error, OSError) as exc:
                 log.warning("event tail: %s; reconnecting", exc)
                 await asyncio.sleep(self._poll_interval_s)
+            except Exception:  # a bug must not silence every subscription of the process
+                log.exception("event tail failed; restarting it")
+                await asyncio.sleep(self._poll_interval_s)
 
     async def _read(self) -> None:
         while True:

@@ -13,7 +13,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
-from command_side.errors import Forbidden, NotFound, ValidationFailed
+from command_side.errors import Conflict, Forbidden, NotFound, ValidationFailed
 
 ROLES = ("viewer", "editor", "admin", "owner")
 ADDRESS_NAMESPACE = uuid5(NAMESPACE_URL, "https://autoops.dev/address")
@@ -51,18 +51,14 @@ class Address(Aggregate):
 
     def claim(self, user_id: str, actor_id: str, workspace_id: str) -> None:
         if self.user_id is not None:
-            raise_taken(self.email)
+            raise Conflict(
+                f"an account with {self.email} exists already", current_version=0, field="email"
+            )
         self._claimed(user_id, actor_id, workspace_id)
 
     @event("AddressClaimed")
     def _claimed(self, user_id: str, actor_id: str, workspace_id: str) -> None:
         self.user_id = user_id
-
-
-def raise_taken(email: str) -> None:
-    from command_side.errors import Conflict
-
-    raise Conflict(f"an account with {email} exists already", current_version=0, field="email")
 
 
 class User(Aggregate):
