@@ -27,7 +27,7 @@ def plain_saves(store: WorkflowStore, seconds: float) -> float:
         w = Workflow.create(uuid.uuid4(), "plain", "", META)
         store.save(w)
         while time.perf_counter() < deadline:
-            w.add_node("a.b", "", {}, 0, 0, META)
+            w.add_node("data.transform", "", {}, 0, 0, META)
             store.save(w)
             with lock:
                 count += 1
@@ -54,7 +54,7 @@ def command_path(store: WorkflowStore, seconds: float, writers: int = 64) -> flo
         nonlocal count
         i = 0
         while time.perf_counter() < deadline:
-            bus.execute(c.AddNode(workflow_id=ids[(k + i) % 16], node_type="a.b"), META)
+            bus.execute(c.AddNode(workflow_id=ids[(k + i) % 16], node_type="data.transform"), META)
             i += 1
             with lock:
                 count += 1

@@ -52,7 +52,7 @@ async def measure(url: str, editors: int, seconds: float, rate_per_editor: float
             added = await gql(
                 http,
                 "mutation($i: AddNodeInput!) { addNode(input: $i) { nodeId } }",
-                {"i": {"workflowId": wid, "type": "a.b", "nodeId": f"n{i}"}},
+                {"i": {"workflowId": wid, "type": "data.transform", "nodeId": f"n{i}"}},
             )
             nodes.append(added["addNode"]["nodeId"])  # type: ignore[index]
         # The projector may still be joining its consumer group: wait for our own writes.

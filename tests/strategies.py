@@ -32,7 +32,8 @@ def op(workflow_id: UUID) -> st.SearchStrategy[Any]:
             workflow_id=st.just(w),
             node_id=node_ids,
             name=st.text("abcdef ", min_size=1, max_size=8).filter(str.strip),
-            config=st.dictionaries(st.sampled_from(["url", "n"]), st.integers(0, 9)),
+            # Valid for every node type (an invalid one is refused, as the unit tests show).
+            config=st.dictionaries(st.just("notes"), st.text("abc", max_size=4)),
         ),
         st.builds(c.MoveNode, workflow_id=st.just(w), node_id=node_ids, x=coords, y=coords),
         st.builds(c.RemoveNode, workflow_id=st.just(w), node_id=node_ids),

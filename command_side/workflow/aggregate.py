@@ -17,6 +17,7 @@ from eventsourcing.domain import Aggregate, event
 from command_side.errors import NotFound, ValidationFailed
 from command_side.validation import MAX_NAME, check_name
 from command_side.workflow.commands import CommandResult, Meta
+from command_side.workflow.node_types import check_config
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 MAX_DESCRIPTION = 10_000
@@ -171,11 +172,13 @@ class Workflow(Aggregate):
             raise ValidationFailed(f"node {node_id!r} already exists", field="nodeId")
         if not ID_PATTERN.match(node_type):
             raise ValidationFailed("node type must look like 'http.request'", field="type")
+        config = _config(config)
+        check_config(node_type, config)
         self._node_added(
             node_id,
             node_type,
             name.strip()[:MAX_NAME] if name else node_type,
-            _config(config),
+            config,
             _coordinate(x, "x"),
             _coordinate(y, "y"),
             meta.actor_id,
@@ -203,11 +206,12 @@ class Workflow(Aggregate):
     def update_node(
         self, node_id: str, name: str | None, config: dict[str, Any] | None, meta: Meta
     ) -> None:
-        self.node(node_id)
+        node = self.node(node_id)
         if name is None and config is None:
             raise ValidationFailed("nothing to update: give a name or a config", field="input")
         if config is not None:
             config = _config(config)
+            check_config(node["type"], config)
         if name is not None:
             name = check_name(name)
         self._node_updated(

@@ -164,7 +164,8 @@ async def test_no_id_of_another_workspace_is_reachable_through_any_field(stack: 
     mallory = await GraphQLClient.signed_up(stack.url)
     try:
         wid = (await alice.execute(CREATE))["createWorkflow"]["workflowId"]
-        add = 'mutation($w: ID!) { addNode(input: {workflowId: $w, type: "a.b"}) { nodeId } }'
+        add = """mutation($w: ID!)
+          { addNode(input: {workflowId: $w, type: "data.transform"}) { nodeId } }"""
         node = (await alice.execute(add, {"w": wid}))["addNode"]["nodeId"]
         other = (await alice.execute(add, {"w": wid}))["addNode"]["nodeId"]
         connect = """mutation($w: ID!, $s: ID!, $t: ID!)

@@ -160,13 +160,13 @@ async def test_time_travel_rebuilds_any_past_version(client: GraphQLClient) -> N
     wid = await create(client, "before")
     node = await add(client, wid)
     await client.execute(
-        UPDATE, {"i": {"workflowId": wid, "nodeId": node["nodeId"], "config": {"retries": 3}}}
+        UPDATE, {"i": {"workflowId": wid, "nodeId": node["nodeId"], "config": {"timeout_s": 3}}}
     )
     await client.execute(REMOVE, {"i": {"workflowId": wid, "nodeId": node["nodeId"]}})
     await client.execute(RENAME, {"i": {"workflowId": wid, "name": "after"}})
     past = (await client.execute(WORKFLOW, {"id": wid, "at": 3}))["workflow"]
     assert past["name"] == "before" and past["version"] == 3
-    assert past["nodes"][0]["config"] == {"retries": 3}
+    assert past["nodes"][0]["config"] == {"timeout_s": 3}
     now = (await client.execute(WORKFLOW, {"id": wid, "at": 5}))["workflow"]
     assert now["name"] == "after" and now["nodes"] == []
     with pytest.raises(GraphQLError) as info:
@@ -207,6 +207,8 @@ BAD_INPUTS = [
     (RENAME, {"name": "  "}, "VALIDATION"),
     (ADD, {"type": "bad type!"}, "VALIDATION"),
     (ADD, {"type": "http.request", "config": [1, 2]}, "VALIDATION"),
+    (ADD, {"type": "no.such"}, "VALIDATION"),
+    (ADD, {"type": "http.request", "config": {"method": "FETCH"}}, "VALIDATION"),
     (UPDATE, {"nodeId": "ghost", "name": "x"}, "NOT_FOUND"),
     (MOVE, {"nodeId": "ghost", "x": 1, "y": 1}, "NOT_FOUND"),
     (REMOVE, {"nodeId": "ghost"}, "NOT_FOUND"),
@@ -354,7 +356,7 @@ async def test_a_burst_larger_than_a_page_reaches_a_live_subscriber_in_order(
     try:
         async with client.subscribe(EVENTS, {"id": wid, "after": 1}) as events:
             futures = [
-                bus.submit(c.AddNode(workflow_id=UUID(wid), node_type="a.b"), meta)
+                bus.submit(c.AddNode(workflow_id=UUID(wid), node_type="data.transform"), meta)
                 for _ in range(1200)
             ]
             await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
@@ -383,7 +385,7 @@ async def test_subscribers_get_edits_straight_from_the_event_store(
                 first = await asyncio.wait_for(anext(events), 10)
                 assert first["workflowEvents"]["version"] == 1
                 add = """mutation($w: ID!)
-                  { addNode(input: {workflowId: $w, type: "a.b"}) { version } }"""
+                  { addNode(input: {workflowId: $w, type: "data.transform"}) { version } }"""
                 await client.execute(add, {"w": wid})
                 second = await asyncio.wait_for(anext(events), 10)
                 assert (second["workflowEvents"]["version"], second["workflowEvents"]["type"]) == (

@@ -41,7 +41,9 @@ def load(store: WorkflowStore, workflows: int, edits: int, stop: threading.Event
         for i in range(edits):
             if stop.is_set():
                 return
-            bus.execute(c.AddNode(workflow_id=ids[(k + i) % workflows], node_type="a.b"), META)
+            bus.execute(
+                c.AddNode(workflow_id=ids[(k + i) % workflows], node_type="data.transform"), META
+            )
 
     threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
     for t in threads:

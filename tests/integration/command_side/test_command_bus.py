@@ -67,8 +67,8 @@ def test_expected_version_rebases_unrelated_edits_and_refuses_real_conflicts(
     bus: CommandBus,
 ) -> None:
     wid = bus.execute(c.CreateWorkflow(name="w"), META).workflow_id
-    a = bus.execute(c.AddNode(workflow_id=wid, node_type="x.y", node_id="a"), META)
-    bus.execute(c.AddNode(workflow_id=wid, node_type="x.y", node_id="b"), META)
+    a = bus.execute(c.AddNode(workflow_id=wid, node_type="data.transform", node_id="a"), META)
+    bus.execute(c.AddNode(workflow_id=wid, node_type="data.transform", node_id="b"), META)
     seen = a.version + 1
     bus.execute(c.RemoveNode(workflow_id=wid, node_id="a", expected_version=seen), META)
     moved = bus.execute(
@@ -115,8 +115,8 @@ def test_two_processes_racing_rebase_or_conflict(
 ) -> None:
     first, second = two_processes
     wid = first.execute(c.CreateWorkflow(name="w"), META).workflow_id
-    first.execute(c.AddNode(workflow_id=wid, node_type="x.y", node_id="a"), META)
-    second.execute(c.AddNode(workflow_id=wid, node_type="x.y", node_id="b"), META)
+    first.execute(c.AddNode(workflow_id=wid, node_type="data.transform", node_id="a"), META)
+    second.execute(c.AddNode(workflow_id=wid, node_type="data.transform", node_id="b"), META)
     # `first` has a stale cache now: its write races, is retried and rebased.
     result = first.execute(c.MoveNode(workflow_id=wid, node_id="a", x=3, y=4), META)
     assert result.version == 4
@@ -130,7 +130,7 @@ def test_long_lived_workflows_are_snapshotted_and_load_the_same(
 ) -> None:
     wid = bus.execute(c.CreateWorkflow(name="w"), META).workflow_id
     for i in range(store.snapshot_every + 5):
-        bus.execute(c.AddNode(workflow_id=wid, node_type="a.b", node_id=f"n{i}"), META)
+        bus.execute(c.AddNode(workflow_id=wid, node_type="data.transform", node_id=f"n{i}"), META)
     fresh = WorkflowStore(env=eventsourcing_env_for(database_url))
     assert fresh.snapshots is not None
     assert len(list(fresh.snapshots.get(wid))) == 1
@@ -146,7 +146,7 @@ def test_a_batch_retried_after_a_race_does_not_conflict_with_itself(
     wid = first.execute(c.CreateWorkflow(name="w"), META).workflow_id
     second.execute(c.RenameWorkflow(workflow_id=wid, name="elsewhere"), META)
     first.stop()  # drive one batch by hand: add a node, then edit it, on a stale cache
-    add = _Pending(c.AddNode(workflow_id=wid, node_type="a.b", node_id="n"), META)
+    add = _Pending(c.AddNode(workflow_id=wid, node_type="data.transform", node_id="n"), META)
     edit = _Pending(c.UpdateNode(workflow_id=wid, node_id="n", name="edited"), META)
     first._commit_batch([add, edit])
     assert add.future.result(5).version == 3

@@ -130,7 +130,8 @@ def test_replay_of_one_projection_leaves_the_others_alone(database_url: str) -> 
         c.CreateWorkflow(name="w"), c.Meta(actor_id="u", workspace_id="ws")
     ).workflow_id
     bus.execute(
-        c.AddNode(workflow_id=wid, node_type="a.b"), c.Meta(actor_id="u", workspace_id="ws")
+        c.AddNode(workflow_id=wid, node_type="data.transform"),
+        c.Meta(actor_id="u", workspace_id="ws"),
     )
     bus.stop()
     env = eventsourcing_env_for(database_url)

@@ -12,8 +12,8 @@ META = Meta(actor_id="bob", workspace_id="ws")
 
 def events_of(build):  # type: ignore[no-untyped-def]
     w = Workflow.create(uuid4(), "w", "", META)
-    a = w.add_node("x.y", "", {}, 0, 0, META, node_id="a")
-    b = w.add_node("x.y", "", {}, 0, 0, META, node_id="b")
+    a = w.add_node("data.transform", "", {}, 0, 0, META, node_id="a")
+    b = w.add_node("data.transform", "", {}, 0, 0, META, node_id="b")
     w.collect_events()
     build(w, a, b)
     return w.id, w.collect_events()
@@ -37,7 +37,7 @@ def test_two_moves_of_one_node_do_not_conflict_last_writer_wins() -> None:
 
 
 def test_concurrent_content_edits_of_one_node_conflict() -> None:
-    wid, events = events_of(lambda w, a, b: w.update_node(a, None, {"k": 1}, META))
+    wid, events = events_of(lambda w, a, b: w.update_node(a, None, {"notes": "1"}, META))
     assert rebase.overlap(c.UpdateNode(workflow_id=wid, node_id="a", config={}), events)
 
 

@@ -118,10 +118,28 @@ def test_oversized_or_non_json_configs_are_refused() -> None:
     w = new_workflow()
     w.collect_events()
     with pytest.raises(ValidationFailed, match="limit"):
-        w.add_node("http.request", "", {"blob": "x" * 70_000}, 0, 0, META)
+        w.add_node("http.request", "", {"notes": "x" * 70_000}, 0, 0, META)
     with pytest.raises(ValidationFailed):
-        w.add_node("http.request", "", {"when": object()}, 0, 0, META)
-    node = w.add_node("http.request", "", {"ok": True}, 0, 0, META)
+        w.add_node("http.request", "", {"notes": object()}, 0, 0, META)
+    node = w.add_node("http.request", "", {"notes": "ok"}, 0, 0, META)
     with pytest.raises(ValidationFailed):
-        w.update_node(node, None, {"blob": "x" * 70_000}, META)
+        w.update_node(node, None, {"notes": "x" * 70_000}, META)
     assert len(w.collect_events()) == 1
+
+
+def test_configs_must_fit_their_node_type_but_may_be_incomplete_while_edited() -> None:
+    w = new_workflow()
+    w.collect_events()
+    with pytest.raises(ValidationFailed, match="unknown node type"):
+        w.add_node("made.up", "", {}, 0, 0, META)
+    with pytest.raises(ValidationFailed, match="method"):
+        w.add_node("http.request", "", {"method": "FETCH"}, 0, 0, META)
+    with pytest.raises(ValidationFailed, match="'verb' was unexpected"):
+        w.add_node("http.request", "", {"verb": "GET"}, 0, 0, META)
+    with pytest.raises(ValidationFailed, match=r"at retry\.max_attempts"):
+        w.add_node("http.request", "", {"retry": {"max_attempts": 0}}, 0, 0, META)
+    draft = w.add_node("http.request", "", {}, 0, 0, META)  # no url yet: a draft may wait
+    with pytest.raises(ValidationFailed, match="temperature"):
+        w.update_node(draft, None, {"temperature": 3}, META)  # not an http.request key
+    w.update_node(draft, None, {"url": "https://example.com/{{ inputs.id }}"}, META)
+    assert len(w.collect_events()) == 2

@@ -18,10 +18,10 @@ META = Meta(actor_id="alice", workspace_id="ws", client_op_id="op")
 
 def test_every_event_type_has_a_schema_and_envelopes_match_it() -> None:
     w = Workflow.create(uuid4(), "w", "d", META)
-    a = w.add_node("x.y", "", {"k": [1]}, 1, 2, META)
-    b = w.add_node("x.y", "", {}, 1, 2, META)
+    a = w.add_node("data.transform", "", {"fields": {"k": [1]}}, 1, 2, META)
+    b = w.add_node("data.transform", "", {}, 1, 2, META)
     e = w.connect(a, b, "yes", "x > 1", META)
-    w.update_node(a, "n", {"k": 2}, META)
+    w.update_node(a, "n", {"fields": {"k": 2}}, META)
     w.move_node(a, 3, 4, META)
     w.rename("v", META)
     w.change_description("dd", META)

@@ -1,0 +1,244 @@
+"""The catalog of node types: category, description, runner pool and the JSON Schema of each
+type's config.
+
+Edits check a config's shape (known keys, right types) but not its completeness, so a draft
+can hold a half-configured node the way an editor is used; `validateWorkflow` and starting an
+execution check the whole schema, required keys included.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
+
+from command_side.errors import ValidationFailed
+
+_STR: dict[str, Any] = {"type": "string"}
+_TEMPLATE = {"type": "string", "description": "a template over inputs, steps, vars, execution"}
+_RETRY = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "max_attempts": {"type": "integer", "minimum": 1, "maximum": 100},
+        "initial_interval_s": {"type": "number", "exclusiveMinimum": 0},
+        "backoff": {"type": "number", "minimum": 1},
+        "max_interval_s": {"type": "number", "exclusiveMinimum": 0},
+        "non_retryable": {"type": "array", "items": _STR},
+    },
+}
+#: Keys every node type takes.
+_COMMON: dict[str, Any] = {
+    "notes": {"type": "string", "maxLength": 10_000},
+    "retry": _RETRY,
+    "timeout_s": {"type": "number", "exclusiveMinimum": 0},
+}
+
+
+@dataclass(frozen=True)
+class NodeType:
+    type: str
+    category: str
+    description: str
+    properties: dict[str, Any]
+    required: tuple[str, ...] = ()
+    pool: str = "default"
+
+    @property
+    def schema(self) -> dict[str, Any]:
+        """The JSON Schema (draft 2020-12) of a complete config of this type."""
+        return {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "title": self.type,
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {**_COMMON, **self.properties},
+            "required": list(self.required),
+        }
+
+
+def _t(kind: str, description: str, required: tuple[str, ...] = (), **properties: Any) -> NodeType:
+    return NodeType(kind, kind.split(".", 1)[0], description, properties, required)
+
+
+_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+_FORMATS = {"enum": ["csv", "json", "text"]}
+
+NODE_TYPES: dict[str, NodeType] = {
+    t.type: t
+    for t in (
+        _t(
+            "trigger.manual",
+            "Start by hand or through startExecution.",
+            inputs_schema={"type": "object"},
+        ),
+        _t(
+            "trigger.cron",
+            "Start on a cron schedule in a time zone.",
+            ("expression",),
+            expression=_STR,
+            timezone={"type": "string", "default": "UTC"},
+        ),
+        _t(
+            "trigger.webhook",
+            "Start on POST /hooks/{workspace}/{path}; answers with the execution id.",
+            ("path",),
+            path={"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+            secret=_STR,
+        ),
+        _t(
+            "control.if",
+            "Branch on a condition: edges labelled true / false.",
+            ("condition",),
+            condition=_TEMPLATE,
+        ),
+        _t(
+            "control.switch",
+            "Branch on a value: edges labelled with a case, or default.",
+            ("value", "cases"),
+            value=_TEMPLATE,
+            cases={"type": "array", "items": _STR, "minItems": 1, "uniqueItems": True},
+        ),
+        _t(
+            "control.loop",
+            "Run the body for each item of a list, a few at a time.",
+            ("items",),
+            items=_TEMPLATE,
+            concurrency={"type": "integer", "minimum": 1, "maximum": 100, "default": 1},
+            body_workflow_id=_STR,
+        ),
+        _t(
+            "control.merge",
+            "Wait for all (or any) incoming branches.",
+            mode={"enum": ["all", "any"], "default": "all"},
+        ),
+        _t(
+            "control.delay",
+            "Wait a number of seconds, or until a time.",
+            seconds={"type": "number", "minimum": 0},
+            until=_TEMPLATE,
+        ),
+        _t(
+            "control.subworkflow",
+            "Run another workflow and wait for its outputs.",
+            ("workflow_id",),
+            workflow_id=_STR,
+            version={"type": "integer", "minimum": 1},
+            inputs={"type": "object"},
+        ),
+        _t(
+            "control.stop",
+            "End the execution: succeed, or fail with a message.",
+            outcome={"enum": ["succeed", "fail"], "default": "succeed"},
+            message=_TEMPLATE,
+        ),
+        _t(
+            "http.request",
+            "Call an HTTP API; a JSON body is parsed.",
+            ("url",),
+            method={"enum": _METHODS, "default": "GET"},
+            url=_TEMPLATE,
+            headers={"type": "object", "additionalProperties": _STR},
+            query={"type": "object", "additionalProperties": _STR},
+            body={},
+            auth={
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {"credential": _STR},
+                "required": ["credential"],
+            },
+        ),
+        _t(
+            "sql.query",
+            "Run a parameterised query on PostgreSQL through a workspace credential.",
+            ("credential", "query"),
+            credential=_STR,
+            query=_STR,
+            parameters={"type": "array"},
+        ),
+        _t(
+            "data.transform",
+            "Build an object from templates.",
+            fields={"type": "object", "additionalProperties": {}},
+        ),
+        _t(
+            "data.filter",
+            "Keep the items of a list for which a condition holds.",
+            ("items", "condition"),
+            items=_TEMPLATE,
+            condition=_TEMPLATE,
+        ),
+        _t(
+            "file.read",
+            "Read CSV, JSON or text from the artifact store.",
+            ("path",),
+            path=_TEMPLATE,
+            format=_FORMATS,
+        ),
+        _t(
+            "file.write",
+            "Write CSV, JSON or text to the artifact store.",
+            ("path", "content"),
+            path=_TEMPLATE,
+            format=_FORMATS,
+            content={},
+        ),
+        _t(
+            "ai.llm",
+            "Ask a language model (any OpenAI-compatible endpoint).",
+            ("prompt",),
+            prompt=_TEMPLATE,
+            system=_TEMPLATE,
+            model=_STR,
+            temperature={"type": "number", "minimum": 0, "maximum": 2},
+            json_output={"type": "boolean"},
+            credential=_STR,
+        ),
+        _t(
+            "ai.extract",
+            "Extract fields described in plain words from text, as JSON.",
+            ("text", "fields"),
+            text=_TEMPLATE,
+            fields={"type": "object", "additionalProperties": _STR, "minProperties": 1},
+            model=_STR,
+            credential=_STR,
+        ),
+    )
+}
+
+
+@cache
+def _validator(node_type: str, complete: bool) -> Draft202012Validator:
+    schema = NODE_TYPES[node_type].schema
+    if not complete:
+        schema = {**schema, "required": []}
+    return Draft202012Validator(schema)
+
+
+def config_errors(node_type: str, config: dict[str, Any], complete: bool = True) -> list[str]:
+    """What is wrong with a config of `node_type`, one message per problem."""
+    if node_type not in NODE_TYPES:
+        return [f"unknown node type {node_type!r}"]
+    messages = []
+    for error in sorted(_validator(node_type, complete).iter_errors(config), key=str):
+        where = ".".join(str(p) for p in error.absolute_path)
+        messages.append(f"{where}: {error.message}" if where else error.message)
+    return messages
+
+
+def check_config(node_type: str, config: dict[str, Any]) -> None:
+    """VALIDATION unless the type is known and the config has the right shape (it may still
+    lack required keys: a draft is edited a field at a time)."""
+    if node_type not in NODE_TYPES:
+        known = ", ".join(sorted(NODE_TYPES))
+        raise ValidationFailed(f"unknown node type {node_type!r}; known: {known}", field="type")
+    error = best_match(_validator(node_type, complete=False).iter_errors(config))
+    if error is not None:
+        where = ".".join(str(p) for p in error.absolute_path)
+        raise ValidationFailed(
+            f"config of {node_type} is invalid{' at ' + where if where else ''}: {error.message}",
+            field="config",
+        )
