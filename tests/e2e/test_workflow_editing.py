@@ -394,3 +394,54 @@ async def test_subscribers_get_edits_straight_from_the_event_store(
                 )
         finally:
             await client.close()
+
+
+async def test_node_types_list_their_schemas_and_validation_reports_every_problem(
+    client: GraphQLClient,
+) -> None:
+    listed = (await client.execute("{ nodeTypes { type category pool configSchema } }"))[
+        "nodeTypes"
+    ]
+    by_type = {t["type"]: t for t in listed}
+    for expected in (
+        "trigger.manual",
+        "trigger.cron",
+        "trigger.webhook",
+        "control.if",
+        "control.switch",
+        "control.loop",
+        "control.merge",
+        "control.delay",
+        "control.subworkflow",
+        "control.stop",
+        "http.request",
+        "sql.query",
+        "data.transform",
+        "data.filter",
+        "file.read",
+        "file.write",
+        "ai.llm",
+        "ai.extract",
+    ):
+        assert expected in by_type, expected
+    assert by_type["http.request"]["configSchema"]["required"] == ["url"]
+    assert by_type["control.if"]["category"] == "control"
+
+    wid = await create(client)
+    start = (await add(client, wid, "trigger.manual"))["nodeId"]
+    fetch = (await add(client, wid, "http.request"))["nodeId"]  # no url yet
+    a, b, orphan = [(await add(client, wid, "data.transform"))["nodeId"] for _ in range(3)]
+    for source, target in ((start, fetch), (fetch, a), (a, b), (b, a)):
+        await client.execute(
+            CONNECT, {"i": {"workflowId": wid, "sourceId": source, "targetId": target}}
+        )
+    query = """query($id: ID!, $v: Int) { validateWorkflow(id: $id, atLeastVersion: $v)
+      { valid problems { code message nodeIds } } }"""
+    report = (await client.execute(query, {"id": wid, "v": 10}))["validateWorkflow"]
+    assert report["valid"] is False
+    assert {(p["code"], tuple(p["nodeIds"])) for p in report["problems"]} == {
+        ("CYCLE", tuple(sorted((a, b)))),
+        ("UNREACHABLE", (orphan,)),
+        ("INVALID_CONFIG", (fetch,)),
+    }
+    assert any("url" in p["message"] for p in report["problems"])

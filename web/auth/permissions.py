@@ -39,6 +39,8 @@ PERMISSIONS: dict[str, str] = {
     "Query.workflows": "viewer",
     "Query.workflow": "viewer",
     "Query.workflowHistory": "viewer",
+    "Query.nodeTypes": "viewer",
+    "Query.validateWorkflow": "viewer",
     "Subscription.workflowEvents": "viewer",
     "Mutation.createWorkflow": "editor",
     "Mutation.renameWorkflow": "editor",

@@ -23,10 +23,11 @@ from web.graphql.account_query import AccountQuery
 from web.graphql.cost import CostLimiter
 from web.graphql.errors import MaskInternalErrors, label_client_errors
 from web.graphql.mutation import WorkflowMutation
+from web.graphql.node_types import NodeTypeQuery
 from web.graphql.query import WorkflowQuery
 from web.graphql.subscription import Subscription
 
-Query = merge_types("Query", (AccountQuery, WorkflowQuery))
+Query = merge_types("Query", (AccountQuery, WorkflowQuery, NodeTypeQuery))
 Mutation = merge_types("Mutation", (AccountMutation, WorkflowMutation))
 
 

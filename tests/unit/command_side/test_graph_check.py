@@ -1,0 +1,90 @@
+"""validateWorkflow's graph check: every problem at once, each naming its nodes."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from command_side.workflow.graph_check import check_graph
+
+NAMES = [f"n{i}" for i in range(8)]
+
+
+def on_a_cycle(edges: set[tuple[str, str]], node: str) -> bool:
+    """Brute force: can `node` reach itself?"""
+    seen, frontier = set(), [t for s, t in edges if s == node]
+    while frontier:
+        current = frontier.pop()
+        if current == node:
+            return True
+        if current not in seen:
+            seen.add(current)
+            frontier += [t for s, t in edges if s == current]
+    return False
+
+
+graphs = st.tuples(
+    st.lists(st.sampled_from(NAMES), min_size=1, max_size=8, unique=True),
+    st.sets(st.tuples(st.sampled_from(NAMES), st.sampled_from(NAMES)), max_size=20),
+)
+
+
+@given(graphs, st.data())
+def test_cycles_are_exactly_the_nodes_that_reach_themselves(graph, data) -> None:  # type: ignore[no-untyped-def]
+    names, raw_edges = graph
+    edges = {(s, t) for s, t in raw_edges if s in names and t in names}
+    trigger = data.draw(st.sampled_from(names))
+    nodes = {
+        n: {"type": "trigger.manual" if n == trigger else "data.transform", "config": {}}
+        for n in names
+    }
+    problems = check_graph(nodes, edges)
+    in_cycles = {n for p in problems if p.code == "CYCLE" for n in p.node_ids}
+    assert in_cycles == {n for n in names if on_a_cycle(edges, n)}
+
+
+@given(graphs, st.data())
+def test_unreachable_nodes_are_exactly_those_no_trigger_leads_to(graph, data) -> None:  # type: ignore[no-untyped-def]
+    names, raw_edges = graph
+    edges = {(s, t) for s, t in raw_edges if s in names and t in names}
+    triggers = set(data.draw(st.lists(st.sampled_from(names), min_size=1, unique=True)))
+    nodes = {
+        n: {"type": "trigger.manual" if n in triggers else "data.transform", "config": {}}
+        for n in names
+    }
+    reached = set(triggers)
+    for _ in names:
+        reached |= {t for s, t in edges if s in reached}
+    problems = check_graph(nodes, edges)
+    unreachable = {n for p in problems if p.code == "UNREACHABLE" for n in p.node_ids}
+    assert unreachable == set(names) - reached
+
+
+def test_a_cycle_through_a_loop_node_is_allowed_and_every_problem_is_reported() -> None:
+    nodes = {
+        "start": {"type": "trigger.manual", "config": {}},
+        "each": {"type": "control.loop", "config": {"items": "{{ inputs.rows }}"}},
+        "body": {"type": "data.transform", "config": {}},
+        "a": {"type": "data.transform", "config": {}},
+        "b": {"type": "data.transform", "config": {}},
+        "fetch": {"type": "http.request", "config": {}},
+        "orphan": {"type": "data.transform", "config": {}},
+    }
+    edges = [
+        ("start", "each"),
+        ("each", "body"),
+        ("body", "each"),  # the loop's body returns to it: fine
+        ("start", "a"),
+        ("a", "b"),
+        ("b", "a"),  # a plain cycle: not fine
+        ("b", "fetch"),
+    ]
+    problems = {(p.code, p.node_ids) for p in check_graph(nodes, edges)}
+    assert problems == {
+        ("CYCLE", ("a", "b")),
+        ("UNREACHABLE", ("orphan",)),
+        ("INVALID_CONFIG", ("fetch",)),  # no url
+    }
+    assert [p.code for p in check_graph({"x": {"type": "data.transform"}}, [])] == [
+        "MISSING_TRIGGER"
+    ]
