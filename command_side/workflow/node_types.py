@@ -11,11 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from croniter import croniter
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
 from command_side.errors import ValidationFailed
+from command_side.workflow.templates import template_errors
 
 _STR: dict[str, Any] = {"type": "string"}
 _TEMPLATE = {"type": "string", "description": "a template over inputs, steps, vars, execution"}
@@ -226,7 +229,23 @@ def config_errors(node_type: str, config: dict[str, Any], complete: bool = True)
     for error in sorted(_validator(node_type, complete).iter_errors(config), key=str):
         where = ".".join(str(p) for p in error.absolute_path)
         messages.append(f"{where}: {error.message}" if where else error.message)
-    return messages
+    return messages + template_errors(config) + _meaning_errors(node_type, config)
+
+
+def _meaning_errors(node_type: str, config: dict[str, Any]) -> list[str]:
+    """What a schema cannot say: a cron expression that parses, a time zone that exists."""
+    errors = []
+    if node_type == "trigger.cron":
+        expression = config.get("expression")
+        if isinstance(expression, str) and not croniter.is_valid(expression):
+            errors.append(f"expression: {expression!r} is not a cron expression")
+        zone = config.get("timezone")
+        if isinstance(zone, str):
+            try:
+                ZoneInfo(zone)
+            except (ZoneInfoNotFoundError, ValueError):
+                errors.append(f"timezone: {zone!r} is not a time zone")
+    return errors
 
 
 def check_config(node_type: str, config: dict[str, Any]) -> None:
@@ -242,3 +261,6 @@ def check_config(node_type: str, config: dict[str, Any]) -> None:
             f"config of {node_type} is invalid{' at ' + where if where else ''}: {error.message}",
             field="config",
         )
+    problems = template_errors(config) + _meaning_errors(node_type, config)
+    if problems:
+        raise ValidationFailed(f"config of {node_type} is invalid: {problems[0]}", field="config")

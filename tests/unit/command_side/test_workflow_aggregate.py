@@ -141,5 +141,16 @@ def test_configs_must_fit_their_node_type_but_may_be_incomplete_while_edited() -
     draft = w.add_node("http.request", "", {}, 0, 0, META)  # no url yet: a draft may wait
     with pytest.raises(ValidationFailed, match="temperature"):
         w.update_node(draft, None, {"temperature": 3}, META)  # not an http.request key
+    with pytest.raises(ValidationFailed, match="url: template does not parse"):
+        w.update_node(draft, None, {"url": "https://example.com/{{ inputs.id"}, META)
     w.update_node(draft, None, {"url": "https://example.com/{{ inputs.id }}"}, META)
-    assert len(w.collect_events()) == 2
+    with pytest.raises(ValidationFailed, match="not a cron expression"):
+        w.add_node("trigger.cron", "", {"expression": "every day"}, 0, 0, META)
+    with pytest.raises(ValidationFailed, match="not a time zone"):
+        w.add_node(
+            "trigger.cron", "", {"expression": "0 9 * * 1-5", "timezone": "Mars/Base"}, 0, 0, META
+        )
+    w.add_node(
+        "trigger.cron", "", {"expression": "0 9 * * 1-5", "timezone": "Europe/Paris"}, 0, 0, META
+    )
+    assert len(w.collect_events()) == 3

@@ -1,0 +1,51 @@
+"""Templates in configs: typed single expressions, text, the sandbox and its limits."""
+
+from __future__ import annotations
+
+import pytest
+
+from command_side.workflow.templates import TemplateFailed, render, template_errors
+
+CONTEXT = {
+    "inputs": {"name": "Ada", "ids": [1, 2, 3]},
+    "steps": {"fetch": {"output": {"status": 200, "body": {"items": ["a", "b"]}}}},
+    "vars": {"limit": 10},
+    "execution": {"id": "e1"},
+}
+
+
+def test_one_expression_keeps_its_type_and_text_renders() -> None:
+    config = {
+        "items": "{{ steps.fetch.output.body.items }}",
+        "count": "{{ inputs.ids | length }}",
+        "greeting": "Hello {{ inputs.name }} ({{ execution.id }})",
+        "nested": [{"n": "{{ vars.limit * 2 }}"}, "plain"],
+    }
+    assert render(config, CONTEXT) == {
+        "items": ["a", "b"],
+        "count": 3,
+        "greeting": "Hello Ada (e1)",
+        "nested": [{"n": 20}, "plain"],
+    }
+
+
+@pytest.mark.parametrize(
+    ("template", "reason"),
+    [
+        ("{{ inputs.missing }}", "no attribute 'missing'"),
+        ("Hi {{ nobody }}", "'nobody' is undefined"),
+        ("{{ inputs.__class__.__mro__ }}", "unsafe|undefined|access"),
+        ("{{ ''.__class__ }}", "unsafe|undefined|access"),
+        ("{{ 'x' * 100000000 }}", "limit"),
+        ("{{ 10 ** 100000 }}", "exponent"),
+    ],
+)
+def test_unsafe_or_broken_templates_fail_naming_the_key(template: str, reason: str) -> None:
+    with pytest.raises(TemplateFailed, match=reason) as failed:
+        render({"url": template}, CONTEXT)
+    assert failed.value.path == "url"
+
+
+def test_syntax_errors_are_found_before_anything_runs() -> None:
+    errors = template_errors({"url": "{{ inputs.id", "headers": {"x": "{% if %}"}, "ok": "a"})
+    assert [e.split(":")[0] for e in errors] == ["url", "headers.x"]
