@@ -1,0 +1,25 @@
+"""The execution context: how a workflow runs (the orchestrator's pure decisions first)."""
+
+from command_side.execution.decide import (
+    Edge,
+    Finish,
+    Plan,
+    RetryPolicy,
+    Schedule,
+    Skip,
+    Step,
+    decide,
+    retry_policy,
+)
+
+__all__ = [
+    "Edge",
+    "Finish",
+    "Plan",
+    "RetryPolicy",
+    "Schedule",
+    "Skip",
+    "Step",
+    "decide",
+    "retry_policy",
+]

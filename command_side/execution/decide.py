@@ -1,0 +1,179 @@
+"""The orchestrator's decision: given a pinned workflow graph and what its steps did so far,
+what happens next. Pure: no I/O, no clock of its own (`now` is given).
+
+Edges carry control flow. An edge is *live* when its source succeeded and the edge's label
+is the branch the source took (if/switch choose one; other nodes take the unlabelled and
+`true`-less edges), or when its source failed for good and the edge is labelled `error`.
+It is *dead* when its source was skipped, or took another branch. A node runs once every
+incoming edge is decided and one is live (a `control.merge` in mode `any` runs on the first
+live one); when every incoming edge is dead it is skipped, and so on downstream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+ERROR_LABEL = "error"
+TERMINAL = frozenset({"succeeded", "failed", "skipped"})
+#: Attempts a node type gets unless its config's `retry` says otherwise.
+DEFAULT_ATTEMPTS = {"http.request": 3, "sql.query": 2, "ai.llm": 3, "ai.extract": 3}
+
+
+@dataclass(frozen=True)
+class Edge:
+    source: str
+    target: str
+    label: str | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The graph an execution runs: pinned when it starts, never changed after."""
+
+    nodes: Mapping[str, Mapping[str, Any]]  # id → {"type", "config"}
+    edges: Sequence[Edge]
+    start: str  # the trigger that started it
+
+    def incoming(self, node_id: str) -> list[Edge]:
+        return [e for e in self.edges if e.target == node_id]
+
+    def outgoing(self, node_id: str) -> list[Edge]:
+        return [e for e in self.edges if e.source == node_id]
+
+
+@dataclass
+class Step:
+    """What one node did so far."""
+
+    status: str = "pending"  # pending, scheduled, succeeded, failed, skipped
+    attempt: int = 0
+    output: Any = None
+    error: dict[str, Any] | None = None  # {"type", "message"}
+    branch: str | None = None  # for if/switch: the label it chose
+
+
+@dataclass(frozen=True)
+class Schedule:
+    node_id: str
+    attempt: int
+    not_before: float  # retries wait their backoff
+
+
+@dataclass(frozen=True)
+class Skip:
+    node_id: str
+
+
+@dataclass(frozen=True)
+class Finish:
+    status: str  # SUCCEEDED or FAILED
+    error: str | None = None
+
+
+Action = Schedule | Skip | Finish
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 1
+    initial_interval_s: float = 1.0
+    backoff: float = 2.0
+    max_interval_s: float = 60.0
+    non_retryable: tuple[str, ...] = field(default_factory=tuple)
+
+    def delay(self, attempt: int) -> float:
+        """Wait before attempt `attempt + 1`, after `attempt` failed."""
+        return min(self.initial_interval_s * self.backoff ** (attempt - 1), self.max_interval_s)
+
+
+def retry_policy(node: Mapping[str, Any]) -> RetryPolicy:
+    given = dict((node.get("config") or {}).get("retry") or {})
+    return RetryPolicy(
+        max_attempts=int(given.get("max_attempts", DEFAULT_ATTEMPTS.get(node["type"], 1))),
+        initial_interval_s=float(given.get("initial_interval_s", 1.0)),
+        backoff=float(given.get("backoff", 2.0)),
+        max_interval_s=float(given.get("max_interval_s", 60.0)),
+        non_retryable=tuple(given.get("non_retryable", ())),
+    )
+
+
+def decide(plan: Plan, steps: Mapping[str, Step], now: float) -> list[Action]:
+    """Everything that should happen now; empty while steps are running."""
+    actions: list[Action] = []
+    for node_id, step in steps.items():
+        if step.status == "failed" and not _gave_up(plan, node_id, step):
+            delay = retry_policy(plan.nodes[node_id]).delay(step.attempt)
+            actions.append(Schedule(node_id, step.attempt + 1, now + delay))
+            continue
+        if step.status == "failed" and not _handled(plan, node_id):
+            message = (step.error or {}).get("message", "failed")
+            return [Finish("FAILED", f"{node_id}: {message}")]
+        stop = plan.nodes[node_id]["type"] == "control.stop"
+        if stop and step.status == "succeeded":
+            config = plan.nodes[node_id].get("config") or {}
+            if config.get("outcome") == "fail":
+                return [Finish("FAILED", f"{node_id}: {config.get('message') or 'stopped'}")]
+            return [Finish("SUCCEEDED")]
+    for node_id in plan.nodes:
+        current = steps.get(node_id)
+        if current is not None and current.status != "pending":
+            continue
+        verdict = _readiness(plan, steps, node_id)
+        if verdict == "run":
+            actions.append(Schedule(node_id, 1, now))
+        elif verdict == "skip":
+            actions.append(Skip(node_id))
+    if not actions and all(
+        steps.get(n) is not None and steps[n].status in TERMINAL for n in plan.nodes
+    ):
+        actions.append(Finish("SUCCEEDED"))
+    return actions
+
+
+def _gave_up(plan: Plan, node_id: str, step: Step) -> bool:
+    """A failure that will not be retried: attempts used up, or an error not worth another."""
+    policy = retry_policy(plan.nodes[node_id])
+    kind = (step.error or {}).get("type", "")
+    return step.attempt >= policy.max_attempts or kind in policy.non_retryable
+
+
+def _handled(plan: Plan, node_id: str) -> bool:
+    return any(e.label == ERROR_LABEL for e in plan.outgoing(node_id))
+
+
+def _edge_state(plan: Plan, steps: Mapping[str, Step], edge: Edge) -> str:
+    """live, dead or open (not decided yet)."""
+    source = steps.get(edge.source)
+    if source is None or source.status not in TERMINAL:
+        return "open"
+    if source.status == "failed" and not _gave_up(plan, edge.source, source):
+        return "open"
+    if source.status == "skipped":
+        return "dead"
+    if source.status == "failed":
+        return "live" if edge.label == ERROR_LABEL else "dead"
+    if edge.label == ERROR_LABEL:
+        return "dead"
+    kind = plan.nodes[edge.source]["type"]
+    if kind in ("control.if", "control.switch"):
+        return "live" if edge.label == source.branch else "dead"
+    return "live"
+
+
+def _readiness(plan: Plan, steps: Mapping[str, Step], node_id: str) -> str:
+    """run, skip or wait."""
+    if node_id == plan.start:
+        return "wait"  # started with the execution
+    incoming = plan.incoming(node_id)
+    if not incoming:
+        return "skip"  # another trigger: not the one that started this execution
+    states = [_edge_state(plan, steps, e) for e in incoming]
+    node = plan.nodes[node_id]
+    wants_any = node["type"] == "control.merge" and (node.get("config") or {}).get("mode") == "any"
+    if wants_any and "live" in states:
+        return "run"
+    if "open" in states:
+        return "wait"
+    return "run" if "live" in states else "skip"
