@@ -1,5 +1,6 @@
 """The execution context: how a workflow runs (the orchestrator's pure decisions first)."""
 
+from command_side.execution.aggregate import Execution
 from command_side.execution.decide import (
     Edge,
     Finish,
@@ -14,6 +15,7 @@ from command_side.execution.decide import (
 
 __all__ = [
     "Edge",
+    "Execution",
     "Finish",
     "Plan",
     "RetryPolicy",
