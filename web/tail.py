@@ -41,12 +41,44 @@ def row_of(event: Any, position: int = 0) -> Row:
     }
 
 
+#: Batches a subscriber may fall behind by before it is told to read from the store instead.
+WATCH_BACKLOG = 64
+
+
+class Watch:
+    """One subscriber's inbox. A subscriber that stops reading (a stalled websocket) does not
+    grow it without bound: past the backlog, deliveries stop and `behind` tells the
+    subscriber to catch up from the store, which has everything."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[list[Row]] = asyncio.Queue(maxsize=WATCH_BACKLOG)
+        self.behind = False
+
+    def deliver(self, rows: list[Row]) -> None:
+        try:
+            self.queue.put_nowait(rows)
+        except asyncio.QueueFull:
+            self.behind = True
+
+    async def next(self, timeout: float) -> list[Row] | None:
+        """New rows; None when it fell behind (read the store) or nothing came in time."""
+        if self.behind:
+            self.behind = False
+            while not self.queue.empty():
+                self.queue.get_nowait()
+            return None
+        try:
+            return await asyncio.wait_for(self.queue.get(), timeout)
+        except TimeoutError:
+            return []
+
+
 class EventTail:
     def __init__(self, store: WorkflowStore, database_url: str, poll_interval_s: float = 1.0):
         self._store = store
         self._database_url = database_url
         self._poll_interval_s = poll_interval_s
-        self._watchers: dict[UUID, set[asyncio.Queue[list[Row]]]] = {}
+        self._watchers: dict[UUID, set[Watch]] = {}
         self._position = 0
         self._task: asyncio.Task[None] | None = None
 
@@ -62,15 +94,15 @@ class EventTail:
                 await self._task
 
     @contextlib.asynccontextmanager
-    async def watch(self, workflow_id: UUID) -> AsyncIterator[asyncio.Queue[list[Row]]]:
-        """A queue that receives the workflow's new events, in version order."""
-        queue: asyncio.Queue[list[Row]] = asyncio.Queue()
-        self._watchers.setdefault(workflow_id, set()).add(queue)
+    async def watch(self, workflow_id: UUID) -> AsyncIterator[Watch]:
+        """The workflow's new events, in version order, for one subscriber."""
+        watch = Watch()
+        self._watchers.setdefault(workflow_id, set()).add(watch)
         try:
-            yield queue
+            yield watch
         finally:
             watchers = self._watchers.get(workflow_id, set())
-            watchers.discard(queue)
+            watchers.discard(watch)
             if not watchers:
                 self._watchers.pop(workflow_id, None)
 
@@ -115,17 +147,20 @@ class EventTail:
 
     async def _read(self) -> None:
         while True:
-            batch = await asyncio.to_thread(self._select, self._position, set(self._watchers))
+            batch = await asyncio.to_thread(self._select, self._position)
             if batch is None:
                 return
             self._position, rows = batch
             for workflow_id, new in rows.items():
-                for queue in self._watchers.get(workflow_id, ()):
-                    queue.put_nowait(new)
+                for watch in self._watchers.get(workflow_id, ()):
+                    watch.deliver(new)
 
-    def _select(self, after: int, watched: set[UUID]) -> tuple[int, dict[UUID, list[Row]]] | None:
+    def _select(self, after: int) -> tuple[int, dict[UUID, list[Row]]] | None:
         """The next round of notifications: its last position and the decoded events of the
-        watched workflows (others are not decoded). None when there is nothing new."""
+        watched workflows (others are not decoded). None when there is nothing new.
+
+        Who watches is asked after the read, not before: a subscriber that registered
+        meanwhile gets these events here, or (registered later still) reads them itself."""
         notifications = self._store.recorder.select_notifications(
             start=after, limit=READ_LIMIT, inclusive_of_start=False
         )
@@ -134,7 +169,12 @@ class EventTail:
         rows: dict[UUID, list[Row]] = {}
         for n in notifications:
             workflow_id = UUID(str(n.originator_id))
-            if workflow_id in watched:
+            if workflow_id not in self._watchers:
+                continue
+            try:
                 event = self._store.mapper.to_domain_event(n)
-                rows.setdefault(workflow_id, []).append(row_of(event, n.id))
+            except Exception:  # one bad event must not stall every subscription
+                log.exception("event tail: cannot decode notification %s; skipped", n.id)
+                continue
+            rows.setdefault(workflow_id, []).append(row_of(event, n.id))
         return notifications[-1].id, rows
