@@ -109,21 +109,32 @@ class Execution(Aggregate):
     # -- decisions ---------------------------------------------------------------------------
 
     def advance(self, now: float, actor_id: str) -> list[Schedule]:
-        """Record what should happen now; returns the steps scheduled (for dispatch)."""
-        if self.finished:
-            return []
-        scheduled = []
-        for action in decide(self.plan, self.steps, now):
-            if isinstance(action, Finish):
-                self._finished(action.status, action.error, actor_id, self.workspace_id)
+        """Record what should happen now; returns the steps scheduled (for dispatch).
+
+        Skips can make more decisions possible at once (a skipped branch releases the merge
+        after it), so this decides again until a round skips nothing: no runner report
+        would come to wake it otherwise."""
+        scheduled: list[Schedule] = []
+        while not self.finished:
+            skipped = False
+            for action in decide(self.plan, self.steps, now):
+                if isinstance(action, Finish):
+                    self._finished(action.status, action.error, actor_id, self.workspace_id)
+                    break
+                if isinstance(action, Skip):
+                    self._step_skipped(action.node_id, actor_id, self.workspace_id)
+                    skipped = True
+                elif isinstance(action, Schedule):
+                    self._step_scheduled(
+                        action.node_id,
+                        action.attempt,
+                        action.not_before,
+                        actor_id,
+                        self.workspace_id,
+                    )
+                    scheduled.append(action)
+            if not skipped:
                 break
-            if isinstance(action, Skip):
-                self._step_skipped(action.node_id, actor_id, self.workspace_id)
-            elif isinstance(action, Schedule):
-                self._step_scheduled(
-                    action.node_id, action.attempt, action.not_before, actor_id, self.workspace_id
-                )
-                scheduled.append(action)
         return scheduled
 
     @event("StepScheduled")

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 ERROR_LABEL = "error"
+LOOP = "control.loop"
 TERMINAL = frozenset({"succeeded", "failed", "skipped"})
 #: Attempts a node type gets unless its config's `retry` says otherwise.
 DEFAULT_ATTEMPTS = {"http.request": 3, "sql.query": 2, "ai.llm": 3, "ai.extract": 3}
@@ -85,7 +86,11 @@ class RetryPolicy:
 
     def delay(self, attempt: int) -> float:
         """Wait before attempt `attempt + 1`, after `attempt` failed."""
-        return min(self.initial_interval_s * self.backoff ** (attempt - 1), self.max_interval_s)
+        try:
+            grown = self.initial_interval_s * self.backoff ** (attempt - 1)
+        except OverflowError:
+            return self.max_interval_s
+        return min(grown, self.max_interval_s)
 
 
 def retry_policy(node: Mapping[str, Any]) -> RetryPolicy:
@@ -139,6 +144,17 @@ def _gave_up(plan: Plan, node_id: str, step: Step) -> bool:
     return step.attempt >= policy.max_attempts or kind in policy.non_retryable
 
 
+def _downstream(plan: Plan, node_id: str) -> set[str]:
+    seen: set[str] = set()
+    frontier = [node_id]
+    while frontier:
+        for edge in plan.outgoing(frontier.pop()):
+            if edge.target not in seen:
+                seen.add(edge.target)
+                frontier.append(edge.target)
+    return seen
+
+
 def _handled(plan: Plan, node_id: str) -> bool:
     return any(e.label == ERROR_LABEL for e in plan.outgoing(node_id))
 
@@ -167,6 +183,10 @@ def _readiness(plan: Plan, steps: Mapping[str, Step], node_id: str) -> str:
     if node_id == plan.start:
         return "wait"  # started with the execution
     incoming = plan.incoming(node_id)
+    if plan.nodes[node_id]["type"] == LOOP:
+        # A loop's body returns to it: those edges close the loop, they do not gate it.
+        body = _downstream(plan, node_id)
+        incoming = [e for e in incoming if e.source not in body]
     if not incoming:
         return "skip"  # another trigger: not the one that started this execution
     states = [_edge_state(plan, steps, e) for e in incoming]

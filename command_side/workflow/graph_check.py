@@ -35,15 +35,14 @@ def check_graph(
     triggers = sorted(n for n, node in nodes.items() if str(node["type"]).startswith("trigger."))
     if nodes and not triggers:
         problems.append(Problem("MISSING_TRIGGER", "the workflow has no trigger node"))
-    for component in _cycles(successors):
-        if not any(nodes[n]["type"] == LOOP for n in component):
-            problems.append(
-                Problem(
-                    "CYCLE",
-                    f"nodes {', '.join(component)} form a cycle without a loop node",
-                    tuple(component),
-                )
+    for component in _plain_cycles(nodes, successors):
+        problems.append(
+            Problem(
+                "CYCLE",
+                f"nodes {', '.join(component)} form a cycle without a loop node",
+                tuple(component),
             )
+        )
     if triggers:
         unreachable = sorted(set(nodes) - _reachable(successors, triggers))
         if unreachable:
@@ -61,6 +60,19 @@ def check_graph(
                 Problem("INVALID_CONFIG", f"{node_id} ({node['type']}): {error}", (node_id,))
             )
     return problems
+
+
+def _plain_cycles(
+    nodes: Mapping[str, Mapping[str, Any]], successors: Mapping[str, list[str]]
+) -> list[list[str]]:
+    """Cycles that do not pass through a loop node: the cyclic parts of the graph once
+    every loop node is taken out (a cycle through a loop node disappears with it)."""
+    without_loops = {
+        n: [t for t in targets if nodes[t]["type"] != LOOP]
+        for n, targets in successors.items()
+        if nodes[n]["type"] != LOOP
+    }
+    return _cycles(without_loops)
 
 
 def _reachable(successors: Mapping[str, list[str]], starts: Iterable[str]) -> set[str]:

@@ -28,7 +28,7 @@ _RETRY = {
     "properties": {
         "max_attempts": {"type": "integer", "minimum": 1, "maximum": 100},
         "initial_interval_s": {"type": "number", "exclusiveMinimum": 0},
-        "backoff": {"type": "number", "minimum": 1},
+        "backoff": {"type": "number", "minimum": 1, "maximum": 10},
         "max_interval_s": {"type": "number", "exclusiveMinimum": 0},
         "non_retryable": {"type": "array", "items": _STR},
     },
@@ -103,7 +103,13 @@ NODE_TYPES: dict[str, NodeType] = {
             "Branch on a value: edges labelled with a case, or default.",
             ("value", "cases"),
             value=_TEMPLATE,
-            cases={"type": "array", "items": _STR, "minItems": 1, "uniqueItems": True},
+            # "error" labels the edge taken when the node fails: no case may use it.
+            cases={
+                "type": "array",
+                "items": {"type": "string", "not": {"const": "error"}},
+                "minItems": 1,
+                "uniqueItems": True,
+            },
         ),
         _t(
             "control.loop",

@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from command_side.execution import Edge, Finish, Plan, Schedule, Skip, Step, decide
+from command_side.execution import Edge, Finish, Plan, RetryPolicy, Schedule, Skip, Step, decide
 
 Outcome = tuple[str, Any]  # ("succeeded", branch or None) or ("failed", error type)
 
@@ -195,3 +195,23 @@ def test_stop_ends_the_execution_with_its_outcome() -> None:
     finish, ran, _ = run(plan)
     assert finish == Finish("FAILED", "halt: no invoices today")
     assert [n for n, _, _ in ran] == ["halt"]
+
+
+def test_a_loop_is_not_held_up_by_the_edge_its_body_returns_on() -> None:
+    plan = Plan(
+        {
+            "start": node("trigger.manual"),
+            "each": node("control.loop", items="{{ inputs.rows }}"),
+            "body": node(),
+            "after": node(),
+        },
+        [Edge("start", "each"), Edge("each", "body"), Edge("body", "each"), Edge("each", "after")],
+        start="start",
+    )
+    finish, ran, _ = run(plan)
+    assert finish == Finish("SUCCEEDED")
+    assert ran[0][0] == "each"
+
+
+def test_backoff_never_overflows() -> None:
+    assert RetryPolicy(backoff=1e200, max_interval_s=30).delay(50) == 30

@@ -69,3 +69,36 @@ def test_a_cancelled_execution_takes_no_more_reports_or_decisions() -> None:
     assert execution.advance(1.0, "orchestrator") == []
     with pytest.raises(Conflict):
         execution.cancel("again", "u1")
+
+
+def test_skips_that_release_more_decisions_are_followed_in_one_advance() -> None:
+    """A branch not taken is skipped node after node, and the execution still finishes."""
+    execution = Execution(
+        execution_id=uuid4(),
+        workflow_id="w1",
+        workflow_version=1,
+        nodes={
+            "start": {"type": "trigger.manual", "config": {}},
+            "check": {"type": "control.if", "config": {"condition": "{{ inputs.ok }}"}},
+            "yes": {"type": "data.transform", "config": {}},
+            "no": {"type": "data.transform", "config": {}},
+            "after_no": {"type": "data.transform", "config": {}},
+        },
+        edges=[
+            {"source": "start", "target": "check"},
+            {"source": "check", "target": "yes", "label": "true"},
+            {"source": "check", "target": "no", "label": "false"},
+            {"source": "no", "target": "after_no"},
+        ],
+        start="start",
+        inputs={"ok": True},
+        actor_id="u1",
+        workspace_id="ws1",
+    )
+    execution.advance(0.0, "o")
+    execution.record_success("check", 1, True, "true", "runner")
+    assert [s.node_id for s in execution.advance(1.0, "o")] == ["yes"]
+    assert execution.steps["after_no"].status == "skipped"
+    execution.record_success("yes", 1, {}, None, "runner")
+    execution.advance(2.0, "o")
+    assert execution.status == "SUCCEEDED"

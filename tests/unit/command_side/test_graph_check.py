@@ -88,3 +88,28 @@ def test_a_cycle_through_a_loop_node_is_allowed_and_every_problem_is_reported() 
     assert [p.code for p in check_graph({"x": {"type": "data.transform"}}, [])] == [
         "MISSING_TRIGGER"
     ]
+
+
+def test_a_plain_cycle_inside_a_loop_body_is_still_a_cycle() -> None:
+    nodes = {
+        "t": {"type": "trigger.manual", "config": {}},
+        "each": {"type": "control.loop", "config": {"items": "{{ inputs.rows }}"}},
+        "a": {"type": "data.transform", "config": {}},
+        "b": {"type": "data.transform", "config": {}},
+    }
+    edges = [("t", "each"), ("each", "a"), ("a", "b"), ("b", "a"), ("b", "each")]
+    assert [(p.code, p.node_ids) for p in check_graph(nodes, edges)] == [("CYCLE", ("a", "b"))]
+
+
+def test_switch_cases_may_not_be_named_error() -> None:
+    problems = check_graph(
+        {
+            "t": {"type": "trigger.manual", "config": {}},
+            "s": {
+                "type": "control.switch",
+                "config": {"value": "{{ inputs.x }}", "cases": ["a", "error"]},
+            },
+        },
+        [("t", "s")],
+    )
+    assert [p.code for p in problems] == ["INVALID_CONFIG"]
