@@ -1,15 +1,19 @@
 """Config values are templates over `inputs`, `steps.<nodeId>.output`, `vars` and `execution`.
 
 Jinja2's sandbox evaluates them: no access to Python internals (`__class__`, `mro`, …), an
-undefined name is an error rather than an empty string, and a rendered value is bounded in
-size. A value that is one expression (`"{{ steps.fetch.output.body.items }}"`) keeps its type
-(a list stays a list); anything else renders to text.
+undefined name is an error rather than an empty string. Work and size are bounded: the
+operations that can build a huge value in one step (repetition, powers, padding, `format`)
+are checked before they run, loops share one budget of iterations, and text stops at
+MAX_RENDERED. A value that is one expression (`"{{ steps.fetch.output.body.items }}"`) keeps
+its type (a list stays a list) and must be JSON data; anything else renders to text.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateError, Undefined, nodes
@@ -17,7 +21,11 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
 MAX_RENDERED = 256 * 1024
-_SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.DOTALL)
+#: Loop iterations (`range`) one render may use in all.
+MAX_ITERATIONS = 100_000
+_SINGLE_EXPRESSION = re.compile(r"^\s*\{\{[-+]?(?P<expr>.*?)[-+]?\}\}\s*$", re.DOTALL)
+_PADDING = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs"})
+_budget: ContextVar[list[int]] = ContextVar("template_budget")
 
 
 class TemplateFailed(ValueError):
@@ -40,17 +48,66 @@ class _Environment(SandboxedEnvironment):
         return super().getattr(obj, attribute)
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        if operator == "**" and isinstance(right, int) and abs(right) > 64:
-            raise SecurityError("exponent too large")
+        if operator == "**" and _huge_power(left, right):
+            raise SecurityError("the power is too large")
         if operator == "*":
             sized, count = (left, right) if isinstance(right, int) else (right, left)
-            repeated = isinstance(sized, (str, list)) and isinstance(count, int)
+            repeated = isinstance(sized, (str, list, tuple)) and isinstance(count, int)
             if repeated and len(sized) * count > MAX_RENDERED:
                 raise SecurityError("repetition would exceed the output limit")
         return super().call_binop(context, operator, left, right)
 
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        name = getattr(__obj, "__name__", "")
+        if isinstance(getattr(__obj, "__self__", None), str):
+            if name in ("format", "format_map"):
+                raise SecurityError("str.format is not allowed; join text with ~")
+            if name in _PADDING and any(isinstance(a, int) and a > MAX_RENDERED for a in args):
+                raise SecurityError(f"{name} would exceed the output limit")
+            if name == "replace" and len(args) >= 2:
+                text, old, new = __obj.__self__, str(args[0]), str(args[1])
+                if (text.count(old) if old else len(text) + 1) * len(new) > MAX_RENDERED:
+                    raise SecurityError("replace would exceed the output limit")
+        return super().call(__context, __obj, *args, **kwargs)
+
+
+def _huge_power(base: Any, exponent: Any) -> bool:
+    if not (isinstance(base, int) and isinstance(exponent, int)):
+        return False  # float powers overflow on their own, and are caught as failures
+    return exponent > 64 or abs(base).bit_length() * max(exponent, 0) > 4096
+
+
+def _budgeted_range(*args: int) -> range:
+    numbers = range(*args)
+    budget = _budget.get()
+    budget[0] -= len(numbers)
+    if budget[0] < 0:
+        raise SecurityError(f"templates may loop at most {MAX_ITERATIONS} times in all")
+    return numbers
+
+
+def _padded(filter_name: str) -> Any:
+    original = _ENV.filters[filter_name]
+
+    def bounded(value: Any, width: int = 80, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(width, int) and width > MAX_RENDERED:
+            raise SecurityError(f"{filter_name} would exceed the output limit")
+        return original(value, width, *args, **kwargs)
+
+    return bounded
+
 
 _ENV = _Environment(undefined=StrictUndefined, autoescape=False)
+_ENV.globals["range"] = _budgeted_range
+for _name in ("center", "indent", "wordwrap", "truncate"):
+    _ENV.filters[_name] = _padded(_name)
+
+
+def _no_format(*_: Any, **__: Any) -> Any:
+    raise SecurityError("the format filter is not allowed; join text with ~")
+
+
+_ENV.filters["format"] = _no_format
 
 
 def is_template(value: object) -> bool:
@@ -82,10 +139,18 @@ def template_errors(config: Any) -> list[str]:
 
 def render(value: Any, context: Mapping[str, Any], path: str = "") -> Any:
     """`value` with every template evaluated against `context`; TemplateFailed otherwise."""
+    token = _budget.set([MAX_ITERATIONS])
+    try:
+        return _render(value, context, path)
+    finally:
+        _budget.reset(token)
+
+
+def _render(value: Any, context: Mapping[str, Any], path: str) -> Any:
     if isinstance(value, Mapping):
-        return {k: render(v, context, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+        return {k: _render(v, context, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
     if isinstance(value, list):
-        return [render(v, context, f"{path}[{i}]") for i, v in enumerate(value)]
+        return [_render(v, context, f"{path}[{i}]") for i, v in enumerate(value)]
     if not is_template(value):
         return value
     try:
@@ -94,11 +159,22 @@ def render(value: Any, context: Mapping[str, Any], path: str = "") -> Any:
             result = _ENV.compile_expression(single["expr"], undefined_to_none=False)(**context)
             if isinstance(result, Undefined):
                 result._fail_with_undefined_error()
+            size = len(json.dumps(result))
         else:
-            result = _ENV.from_string(value).render(**context)
+            pieces, size = [], 0
+            for piece in _ENV.from_string(value).generate(**context):
+                size += len(piece)
+                if size > MAX_RENDERED:
+                    break
+                pieces.append(piece)
+            result = "".join(pieces)
     except TemplateError as exc:
         raise TemplateFailed(path, f"template failed: {exc}") from None
-    if len(repr(result)) > MAX_RENDERED:
+    except (TypeError, ValueError) as exc:  # json.dumps of a non-JSON value, mostly
+        raise TemplateFailed(path, f"template failed: {exc}") from None
+    except Exception as exc:  # 1/0, overflow, …: still the template's fault, never a crash
+        raise TemplateFailed(path, f"template failed: {type(exc).__name__}: {exc}") from None
+    if size > MAX_RENDERED:
         raise TemplateFailed(path, f"template output is larger than {MAX_RENDERED} bytes")
     return result
 
