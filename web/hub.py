@@ -47,7 +47,6 @@ class Hub:
     """Routes Redis change notices to the feeds of this process."""
 
     def __init__(self, redis: aioredis.Redis, current_version: CurrentVersion) -> None:
-        self.redis = redis
         self._current_version = current_version
         self._pubsub = redis.pubsub(ignore_subscribe_messages=True)
         self._feeds: dict[str, Feed] = {}

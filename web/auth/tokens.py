@@ -30,7 +30,6 @@ class Principal:
     workspace_id: str
     role: str
     session_id: str
-    token_id: str
     issued_ms: int
     expires_at: float
 
@@ -88,7 +87,6 @@ class Tokens:
             workspace_id=claims["wid"],
             role=claims["role"],
             session_id=claims["sid"],
-            token_id=claims["jti"],
             issued_ms=int(claims.get("ims") or claims["iat"] * 1000),
             expires_at=float(claims["exp"]),
         )
