@@ -126,6 +126,63 @@ class Settings:
     """Most estimated result fields of one GraphQL operation (list fields count their page
     size)."""
 
+    credentials_key: str | None = None
+    """Fernet key(s) that encrypt workspace credentials at rest, comma-separated (the first
+    encrypts, all decrypt: rotate by putting a new key first). Unset in development:
+    generated once into `AUTOOPS_DATA_DIR/credentials-key`; production refuses to start
+    without it. The api (encrypts) and runners (decrypt) need it; nothing else does."""
+
+    artifact_dir: Path | None = None
+    """Where large step outputs and `file.*` files live (shared by api, orchestrator and
+    runners). Unset: `AUTOOPS_DATA_DIR/artifacts`."""
+
+    output_inline_limit: int = 64 * 1024
+    """Step outputs bigger than this many bytes of JSON go to the artifact store; the event
+    keeps a content-addressed reference."""
+
+    step_timeout_s: float = 3600.0
+    """Default per-step timeout (a node's `timeout_s` overrides it)."""
+
+    step_heartbeat_interval_s: float = 2.0
+    """How often a runner reports that a long step is still running."""
+
+    step_heartbeat_timeout_s: float = 30.0
+    """A step with no result or heartbeat for this long is given to another runner."""
+
+    orchestrator_batch_size: int = 500
+    """Most runner results and events the orchestrator handles per transaction."""
+
+    runner_pool: str = "default"
+    """Pool a runner serves when `--pool` is not given."""
+
+    runner_concurrency: int = 8
+    """Steps one runner executes at once."""
+
+    runner_shutdown_grace_s: float = 20.0
+    """On SIGTERM a runner finishes in-flight steps for this long, then hands them back."""
+
+    llm_base_url: str | None = None
+    """OpenAI-compatible endpoint of `ai.*` steps (e.g. `http://localhost:11434/v1`). Unset:
+    the openai client's default."""
+
+    llm_api_key: str | None = None
+    """API key of the LLM endpoint when a step names no credential."""
+
+    llm_model: str = "gpt-4o-mini"
+    """Model of `ai.*` steps that name none."""
+
+    sql_statement_timeout_s: float = 60.0
+    """Longest a `sql.query` statement may run."""
+
+    http_max_response_bytes: int = 10 * 1024 * 1024
+    """Largest HTTP response body an `http.request` step reads."""
+
+    webhook_max_body_bytes: int = 1024 * 1024
+    """Largest body `/hooks/...` accepts."""
+
+    scheduler_interval_s: float = 1.0
+    """How often the cron scheduler looks for due triggers."""
+
     @property
     def production(self) -> bool:
         return self.env == "production"
@@ -216,6 +273,16 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         "login_window_s",
         "graphql_max_depth",
         "graphql_max_cost",
+        "output_inline_limit",
+        "step_timeout_s",
+        "step_heartbeat_interval_s",
+        "step_heartbeat_timeout_s",
+        "orchestrator_batch_size",
+        "runner_concurrency",
+        "sql_statement_timeout_s",
+        "http_max_response_bytes",
+        "webhook_max_body_bytes",
+        "scheduler_interval_s",
     ):
         if getattr(settings, name) <= 0:
             raise ConfigError(f"{PREFIX}{name.upper()} must be positive")
@@ -229,6 +296,10 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
             raise ConfigError(f"production needs {', '.join(missing)} (no embedded services)")
     if settings.database_url is not None:
         eventsourcing_env_for(settings.database_url)
+    if settings.step_heartbeat_timeout_s <= settings.step_heartbeat_interval_s:
+        raise ConfigError(
+            f"{PREFIX}STEP_HEARTBEAT_TIMEOUT_S must exceed {PREFIX}STEP_HEARTBEAT_INTERVAL_S"
+        )
     _check_security(settings)
     return settings
 
@@ -250,6 +321,12 @@ def _check_security(settings: Settings) -> None:
                 f"production needs {PREFIX}JWT_SECRET (or {PREFIX}JWT_ALGORITHM=RS256/ES256 "
                 "with key files): tokens signed with a generated secret would not survive "
                 "a restart or a second api process"
+            )
+        if settings.credentials_key is None:
+            raise ConfigError(
+                f"production needs {PREFIX}CREDENTIALS_KEY (a Fernet key: "
+                "python -c 'from cryptography.fernet import Fernet; "
+                "print(Fernet.generate_key().decode())')"
             )
         if settings.bcrypt_cost < 12:
             raise ConfigError(f"production needs {PREFIX}BCRYPT_COST of at least 12")

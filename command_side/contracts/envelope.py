@@ -23,7 +23,9 @@ _ENVELOPE_FIELDS = {
     "workflow_id",
 }
 #: Secrets kept in stored events that no consumer may ever see.
-PRIVATE_FIELDS = frozenset({"password_hash", "totp_secret", "token_hash"})
+PRIVATE_FIELDS = frozenset(
+    {"password_hash", "totp_secret", "token_hash", "ciphertext", "task", "dead_letter"}
+)
 _DROPPED = _ENVELOPE_FIELDS | PRIVATE_FIELDS
 _EVENT_ID_NAMESPACE = UUID("6f1f2b8e-3c55-4d8c-9a7e-0a4f3c1d2e10")
 

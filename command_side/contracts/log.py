@@ -6,13 +6,15 @@ from collections.abc import Iterator
 from uuid import UUID
 
 from command_side.contracts.envelope import Envelope, to_envelope
+from command_side.execution.store import ExecutionStore
 from command_side.identity.store import IdentityStore
 from command_side.store import WorkflowStore
 
 #: The event store of each context that has one.
-STORES: dict[str, type[WorkflowStore] | type[IdentityStore]] = {
+STORES: dict[str, type[WorkflowStore] | type[IdentityStore] | type[ExecutionStore]] = {
     "workflow": WorkflowStore,
     "identity": IdentityStore,
+    "execution": ExecutionStore,
 }
 
 

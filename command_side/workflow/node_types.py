@@ -18,7 +18,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
 from command_side.errors import ValidationFailed
-from command_side.workflow.templates import template_errors
+from infra.templates import template_errors
 
 _STR: dict[str, Any] = {"type": "string"}
 _TEMPLATE = {"type": "string", "description": "a template over inputs, steps, vars, execution"}

@@ -52,6 +52,18 @@ PERMISSIONS: dict[str, str] = {
     "Mutation.connectNodes": "editor",
     "Mutation.disconnectNodes": "editor",
     "Mutation.publishWorkflow": "editor",
+    # executions
+    "Query.executions": "viewer",
+    "Query.execution": "viewer",
+    "Subscription.executionUpdates": "viewer",
+    "Mutation.startExecution": "editor",
+    "Mutation.cancelExecution": "editor",
+    "Mutation.retryExecution": "editor",
+    "Mutation.replayExecution": "editor",
+    # credentials: names only are ever read back
+    "Query.credentials": "editor",
+    "Mutation.createCredential": "admin",
+    "Mutation.deleteCredential": "admin",
 }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from command_side.workflow.templates import TemplateFailed, render, template_errors
+from infra.templates import TemplateFailed, render, template_errors
 
 CONTEXT = {
     "inputs": {"name": "Ada", "ids": [1, 2, 3]},

@@ -91,6 +91,20 @@ def test_the_cli_reports_bad_configuration_clearly() -> None:
         ({"AUTOOPS_JWT_ALGORITHM": "RS256"}, "AUTOOPS_JWT_PRIVATE_KEY_FILE"),
         ({"AUTOOPS_JWT_ALGORITHM": "none"}, "AUTOOPS_JWT_ALGORITHM"),
         ({"AUTOOPS_BCRYPT_COST": "3"}, "AUTOOPS_BCRYPT_COST"),
+        (
+            {
+                "AUTOOPS_ENV": "production",
+                "AUTOOPS_DATABASE_URL": "postgresql://h/db",
+                "AUTOOPS_KAFKA_BOOTSTRAP": "k:9092",
+                "AUTOOPS_REDIS_URL": "redis://r",
+                "AUTOOPS_JWT_SECRET": "x" * 40,
+            },
+            "AUTOOPS_CREDENTIALS_KEY",
+        ),
+        (
+            {"AUTOOPS_STEP_HEARTBEAT_TIMEOUT_S": "1", "AUTOOPS_STEP_HEARTBEAT_INTERVAL_S": "2"},
+            "AUTOOPS_STEP_HEARTBEAT_TIMEOUT_S",
+        ),
     ],
 )
 def test_insecure_token_settings_refuse_to_start(env: dict[str, str], message: str) -> None:
@@ -109,6 +123,7 @@ def test_production_hides_the_schema_unless_told_otherwise() -> None:
         "AUTOOPS_KAFKA_BOOTSTRAP": "k:9092",
         "AUTOOPS_REDIS_URL": "redis://r",
         "AUTOOPS_JWT_SECRET": "x" * 40,
+        "AUTOOPS_CREDENTIALS_KEY": "ZmDfcTF7_60GrrY167zsiPd67pEvs0aGOv2oasOM1Pg=",
     }
     hidden = load_settings(base)
     assert (hidden.graphiql, hidden.introspection) == (False, False)
