@@ -3,20 +3,130 @@
 The orchestrator loads it, applies what runners reported (`record_success` /
 `record_failure`, which ignore reports of superseded or unknown attempts, so a redelivered
 result is harmless), then calls `advance`, which turns the pure decision into events. A task
-reaches a runner only from a committed `StepScheduled`.
+reaches a runner only from a committed `StepScheduled` / `StepDispatched` that carries it.
+
+Control nodes (if, switch, merge, stop, delay, loop, subworkflow) run here, in the
+orchestrator; every other node is a task for a runner pool. What needs the world (credential
+ciphertexts, another workflow's graph, artifact contents) comes through `Surroundings`, so the
+aggregate stays a deterministic function of its events and those answers.
 """
 
 from __future__ import annotations
 
-from typing import Any
-from uuid import UUID
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
 from command_side.errors import Conflict
-from command_side.execution.decide import Edge, Finish, Plan, Schedule, Skip, Step, decide
+from command_side.execution.decide import (
+    Edge,
+    Finish,
+    Plan,
+    Schedule,
+    Skip,
+    Step,
+    decide,
+    gave_up,
+    retry_policy,
+    split_loops,
+)
+from command_side.workflow.node_types import NODE_TYPES
+from infra.templates import TemplateFailed, render
 
 FINAL = ("SUCCEEDED", "FAILED", "CANCELLED", "TIMED_OUT")
+INTERNAL = frozenset(
+    {
+        "control.if",
+        "control.switch",
+        "control.merge",
+        "control.stop",
+        "control.delay",
+        "control.loop",
+        "control.subworkflow",
+    }
+)
+#: Config keys a runner renders itself, per item.
+PER_ITEM = {"data.filter": ("condition",)}
+LOOP_ITEM_NODE = "item"
+#: Deepest nesting of subworkflows and loops (a workflow calling itself stops here).
+MAX_DEPTH = 8
+
+
+class StepProblem(Exception):
+    """A step cannot start: a missing credential, workflow or bad value. Fails the step."""
+
+    def __init__(self, error_type: str, message: str, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+        self.message = message
+        self.retryable = retryable
+
+
+@dataclass(frozen=True)
+class Pinned:
+    """A workflow version a child execution runs."""
+
+    workflow_id: str
+    version: int
+    nodes: dict[str, dict[str, Any]]
+    edges: list[dict[str, Any]]
+    start: str
+
+
+class Surroundings(Protocol):
+    heartbeat_s: float
+    step_timeout_s: float
+
+    def resolve(self, workspace_id: str, value: Any) -> Any:
+        """`value` with artifact references replaced by their content."""
+
+    def credentials(self, workspace_id: str, names: list[str]) -> dict[str, dict[str, Any]]:
+        """{name: {"kind", "ciphertext"}}; StepProblem when one does not exist."""
+
+    def workflow(self, workspace_id: str, workflow_id: str, version: int | None) -> Pinned:
+        """The published version (or `version`); StepProblem when there is none."""
+
+
+class Isolated:
+    """Surroundings with nothing in them: no credentials, no other workflows."""
+
+    heartbeat_s = 2.0
+    step_timeout_s = 3600.0
+
+    def resolve(self, workspace_id: str, value: Any) -> Any:
+        return value
+
+    def credentials(self, workspace_id: str, names: list[str]) -> dict[str, dict[str, Any]]:
+        if names:
+            raise StepProblem("CredentialNotFound", f"no credential {names[0]!r}")
+        return {}
+
+    def workflow(self, workspace_id: str, workflow_id: str, version: int | None) -> Pinned:
+        raise StepProblem("WorkflowNotFound", f"workflow {workflow_id} is not available")
+
+
+@dataclass
+class ChildSpec:
+    """A child execution the orchestrator must create with its parent's events."""
+
+    child_id: UUID
+    workflow_id: str
+    workflow_version: int
+    nodes: dict[str, dict[str, Any]]
+    edges: list[dict[str, Any]]
+    start: str
+    inputs: dict[str, Any]
+    parent: dict[str, Any]
+    trigger: dict[str, Any]
+    outer_steps: dict[str, Any] = field(default_factory=dict)
+
+
+def child_id(parent_id: UUID, node_id: str, attempt: int, index: int | None) -> UUID:
+    return uuid5(NAMESPACE_URL, f"autoops:child:{parent_id}:{node_id}:{attempt}:{index}")
 
 
 class Execution(Aggregate):
@@ -36,40 +146,125 @@ class Execution(Aggregate):
         inputs: dict[str, Any],
         actor_id: str,
         workspace_id: str,
+        vars: dict[str, Any] | None = None,
+        trigger: dict[str, Any] | None = None,
+        parent: dict[str, Any] | None = None,
+        retry_of: str | None = None,
+        reused: dict[str, Any] | None = None,
+        max_concurrency: int | None = None,
+        timeout_s: float | None = None,
+        outer_steps: dict[str, Any] | None = None,
     ) -> None:
         self.workflow_id = workflow_id
         self.workflow_version = workflow_version
-        self.plan = Plan(
-            nodes, [Edge(e["source"], e["target"], e.get("label")) for e in edges], start
+        outer_nodes, outer_edges, bodies = split_loops(
+            nodes, [Edge(e["source"], e["target"], e.get("label")) for e in edges]
         )
+        self.plan = Plan(outer_nodes, outer_edges, start, bodies)
         self.inputs = inputs
+        self.vars = dict(vars or {})
         self.workspace_id = workspace_id
-        self.status = "RUNNING"
+        self.trigger = trigger or {"kind": "manual"}
+        self.parent = parent
+        self.retry_of = retry_of
+        self.reused = dict(reused or {})
+        self.max_concurrency = max_concurrency
+        self.timeout_s = timeout_s
+        self.outer_steps = dict(outer_steps or {})
+        self.status = "QUEUED"
         self.error: str | None = None
+        self.output: Any = None
+        self.admitted_at: float | None = None
         self.steps: dict[str, Step] = {start: Step(status="succeeded", attempt=1, output=inputs)}
+        #: Loop/subworkflow node → item index (None for a subworkflow) → child record.
+        self.children: dict[str, dict[int | None, dict[str, Any]]] = {}
+        self.loop_items: dict[str, list[Any]] = {}
+        #: The graph each loop/subworkflow step's children run (pinned when it began).
+        self.bodies: dict[str, Pinned] = {}
+        #: Children decided but not created yet (not state: the orchestrator takes them).
+        self.new_children: list[ChildSpec] = []
 
     @property
     def finished(self) -> bool:
         return self.status in FINAL
+
+    @property
+    def depth(self) -> int:
+        return int((self.parent or {}).get("depth", 0))
+
+    # -- admission ---------------------------------------------------------------------------
+
+    def admit(self, now: float, actor_id: str, env: Surroundings | None = None) -> bool:
+        """Start running a queued execution; False when it is not queued."""
+        if self.status != "QUEUED":
+            return False
+        self._admitted(now, actor_id, self.workspace_id)
+        for node_id, recorded in self.reused.items():
+            if node_id in self.plan.nodes and node_id != self.plan.start:
+                self._step_reused(
+                    node_id,
+                    recorded.get("output"),
+                    recorded.get("branch"),
+                    str(self.retry_of or ""),
+                    actor_id,
+                    self.workspace_id,
+                )
+        self.advance(now, actor_id, env)
+        return True
+
+    @event("ExecutionAdmitted")
+    def _admitted(self, admitted_at: float, actor_id: str, workspace_id: str) -> None:
+        self.status = "RUNNING"
+        self.admitted_at = admitted_at
+
+    @event("StepReused")
+    def _step_reused(
+        self,
+        node_id: str,
+        output: Any,
+        branch: str | None,
+        from_execution: str,
+        actor_id: str,
+        workspace_id: str,
+    ) -> None:
+        self.steps[node_id] = Step("succeeded", 1, output=output, branch=branch, started=True)
 
     # -- reports from runners ----------------------------------------------------------------
 
     def _current(self, node_id: str, attempt: int) -> bool:
         step = self.steps.get(node_id)
         return (
-            not self.finished
+            self.status == "RUNNING"
             and step is not None
             and step.status == "scheduled"
             and step.attempt == attempt
         )
 
     def record_success(
-        self, node_id: str, attempt: int, output: Any, branch: str | None, actor_id: str
+        self,
+        node_id: str,
+        attempt: int,
+        output: Any,
+        branch: str | None,
+        actor_id: str,
+        runner_id: str | None = None,
+        started_at: float | None = None,
+        finished_at: float | None = None,
     ) -> bool:
         """False (and nothing recorded) for a report of an attempt that is not running."""
         if not self._current(node_id, attempt):
             return False
-        self._step_succeeded(node_id, attempt, output, branch, actor_id, self.workspace_id)
+        self._step_succeeded(
+            node_id,
+            attempt,
+            output,
+            branch,
+            runner_id,
+            started_at,
+            finished_at,
+            actor_id,
+            self.workspace_id,
+        )
         return True
 
     @event("StepSucceeded")
@@ -79,17 +274,63 @@ class Execution(Aggregate):
         attempt: int,
         output: Any,
         branch: str | None,
+        runner_id: str | None,
+        started_at: float | None,
+        finished_at: float | None,
         actor_id: str,
         workspace_id: str,
     ) -> None:
-        self.steps[node_id] = Step("succeeded", attempt, output=output, branch=branch)
+        step = self.steps[node_id]
+        self.steps[node_id] = Step(
+            "succeeded",
+            attempt,
+            output=output,
+            branch=branch,
+            charged=step.charged,
+            input=step.input,
+            started=True,
+        )
 
     def record_failure(
-        self, node_id: str, attempt: int, error_type: str, message: str, actor_id: str
+        self,
+        node_id: str,
+        attempt: int,
+        error_type: str,
+        message: str,
+        actor_id: str,
+        retryable: bool = True,
+        charged: bool = True,
+        runner_id: str | None = None,
+        started_at: float | None = None,
+        finished_at: float | None = None,
     ) -> bool:
         if not self._current(node_id, attempt):
             return False
-        self._step_failed(node_id, attempt, error_type, message, actor_id, self.workspace_id)
+        step = self.steps[node_id]
+        used = step.used - (0 if charged else 1)
+        error = {"type": error_type, "message": message, "retryable": retryable}
+        after = Step("failed", attempt, error=error, charged=used)
+        final = gave_up(self.plan, node_id, after)
+        dead_letter = (
+            {"task": step.task, "error": error, "attempts": attempt}
+            if final and step.task is not None
+            else None
+        )
+        self._step_failed(
+            node_id,
+            attempt,
+            error_type,
+            message,
+            retryable,
+            charged,
+            final,
+            runner_id,
+            started_at,
+            finished_at,
+            dead_letter,
+            actor_id,
+            self.workspace_id,
+        )
         return True
 
     @event("StepFailed")
@@ -99,60 +340,650 @@ class Execution(Aggregate):
         attempt: int,
         error_type: str,
         message: str,
+        retryable: bool,
+        charged: bool,
+        final: bool,
+        runner_id: str | None,
+        started_at: float | None,
+        finished_at: float | None,
+        dead_letter: dict[str, Any] | None,
         actor_id: str,
         workspace_id: str,
     ) -> None:
+        step = self.steps[node_id]
         self.steps[node_id] = Step(
-            "failed", attempt, error={"type": error_type, "message": message}
+            "failed",
+            attempt,
+            error={
+                "type": error_type,
+                "message": message,
+                "retryable": retryable,
+                "charged": charged,
+            },
+            charged=step.used - (0 if charged else 1),
+            input=step.input,
+            started=True,
         )
 
     # -- decisions ---------------------------------------------------------------------------
 
-    def advance(self, now: float, actor_id: str) -> list[Schedule]:
-        """Record what should happen now; returns the steps scheduled (for dispatch).
+    def advance(self, now: float, actor_id: str, env: Surroundings | None = None) -> list[Schedule]:
+        """Record what should happen now; returns the steps given to runners.
 
-        Skips can make more decisions possible at once (a skipped branch releases the merge
-        after it), so this decides again until a round skips nothing: no runner report
-        would come to wake it otherwise."""
-        scheduled: list[Schedule] = []
-        while not self.finished:
-            skipped = False
+        Some decisions complete at once (a skip, a control node, a step that cannot start)
+        and make more decisions possible, so this decides again until a round changes
+        nothing that would let another decision follow: no runner report would come to wake
+        it otherwise."""
+        env = env or Isolated()
+        dispatched: list[Schedule] = []
+        while self.status == "RUNNING":
+            progressed = False
             for action in decide(self.plan, self.steps, now):
                 if isinstance(action, Finish):
-                    self._finished(action.status, action.error, actor_id, self.workspace_id)
+                    self._finish_with(action)
+                    progressed = False
                     break
                 if isinstance(action, Skip):
                     self._step_skipped(action.node_id, actor_id, self.workspace_id)
-                    skipped = True
+                    progressed = True
                 elif isinstance(action, Schedule):
-                    self._step_scheduled(
-                        action.node_id,
-                        action.attempt,
-                        action.not_before,
-                        actor_id,
-                        self.workspace_id,
-                    )
-                    scheduled.append(action)
-            if not skipped:
+                    progressed |= self._schedule(action, now, actor_id, env, dispatched)
+            if not progressed:
                 break
-        return scheduled
+        return dispatched
+
+    def wake(self, now: float, actor_id: str, env: Surroundings | None = None) -> list[Schedule]:
+        """Start the steps whose wait is over (retry backoff, delays), then advance."""
+        env = env or Isolated()
+        dispatched: list[Schedule] = []
+        if self.status != "RUNNING":
+            return dispatched
+        for node_id, step in list(self.steps.items()):
+            if step.status != "scheduled" or step.started or step.not_before > now:
+                continue
+            kind = self.plan.nodes[node_id]["type"]
+            if kind == "control.delay":
+                waited = (step.input or {}).get("seconds", 0)
+                self._step_succeeded(
+                    node_id,
+                    step.attempt,
+                    {"waited_s": waited},
+                    None,
+                    None,
+                    step.not_before,
+                    now,
+                    actor_id,
+                    self.workspace_id,
+                )
+            else:
+                self._begin(node_id, step.attempt, now, actor_id, env, dispatched, waited=True)
+        return dispatched + self.advance(now, actor_id, env)
+
+    def _schedule(
+        self,
+        action: Schedule,
+        now: float,
+        actor_id: str,
+        env: Surroundings,
+        dispatched: list[Schedule],
+    ) -> bool:
+        """Record one scheduled step; True when it also completed at once."""
+        node_id, attempt = action.node_id, action.attempt
+        kind = self.plan.nodes[node_id]["type"]
+        if action.not_before > now and kind != "control.delay":
+            self._step_scheduled(
+                node_id, kind, attempt, action.not_before, None, None, None, False,
+                actor_id, self.workspace_id,
+            )  # fmt: skip
+            return False
+        return self._begin(node_id, attempt, now, actor_id, env, dispatched, waited=False)
+
+    def _begin(
+        self,
+        node_id: str,
+        attempt: int,
+        now: float,
+        actor_id: str,
+        env: Surroundings,
+        dispatched: list[Schedule],
+        waited: bool,
+    ) -> bool:
+        node = self.plan.nodes[node_id]
+        kind = node["type"]
+        try:
+            config = self._rendered(node_id, env)
+        except TemplateFailed as exc:
+            return self._cannot_start(
+                node_id, kind, attempt, now, actor_id, waited,
+                StepProblem("TemplateError", f"{node_id}.{exc.path}: {exc}"),
+            )  # fmt: skip
+        if kind in INTERNAL:
+            try:
+                return self._run_control(node_id, kind, attempt, config, now, actor_id, env)
+            except StepProblem as problem:
+                return self._cannot_start(
+                    node_id, kind, attempt, now, actor_id, waited, problem, config
+                )
+        try:
+            credentials = env.credentials(self.workspace_id, _credential_names(config))
+        except StepProblem as problem:
+            return self._cannot_start(
+                node_id, kind, attempt, now, actor_id, waited, problem, config
+            )
+        task = self._task(node_id, kind, attempt, config, credentials, now, env)
+        if waited:
+            self._step_dispatched(node_id, attempt, task, actor_id, self.workspace_id)
+        else:
+            self._step_scheduled(
+                node_id, kind, attempt, now, _public(config), task["pool"], task, True,
+                actor_id, self.workspace_id,
+            )  # fmt: skip
+        dispatched.append(Schedule(node_id, attempt, now))
+        return False
+
+    def _cannot_start(
+        self,
+        node_id: str,
+        kind: str,
+        attempt: int,
+        now: float,
+        actor_id: str,
+        waited: bool,
+        problem: StepProblem,
+        config: Any = None,
+    ) -> bool:
+        if not waited:
+            self._step_scheduled(
+                node_id, kind, attempt, now, _public(config), None, None, True,
+                actor_id, self.workspace_id,
+            )  # fmt: skip
+        self.record_failure(
+            node_id, attempt, problem.error_type, problem.message, actor_id,
+            retryable=problem.retryable, started_at=now, finished_at=now,
+        )  # fmt: skip
+        return True
+
+    def _rendered(self, node_id: str, env: Surroundings) -> dict[str, Any]:
+        node = self.plan.nodes[node_id]
+        config = dict(node.get("config") or {})
+        later = {k: config.pop(k) for k in PER_ITEM.get(node["type"], ()) if k in config}
+        config.pop("notes", None)
+        config.pop("retry", None)
+        rendered = render(config, self.template_context(env))
+        if later:
+            rendered.update(later)
+            rendered["vars"] = self.vars
+        return dict(rendered)
+
+    def template_context(self, env: Surroundings) -> dict[str, Any]:
+        outputs = {
+            n: {"output": env.resolve(self.workspace_id, (v or {}).get("output"))}
+            for n, v in self.outer_steps.items()
+        }
+        for node_id, step in self.steps.items():
+            if step.status == "succeeded":
+                outputs[node_id] = {"output": env.resolve(self.workspace_id, step.output)}
+        return {
+            "inputs": self.inputs,
+            "steps": outputs,
+            "vars": self.vars,
+            "execution": {
+                "id": str(self.id),
+                "workflow_id": self.workflow_id,
+                "workflow_version": self.workflow_version,
+                "started_at": self.admitted_at,
+                "trigger": self.trigger,
+            },
+        }
+
+    def _task(
+        self,
+        node_id: str,
+        kind: str,
+        attempt: int,
+        config: dict[str, Any],
+        credentials: dict[str, dict[str, Any]],
+        now: float,
+        env: Surroundings,
+    ) -> dict[str, Any]:
+        node = self.plan.nodes[node_id]
+        timeout = float((node.get("config") or {}).get("timeout_s") or env.step_timeout_s)
+        if self.timeout_s and self.admitted_at is not None:
+            timeout = max(0.0, min(timeout, self.admitted_at + self.timeout_s - now))
+        return {
+            "task_id": f"{self.id}:{node_id}:{attempt}",
+            "execution_id": str(self.id),
+            "workspace_id": self.workspace_id,
+            "workflow_id": self.workflow_id,
+            "node_id": node_id,
+            "node_type": kind,
+            "attempt": attempt,
+            "max_attempts": retry_policy(node).max_attempts,
+            "pool": NODE_TYPES[kind].pool if kind in NODE_TYPES else "default",
+            "config": config,
+            "credentials": credentials,
+            "timeout_s": timeout,
+            "deadline": now + timeout,
+            "heartbeat_s": env.heartbeat_s,
+            "dispatched_at": now,
+        }
 
     @event("StepScheduled")
     def _step_scheduled(
-        self, node_id: str, attempt: int, not_before: float, actor_id: str, workspace_id: str
+        self,
+        node_id: str,
+        node_type: str,
+        attempt: int,
+        not_before: float,
+        input: Any,
+        pool: str | None,
+        task: dict[str, Any] | None,
+        started: bool,
+        actor_id: str,
+        workspace_id: str,
     ) -> None:
-        self.steps[node_id] = Step("scheduled", attempt)
+        previous = self.steps.get(node_id)
+        same = previous is not None and previous.attempt == attempt
+        self.steps[node_id] = Step(
+            "scheduled",
+            attempt,
+            charged=previous.used
+            if same and previous
+            else ((previous.used + 1) if previous and previous.attempt else 1),
+            input=input,
+            not_before=not_before,
+            started=started,
+            task=task,
+            dispatched_at=not_before if task is not None else 0.0,
+        )
+
+    @event("StepDispatched")
+    def _step_dispatched(
+        self, node_id: str, attempt: int, task: dict[str, Any], actor_id: str, workspace_id: str
+    ) -> None:
+        step = self.steps[node_id]
+        step.started = True
+        step.task = task
+        step.input = _public(task["config"])
+        step.dispatched_at = float(task["dispatched_at"])
 
     @event("StepSkipped")
     def _step_skipped(self, node_id: str, actor_id: str, workspace_id: str) -> None:
         self.steps[node_id] = Step("skipped")
 
+    # -- control nodes -----------------------------------------------------------------------
+
+    def _run_control(
+        self,
+        node_id: str,
+        kind: str,
+        attempt: int,
+        config: dict[str, Any],
+        now: float,
+        actor_id: str,
+        env: Surroundings,
+    ) -> bool:
+        if kind == "control.delay":
+            until = now + float(config.get("seconds") or 0)
+            if config.get("until"):
+                until = _epoch(config["until"])
+            self._step_scheduled(
+                node_id, kind, attempt, max(until, now), _public(config), None, None, False,
+                actor_id, self.workspace_id,
+            )  # fmt: skip
+            return False
+        if kind in ("control.loop", "control.subworkflow"):
+            return self._start_children(node_id, kind, attempt, config, now, actor_id, env)
+        self._step_scheduled(
+            node_id, kind, attempt, now, _public(config), None, None, True,
+            actor_id, self.workspace_id,
+        )  # fmt: skip
+        branch: str | None = None
+        if kind == "control.if":
+            output: Any = bool(config.get("condition"))
+            branch = "true" if output else "false"
+        elif kind == "control.switch":
+            output = config.get("value")
+            label = output if isinstance(output, str) else json.dumps(output)
+            branch = label if label in (config.get("cases") or []) else "default"
+        elif kind == "control.merge":
+            output = {
+                e.source: self.steps[e.source].output
+                for e in self.plan.incoming(node_id)
+                if e.source in self.steps and self.steps[e.source].status == "succeeded"
+            }
+        else:  # control.stop
+            output = {
+                "outcome": config.get("outcome", "succeed"),
+                "message": config.get("message"),
+                "output": config.get("output"),
+            }
+        self._step_succeeded(
+            node_id, attempt, output, branch, None, now, now, actor_id, self.workspace_id
+        )
+        return True
+
+    def _start_children(
+        self,
+        node_id: str,
+        kind: str,
+        attempt: int,
+        config: dict[str, Any],
+        now: float,
+        actor_id: str,
+        env: Surroundings,
+    ) -> bool:
+        if self.depth + 1 > MAX_DEPTH:
+            raise StepProblem("TooDeep", f"workflows nest deeper than {MAX_DEPTH} levels")
+        if kind == "control.subworkflow":
+            pinned = env.workflow(self.workspace_id, config["workflow_id"], config.get("version"))
+            items: list[Any] = [config.get("inputs") or {}]
+        else:
+            items = config.get("items")  # type: ignore[assignment]
+            if not isinstance(items, list):
+                raise StepProblem(
+                    "ConfigError", f"{node_id}.items must be a list, not {type(items).__name__}"
+                )
+            pinned = self._body(node_id, config, env)
+        self._step_scheduled(
+            node_id, kind, attempt, now, _public(config), None, None, True,
+            actor_id, self.workspace_id,
+        )  # fmt: skip
+        body = {
+            "workflow_id": pinned.workflow_id,
+            "version": pinned.version,
+            "nodes": pinned.nodes,
+            "edges": pinned.edges,
+            "start": pinned.start,
+        }
+        self._loop_items(node_id, items, body, actor_id, self.workspace_id)
+        if not items:
+            self._step_succeeded(
+                node_id, attempt, [], None, None, now, now, actor_id, self.workspace_id
+            )
+            return True
+        self._more_children(node_id, attempt, actor_id)
+        return False
+
+    def _body(self, node_id: str, config: dict[str, Any], env: Surroundings) -> Pinned:
+        if config.get("body_workflow_id"):
+            return env.workflow(self.workspace_id, config["body_workflow_id"], None)
+        body = self.plan.bodies.get(node_id)
+        if body is None:
+            raise StepProblem("ConfigError", f"{node_id} has neither a body nor body_workflow_id")
+        nodes: dict[str, dict[str, Any]] = {LOOP_ITEM_NODE: {"type": "trigger.manual"}}
+        nodes.update({n: dict(spec) for n, spec in body.nodes.items()})
+        edges = [{"source": e.source, "target": e.target, "label": e.label} for e in body.edges]
+        edges += [{"source": LOOP_ITEM_NODE, "target": t, "label": None} for t in body.entries]
+        return Pinned(self.workflow_id, self.workflow_version, nodes, edges, LOOP_ITEM_NODE)
+
+    @event("LoopItems")
+    def _loop_items(
+        self,
+        node_id: str,
+        items: list[Any],
+        body: dict[str, Any],
+        actor_id: str,
+        workspace_id: str,
+    ) -> None:
+        self.loop_items[node_id] = list(items)
+        self.bodies[node_id] = Pinned(
+            body["workflow_id"], body["version"], body["nodes"], body["edges"], body["start"]
+        )
+        self.children[node_id] = {}
+
+    def _more_children(self, node_id: str, attempt: int, actor_id: str) -> None:
+        """Start children up to the loop's concurrency."""
+        pinned = self.bodies[node_id]
+        kind = self.plan.nodes[node_id]["type"]
+        config = self.steps[node_id].input or {}
+        limit = int(config.get("concurrency") or 1) if kind == "control.loop" else 1
+        items = self.loop_items[node_id]
+        records = self.children[node_id]
+        running = sum(1 for r in records.values() if r["status"] == "RUNNING")
+        for index in range(len(items)):
+            if running >= limit:
+                break
+            key: int | None = index if kind == "control.loop" else None
+            if key in records:
+                continue
+            cid = child_id(self.id, node_id, attempt, key)
+            if kind == "control.loop":
+                inputs = {"item": items[index], "index": index}
+                trigger = {"kind": "loop", "node_id": node_id}
+            else:
+                inputs = dict(items[0])
+                trigger = {"kind": "subworkflow", "node_id": node_id}
+            self._child_started(
+                node_id, attempt, key, str(cid), pinned.workflow_id, pinned.version,
+                actor_id, self.workspace_id,
+            )  # fmt: skip
+            outer = {
+                n: {"output": s.output} for n, s in self.steps.items() if s.status == "succeeded"
+            }
+            self.new_children.append(
+                ChildSpec(
+                    cid,
+                    pinned.workflow_id,
+                    pinned.version,
+                    pinned.nodes,
+                    pinned.edges,
+                    pinned.start,
+                    inputs,
+                    {
+                        "execution_id": str(self.id),
+                        "node_id": node_id,
+                        "attempt": attempt,
+                        "index": key,
+                        "depth": self.depth + 1,
+                    },
+                    trigger,
+                    outer if kind == "control.loop" and pinned.start == LOOP_ITEM_NODE else {},
+                )
+            )
+            running += 1
+
+    @event("ChildStarted")
+    def _child_started(
+        self,
+        node_id: str,
+        attempt: int,
+        index: int | None,
+        child_id: str,
+        workflow_id: str,
+        workflow_version: int,
+        actor_id: str,
+        workspace_id: str,
+    ) -> None:
+        self.children.setdefault(node_id, {})[index] = {
+            "child_id": child_id,
+            "workflow_id": workflow_id,
+            "workflow_version": workflow_version,
+            "status": "RUNNING",
+            "output": None,
+            "error": None,
+        }
+
+    def child_finished(
+        self,
+        node_id: str,
+        attempt: int,
+        index: int | None,
+        child: str,
+        status: str,
+        output: Any,
+        error: str | None,
+        now: float,
+        actor_id: str,
+        env: Surroundings | None = None,
+    ) -> bool:
+        """A child execution ended; False when that child is not one this step waits for."""
+        record = self.children.get(node_id, {}).get(index)
+        if (
+            not self._current(node_id, attempt)
+            or record is None
+            or record["child_id"] != child
+            or record["status"] != "RUNNING"
+        ):
+            return False
+        self._child_finished(
+            node_id, attempt, index, child, status, output, error, actor_id, self.workspace_id
+        )
+        records = self.children[node_id]
+        if status != "SUCCEEDED":
+            where = f"item {index}" if index is not None else "subworkflow"
+            self.record_failure(
+                node_id, attempt, "ChildFailed", f"{where} {status.lower()}: {error}", actor_id,
+                retryable=status != "CANCELLED", started_at=None, finished_at=now,
+            )  # fmt: skip
+        elif len(records) == len(self.loop_items[node_id]) and all(
+            r["status"] == "SUCCEEDED" for r in records.values()
+        ):
+            kind = self.plan.nodes[node_id]["type"]
+            if kind == "control.loop":
+                result: Any = [records[i]["output"] for i in range(len(records))]
+            else:
+                result = records[None]["output"]
+            self._step_succeeded(
+                node_id, attempt, result, None, None, None, now, actor_id, self.workspace_id
+            )
+        else:
+            self._more_children(node_id, attempt, actor_id)
+        self.advance(now, actor_id, env)
+        return True
+
+    @event("ChildFinished")
+    def _child_finished(
+        self,
+        node_id: str,
+        attempt: int,
+        index: int | None,
+        child_id: str,
+        status: str,
+        output: Any,
+        error: str | None,
+        actor_id: str,
+        workspace_id: str,
+    ) -> None:
+        record = self.children[node_id][index]
+        record.update(status=status, output=output, error=error)
+
+    def running_children(self) -> list[str]:
+        return [
+            r["child_id"]
+            for records in self.children.values()
+            for r in records.values()
+            if r["status"] == "RUNNING"
+        ]
+
+    # -- the end -----------------------------------------------------------------------------
+
+    def _finish_with(self, action: Finish) -> None:
+        status = action.status
+        step = self.steps.get(action.node_id or "")
+        if status == "FAILED" and step and (step.error or {}).get("type") == "StepTimeout":
+            status = "TIMED_OUT"
+        self._finished(
+            status, action.error, self._output(action), "orchestrator", self.workspace_id
+        )
+
+    def _output(self, action: Finish) -> Any:
+        step = self.steps.get(action.node_id or "")
+        said = step.output if step is not None and isinstance(step.output, dict) else {}
+        if "outcome" in said and said.get("output") is not None:
+            return said["output"]
+        sources = {e.source for e in self.plan.edges if e.label != "error"}
+        return {
+            n: s.output
+            for n, s in self.steps.items()
+            if s.status == "succeeded" and n not in sources and n != self.plan.start
+        }
+
     @event("ExecutionFinished")
-    def _finished(self, status: str, error: str | None, actor_id: str, workspace_id: str) -> None:
+    def _finished(
+        self, status: str, error: str | None, output: Any, actor_id: str, workspace_id: str
+    ) -> None:
         self.status = status
         self.error = error
+        self.output = output
 
     def cancel(self, reason: str, actor_id: str) -> None:
         if self.finished:
             raise Conflict(f"the execution is {self.status} already", current_version=self.version)
-        self._finished("CANCELLED", reason, actor_id, self.workspace_id)
+        self._finished("CANCELLED", reason, None, actor_id, self.workspace_id)
+
+    def time_out(self, message: str, actor_id: str) -> None:
+        if not self.finished:
+            self._finished("TIMED_OUT", message, None, actor_id, self.workspace_id)
+
+    # -- timers ------------------------------------------------------------------------------
+
+    def deadline(self) -> float | None:
+        if self.timeout_s and self.admitted_at is not None:
+            return self.admitted_at + self.timeout_s
+        return None
+
+    def next_wake(self, heartbeat_timeout_s: float, heard: dict[str, float]) -> float | None:
+        """When the orchestrator must look at this execution again without a report."""
+        if self.finished:
+            return None
+        times = [t for t in [self.deadline()] if t is not None]
+        for node_id, step in self.steps.items():
+            if step.status != "scheduled":
+                continue
+            if not step.started:
+                times.append(step.not_before)
+            elif step.task is not None:
+                times.append(float(step.task["deadline"]))
+                last = max(step.dispatched_at, heard.get(f"{node_id}:{step.attempt}", 0.0))
+                times.append(last + heartbeat_timeout_s)
+        return min(times) if times else None
+
+    def overdue(self, now: float, heartbeat_timeout_s: float, heard: dict[str, float]) -> None:
+        """Fail what ran out of time: the execution, steps past their deadline, and steps
+        whose runner stopped sending heartbeats (a new attempt follows, uncharged)."""
+        deadline = self.deadline()
+        if deadline is not None and now >= deadline and self.status == "RUNNING":
+            self.time_out(f"the execution ran longer than {self.timeout_s} s", "orchestrator")
+            return
+        for node_id, step in list(self.steps.items()):
+            if step.status != "scheduled" or step.task is None:
+                continue
+            task = step.task
+            if now >= float(task["deadline"]):
+                self.record_failure(
+                    node_id, step.attempt, "StepTimeout",
+                    f"{node_id} ran longer than {task['timeout_s']:g} s", "orchestrator",
+                )  # fmt: skip
+                continue
+            last = max(step.dispatched_at, heard.get(f"{node_id}:{step.attempt}", 0.0))
+            if now >= last + heartbeat_timeout_s:
+                self.record_failure(
+                    node_id, step.attempt, "HeartbeatTimeout",
+                    f"no word from the runner of {node_id} for {heartbeat_timeout_s:g} s",
+                    "orchestrator", retryable=True, charged=False,
+                )  # fmt: skip
+
+
+def _credential_names(config: dict[str, Any]) -> list[str]:
+    names = []
+    if isinstance(config.get("credential"), str):
+        names.append(config["credential"])
+    auth = config.get("auth")
+    if isinstance(auth, dict) and isinstance(auth.get("credential"), str):
+        names.append(auth["credential"])
+    return names
+
+
+def _public(config: Any) -> Any:
+    """The rendered config as recorded and shown (it holds credential names, never values)."""
+    return config
+
+
+def _epoch(value: Any) -> float:
+    if isinstance(value, int | float):
+        return float(value)
+    try:
+        return datetime.fromisoformat(str(value)).timestamp()
+    except ValueError:
+        raise StepProblem("ConfigError", f"until: {value!r} is not an ISO 8601 time") from None

@@ -16,10 +16,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 ERROR_LABEL = "error"
+BODY_LABEL = "body"
 LOOP = "control.loop"
 TERMINAL = frozenset({"succeeded", "failed", "skipped"})
 #: Attempts a node type gets unless its config's `retry` says otherwise.
 DEFAULT_ATTEMPTS = {"http.request": 3, "sql.query": 2, "ai.llm": 3, "ai.extract": 3}
+#: Attempts that do not count against the retry budget (a runner killed or shut down under a
+#: step) are still bounded: a task that kills every runner it reaches is a poison task.
+MAX_FREE_REDELIVERIES = 3
 
 
 @dataclass(frozen=True)
@@ -36,12 +40,23 @@ class Plan:
     nodes: Mapping[str, Mapping[str, Any]]  # id → {"type", "config"}
     edges: Sequence[Edge]
     start: str  # the trigger that started it
+    #: Loop id → its body, which runs as a child execution per item (not in this plan).
+    bodies: Mapping[str, Body] = field(default_factory=dict)
 
     def incoming(self, node_id: str) -> list[Edge]:
         return [e for e in self.edges if e.target == node_id]
 
     def outgoing(self, node_id: str) -> list[Edge]:
         return [e for e in self.edges if e.source == node_id]
+
+
+@dataclass(frozen=True)
+class Body:
+    """A loop's body: the nodes between the loop and the edges that return to it."""
+
+    nodes: Mapping[str, Mapping[str, Any]]
+    edges: Sequence[Edge]
+    entries: tuple[str, ...]  # where each iteration begins
 
 
 @dataclass
@@ -51,8 +66,19 @@ class Step:
     status: str = "pending"  # pending, scheduled, succeeded, failed, skipped
     attempt: int = 0
     output: Any = None
-    error: dict[str, Any] | None = None  # {"type", "message"}
+    error: dict[str, Any] | None = None  # {"type", "message", "retryable", "charged"}
     branch: str | None = None  # for if/switch: the label it chose
+    #: Attempts that counted against the retry budget; None: every attempt did.
+    charged: int | None = None
+    input: Any = None  # the rendered config it ran with
+    not_before: float = 0.0
+    started: bool = False  # its task left (or the orchestrator began it)
+    task: dict[str, Any] | None = None
+    dispatched_at: float = 0.0
+
+    @property
+    def used(self) -> int:
+        return self.attempt if self.charged is None else self.charged
 
 
 @dataclass(frozen=True)
@@ -71,6 +97,7 @@ class Skip:
 class Finish:
     status: str  # SUCCEEDED or FAILED
     error: str | None = None
+    node_id: str | None = field(default=None, compare=False)  # the node that decided it
 
 
 Action = Schedule | Skip | Finish
@@ -108,19 +135,24 @@ def decide(plan: Plan, steps: Mapping[str, Step], now: float) -> list[Action]:
     """Everything that should happen now; empty while steps are running."""
     actions: list[Action] = []
     for node_id, step in steps.items():
+        if node_id not in plan.nodes:
+            continue
         if step.status == "failed" and not _gave_up(plan, node_id, step):
-            delay = retry_policy(plan.nodes[node_id]).delay(step.attempt)
+            charged = (step.error or {}).get("charged", True)
+            delay = retry_policy(plan.nodes[node_id]).delay(step.used) if charged else 0.0
             actions.append(Schedule(node_id, step.attempt + 1, now + delay))
             continue
         if step.status == "failed" and not _handled(plan, node_id):
             message = (step.error or {}).get("message", "failed")
-            return [Finish("FAILED", f"{node_id}: {message}")]
+            return [Finish("FAILED", f"{node_id}: {message}", node_id)]
         stop = plan.nodes[node_id]["type"] == "control.stop"
         if stop and step.status == "succeeded":
             config = plan.nodes[node_id].get("config") or {}
+            said = step.output if isinstance(step.output, dict) else {}
             if config.get("outcome") == "fail":
-                return [Finish("FAILED", f"{node_id}: {config.get('message') or 'stopped'}")]
-            return [Finish("SUCCEEDED")]
+                message = said.get("message") or config.get("message") or "stopped"
+                return [Finish("FAILED", f"{node_id}: {message}", node_id)]
+            return [Finish("SUCCEEDED", None, node_id)]
     for node_id in plan.nodes:
         current = steps.get(node_id)
         if current is not None and current.status != "pending":
@@ -140,8 +172,62 @@ def decide(plan: Plan, steps: Mapping[str, Step], now: float) -> list[Action]:
 def _gave_up(plan: Plan, node_id: str, step: Step) -> bool:
     """A failure that will not be retried: attempts used up, or an error not worth another."""
     policy = retry_policy(plan.nodes[node_id])
-    kind = (step.error or {}).get("type", "")
-    return step.attempt >= policy.max_attempts or kind in policy.non_retryable
+    error = step.error or {}
+    if error.get("retryable") is False or error.get("type", "") in policy.non_retryable:
+        return True
+    return step.used >= policy.max_attempts or step.attempt - step.used > MAX_FREE_REDELIVERIES
+
+
+def gave_up(plan: Plan, node_id: str, step: Step) -> bool:
+    """Whether a failed step is failed for good."""
+    return _gave_up(plan, node_id, step)
+
+
+def split_loops(
+    nodes: Mapping[str, Mapping[str, Any]], edges: Sequence[Edge]
+) -> tuple[dict[str, Mapping[str, Any]], list[Edge], dict[str, Body]]:
+    """Take each loop's body out of the graph: the nodes on a cycle back to the loop, and
+    those reached through its edges labelled `body` (up to the loop again)."""
+    successors: dict[str, list[str]] = {n: [] for n in nodes}
+    predecessors: dict[str, list[str]] = {n: [] for n in nodes}
+    for e in edges:
+        if e.source in nodes and e.target in nodes:
+            successors[e.source].append(e.target)
+            predecessors[e.target].append(e.source)
+    bodies: dict[str, Body] = {}
+    taken: set[str] = set()
+    for loop in (n for n, spec in nodes.items() if spec.get("type") == LOOP):
+        if loop in taken:
+            continue  # a loop inside another loop's body runs in that body's executions
+        forward = _reach(successors, successors[loop], stop=loop)
+        back = _reach(predecessors, predecessors[loop], stop=loop)
+        labelled = [e.target for e in edges if e.source == loop and e.label == BODY_LABEL]
+        body = (forward & back) | _reach(successors, labelled, stop=loop) | set(labelled)
+        body.discard(loop)
+        if not body:
+            continue
+        entries = tuple(
+            dict.fromkeys(e.target for e in edges if e.source == loop and e.target in body)
+        )
+        inner = [e for e in edges if e.source in body and e.target in body]
+        bodies[loop] = Body({n: nodes[n] for n in body}, inner, entries)
+        taken |= body
+    outer_nodes = {n: spec for n, spec in nodes.items() if n not in taken}
+    outer_edges = [e for e in edges if e.source in outer_nodes and e.target in outer_nodes]
+    return outer_nodes, outer_edges, bodies
+
+
+def _reach(successors: Mapping[str, list[str]], starts: Sequence[str], stop: str) -> set[str]:
+    seen: set[str] = set()
+    frontier = [s for s in starts if s != stop]
+    for s in frontier:
+        seen.add(s)
+    while frontier:
+        for nxt in successors.get(frontier.pop(), ()):
+            if nxt != stop and nxt not in seen:
+                seen.add(nxt)
+                frontier.append(nxt)
+    return seen
 
 
 def _downstream(plan: Plan, node_id: str) -> set[str]:

@@ -9,25 +9,35 @@ from uuid import uuid4
 import pytest
 
 from command_side.errors import Conflict
-from command_side.execution.aggregate import Execution
+from command_side.execution.aggregate import Execution, Isolated, Pinned, StepProblem
 
 
-def started() -> Execution:
-    return Execution(
+def node(kind: str = "data.transform", **config: Any) -> dict[str, Any]:
+    return {"type": kind, "config": config}
+
+
+def started(
+    nodes: dict[str, dict[str, Any]] | None = None,
+    edges: list[tuple[str, str] | tuple[str, str, str]] | None = None,
+    **extra: Any,
+) -> Execution:
+    nodes = nodes or {"start": node("trigger.manual"), "a": node(), "b": node()}
+    edges = edges if edges is not None else [("start", "a"), ("a", "b")]
+    execution = Execution(
         execution_id=uuid4(),
         workflow_id="w1",
         workflow_version=3,
-        nodes={
-            "start": {"type": "trigger.manual", "config": {}},
-            "a": {"type": "data.transform", "config": {}},
-            "b": {"type": "data.transform", "config": {}},
-        },
-        edges=[{"source": "start", "target": "a"}, {"source": "a", "target": "b"}],
+        nodes=nodes,
+        edges=[
+            {"source": e[0], "target": e[1], "label": e[2] if len(e) > 2 else None} for e in edges
+        ],
         start="start",
         inputs={"n": 1},
         actor_id="u1",
         workspace_id="ws1",
+        **extra,
     )
+    return execution
 
 
 def replayed(events: list[Any]) -> Execution:
@@ -36,7 +46,11 @@ def replayed(events: list[Any]) -> Execution:
 
 def test_steps_are_scheduled_from_decisions_and_reports_advance_them() -> None:
     execution = started()
-    assert [s.node_id for s in execution.advance(0.0, "orchestrator")] == ["a"]
+    assert execution.status == "QUEUED"
+    assert execution.admit(0.0, "orchestrator")
+    assert not execution.admit(0.0, "orchestrator")  # admitted once
+    assert execution.steps["a"].task is not None
+    assert execution.steps["a"].task["config"] == {}
     assert execution.advance(0.0, "orchestrator") == []  # nothing new while a runs
     assert execution.record_success("a", 1, {"x": 1}, None, "runner")
     assert not execution.record_success("a", 1, {"x": 1}, None, "runner")  # a redelivery
@@ -45,11 +59,12 @@ def test_steps_are_scheduled_from_decisions_and_reports_advance_them() -> None:
     assert not execution.record_failure("b", 2, "Oops", "stale attempt", "runner")
     assert execution.record_success("b", 1, "done", None, "runner")
     assert execution.advance(2.0, "orchestrator") == []
-    assert execution.status == "SUCCEEDED"
+    assert (execution.status, execution.output) == ("SUCCEEDED", {"b": "done"})
     events = execution.collect_events()
     kinds = [type(e).__name__ for e in events]
     assert kinds == [
         "ExecutionStarted",
+        "ExecutionAdmitted",
         "StepScheduled",
         "StepSucceeded",
         "StepScheduled",
@@ -60,9 +75,35 @@ def test_steps_are_scheduled_from_decisions_and_reports_advance_them() -> None:
     assert (again.status, again.steps["b"].output) == ("SUCCEEDED", "done")
 
 
+def test_configs_are_rendered_from_earlier_outputs() -> None:
+    execution = started(
+        {
+            "start": node("trigger.manual"),
+            "a": node(fields={"double": "{{ inputs.n * 2 }}"}),
+            "b": node(fields={"from_a": "{{ steps.a.output.double + 1 }}"}),
+        }
+    )
+    execution.admit(0.0, "o")
+    assert execution.steps["a"].task["config"] == {"fields": {"double": 2}}
+    execution.record_success("a", 1, {"double": 2}, None, "runner")
+    execution.advance(1.0, "o")
+    assert execution.steps["b"].input == {"fields": {"from_a": 3}}
+
+
+def test_a_bad_template_fails_the_step_naming_node_and_key() -> None:
+    execution = started(
+        {"start": node("trigger.manual"), "a": node(fields={"x": "{{ steps.nope.output }}"})},
+        [("start", "a")],
+    )
+    execution.admit(0.0, "o")
+    assert execution.status == "FAILED"
+    assert execution.error is not None and execution.error.startswith("a: a.fields.x")
+    assert execution.steps["a"].error["type"] == "TemplateError"
+
+
 def test_a_cancelled_execution_takes_no_more_reports_or_decisions() -> None:
     execution = started()
-    execution.advance(0.0, "orchestrator")
+    execution.admit(0.0, "orchestrator")
     execution.cancel("not needed", "u1")
     assert execution.status == "CANCELLED"
     assert not execution.record_success("a", 1, {}, None, "runner")
@@ -71,34 +112,183 @@ def test_a_cancelled_execution_takes_no_more_reports_or_decisions() -> None:
         execution.cancel("again", "u1")
 
 
-def test_skips_that_release_more_decisions_are_followed_in_one_advance() -> None:
-    """A branch not taken is skipped node after node, and the execution still finishes."""
-    execution = Execution(
-        execution_id=uuid4(),
-        workflow_id="w1",
-        workflow_version=1,
-        nodes={
-            "start": {"type": "trigger.manual", "config": {}},
-            "check": {"type": "control.if", "config": {"condition": "{{ inputs.ok }}"}},
-            "yes": {"type": "data.transform", "config": {}},
-            "no": {"type": "data.transform", "config": {}},
-            "after_no": {"type": "data.transform", "config": {}},
+def test_if_runs_in_the_orchestrator_and_skips_the_other_branch() -> None:
+    execution = started(
+        {
+            "start": node("trigger.manual"),
+            "check": node("control.if", condition="{{ inputs.n > 0 }}"),
+            "yes": node(),
+            "no": node(),
+            "after_no": node(),
         },
-        edges=[
-            {"source": "start", "target": "check"},
-            {"source": "check", "target": "yes", "label": "true"},
-            {"source": "check", "target": "no", "label": "false"},
-            {"source": "no", "target": "after_no"},
+        [
+            ("start", "check"),
+            ("check", "yes", "true"),
+            ("check", "no", "false"),
+            ("no", "after_no"),
         ],
-        start="start",
-        inputs={"ok": True},
-        actor_id="u1",
-        workspace_id="ws1",
     )
-    execution.advance(0.0, "o")
-    execution.record_success("check", 1, True, "true", "runner")
-    assert [s.node_id for s in execution.advance(1.0, "o")] == ["yes"]
+    execution.admit(0.0, "o")
+    assert execution.steps["check"].branch == "true"
     assert execution.steps["after_no"].status == "skipped"
+    assert execution.steps["yes"].status == "scheduled"
     execution.record_success("yes", 1, {}, None, "runner")
     execution.advance(2.0, "o")
     assert execution.status == "SUCCEEDED"
+
+
+def test_retries_wait_their_backoff_then_dispatch() -> None:
+    execution = started(
+        {
+            "start": node("trigger.manual"),
+            "a": node("http.request", url="http://x", retry={"max_attempts": 2}),
+        },
+        [("start", "a")],
+    )
+    execution.admit(0.0, "o")
+    execution.record_failure("a", 1, "HttpStatusError", "503", "runner")
+    execution.advance(10.0, "o")
+    waiting = execution.steps["a"]
+    assert (waiting.status, waiting.attempt, waiting.started) == ("scheduled", 2, False)
+    assert waiting.not_before == 11.0
+    assert execution.next_wake(30.0, {}) == 11.0
+    assert execution.wake(10.5, "o") == []
+    assert [s.node_id for s in execution.wake(11.0, "o")] == ["a"]
+    assert execution.steps["a"].task["attempt"] == 2
+    execution.record_failure("a", 2, "HttpStatusError", "503 again", "runner")
+    execution.advance(12.0, "o")
+    assert execution.status == "FAILED"
+    failed = [e for e in execution.collect_events() if type(e).__name__ == "StepFailed"]
+    assert [e.final for e in failed] == [False, True]
+    assert failed[-1].dead_letter["task"]["attempt"] == 2
+
+
+def test_a_lapsed_heartbeat_gives_the_step_a_new_attempt_without_charging_it() -> None:
+    execution = started({"start": node("trigger.manual"), "a": node()}, [("start", "a")])
+    execution.admit(0.0, "o")
+    execution.overdue(5.0, 10.0, {"a:1": 4.0})  # heard at 4: fine
+    assert execution.steps["a"].attempt == 1
+    execution.overdue(14.5, 10.0, {"a:1": 4.0})
+    execution.advance(14.5, "o")
+    assert (execution.steps["a"].status, execution.steps["a"].attempt) == ("scheduled", 2)
+    assert not execution.record_success("a", 1, "late", None, "runner")  # superseded
+    assert execution.record_success("a", 2, "ok", None, "runner")
+    execution.advance(15.0, "o")
+    assert execution.status == "SUCCEEDED"
+
+
+def test_a_poison_task_that_kills_every_runner_fails_in_the_end() -> None:
+    execution = started({"start": node("trigger.manual"), "a": node()}, [("start", "a")])
+    execution.admit(0.0, "o")
+    now = 0.0
+    while execution.status == "RUNNING":
+        now += 100
+        execution.overdue(now, 10.0, {})
+        execution.advance(now, "o")
+    assert execution.status == "FAILED"
+    assert execution.steps["a"].attempt == 4
+
+
+def test_step_and_execution_deadlines() -> None:
+    execution = started({"start": node("trigger.manual"), "a": node(timeout_s=5)}, [("start", "a")])
+    execution.admit(0.0, "o")
+    execution.overdue(5.0, 100.0, {})
+    execution.advance(5.0, "o")
+    assert execution.status == "TIMED_OUT"
+    limited = started(timeout_s=3.0)
+    limited.admit(0.0, "o")
+    assert limited.steps["a"].task["timeout_s"] == 3.0
+    limited.overdue(3.0, 100.0, {})
+    assert limited.status == "TIMED_OUT"
+
+
+def test_delay_waits_on_the_orchestrators_clock() -> None:
+    execution = started(
+        {"start": node("trigger.manual"), "wait": node("control.delay", seconds=30), "b": node()},
+        [("start", "wait"), ("wait", "b")],
+    )
+    execution.admit(100.0, "o")
+    assert execution.next_wake(1000.0, {}) == 130.0
+    assert execution.wake(129.0, "o") == []
+    assert [s.node_id for s in execution.wake(130.0, "o")] == ["b"]
+
+
+def test_a_loop_runs_its_body_as_child_executions_a_few_at_a_time() -> None:
+    execution = started(
+        {
+            "start": node("trigger.manual"),
+            "each": node("control.loop", items="{{ [1, 2, 3] }}", concurrency=2),
+            "body": node(fields={"x": "{{ inputs.item }}"}),
+            "after": node(),
+        },
+        [("start", "each"), ("each", "body"), ("body", "each"), ("each", "after")],
+    )
+    execution.admit(0.0, "o")
+    first = execution.new_children
+    assert [c.inputs for c in first] == [{"item": 1, "index": 0}, {"item": 2, "index": 1}]
+    assert set(first[0].nodes) == {"item", "body"}
+    execution.new_children = []
+    record = execution.children["each"]
+    assert execution.child_finished(
+        "each", 1, 0, record[0]["child_id"], "SUCCEEDED", {"body": 1}, None, 1.0, "o"
+    )
+    assert [c.inputs["index"] for c in execution.new_children] == [2]
+    for index in (1, 2):
+        execution.child_finished(
+            "each", 1, index, record[index]["child_id"], "SUCCEEDED", {"body": index + 1},
+            None, 2.0, "o",
+        )  # fmt: skip
+    assert execution.steps["each"].output == [{"body": 1}, {"body": 2}, {"body": 3}]
+    assert execution.steps["after"].status == "scheduled"
+    again = replayed(execution.collect_events())
+    assert again.steps["each"].output == execution.steps["each"].output
+
+
+class WithWorkflow(Isolated):
+    def workflow(self, workspace_id: str, workflow_id: str, version: int | None) -> Pinned:
+        if workflow_id != "child":
+            raise StepProblem("WorkflowNotFound", f"no workflow {workflow_id}")
+        return Pinned("child", 2, {"t": node("trigger.manual")}, [], "t")
+
+
+def test_a_subworkflow_waits_for_its_child_and_a_missing_one_fails_the_step() -> None:
+    execution = started(
+        {
+            "start": node("trigger.manual"),
+            "sub": node("control.subworkflow", workflow_id="child", inputs={"a": 1}),
+        },
+        [("start", "sub")],
+    )
+    execution.admit(0.0, "o", WithWorkflow())
+    (child,) = execution.new_children
+    assert (child.workflow_id, child.workflow_version, child.inputs) == ("child", 2, {"a": 1})
+    assert not execution.child_finished("sub", 1, None, "other", "SUCCEEDED", {}, None, 1, "o")
+    execution.child_finished(
+        "sub", 1, None, str(child.child_id), "SUCCEEDED", {"r": 1}, None, 1, "o"
+    )
+    assert (execution.status, execution.output) == ("SUCCEEDED", {"sub": {"r": 1}})
+    missing = started(
+        {"start": node("trigger.manual"), "sub": node("control.subworkflow", workflow_id="x")},
+        [("start", "sub")],
+    )
+    missing.admit(0.0, "o", WithWorkflow())
+    assert missing.status == "FAILED" and "no workflow x" in (missing.error or "")
+
+
+def test_a_retry_reuses_recorded_outputs() -> None:
+    execution = started(reused={"a": {"output": {"x": 1}, "branch": None}}, retry_of="e0")
+    execution.admit(0.0, "o")
+    assert execution.steps["a"].status == "succeeded"
+    assert execution.steps["b"].status == "scheduled"
+    kinds = [type(e).__name__ for e in execution.collect_events()]
+    assert "StepReused" in kinds
+
+
+def test_a_missing_credential_fails_the_step_without_retrying() -> None:
+    execution = started(
+        {"start": node("trigger.manual"), "q": node("sql.query", credential="db", query="x")},
+        [("start", "q")],
+    )
+    execution.admit(0.0, "o")
+    assert execution.status == "FAILED"
+    assert execution.steps["q"].error["type"] == "CredentialNotFound"
