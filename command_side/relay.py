@@ -8,17 +8,20 @@ context is active (PostgreSQL advisory lock); others wait. When the broker comes
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 from kafka.errors import KafkaError
 
 from command_side.contracts.envelope import encode, to_envelope
+from command_side.execution.store import ExecutionStore
 from command_side.identity.store import IdentityStore
 from command_side.store import WorkflowStore
 from infra import kafka
@@ -31,7 +34,8 @@ CREATE TABLE IF NOT EXISTS autoops_relay_position (
     position bigint NOT NULL,
     published bigint NOT NULL,
     updated_at timestamptz NOT NULL DEFAULT now()
-)
+);
+ALTER TABLE autoops_relay_position ADD COLUMN IF NOT EXISTS routed bigint NOT NULL DEFAULT 0;
 """
 
 POSITION_DDL_LOCK = zlib.crc32(b"autoops.relay.position-ddl")
@@ -53,11 +57,15 @@ class Relay:
 
     def __init__(
         self,
-        store: WorkflowStore | IdentityStore,
+        store: WorkflowStore | IdentityStore | ExecutionStore,
         config: RelayConfig,
         heartbeat: Callable[..., None] | None = None,
+        route: Callable[[Any], list[tuple[str, str, dict[str, Any]]]] | None = None,
     ) -> None:
         self._store = store
+        #: Runner-facing messages of an event (tasks, cancels, dead letters), sent once.
+        self._route = route
+        self._routed: int | None = None
         self._heartbeat = heartbeat or (lambda **_: None)
         self._config = config
         self.topic = kafka.events_topic(config.context)
@@ -158,6 +166,8 @@ class Relay:
         if not notifications:
             return 0
         futures = []
+        routed = self._routed_up_to(conn)
+        extra = []
         for notification in notifications:
             event = self._store.mapper.to_domain_event(notification)
             envelope = to_envelope(self._config.context, event, notification.id)
@@ -166,7 +176,14 @@ class Relay:
                     self.topic, key=envelope["aggregate_id"].encode(), value=encode(envelope)
                 )
             )
+            if self._route is not None and notification.id > routed:
+                for topic, key, value in self._route(event):
+                    extra.append(producer.send(topic, key=key.encode(), value=_json(value)))
         producer.flush(timeout=10)
+        for future in extra:
+            future.get(timeout=10)
+        if self._route is not None:
+            self._save_routed(conn, max(routed, notifications[-1].id))
         acked: dict[int, int] = {}
         went_back = False
         for future in futures:
@@ -182,6 +199,26 @@ class Relay:
         self._acked.update(acked)
         self._save_position(conn, notifications[-1].id, published + len(notifications))
         return len(notifications)
+
+    def _routed_up_to(self, conn: psycopg.Connection) -> int:
+        if self._routed is None:
+            row = conn.execute(
+                "SELECT routed FROM autoops_relay_position WHERE context = %s",
+                (self._config.context,),
+            ).fetchone()
+            self._routed = int(row[0]) if row else 0
+        return self._routed
+
+    def _save_routed(self, conn: psycopg.Connection, routed: int) -> None:
+        if routed == self._routed:
+            return
+        self._routed = None
+        conn.execute(
+            "INSERT INTO autoops_relay_position (context, position, published, routed) "
+            "VALUES (%s, 0, 0, %s) ON CONFLICT (context) DO UPDATE SET routed = EXCLUDED.routed",
+            (self._config.context, routed),
+        )
+        self._routed = routed
 
     def _start_over(self, conn: psycopg.Connection) -> None:
         log.warning("relay: broker lost %s; re-publishing from the start", self.topic)
@@ -204,6 +241,10 @@ class Relay:
                 lost = sum(offsets.values()) == 0
         if lost:
             self._start_over(conn)
+
+
+def _json(value: dict[str, Any]) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
 
 
 def _close_quietly(

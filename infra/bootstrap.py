@@ -38,6 +38,7 @@ def stop_on_signals() -> threading.Event:
 def run_relay(settings: Settings) -> None:
     """One relay per context with an event store, each on its own thread."""
     from command_side.contracts.log import STORES
+    from command_side.execution.dispatch import runner_messages
     from command_side.relay import Relay, RelayConfig
     from infra.heartbeat import Heartbeat
 
@@ -60,6 +61,7 @@ def run_relay(settings: Settings) -> None:
                 poll_interval_s=settings.relay_poll_interval_s,
             ),
             heartbeat=heartbeat,
+            route=runner_messages if context == "execution" else None,
         )
         threads.append(threading.Thread(target=_until_failure, args=(relay, stop), name=context))
     gc.freeze()  # start-up objects live forever: spare them the collector's full passes
@@ -108,6 +110,66 @@ def run_projector(settings: Settings) -> None:
     from projections.projector import Projector
 
     Projector(projector_config(settings)).run()
+
+
+def orchestrator_config(settings: Settings) -> Any:
+    from command_side.execution.orchestrator import OrchestratorConfig
+
+    require(settings, "database_url", "kafka_bootstrap")
+    assert settings.database_url and settings.kafka_bootstrap
+    return OrchestratorConfig(
+        database_url=settings.database_url,
+        eventsourcing_env=eventsourcing_env_for(settings.database_url),
+        bootstrap=settings.kafka_bootstrap,
+        partitions=settings.kafka_partitions,
+        artifact_root=str(settings.artifact_dir or settings.data_dir / "artifacts"),
+        heartbeat_interval_s=settings.step_heartbeat_interval_s,
+        heartbeat_timeout_s=settings.step_heartbeat_timeout_s,
+        step_timeout_s=settings.step_timeout_s,
+        batch_size=settings.orchestrator_batch_size,
+        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+        group_timeout_ms=settings.kafka_group_timeout_ms,
+    )
+
+
+def run_orchestrator(settings: Settings) -> None:
+    """`autoops orchestrator`: one instance per process; run several to share partitions."""
+    from command_side.execution.orchestrator import Orchestrator
+    from infra.heartbeat import Heartbeat
+
+    config = orchestrator_config(settings)
+    heartbeat = Heartbeat(settings.redis_url, "orchestrator") if settings.redis_url else None
+    gc.freeze()
+    Orchestrator(config, heartbeat=heartbeat).run(stop_on_signals())
+
+
+def run_scheduler(settings: Settings) -> None:
+    """`autoops scheduler`: starts cron-triggered executions (any number may run)."""
+    from command_side.execution.scheduler import Scheduler
+
+    require(settings, "database_url")
+    assert settings.database_url
+    Scheduler(
+        eventsourcing_env_for(settings.database_url), interval_s=settings.scheduler_interval_s
+    ).run(stop_on_signals())
+
+
+def run_runner(settings: Settings, pool: str | None, concurrency: int | None) -> None:
+    """`autoops runner`: executes the steps of one pool until SIGTERM/SIGINT."""
+    import os
+
+    from runners.worker import Runner
+
+    require(settings, "kafka_bootstrap")
+    runner = Runner(settings, pool, concurrency)
+    log.info("runner %s serves pool %s", runner.runner_id, runner.pool)
+    runner.run(stop_on_signals())
+    if runner.busy:
+        # Their tasks were handed back; waiting for steps that ignore cancellation would
+        # keep the process alive past its grace period.
+        log.warning("runner: %d cancelled steps did not return; exiting anyway", runner.busy)
+        logging.shutdown()
+        os._exit(0)
 
 
 def run_api(settings: Settings) -> None:

@@ -18,6 +18,19 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("api", help="run the GraphQL/HTTP api")
     sub.add_parser("relay", help="publish the event store to Kafka")
     sub.add_parser("projector", help="fold Kafka events into the read models")
+    sub.add_parser("orchestrator", help="move executions forward (decide, time, retry)")
+    sub.add_parser("scheduler", help="start executions of cron triggers when they are due")
+    runner = sub.add_parser("runner", help="execute the workflow steps of one pool")
+    runner.add_argument(
+        "--pool", default=None, help="pool whose tasks to run (default: AUTOOPS_RUNNER_POOL)"
+    )
+    runner.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        metavar="N",
+        help="steps run at once (default: AUTOOPS_RUNNER_CONCURRENCY)",
+    )
     replay = sub.add_parser("replay", help="drop and rebuild read models from the event store")
     replay.add_argument(
         "--projection",
@@ -73,6 +86,14 @@ def main(argv: list[str] | None = None) -> int:
             bootstrap.run_relay(settings)
         elif args.command == "projector":
             bootstrap.run_projector(settings)
+        elif args.command == "orchestrator":
+            bootstrap.run_orchestrator(settings)
+        elif args.command == "scheduler":
+            bootstrap.run_scheduler(settings)
+        elif args.command == "runner":
+            if args.concurrency is not None and args.concurrency <= 0:
+                raise ConfigError("--concurrency must be positive")
+            bootstrap.run_runner(settings, args.pool, args.concurrency)
         elif args.command == "replay":
             return bootstrap.run_replay(settings, args.projection)
         elif args.command == "user":

@@ -13,16 +13,23 @@ log = logging.getLogger(__name__)
 
 CONTEXTS = ("workflow", "execution", "identity", "recording")
 RUNNER_POOLS = ("default", "browser", "desktop")
+RESULTS_TOPIC = "autoops.runner.results"
+DLQ_TOPIC = "autoops.runner.dlq"
+CONTROL_TOPIC = "autoops.runner.control"
 
 
 def events_topic(context: str) -> str:
     return f"autoops.{context}.events"
 
 
+def tasks_topic(pool: str) -> str:
+    return f"autoops.runner.tasks.{pool}"
+
+
 def all_topics() -> list[str]:
     topics = [events_topic(c) for c in CONTEXTS]
-    topics += [f"autoops.runner.tasks.{pool}" for pool in RUNNER_POOLS]
-    return [*topics, "autoops.runner.results", "autoops.runner.dlq"]
+    topics += [tasks_topic(pool) for pool in RUNNER_POOLS]
+    return [*topics, RESULTS_TOPIC, DLQ_TOPIC, CONTROL_TOPIC]
 
 
 def ensure_topics(
@@ -62,6 +69,33 @@ def make_producer(bootstrap: str, client_id: str) -> KafkaProducer:
     )
 
 
+def make_consumer(
+    bootstrap: str,
+    client_id: str,
+    *,
+    group_id: str | None = None,
+    fetch_max_wait_ms: int = 5,
+    group_timeout_ms: int = 6000,
+    max_poll_records: int = 500,
+) -> KafkaConsumer:
+    """A consumer that commits only when told, with a small fetch wait (Tansu answers a
+    waiting fetch late) and short group timeouts (Tansu's joins wait about the rebalance
+    timeout, which kafka-python takes from `max_poll_interval_ms`)."""
+    return KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        client_id=client_id,
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=fetch_max_wait_ms,
+        session_timeout_ms=group_timeout_ms,
+        max_poll_interval_ms=group_timeout_ms,
+        heartbeat_interval_ms=max(group_timeout_ms // 6, 200),
+        request_timeout_ms=max(group_timeout_ms * 2, 30_000),
+        max_poll_records=max_poll_records,
+    )
+
+
 class OffsetReader:
     """Reads end offsets over one long-lived connection (cheap enough to ask every second)."""
 
@@ -82,11 +116,17 @@ class OffsetReader:
 
 
 __all__ = [
+    "CONTROL_TOPIC",
+    "DLQ_TOPIC",
+    "RESULTS_TOPIC",
+    "KafkaConsumer",
     "KafkaError",
     "KafkaProducer",
     "OffsetReader",
     "all_topics",
     "ensure_topics",
     "events_topic",
+    "make_consumer",
     "make_producer",
+    "tasks_topic",
 ]

@@ -216,8 +216,8 @@ def eventsourcing_env_for(database_url: str) -> dict[str, str]:
         "POSTGRES_PORT": str(parts.port or query.get("port") or 5432),
         "POSTGRES_USER": unquote(parts.username or "postgres"),
         "POSTGRES_PASSWORD": unquote(parts.password or ""),
-        "POSTGRES_POOL_SIZE": "8",
-        "POSTGRES_MAX_OVERFLOW": "8",
+        "POSTGRES_POOL_SIZE": "2",  # opened at start, per store: keep the idle footprint small
+        "POSTGRES_MAX_OVERFLOW": "10",
         "CREATE_TABLE": "y",
     }
 

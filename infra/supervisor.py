@@ -27,7 +27,7 @@ from infra.settings import Settings, settings_env
 
 log = logging.getLogger(__name__)
 
-PROCESSES = ("relay", "projector", "api")
+PROCESSES = ("relay", "projector", "orchestrator", "scheduler", "runner", "api")
 GRACE_S = 10.0
 
 

@@ -61,5 +61,11 @@ PROJECTIONS: dict[str, Projection] = {
             (*schema.AUDIT, _fold_sql("audit_log")),
             ("read.audit_log",),
         ),
+        Projection(
+            "executions",
+            "execution",
+            (*schema.EXECUTIONS, _fold_sql("executions")),
+            ("read.executions", "read.execution_steps", "read.credentials"),
+        ),
     )
 }

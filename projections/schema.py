@@ -185,3 +185,67 @@ AUDIT = [
     "CREATE INDEX IF NOT EXISTS audit_log_by_time"
     " ON read.audit_log (workspace_id, occurred_at DESC, event_id)",
 ]
+
+EXECUTIONS = [
+    """
+    CREATE TABLE IF NOT EXISTS read.executions (
+        id uuid PRIMARY KEY,
+        workspace_id text NOT NULL,
+        workflow_id text NOT NULL,
+        workflow_version integer NOT NULL,
+        status text NOT NULL,
+        trigger jsonb NOT NULL,
+        inputs jsonb NOT NULL,
+        output jsonb,
+        error text,
+        parent_id uuid,
+        retry_of uuid,
+        node_types jsonb NOT NULL,
+        created_at timestamptz NOT NULL,
+        started_at timestamptz,
+        finished_at timestamptz,
+        version integer NOT NULL,
+        updated_at timestamptz NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS executions_by_time"
+    " ON read.executions (workspace_id, created_at DESC, id DESC)",
+    "CREATE INDEX IF NOT EXISTS executions_by_workflow"
+    " ON read.executions (workspace_id, workflow_id, created_at DESC, id DESC)",
+    "CREATE INDEX IF NOT EXISTS executions_by_status"
+    " ON read.executions (workspace_id, status, created_at DESC, id DESC)",
+    # One row per attempt of a step; skipped and reused steps (which run no attempt) have
+    # attempt 0.
+    """
+    CREATE TABLE IF NOT EXISTS read.execution_steps (
+        execution_id uuid NOT NULL,
+        node_id text NOT NULL,
+        attempt integer NOT NULL,
+        workspace_id text NOT NULL,
+        node_type text NOT NULL,
+        status text NOT NULL,
+        input jsonb,
+        output jsonb,
+        branch text,
+        error jsonb,
+        scheduled_at timestamptz NOT NULL,
+        not_before timestamptz,
+        started_at timestamptz,
+        finished_at timestamptz,
+        runner_id text,
+        reused_from uuid,
+        children jsonb NOT NULL DEFAULT '[]',
+        PRIMARY KEY (execution_id, node_id, attempt)
+    )""",
+    # Names and kinds only: a credential's secret never leaves the event store.
+    """
+    CREATE TABLE IF NOT EXISTS read.credentials (
+        id uuid PRIMARY KEY,
+        workspace_id text NOT NULL,
+        name text NOT NULL,
+        kind text NOT NULL,
+        created_at timestamptz NOT NULL,
+        created_by text NOT NULL,
+        version integer NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS credentials_by_name ON read.credentials (workspace_id, name)",
+]

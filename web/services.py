@@ -15,6 +15,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from command_side.bus import CommandBus
 from command_side.contracts.log import EventLog
+from command_side.execution.store import ExecutionStore
 from command_side.identity import IdentityService, IdentityStore
 from command_side.store import WorkflowStore
 from infra.keys import signing_keys
@@ -40,6 +41,9 @@ class Services:
     tokens: Tokens
     revocations: Revocations
     throttle: LoginThrottle
+    execution_store: ExecutionStore
+    #: Executions' events for `executionUpdates`, straight from their store.
+    execution_tail: EventTail
 
     @classmethod
     async def start(cls, settings: Settings) -> Services:
@@ -74,6 +78,18 @@ class Services:
         tail = EventTail(store, settings.database_url, settings.relay_poll_interval_s)
         await tail.start()
         es_env = eventsourcing_env_for(settings.database_url)
+        # Used in bursts (the tail's reads, execution commands): one standing connection, more
+        # under load (each standing one counts against max_connections in every api process).
+        execution_store = await asyncio.to_thread(
+            ExecutionStore, env={**es_env, "POSTGRES_POOL_SIZE": "1", "POSTGRES_MAX_OVERFLOW": "7"}
+        )
+        execution_tail = EventTail(
+            execution_store,
+            settings.database_url,
+            settings.relay_poll_interval_s,
+            context="execution",
+        )
+        await execution_tail.start()
         identity_store = await asyncio.to_thread(IdentityStore, env=es_env)
         identity = await asyncio.to_thread(
             IdentityService,
@@ -105,7 +121,19 @@ class Services:
             ),
         )
         return cls(
-            settings, bus, store, pool, redis, hub, tail, identity, tokens, revocations, throttle
+            settings,
+            bus,
+            store,
+            pool,
+            redis,
+            hub,
+            tail,
+            identity,
+            tokens,
+            revocations,
+            throttle,
+            execution_store,
+            execution_tail,
         )
 
     def reader(self, who: Any) -> Any:
@@ -116,10 +144,12 @@ class Services:
     async def close(self) -> None:
         await self.hub.close()
         await self.tail.close()
+        await self.execution_tail.close()
         await asyncio.to_thread(self.bus.stop)
         await self.pool.close()
         await self.redis.aclose()
         await asyncio.to_thread(self.store.close)
+        await asyncio.to_thread(self.execution_store.close)
         await asyncio.to_thread(self.identity.close)
 
 

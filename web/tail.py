@@ -1,10 +1,11 @@
-"""Live workflow events for subscriptions, read straight from the event store.
+"""Live events for subscriptions, read straight from an event store (one tail per context:
+workflows, executions).
 
-The store NOTIFYs every append; one LISTEN connection per api process wakes a tail that reads
-the notification log once and hands each watched workflow its new events. So an edit reaches
-its subscribers one commit after it happened, without waiting for Kafka and the projector,
-and N watchers of M workflows cost one read per append, not N or M. Catch-up (events after a
-version) reads the same store, so the two can never disagree or leave a gap.
+The store NOTIFYs every append; one LISTEN connection per store and api process wakes a tail
+that reads the notification log once and hands each watched aggregate its new events. So an
+edit reaches its subscribers one commit after it happened, without waiting for Kafka and the
+projector, and N watchers of M aggregates cost one read per append, not N or M. Catch-up
+(events after a version) reads the same store, so the two can never disagree or leave a gap.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from uuid import UUID
 import psycopg
 
 from command_side.contracts.envelope import to_envelope
+from command_side.execution.store import ExecutionStore
 from command_side.store import WorkflowStore
 
 log = logging.getLogger(__name__)
@@ -28,9 +30,10 @@ Row = dict[str, Any]
 READ_LIMIT = 500
 
 
-def row_of(event: Any, position: int = 0) -> Row:
-    """A stored event in the shape subscriptions send (the history read model's shape)."""
-    envelope = to_envelope("workflow", event, position)
+def row_of(event: Any, position: int = 0, context: str = "workflow") -> Row:
+    """A stored event in the shape subscriptions send (the history read model's shape):
+    its public data only, as in the envelope."""
+    envelope = to_envelope(context, event, position)
     return {
         "version": envelope["aggregate_version"],
         "type": envelope["type"].split(".", 1)[1],
@@ -74,8 +77,18 @@ class Watch:
 
 
 class EventTail:
-    def __init__(self, store: WorkflowStore, database_url: str, poll_interval_s: float = 1.0):
+    """Tails one context's event store for the subscriptions of this process."""
+
+    def __init__(
+        self,
+        store: WorkflowStore | ExecutionStore,
+        database_url: str,
+        poll_interval_s: float = 1.0,
+        *,
+        context: str = "workflow",
+    ):
         self._store = store
+        self._context = context
         self._database_url = database_url
         self._poll_interval_s = poll_interval_s
         self._watchers: dict[UUID, set[Watch]] = {}
@@ -85,7 +98,7 @@ class EventTail:
     async def start(self) -> None:
         newest: int | None = await asyncio.to_thread(self._store.recorder.max_notification_id)
         self._position = newest or 0
-        self._task = asyncio.create_task(self._run(), name="event-tail")
+        self._task = asyncio.create_task(self._run(), name=f"{self._context}-event-tail")
 
     async def close(self) -> None:
         if self._task:
@@ -94,34 +107,47 @@ class EventTail:
                 await self._task
 
     @contextlib.asynccontextmanager
-    async def watch(self, workflow_id: UUID) -> AsyncIterator[Watch]:
-        """The workflow's new events, in version order, for one subscriber."""
+    async def watch(self, aggregate_id: UUID) -> AsyncIterator[Watch]:
+        """The aggregate's new events, in version order, for one subscriber."""
         watch = Watch()
-        self._watchers.setdefault(workflow_id, set()).add(watch)
+        self._watchers.setdefault(aggregate_id, set()).add(watch)
         try:
             yield watch
         finally:
-            watchers = self._watchers.get(workflow_id, set())
+            watchers = self._watchers.get(aggregate_id, set())
             watchers.discard(watch)
             if not watchers:
-                self._watchers.pop(workflow_id, None)
+                self._watchers.pop(aggregate_id, None)
 
-    async def events_after(self, workflow_id: UUID, version: int) -> list[Row]:
-        """Stored events of the workflow above `version`, oldest first (at most a page)."""
+    async def events_after(self, aggregate_id: UUID, version: int) -> list[Row]:
+        """Stored events of the aggregate above `version`, oldest first (at most a page)."""
 
         def read() -> list[Row]:
             events = self._store.repository.event_store.get(
-                workflow_id, gt=version, limit=READ_LIMIT
+                aggregate_id, gt=version, limit=READ_LIMIT
             )
-            return [row_of(e) for e in events]
+            return [row_of(e, context=self._context) for e in events]
 
         return await asyncio.to_thread(read)
 
-    async def workspace_of(self, workflow_id: UUID) -> str | None:
-        """The workspace a workflow belongs to, None when it does not exist."""
+    async def first_and_last(self, aggregate_id: UUID) -> tuple[Row, Row] | None:
+        """The aggregate's first and latest stored events, None when it does not exist."""
+
+        def read() -> tuple[Row, Row] | None:
+            event_store = self._store.repository.event_store
+            first = list(event_store.get(aggregate_id, limit=1))
+            if not first:
+                return None
+            last = list(event_store.get(aggregate_id, desc=True, limit=1))
+            return row_of(first[0], context=self._context), row_of(last[0], context=self._context)
+
+        return await asyncio.to_thread(read)
+
+    async def workspace_of(self, aggregate_id: UUID) -> str | None:
+        """The workspace an aggregate belongs to, None when it does not exist."""
 
         def read() -> str | None:
-            first = list(self._store.repository.event_store.get(workflow_id, limit=1))
+            first = list(self._store.repository.event_store.get(aggregate_id, limit=1))
             return str(vars(first[0])["workspace_id"]) if first else None
 
         return await asyncio.to_thread(read)
@@ -139,10 +165,10 @@ class EventTail:
                         async for _ in conn.notifies(timeout=self._poll_interval_s, stop_after=1):
                             pass
             except (psycopg.Error, OSError) as exc:
-                log.warning("event tail: %s; reconnecting", exc)
+                log.warning("%s event tail: %s; reconnecting", self._context, exc)
                 await asyncio.sleep(self._poll_interval_s)
             except Exception:  # a bug must not silence every subscription of the process
-                log.exception("event tail failed; restarting it")
+                log.exception("%s event tail failed; restarting it", self._context)
                 await asyncio.sleep(self._poll_interval_s)
 
     async def _read(self) -> None:
@@ -151,13 +177,13 @@ class EventTail:
             if batch is None:
                 return
             self._position, rows = batch
-            for workflow_id, new in rows.items():
-                for watch in self._watchers.get(workflow_id, ()):
+            for aggregate_id, new in rows.items():
+                for watch in self._watchers.get(aggregate_id, ()):
                     watch.deliver(new)
 
     def _select(self, after: int) -> tuple[int, dict[UUID, list[Row]]] | None:
         """The next round of notifications: its last position and the decoded events of the
-        watched workflows (others are not decoded). None when there is nothing new.
+        watched aggregates (others are not decoded). None when there is nothing new.
 
         Who watches is asked after the read, not before: a subscriber that registered
         meanwhile gets these events here, or (registered later still) reads them itself."""
@@ -168,13 +194,15 @@ class EventTail:
             return None
         rows: dict[UUID, list[Row]] = {}
         for n in notifications:
-            workflow_id = UUID(str(n.originator_id))
-            if workflow_id not in self._watchers:
+            aggregate_id = UUID(str(n.originator_id))
+            if aggregate_id not in self._watchers:
                 continue
             try:
                 event = self._store.mapper.to_domain_event(n)
             except Exception:  # one bad event must not stall every subscription
-                log.exception("event tail: cannot decode notification %s; skipped", n.id)
+                log.exception(
+                    "%s event tail: cannot decode notification %s; skipped", self._context, n.id
+                )
                 continue
-            rows.setdefault(workflow_id, []).append(row_of(event, n.id))
+            rows.setdefault(aggregate_id, []).append(row_of(event, n.id, self._context))
         return notifications[-1].id, rows

@@ -27,6 +27,8 @@ PRIVATE_FIELDS = frozenset(
     {"password_hash", "totp_secret", "token_hash", "ciphertext", "task", "dead_letter"}
 )
 _DROPPED = _ENVELOPE_FIELDS | PRIVATE_FIELDS
+#: Outside the workflow context `workflow_id` is not the aggregate id: it stays in `data`.
+_DROPPED_ELSEWHERE = _DROPPED - {"workflow_id"}
 _EVENT_ID_NAMESPACE = UUID("6f1f2b8e-3c55-4d8c-9a7e-0a4f3c1d2e10")
 
 Envelope = dict[str, Any]
@@ -65,6 +67,7 @@ def to_envelope(context: str, event: Any, position: int) -> Envelope:
     aggregate_id = str(event.originator_id)
     version = int(event.originator_version)
     kind = event_type(context, event)
+    dropped = _DROPPED if context == "workflow" else _DROPPED_ELSEWHERE
     return {
         # Deterministic: a re-published event keeps its id, so consumers can dedupe on it.
         "event_id": str(uuid5(_EVENT_ID_NAMESPACE, f"{aggregate_id}/{version}")),
@@ -76,7 +79,7 @@ def to_envelope(context: str, event: Any, position: int) -> Envelope:
         "occurred_at": event.timestamp.isoformat(),
         "workspace_id": str(fields.get("workspace_id", "")),
         "actor_id": str(fields.get("actor_id", "")),
-        "data": {k: _plain(v) for k, v in fields.items() if k not in _DROPPED},
+        "data": {k: _plain(v) for k, v in fields.items() if k not in dropped},
     }
 
 

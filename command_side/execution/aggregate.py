@@ -157,6 +157,7 @@ class Execution(Aggregate):
     ) -> None:
         self.workflow_id = workflow_id
         self.workflow_version = workflow_version
+        self.graph: dict[str, Any] = {"nodes": nodes, "edges": edges}
         outer_nodes, outer_edges, bodies = split_loops(
             nodes, [Edge(e["source"], e["target"], e.get("label")) for e in edges]
         )

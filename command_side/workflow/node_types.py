@@ -67,6 +67,8 @@ def _t(kind: str, description: str, required: tuple[str, ...] = (), **properties
     return NodeType(kind, kind.split(".", 1)[0], description, properties, required)
 
 
+#: Per-workflow limit of executions running at once (a trigger's timeout_s bounds each).
+_CONCURRENCY = {"type": "integer", "minimum": 1, "maximum": 10_000}
 _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 _FORMATS = {"enum": ["csv", "json", "text"]}
 
@@ -77,6 +79,7 @@ NODE_TYPES: dict[str, NodeType] = {
             "trigger.manual",
             "Start by hand or through startExecution.",
             inputs_schema={"type": "object"},
+            max_concurrency=_CONCURRENCY,
         ),
         _t(
             "trigger.cron",
@@ -84,6 +87,7 @@ NODE_TYPES: dict[str, NodeType] = {
             ("expression",),
             expression=_STR,
             timezone={"type": "string", "default": "UTC"},
+            max_concurrency=_CONCURRENCY,
         ),
         _t(
             "trigger.webhook",
@@ -91,6 +95,7 @@ NODE_TYPES: dict[str, NodeType] = {
             ("path",),
             path={"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
             secret=_STR,
+            max_concurrency=_CONCURRENCY,
         ),
         _t(
             "control.if",
@@ -113,7 +118,9 @@ NODE_TYPES: dict[str, NodeType] = {
         ),
         _t(
             "control.loop",
-            "Run the body for each item of a list, a few at a time.",
+            "Run the body for each item of a list, a few at a time: the body is the nodes "
+            "reached through edges labelled `body` (or that lead back to the loop); "
+            "other outgoing edges run after every item, with the list of results.",
             ("items",),
             items=_TEMPLATE,
             concurrency={"type": "integer", "minimum": 1, "maximum": 100, "default": 1},
@@ -143,6 +150,7 @@ NODE_TYPES: dict[str, NodeType] = {
             "End the execution: succeed, or fail with a message.",
             outcome={"enum": ["succeed", "fail"], "default": "succeed"},
             message=_TEMPLATE,
+            output={"description": "the execution's output (templates allowed)"},
         ),
         _t(
             "http.request",

@@ -35,6 +35,7 @@ def test_production_refuses_anonymous_and_unsigned_callers(
         tmp_path,
         AUTOOPS_ENV="production",
         AUTOOPS_JWT_SECRET="a-production-secret-of-more-than-32-bytes",
+        AUTOOPS_CREDENTIALS_KEY="ZmDfcTF7_60GrrY167zsiPd67pEvs0aGOv2oasOM1Pg=",
         AUTOOPS_BCRYPT_COST="12",
         AUTOOPS_ALLOW_SIGNUP="false",
     )

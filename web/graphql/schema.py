@@ -22,13 +22,17 @@ from web.graphql.account import AccountMutation
 from web.graphql.account_query import AccountQuery
 from web.graphql.cost import CostLimiter
 from web.graphql.errors import MaskInternalErrors, label_client_errors
+from web.graphql.execution_mutation import ExecutionMutation
+from web.graphql.execution_query import ExecutionQuery
+from web.graphql.execution_subscription import ExecutionSubscription
 from web.graphql.mutation import WorkflowMutation
 from web.graphql.node_types import NodeTypeQuery
 from web.graphql.query import WorkflowQuery
-from web.graphql.subscription import Subscription
+from web.graphql.subscription import Subscription as WorkflowSubscription
 
-Query = merge_types("Query", (AccountQuery, WorkflowQuery, NodeTypeQuery))
-Mutation = merge_types("Mutation", (AccountMutation, WorkflowMutation))
+Query = merge_types("Query", (AccountQuery, WorkflowQuery, NodeTypeQuery, ExecutionQuery))
+Mutation = merge_types("Mutation", (AccountMutation, WorkflowMutation, ExecutionMutation))
+Subscription = merge_types("Subscription", (WorkflowSubscription, ExecutionSubscription))
 
 
 class Schema(strawberry.Schema):

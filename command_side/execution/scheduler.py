@@ -1,0 +1,147 @@
+"""The cron scheduler: starts an execution of a published workflow when one of its
+`trigger.cron` nodes comes due (croniter, in the trigger's time zone).
+
+It follows the workflow event log (every `Published` event re-reads that workflow's cron
+triggers) and keeps the schedule in memory. Each fire has a deterministic execution id
+(workflow, node, fire time), so any number of schedulers can run and a restart never starts a
+fire twice: the second `ExecutionStarted` of an id is refused by the store. Fires missed while
+no scheduler ran are caught up for `catch_up_s` (default a minute); older ones are skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import NAMESPACE_URL, UUID, uuid5
+from zoneinfo import ZoneInfo
+
+from croniter import croniter
+
+from command_side.errors import CommandError
+from command_side.execution.service import ExecutionService
+from command_side.execution.store import ExecutionStore
+from command_side.store import WorkflowStore
+
+log = logging.getLogger(__name__)
+ACTOR = "scheduler"
+
+
+@dataclass
+class CronTrigger:
+    workflow_id: str
+    workspace_id: str
+    node_id: str
+    expression: str
+    timezone: str
+    next_fire: float
+
+
+def fire_id(workflow_id: str, node_id: str, at: float) -> UUID:
+    return uuid5(NAMESPACE_URL, f"autoops:cron:{workflow_id}:{node_id}:{int(at)}")
+
+
+def next_fire(expression: str, timezone: str, after: float) -> float:
+    zone = ZoneInfo(timezone or "UTC")
+    start = datetime.fromtimestamp(after, zone)
+    return float(croniter(expression, start).get_next(float))
+
+
+class Scheduler:
+    def __init__(
+        self,
+        eventsourcing_env: dict[str, str],
+        interval_s: float = 1.0,
+        catch_up_s: float = 60.0,
+    ) -> None:
+        self.workflows = WorkflowStore(env=eventsourcing_env)
+        self.executions = ExecutionStore(env=eventsourcing_env)
+        self.service = ExecutionService(self.executions, self.workflows)
+        self.interval_s = interval_s
+        self.catch_up_s = catch_up_s
+        self.triggers: dict[tuple[str, str], CronTrigger] = {}
+        self._position = 0
+        self._caught_up = False
+        self.started: list[UUID] = []
+
+    def run(self, stop: threading.Event) -> None:
+        try:
+            while not stop.is_set():
+                self.tick(time.time())
+                stop.wait(self.interval_s)
+        finally:
+            self.workflows.close()
+            self.executions.close()
+
+    def tick(self, now: float) -> list[UUID]:
+        """Follow the workflow log, then start whatever is due; returns the ids started."""
+        self._follow(now)
+        started = []
+        for trigger in list(self.triggers.values()):
+            while trigger.next_fire <= now:
+                at = trigger.next_fire
+                trigger.next_fire = next_fire(trigger.expression, trigger.timezone, at)
+                execution_id = fire_id(trigger.workflow_id, trigger.node_id, at)
+                try:
+                    self.service.start(
+                        trigger.workspace_id,
+                        ACTOR,
+                        trigger.workflow_id,
+                        {"scheduled_at": at, "fired_at": now},
+                        trigger={"kind": "cron", "node_id": trigger.node_id, "at": at},
+                        start_node=trigger.node_id,
+                        execution_id=execution_id,
+                    )
+                    started.append(execution_id)
+                except CommandError as exc:
+                    # A duplicate fire (another scheduler took it) or a workflow that cannot
+                    # run any more: either way nothing to start.
+                    log.info("cron %s/%s at %s: %s", trigger.workflow_id, trigger.node_id, at, exc)
+        self.started += started
+        return started
+
+    def _follow(self, now: float) -> None:
+        recorder = self.workflows.recorder
+        while True:
+            notifications = recorder.select_notifications(
+                start=self._position, limit=1000, inclusive_of_start=False
+            )
+            if not notifications:
+                self._caught_up = True
+                return
+            published = set()
+            for n in notifications:
+                if n.topic.endswith("Published"):
+                    published.add(n.originator_id)
+            self._position = notifications[-1].id
+            for workflow_id in published:
+                self._reload(str(workflow_id), now)
+
+    def _reload(self, workflow_id: str, now: float) -> None:
+        for key in [k for k in self.triggers if k[0] == workflow_id]:
+            del self.triggers[key]
+        workflow = self.workflows.load(UUID(workflow_id))
+        try:
+            pinned = self.service.pinned(workflow.workspace_id, workflow_id, None)
+        except CommandError:
+            return
+        # Fires missed while no scheduler ran are caught up at start; a workflow published
+        # later starts with its next fire.
+        since = now if self._caught_up else now - self.catch_up_s
+        for node_id, node in pinned.nodes.items():
+            if node["type"] != "trigger.cron":
+                continue
+            config = node.get("config") or {}
+            expression, zone = config.get("expression"), config.get("timezone") or "UTC"
+            if not isinstance(expression, str) or not croniter.is_valid(expression):
+                continue
+            self.triggers[(workflow_id, node_id)] = CronTrigger(
+                workflow_id,
+                workflow.workspace_id,
+                node_id,
+                expression,
+                zone,
+                next_fire(expression, zone, since),
+            )

@@ -1,0 +1,386 @@
+"""Commands on executions and credentials: what the api, webhooks and the cron scheduler call.
+
+Starting an execution pins a workflow version, checks the whole graph and the inputs, and
+appends `ExecutionStarted` (QUEUED); the orchestrator takes it from there.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID, uuid4
+
+from eventsourcing.persistence import IntegrityError
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+
+from command_side.errors import Conflict, NotFound, ValidationFailed
+from command_side.execution.aggregate import Execution, Isolated, Pinned, StepProblem
+from command_side.execution.credentials import KINDS, Credential, credential_id
+from command_side.execution.decide import Edge
+from command_side.execution.store import ExecutionStore
+from command_side.store import WorkflowStore
+from command_side.workflow.aggregate import Workflow
+from command_side.workflow.graph_check import check_graph
+
+RACE_RETRIES = 8
+
+
+@dataclass(frozen=True)
+class Divergence:
+    node_id: str
+    expected: str
+    actual: str
+
+
+@dataclass
+class ReplayReport:
+    execution_id: str
+    status: str
+    replayed_steps: int
+    divergences: list[Divergence] = field(default_factory=list)
+
+    @property
+    def deterministic(self) -> bool:
+        return not self.divergences
+
+
+class ExecutionService:
+    def __init__(self, executions: ExecutionStore, workflows: WorkflowStore) -> None:
+        self.executions = executions
+        self.workflows = workflows
+
+    # -- workflows as executions see them ----------------------------------------------------
+
+    def pinned(
+        self, workspace_id: str, workflow_id: str, version: int | None, draft: bool = False
+    ) -> Pinned:
+        """The graph of a published version (the latest unless given), or the current draft."""
+        try:
+            wid = UUID(str(workflow_id))
+        except ValueError:
+            raise NotFound(f"workflow {workflow_id} does not exist") from None
+        workflow = self.workflows.load(wid)
+        if workflow.workspace_id != workspace_id:
+            raise NotFound(f"workflow {workflow_id} does not exist")
+        if draft:
+            graph, number = workflow, 0
+        else:
+            if not workflow.published:
+                raise ValidationFailed(
+                    f"workflow {workflow_id} has no published version; publish it or run the draft",
+                    field="version",
+                )
+            number = version if version is not None else len(workflow.published)
+            if not 1 <= number <= len(workflow.published):
+                raise NotFound(f"workflow {workflow_id} has no published version {number}")
+            aggregate_version = workflow.published[number - 1]["version"]
+            graph = self.workflows.load(wid, version=aggregate_version)
+        assert isinstance(graph, Workflow)
+        nodes = {
+            n: {"type": v["type"], "config": dict(v["config"])} for n, v in graph.nodes.items()
+        }
+        edges = [
+            {"source": e["source"], "target": e["target"], "label": e.get("label")}
+            for e in graph.edges.values()
+        ]
+        return Pinned(str(wid), number, nodes, edges, "")
+
+    # -- starting ----------------------------------------------------------------------------
+
+    def start(
+        self,
+        workspace_id: str,
+        actor_id: str,
+        workflow_id: str,
+        inputs: Mapping[str, Any] | None,
+        *,
+        version: int | None = None,
+        draft: bool = False,
+        trigger: Mapping[str, Any] | None = None,
+        start_node: str | None = None,
+        execution_id: UUID | None = None,
+    ) -> UUID:
+        """Queue an execution; VALIDATION naming the nodes when the graph cannot run."""
+        pinned = self.pinned(workspace_id, workflow_id, version, draft)
+        problems = check_graph(pinned.nodes, [(e["source"], e["target"]) for e in pinned.edges])
+        if problems:
+            listed = "; ".join(p.message for p in problems)
+            raise ValidationFailed(f"the workflow cannot run: {listed}", field="workflowId")
+        trigger = dict(trigger or {"kind": "manual"})
+        start = start_node or self._start_node(pinned, trigger["kind"])
+        inputs = dict(inputs or {})
+        self._check_inputs(pinned.nodes[start], inputs)
+        triggers = [n for n in pinned.nodes.values() if n["type"].startswith("trigger.")]
+        limits = [
+            int(t["config"]["max_concurrency"])
+            for t in triggers
+            if t["config"].get("max_concurrency")
+        ]
+        timeout = pinned.nodes[start]["config"].get("timeout_s")
+        execution = Execution(
+            execution_id=execution_id or uuid4(),
+            workflow_id=pinned.workflow_id,
+            workflow_version=pinned.version,
+            nodes=pinned.nodes,
+            edges=pinned.edges,
+            start=start,
+            inputs=inputs,
+            actor_id=actor_id,
+            workspace_id=workspace_id,
+            trigger=trigger,
+            max_concurrency=min(limits) if limits else None,
+            timeout_s=float(timeout) if timeout else None,
+        )
+        self._save_new(execution)
+        return execution.id
+
+    def _save_new(self, execution: Execution) -> None:
+        try:
+            self.executions.save(execution)
+        except IntegrityError:
+            raise Conflict(f"execution {execution.id} exists already", current_version=1) from None
+
+    @staticmethod
+    def _start_node(pinned: Pinned, kind: str) -> str:
+        wanted = {"manual": "trigger.manual", "webhook": "trigger.webhook", "cron": "trigger.cron"}
+        matching = sorted(n for n, v in pinned.nodes.items() if v["type"] == wanted.get(kind))
+        if not matching:
+            matching = sorted(n for n, v in pinned.nodes.items() if v["type"] == "trigger.manual")
+        if not matching:
+            raise ValidationFailed(
+                f"the workflow has no {wanted.get(kind, 'trigger.manual')} trigger to start from",
+                field="workflowId",
+            )
+        return matching[0]
+
+    @staticmethod
+    def _check_inputs(trigger: Mapping[str, Any], inputs: dict[str, Any]) -> None:
+        schema = (trigger.get("config") or {}).get("inputs_schema")
+        if not schema:
+            return
+        try:
+            errors = sorted(Draft202012Validator(schema).iter_errors(inputs), key=str)
+        except SchemaError as exc:
+            raise ValidationFailed(
+                f"the trigger's inputs_schema is invalid: {exc.message}"
+            ) from None
+        if errors:
+            where = ".".join(str(p) for p in errors[0].absolute_path)
+            raise ValidationFailed(
+                f"inputs{'.' + where if where else ''}: {errors[0].message}", field="inputs"
+            )
+
+    # -- control -----------------------------------------------------------------------------
+
+    def load(self, workspace_id: str, execution_id: UUID) -> Execution:
+        execution = self.executions.get(Execution, execution_id)
+        if execution.workspace_id != workspace_id:
+            raise NotFound(f"execution {execution_id} does not exist")
+        return execution
+
+    def cancel(self, workspace_id: str, actor_id: str, execution_id: UUID, reason: str) -> str:
+        """Cancel (the orchestrator tells running steps to stop); returns the status."""
+        for _ in range(RACE_RETRIES):
+            execution = self.load(workspace_id, execution_id)
+            execution.cancel(reason or "cancelled", actor_id)
+            try:
+                self.executions.save(execution)
+                return execution.status
+            except IntegrityError:
+                continue  # the orchestrator wrote meanwhile: decide again on fresh state
+        raise Conflict("the execution kept changing; try again", current_version=0)
+
+    def retry(
+        self, workspace_id: str, actor_id: str, execution_id: UUID, from_node: str | None
+    ) -> UUID:
+        """A new execution of the same pinned graph and inputs that reuses the recorded
+        outputs of every step before `from_node` (default: the first failed one)."""
+        original = self.load(workspace_id, execution_id)
+        if not original.finished:
+            raise ValidationFailed("only a finished execution can be retried", field="executionId")
+        plan = original.plan
+        if from_node is None:
+            failed = [n for n, s in original.steps.items() if s.status == "failed"]
+            if not failed:
+                raise ValidationFailed(
+                    "the execution has no failed step; name fromNodeId", field="fromNodeId"
+                )
+            from_node = failed[0]
+        if from_node not in plan.nodes or from_node == plan.start:
+            raise ValidationFailed(
+                f"{from_node!r} is not a step of this execution", field="fromNodeId"
+            )
+        again = {from_node} | _downstream(plan.edges, from_node)
+        reused = {
+            n: {"output": s.output, "branch": s.branch}
+            for n, s in original.steps.items()
+            if s.status == "succeeded" and n not in again and n != plan.start
+        }
+        execution = Execution(
+            execution_id=uuid4(),
+            workflow_id=original.workflow_id,
+            workflow_version=original.workflow_version,
+            nodes=original.graph["nodes"],
+            edges=original.graph["edges"],
+            start=plan.start,
+            inputs=original.inputs,
+            actor_id=actor_id,
+            workspace_id=workspace_id,
+            vars=original.vars,
+            trigger={"kind": "retry", "execution_id": str(original.id), "from_node": from_node},
+            retry_of=str(original.id),
+            reused=reused,
+            max_concurrency=original.max_concurrency,
+            timeout_s=original.timeout_s,
+        )
+        self._save_new(execution)
+        return execution.id
+
+    def replay(self, workspace_id: str, execution_id: UUID) -> ReplayReport:
+        """Run the orchestration again against the recorded outputs, with no side effects, and
+        report where its decisions differ from what was recorded."""
+        original = self.load(workspace_id, execution_id)
+        events = list(self.executions.repository.event_store.get(execution_id))
+        return replay_events(events, str(execution_id), original.status)
+
+    # -- credentials -------------------------------------------------------------------------
+
+    def create_credential(
+        self, workspace_id: str, actor_id: str, name: str, kind: str, ciphertext: str
+    ) -> UUID:
+        if kind not in KINDS:
+            raise ValidationFailed(f"kind must be one of {', '.join(KINDS)}", field="kind")
+        existing = self.executions.find(Credential, credential_id(workspace_id, name))
+        if existing is not None:
+            existing.replace(kind, ciphertext, actor_id, must_be_deleted=True)
+            self.executions.save(existing)
+            return existing.id
+        credential = Credential(
+            workspace_id=workspace_id,
+            name=name,
+            kind=kind,
+            ciphertext=ciphertext,
+            actor_id=actor_id,
+        )
+        try:
+            self.executions.save(credential)
+        except IntegrityError:
+            raise Conflict(f"credential {name!r} exists already", current_version=1) from None
+        return credential.id
+
+    def delete_credential(self, workspace_id: str, actor_id: str, name: str) -> None:
+        credential = self.executions.find(Credential, credential_id(workspace_id, name))
+        if credential is None or credential.deleted:
+            raise NotFound(f"credential {name!r} does not exist")
+        credential.delete(actor_id)
+        self.executions.save(credential)
+
+    def credentials(self, workspace_id: str, names: Iterable[str]) -> dict[str, dict[str, Any]]:
+        found = {}
+        for name in names:
+            credential = self.executions.find(Credential, credential_id(workspace_id, name))
+            if credential is None or credential.deleted:
+                raise StepProblem("CredentialNotFound", f"no credential named {name!r}")
+            found[name] = {"kind": credential.kind, "ciphertext": credential.ciphertext}
+        return found
+
+
+def _downstream(edges: Iterable[Edge], node_id: str) -> set[str]:
+    edges = list(edges)
+    seen: set[str] = set()
+    frontier = [node_id]
+    while frontier:
+        current = frontier.pop()
+        for edge in edges:
+            if edge.source == current and edge.target not in seen:
+                seen.add(edge.target)
+                frontier.append(edge.target)
+    return seen
+
+
+RESULTS = ("StepSucceeded", "StepFailed", "StepReused", "ChildFinished", "ExecutionAdmitted")
+DECISIONS = ("StepScheduled", "StepSkipped", "ExecutionFinished", "ChildStarted", "LoopItems")
+
+
+class _Recorded(Isolated):
+    """What a replay's decisions may ask for, answered from the record: no I/O at all."""
+
+    def __init__(self, bodies: dict[str, Pinned]) -> None:
+        self.bodies = bodies
+
+    def credentials(self, workspace_id: str, names: list[str]) -> dict[str, dict[str, Any]]:
+        return {n: {"kind": "recorded", "ciphertext": ""} for n in names}
+
+    def workflow(self, workspace_id: str, workflow_id: str, version: int | None) -> Pinned:
+        for pinned in self.bodies.values():
+            if pinned.workflow_id == workflow_id:
+                return pinned
+        raise StepProblem("WorkflowNotFound", f"workflow {workflow_id} was not recorded")
+
+
+def _decision(e: Any) -> tuple[Any, ...]:
+    kind = type(e).__name__
+    if kind == "StepScheduled":
+        return (kind, e.node_id, e.attempt, json.dumps(e.input, sort_keys=True, default=str))
+    if kind == "ExecutionFinished":
+        return (kind, e.status)
+    if kind == "ChildStarted":
+        return (kind, e.node_id, e.attempt, e.index)
+    return (kind, getattr(e, "node_id", ""))
+
+
+def replay_events(events: list[Any], execution_id: str, status: str) -> ReplayReport:
+    """Decide again after each recorded batch of results, against the recorded outputs, and
+    compare with the decisions recorded after it. Decisions are a pure function of the plan
+    and the results, so a difference means the run did not follow its rules (or the rules
+    changed since it ran)."""
+    report = ReplayReport(execution_id, status, 0)
+    bodies = {
+        e.node_id: Pinned(
+            e.body["workflow_id"], e.body["version"], e.body["nodes"], e.body["edges"],
+            e.body["start"],
+        )
+        for e in events
+        if type(e).__name__ == "LoopItems"
+    }  # fmt: skip
+    env = _Recorded(bodies)
+    state: Any = None
+    for i, e in enumerate(events):
+        state = e.mutate(state)
+        kind = type(e).__name__
+        if kind in ("StepSucceeded", "StepFailed", "StepReused", "ChildFinished"):
+            report.replayed_steps += 1
+        following = events[i + 1] if i + 1 < len(events) else None
+        if kind not in RESULTS or (following is not None and type(following).__name__ in RESULTS):
+            continue  # decisions come after the last result of a batch
+        recorded = []
+        for later in events[i + 1 :]:
+            if type(later).__name__ not in DECISIONS:
+                break
+            recorded.append(_decision(later))
+        shadow = copy.deepcopy(state)
+        shadow.new_children = []
+        shadow.advance(e.timestamp.timestamp(), "replay", env)
+        replayed = [_decision(d) for d in shadow.collect_events()]
+        replayed = [d for d in replayed if d[0] in DECISIONS]
+        for want, got in itertools.zip_longest(recorded, replayed):
+            if want != got:
+                node = (got or want or ("", ""))[1] if len(got or want or ()) > 1 else ""
+                report.divergences.append(Divergence(str(node), _say(want), _say(got)))
+                break
+    return report
+
+
+def _say(decision: tuple[Any, ...] | None) -> str:
+    if decision is None:
+        return "nothing"
+    kind, *rest = decision
+    return f"{kind} " + " ".join(str(r) for r in rest)
+
+
+__all__ = ["ExecutionService", "ReplayReport", "replay_events"]

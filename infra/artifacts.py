@@ -1,0 +1,178 @@
+"""The artifact store: content-addressed blobs (large step outputs, downloaded bodies) and the
+named files of `file.read` / `file.write`, per workspace, on a directory every process shares.
+
+Layout under the root: `blobs/<workspace>/<sha256[:2]>/<sha256>` (plus `<sha256>.type`, the
+media type) and `files/<workspace>/<path>`. Every write goes to a temporary file first and is
+renamed into place, so a reader sees a whole file or none. Workspace ids, digests and paths are
+checked before they touch the file system: nothing a step names can leave its workspace.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+from infra.errors import InfraError
+from infra.settings import Settings
+
+REF_KEY = "$artifact"
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_DEFAULT_MEDIA_TYPE = "application/octet-stream"
+
+
+class ArtifactError(InfraError, ValueError):
+    """A workspace id, digest or path the store refuses, or a blob it cannot use."""
+
+
+class ArtifactNotFound(ArtifactError):
+    """No blob with that digest in the workspace."""
+
+
+class FileNotFound(ArtifactError):
+    """No named file at that path in the workspace."""
+
+
+def is_ref(value: Any) -> bool:
+    """True for `{"$artifact": {"sha256": ..., "size": ..., "media_type": ...}}`."""
+    if not (isinstance(value, dict) and set(value) == {REF_KEY}):
+        return False
+    ref = value[REF_KEY]
+    return (
+        isinstance(ref, dict)
+        and isinstance(ref.get("sha256"), str)
+        and bool(_SHA256.match(ref["sha256"]))
+        and isinstance(ref.get("size"), int)
+        and isinstance(ref.get("media_type"), str)
+    )
+
+
+def _workspace(workspace: str | uuid.UUID) -> str:
+    try:
+        return str(uuid.UUID(str(workspace)))
+    except ValueError:
+        raise ArtifactError(f"workspace {str(workspace)[:80]!r} is not a uuid") from None
+
+
+def _digest(sha256: str) -> str:
+    if not (isinstance(sha256, str) and _SHA256.match(sha256)):
+        raise ArtifactError(f"{str(sha256)[:80]!r} is not a sha256 digest (64 hex digits)")
+    return sha256
+
+
+def _relative(path: str) -> list[str]:
+    """The segments of a file path a step may name; ArtifactError for anything else."""
+    if not isinstance(path, str) or not path:
+        raise ArtifactError("a file path must be a non-empty string")
+    if "\0" in path or "\\" in path:
+        raise ArtifactError(f"file path {path!r} may not contain NUL or backslashes")
+    if path.startswith("/"):
+        raise ArtifactError(f"file path {path!r} must be relative")
+    segments = path.split("/")
+    if any(s in ("", ".", "..") for s in segments):
+        raise ArtifactError(f"file path {path!r} may not have empty, '.' or '..' segments")
+    return segments
+
+
+def _write_atomically(target: Path, data: bytes) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+class ArtifactStore:
+    """Blobs and named files of every workspace under one root directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def _blob(self, workspace: str | uuid.UUID, sha256: str) -> Path:
+        digest = _digest(sha256)
+        return self.root / "blobs" / _workspace(workspace) / digest[:2] / digest
+
+    def put_bytes(
+        self, workspace: str | uuid.UUID, data: bytes, media_type: str = _DEFAULT_MEDIA_TYPE
+    ) -> dict[str, Any]:
+        """Store `data` (once per content) and return its reference."""
+        sha256 = hashlib.sha256(data).hexdigest()
+        path = self._blob(workspace, sha256)
+        if not path.exists():
+            # The media type first: a reader who finds the blob finds its type too.
+            _write_atomically(path.with_name(sha256 + ".type"), media_type.encode())
+            _write_atomically(path, data)
+        return {REF_KEY: {"sha256": sha256, "size": len(data), "media_type": media_type}}
+
+    def put_json(self, workspace: str | uuid.UUID, value: Any) -> dict[str, Any]:
+        """Store `value` as JSON (UTF-8) and return its reference."""
+        data = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+        return self.put_bytes(workspace, data, "application/json")
+
+    def get_bytes(self, workspace: str | uuid.UUID, sha256: str) -> bytes:
+        """The blob's content; ArtifactNotFound if the workspace has no such blob."""
+        try:
+            return self._blob(workspace, sha256).read_bytes()
+        except FileNotFoundError:
+            raise ArtifactNotFound(f"no artifact {sha256} in this workspace") from None
+
+    def media_type(self, workspace: str | uuid.UUID, sha256: str) -> str:
+        """The media type the blob was stored with."""
+        path = self._blob(workspace, sha256)
+        if not path.exists():
+            raise ArtifactNotFound(f"no artifact {sha256} in this workspace")
+        try:
+            return path.with_name(sha256 + ".type").read_text() or _DEFAULT_MEDIA_TYPE
+        except FileNotFoundError:
+            return _DEFAULT_MEDIA_TYPE
+
+    def get_json(self, workspace: str | uuid.UUID, sha256: str) -> Any:
+        try:
+            return json.loads(self.get_bytes(workspace, sha256))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise ArtifactError(f"artifact {sha256} is not JSON") from None
+
+    def resolve(self, workspace: str | uuid.UUID, value: Any) -> Any:
+        """The JSON content of `value` if it is a reference, else `value` itself."""
+        if is_ref(value):
+            return self.get_json(workspace, value[REF_KEY]["sha256"])
+        return value
+
+    def _file(self, workspace: str | uuid.UUID, path: str) -> Path:
+        return self.root.joinpath("files", _workspace(workspace), *_relative(path))
+
+    def write_file(self, workspace: str | uuid.UUID, path: str, data: bytes) -> None:
+        """Create or replace the named file (parent folders appear as needed)."""
+        target = self._file(workspace, path)
+        try:
+            _write_atomically(target, data)
+        except OSError as exc:
+            raise ArtifactError(f"cannot write {path!r}: {exc.strerror}") from None
+
+    def read_file(self, workspace: str | uuid.UUID, path: str) -> bytes:
+        """The named file's content; FileNotFound if there is none."""
+        target = self._file(workspace, path)
+        try:
+            return target.read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            raise FileNotFound(f"no file {path!r} in this workspace") from None
+        except IsADirectoryError:
+            raise FileNotFound(f"{path!r} is a folder, not a file") from None
+        except OSError as exc:
+            raise ArtifactError(f"cannot read {path!r}: {exc.strerror}") from None
+
+
+def from_settings(settings: Settings) -> ArtifactStore:
+    """The store at `AUTOOPS_ARTIFACT_DIR`, by default `AUTOOPS_DATA_DIR/artifacts`."""
+    return ArtifactStore(settings.artifact_dir or Path(settings.data_dir) / "artifacts")

@@ -1,0 +1,54 @@
+"""What an executor gets besides its config: the task, its decrypted credentials, the artifact
+store, the settings and the event that says stop."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from infra.artifacts import ArtifactStore
+from infra.settings import Settings
+from runners.nodes.errors import StepError
+
+
+@dataclass
+class StepContext:
+    task: dict[str, Any]
+    """The task message (docs/execution.md)."""
+    secrets: dict[str, dict[str, Any]]
+    """Decrypted credentials by name, each `{"kind": ..., **fields}`."""
+    artifacts: ArtifactStore
+    settings: Settings
+    cancelled: threading.Event
+    """Set when the step must stop (cancel, timeout, shutdown)."""
+
+    @property
+    def workspace(self) -> str:
+        return str(self.task["workspace_id"])
+
+    def credential(self, name: Any, *kinds: str) -> dict[str, Any]:
+        """The decrypted credential `name`, which must be of one of `kinds`."""
+        secret = self.secrets.get(name) if isinstance(name, str) else None
+        if secret is None:
+            raise StepError("CredentialError", f"credential {name!r} is not available")
+        if secret.get("kind") not in kinds:
+            raise StepError(
+                "CredentialError",
+                f"credential {name!r} is a {secret.get('kind')} credential; "
+                f"this step needs {' or '.join(kinds)}",
+            )
+        return secret
+
+    def time_left(self, config: dict[str, Any]) -> float:
+        """Seconds the step may still take: its timeout, cut short by the task's deadline;
+        StepTimeout when none is left."""
+        limit = config.get("timeout_s") or self.task.get("timeout_s")
+        seconds = float(limit) if limit else self.settings.step_timeout_s
+        deadline = self.task.get("deadline")
+        if deadline is not None:
+            seconds = min(seconds, float(deadline) - time.time())
+        if seconds <= 0:
+            raise StepError("StepTimeout", "the step's deadline has passed", retryable=True)
+        return seconds

@@ -1,0 +1,414 @@
+"""Workflows run: every node type and rule of the execution engine, through GraphQL on the
+real stack (PostgreSQL, Tansu, Redis, orchestrator, runner), against a local HTTP API, the
+test PostgreSQL as a customer database, and a local OpenAI-compatible server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from infra import embedded
+from tests import services
+from tests.api_server import ApiServer, running_api_server
+from tests.execution_client import (
+    CANCEL,
+    CREDENTIAL,
+    REPLAY,
+    RETRY,
+    build,
+    failure,
+    run,
+    start,
+    steps_of,
+    wait_for,
+)
+from tests.graphql_client import GraphQLClient, GraphQLError
+from tests.llm_server import LlmServer, running_llm_server
+from tests.stack import Stack, redis_db, running_stack, stack_settings
+
+PROCESSES = ("relay", "projector", "orchestrator", "runner", "api")
+MANUAL = ("trigger.manual", {})
+
+
+@pytest.fixture(scope="module")
+def llm() -> Iterator[LlmServer]:
+    with running_llm_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def api() -> Iterator[ApiServer]:
+    with running_api_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def stack(
+    pg_admin_url: str,
+    kafka_session: embedded.Service,
+    redis_url: str,
+    llm: LlmServer,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Stack]:
+    with services.fresh_database(pg_admin_url) as database:
+        settings = stack_settings(
+            database,
+            kafka_session.url,
+            redis_db(redis_url),
+            Path(tmp_path_factory.mktemp("stack")),
+            AUTOOPS_STEP_HEARTBEAT_INTERVAL_S="0.5",
+            AUTOOPS_STEP_HEARTBEAT_TIMEOUT_S="4",
+            AUTOOPS_LLM_BASE_URL=llm.base_url,
+            AUTOOPS_LLM_API_KEY="sk-test-default",
+            AUTOOPS_OUTPUT_INLINE_LIMIT="2048",
+        )
+        with running_stack(settings, PROCESSES) as running:
+            running.wait_ready()
+            yield running
+
+
+@pytest.fixture
+async def client(stack: Stack) -> AsyncIterator[GraphQLClient]:
+    c = await GraphQLClient.signed_up(stack.url)
+    yield c
+    await c.close()
+
+
+async def test_a_chain_of_transforms_passes_data_from_step_to_step(client: GraphQLClient) -> None:
+    workflow = await build(
+        client,
+        {
+            "start": MANUAL,
+            "double": ("data.transform", {"fields": {"n": "{{ inputs.n * 2 }}"}}),
+            "label": (
+                "data.transform",
+                {
+                    "fields": {
+                        "text": "n is {{ steps.double.output.n }}",
+                        "id": "{{ execution.id }}",
+                    }
+                },
+            ),
+        },
+        [("start", "double"), ("double", "label")],
+    )
+    done = await run(client, workflow, {"n": 21})
+    assert done["status"] == "SUCCEEDED", failure(done)
+    steps = steps_of(done)
+    assert steps["double"]["output"] == {"n": 42}
+    assert steps["label"]["output"]["text"] == "n is 42"
+    assert steps["label"]["output"]["id"] == done["id"]
+    assert done["output"] == {"label": steps["label"]["output"]}
+    assert done["workflowVersion"] == 1
+    assert steps["double"]["runnerId"] and steps["double"]["startedAt"]
+
+
+async def test_http_request_with_a_credential_retries_a_flaky_api(
+    client: GraphQLClient, api: ApiServer
+) -> None:
+    await client.execute(
+        CREDENTIAL,
+        {"i": {"name": "api-token", "kind": "http_bearer", "secret": {"token": "s3cret-t0ken"}}},
+    )
+    api.fail_first["retried"] = 2
+    workflow = await build(
+        client,
+        {
+            "start": MANUAL,
+            "call": (
+                "http.request",
+                {
+                    "url": api.url + "/flaky/retried",
+                    "query": {"q": "{{ inputs.q }}"},
+                    "auth": {"credential": "api-token"},
+                    "retry": {"max_attempts": 3, "initial_interval_s": 0.1},
+                },
+            ),
+        },
+        [("start", "call")],
+    )
+    done = await run(client, workflow, {"q": "x"})
+    assert done["status"] == "SUCCEEDED", failure(done)
+    attempts = [s for s in done["steps"] if s["nodeId"] == "call"]
+    assert [s["status"] for s in attempts] == ["FAILED", "FAILED", "SUCCEEDED"] or [
+        s["status"].upper() for s in attempts
+    ] == ["FAILED", "FAILED", "SUCCEEDED"]
+    assert steps_of(done)["call"]["output"]["status"] == 200
+    seen = api.calls["retried"][-1]
+    assert seen["headers"]["authorization"] == "Bearer s3cret-t0ken"
+    assert seen["query"] == {"q": "x"}
+    # The secret is nowhere in what GraphQL shows.
+    assert "s3cret-t0ken" not in json.dumps(done)
+    names = await client.execute("{ credentials { name kind } }")
+    assert {"name": "api-token", "kind": "http_bearer"} in names["credentials"]
+
+
+async def test_branches_merge_and_stop(client: GraphQLClient) -> None:
+    workflow = await build(
+        client,
+        {
+            "start": MANUAL,
+            "check": ("control.if", {"condition": "{{ inputs.n > 10 }}"}),
+            "big": ("data.transform", {"fields": {"size": "big"}}),
+            "small": ("data.transform", {"fields": {"size": "small"}}),
+            "join": ("control.merge", {"mode": "any"}),
+            "route": ("control.switch", {"value": "{{ inputs.kind }}", "cases": ["a", "b"]}),
+            "on_a": ("data.transform", {"fields": {"case": "a"}}),
+            "other": ("data.transform", {"fields": {"case": "default"}}),
+            "end": (
+                "control.stop",
+                {"outcome": "succeed", "output": {"joined": "{{ steps.join.output }}"}},
+            ),
+        },
+        [
+            ("start", "check"),
+            ("check", "big", "true"),
+            ("check", "small", "false"),
+            ("big", "join"),
+            ("small", "join"),
+            ("join", "route"),
+            ("route", "on_a", "a"),
+            ("route", "other", "default"),
+            ("on_a", "end"),
+        ],
+    )
+    done = await run(client, workflow, {"n": 50, "kind": "a"})
+    assert done["status"] == "SUCCEEDED", failure(done)
+    steps = steps_of(done)
+    assert steps["small"]["status"] == "SKIPPED" and steps["other"]["status"] == "SKIPPED"
+    assert done["output"] == {"joined": {"big": {"size": "big"}}}
+    other = await run(client, workflow, {"n": 1, "kind": "zzz"})
+    steps = steps_of(other)
+    assert steps["small"]["status"] == "SUCCEEDED" and steps["other"]["status"] == "SUCCEEDED"
+    assert steps["end"]["status"] == "SKIPPED"
+
+
+async def test_a_failing_step_takes_its_error_edge(client: GraphQLClient, api: ApiServer) -> None:
+    workflow = await build(
+        client,
+        {
+            "start": MANUAL,
+            "call": ("http.request", {"url": api.url + "/missing/x"}),
+            "handled": ("data.transform", {"fields": {"why": "{{ inputs }}"}}),
+            "fail": ("control.stop", {"outcome": "fail", "message": "gave up on {{ inputs.who }}"}),
+        },
+        [("start", "call"), ("call", "handled", "error"), ("handled", "fail")],
+    )
+    done = await run(client, workflow, {"who": "bob"})
+    assert done["status"] == "FAILED"
+    assert done["error"] == "fail: gave up on bob"
+    call = steps_of(done)["call"]
+    assert call["error"]["type"] == "HttpStatusError" and not call["error"]["retryable"]
+    assert call["attempt"] == 1  # a 404 is not retried
+
+
+async def test_a_loop_runs_its_body_per_item_and_collects_results(client: GraphQLClient) -> None:
+    workflow = await build(
+        client,
+        {
+            "start": MANUAL,
+            "each": ("control.loop", {"items": "{{ inputs.rows }}", "concurrency": 2}),
+            "square": ("data.transform", {"fields": {"sq": "{{ inputs.item * inputs.item }}"}}),
+            "after": ("data.transform", {"fields": {"all": "{{ steps.each.output }}"}}),
+        },
+        [("start", "each"), ("each", "square", "body"), ("square", "each"), ("each", "after")],
+    )
+    done = await run(client, workflow, {"rows": [1, 2, 3, 4]})
+    assert done["status"] == "SUCCEEDED", failure(done)
+    results = steps_of(done)["each"]["output"]
+    assert [r["square"]["sq"] for r in results] == [1, 4, 9, 16]
+
+
+async def test_a_subworkflow_runs_and_returns_its_output(client: GraphQLClient) -> None:
+    child = await build(
+        client,
+        {
+            "start": MANUAL,
+            "greet": ("data.transform", {"fields": {"hello": "hi {{ inputs.name }}"}}),
+        },
+        [("start", "greet")],
+    )
+    parent = await build(
+        client,
+        {
+            "start": MANUAL,
+            "call": (
+                "control.subworkflow",
+                {"workflow_id": child, "inputs": {"name": "{{ inputs.who }}"}},
+            ),
+            "use": ("data.transform", {"fields": {"said": "{{ steps.call.output.greet.hello }}"}}),
+        },
+        [("start", "call"), ("call", "use")],
+    )
+    done = await run(client, parent, {"who": "ann"})
+    assert done["status"] == "SUCCEEDED", failure(done)
+    assert steps_of(done)["use"]["output"] == {"said": "hi ann"}
+
+
+async def test_filter_files_and_delay(client: GraphQLClient) -> None:
+    workflow = await build(
+        client,
+        {
+            "start": MANUAL,
+            "keep": (
+                "data.filter",
+                {"items": "{{ inputs.rows }}", "condition": "{{ item.n > 1 }}"},
+            ),
+            "save": (
+                "file.write",
+                {
+                    "path": "out/kept.csv",
+                    "format": "csv",
+                    "content": "{{ steps.keep.output['items'] }}",
+                },
+            ),
+            "wait": ("control.delay", {"seconds": 0.3}),
+            "load": ("file.read", {"path": "out/kept.csv", "format": "csv"}),
+        },
+        [("start", "keep"), ("keep", "save"), ("save", "wait"), ("wait", "load")],
+    )
+    done = await run(client, workflow, {"rows": [{"n": 1}, {"n": 2}, {"n": 3}]})
+    assert done["status"] == "SUCCEEDED", failure(done)
+    steps = steps_of(done)
+    assert steps["keep"]["output"]["count"] == 2
+    assert steps["load"]["output"] == [{"n": "2"}, {"n": "3"}]
+
+
+async def test_sql_query_through_a_postgres_credential(
+    client: GraphQLClient, pg_admin_url: str
+) -> None:
+    await client.execute(
+        CREDENTIAL,
+        {"i": {"name": "warehouse", "kind": "postgres", "secret": {"url": pg_admin_url}}},
+    )
+    workflow = await build(
+        client,
+        {
+            "start": MANUAL,
+            "q": (
+                "sql.query",
+                {
+                    "credential": "warehouse",
+                    "query": "SELECT %s::int + 1 AS answer, %s::text AS word",
+                    "parameters": ["{{ inputs.n }}", "it's; DROP TABLE x"],
+                },
+            ),
+        },
+        [("start", "q")],
+    )
+    done = await run(client, workflow, {"n": 41})
+    assert done["status"] == "SUCCEEDED", failure(done)
+    assert steps_of(done)["q"]["output"]["rows"] == [{"answer": 42, "word": "it's; DROP TABLE x"}]
+
+
+async def test_llm_and_extract_through_an_openai_compatible_server(
+    client: GraphQLClient, llm: LlmServer
+) -> None:
+    llm.reply("a haiku", json.dumps({"name": "Ann", "age": 31}))
+    workflow = await build(
+        client,
+        {
+            "start": MANUAL,
+            "ask": ("ai.llm", {"prompt": "Write about {{ inputs.topic }}", "temperature": 0.2}),
+            "pull": (
+                "ai.extract",
+                {
+                    "text": "{{ inputs.bio }}",
+                    "fields": {"name": "the person's name", "age": "age in years"},
+                },
+            ),
+        },
+        [("start", "ask"), ("ask", "pull")],
+    )
+    done = await run(client, workflow, {"topic": "rain", "bio": "Ann is 31."})
+    assert done["status"] == "SUCCEEDED", failure(done)
+    steps = steps_of(done)
+    assert steps["ask"]["output"]["text"] == "a haiku"
+    assert steps["pull"]["output"] == {"name": "Ann", "age": 31}
+    prompts = [m["content"] for r in llm.requests[-2:] for m in r["messages"]]
+    assert "Write about rain" in prompts
+
+
+async def test_cancel_stops_a_running_step(client: GraphQLClient, api: ApiServer) -> None:
+    workflow = await build(
+        client,
+        {"start": MANUAL, "slow": ("http.request", {"url": api.url + "/hold/cancelled"})},
+        [("start", "slow")],
+    )
+    execution_id = await start(client, workflow)
+    await asyncio.to_thread(api.arrived["cancelled"].wait, 20)
+    answer = await client.execute(CANCEL, {"i": {"executionId": execution_id, "reason": "enough"}})
+    assert answer["cancelExecution"]["status"] == "CANCELLED"
+    done = await wait_for(client, execution_id)
+    assert done["status"] == "CANCELLED" and done["error"] == "enough"
+    with pytest.raises(GraphQLError) as again:
+        await client.execute(CANCEL, {"i": {"executionId": execution_id}})
+    assert again.value.codes == ["CONFLICT"]
+    api.release["cancelled"].set()
+
+
+async def test_retry_from_a_failed_step_skips_earlier_side_effects(
+    client: GraphQLClient, api: ApiServer
+) -> None:
+    workflow = await build(
+        client,
+        {
+            "start": MANUAL,
+            "charge": ("http.request", {"method": "POST", "url": api.url + "/effect/charge"}),
+            "ship": (
+                "http.request",
+                {"url": api.url + "/flaky/ship", "retry": {"max_attempts": 1}},
+            ),
+        },
+        [("start", "charge"), ("charge", "ship")],
+    )
+    api.fail_first["ship"] = 1
+    failed = await run(client, workflow)
+    assert failed["status"] == "FAILED" and api.count("charge") == 1
+    answer = await client.execute(RETRY, {"i": {"executionId": failed["id"], "fromNodeId": "ship"}})
+    retried = await wait_for(client, answer["retryExecution"]["executionId"])
+    assert retried["status"] == "SUCCEEDED", failure(retried)
+    assert api.count("charge") == 1  # not charged twice
+    assert retried["retryOf"] == failed["id"]
+    steps = steps_of(retried)
+    assert steps["charge"]["status"] == "REUSED"
+    assert steps["charge"]["output"] == steps_of(failed)["charge"]["output"]
+    report = await client.execute(REPLAY, {"id": retried["id"]})
+    assert report["replayExecution"]["deterministic"], report
+
+
+async def test_bad_inputs_configs_and_templates_fail_clearly(client: GraphQLClient) -> None:
+    typed = await build(
+        client,
+        {
+            "start": (
+                "trigger.manual",
+                {
+                    "inputs_schema": {
+                        "type": "object",
+                        "required": ["n"],
+                        "properties": {"n": {"type": "integer"}},
+                    }
+                },
+            ),
+            "use": ("data.transform", {"fields": {"x": "{{ steps.nowhere.output.y }}"}}),
+        },
+        [("start", "use")],
+    )
+    with pytest.raises(GraphQLError) as refused:
+        await start(client, typed, {"n": "lots"})
+    assert refused.value.codes == ["VALIDATION"] and "inputs.n" in str(refused.value)
+    done = await run(client, typed, {"n": 1})
+    assert done["status"] == "FAILED"
+    assert done["error"].startswith("use: use.fields.x")
+    assert steps_of(done)["use"]["error"]["type"] == "TemplateError"
+    incomplete = await build(
+        client, {"start": MANUAL, "call": ("http.request", {})}, [("start", "call")]
+    )
+    with pytest.raises(GraphQLError) as invalid:
+        await start(client, incomplete)
+    assert invalid.value.codes == ["VALIDATION"] and "call (http.request)" in str(invalid.value)

@@ -1,0 +1,95 @@
+"""Queries about executions and credentials: read models only."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import strawberry
+from strawberry.types import Info
+from strawberry.types.nodes import SelectedField, Selection
+
+from query_side import execution_views, views
+from web.auth import SECURED
+from web.graphql.context import caller, services
+from web.graphql.errors import mapped_errors, not_found, parse_id
+from web.graphql.execution_types import Credential, Execution, ExecutionConnection, ExecutionStatus
+from web.graphql.types import PageInfo
+
+
+def _asks_for(selections: Sequence[Selection], path: tuple[str, ...]) -> bool:
+    """Whether the selection reaches the field at `path` (through fragments too)."""
+    for selection in selections:
+        if not isinstance(selection, SelectedField):
+            if _asks_for(selection.selections, path):
+                return True
+        elif selection.name == path[0] and (
+            len(path) == 1 or _asks_for(selection.selections, path[1:])
+        ):
+            return True
+    return False
+
+
+@strawberry.type
+class ExecutionQuery:
+    @strawberry.field(
+        permission_classes=SECURED,
+        description="Executions of the caller's workspace, newest first; of one workflow "
+        "and in one status if asked.",
+    )
+    async def executions(
+        self,
+        info: Info[Any, Any],
+        workflow_id: strawberry.ID | None = None,
+        status: ExecutionStatus | None = None,
+        first: int = 20,
+        after: str | None = None,
+    ) -> ExecutionConnection:
+        who, svc = caller(info), services(info)
+        wid = parse_id(workflow_id) if workflow_id is not None else None
+        with_steps = _asks_for(info.selected_fields[0].selections, ("nodes", "steps"))
+        with mapped_errors():
+            async with svc.reader(who) as conn:
+                if wid and await views.workflow_version(conn, who.workspace_id, wid) is None:
+                    raise not_found(f"workflow {workflow_id}")
+                page = await execution_views.list_executions(
+                    conn,
+                    who.workspace_id,
+                    wid,
+                    status.value if status else None,
+                    first,
+                    after,
+                )
+                ids = [r["id"] for r in page.rows] if with_steps else []
+                steps = await execution_views.steps_of(conn, who.workspace_id, ids)
+        return ExecutionConnection(
+            nodes=[Execution.from_row(r, steps.get(r["id"], [])) for r in page.rows],
+            page_info=PageInfo(has_next_page=page.has_next, end_cursor=page.end_cursor),
+        )
+
+    @strawberry.field(
+        permission_classes=SECURED,
+        description="One execution of the caller's workspace, with its steps.",
+    )
+    async def execution(self, info: Info[Any, Any], id: strawberry.ID) -> Execution | None:
+        who, svc = caller(info), services(info)
+        execution_id = parse_id(id, "execution")
+        async with svc.reader(who) as conn:
+            row = await execution_views.get_execution(conn, who.workspace_id, execution_id)
+        if row is None:
+            # As every field does for an id the caller cannot see: it does not exist.
+            raise not_found(f"execution {id}")
+        return Execution.from_row(row, row["steps"])
+
+    @strawberry.field(
+        permission_classes=SECURED,
+        description="The workspace's credentials by name; their secrets are never readable.",
+    )
+    async def credentials(self, info: Info[Any, Any]) -> list[Credential]:
+        who, svc = caller(info), services(info)
+        async with svc.reader(who) as conn:
+            rows = await execution_views.credentials(conn, who.workspace_id)
+        return [Credential.from_row(r) for r in rows]
+
+
+__all__ = ["ExecutionQuery"]
