@@ -160,3 +160,15 @@ async def history(
     sql += " ORDER BY version DESC LIMIT %s"
     params.append(size + 1)
     return await page(conn, sql, params, size, lambda r: (r["version"],))
+
+
+async def webhook_workflows(
+    conn: psycopg.AsyncConnection[Any], workspace_id: str, path: str
+) -> list[UUID]:
+    """Workflows of the workspace whose graph has a `trigger.webhook` on `path`."""
+    cur = await conn.execute(
+        "SELECT DISTINCT workflow_id FROM read.workflow_nodes "
+        "WHERE workspace_id = %s AND type = 'trigger.webhook' AND config->>'path' = %s",
+        (workspace_id, path),
+    )
+    return [row[0] for row in await cur.fetchall()]

@@ -26,6 +26,7 @@ from web.graphql.schema import build_schema
 from web.health import readiness
 from web.security import cors_config, security_headers
 from web.services import Services
+from web.webhooks import webhook
 
 
 @get("/health/live", media_type=MediaType.JSON, sync_to_thread=False)
@@ -89,7 +90,7 @@ def create_app(settings: Settings) -> Litestar:
             return UNSET
 
     return Litestar(
-        route_handlers=[GraphQLController, live, ready, metrics],
+        route_handlers=[GraphQLController, live, ready, metrics, webhook],
         lifespan=[lifespan],
         before_send=[security_headers("/graphql" if settings.graphiql else None)],
         cors_config=cors_config(settings),

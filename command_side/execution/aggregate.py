@@ -473,7 +473,9 @@ class Execution(Aggregate):
             )
         task = self._task(node_id, kind, attempt, config, credentials, now, env)
         if waited:
-            self._step_dispatched(node_id, attempt, task, actor_id, self.workspace_id)
+            self._step_dispatched(
+                node_id, attempt, _public(config), task, actor_id, self.workspace_id
+            )
         else:
             self._step_scheduled(
                 node_id, kind, attempt, now, _public(config), task["pool"], task, True,
@@ -600,7 +602,13 @@ class Execution(Aggregate):
 
     @event("StepDispatched")
     def _step_dispatched(
-        self, node_id: str, attempt: int, task: dict[str, Any], actor_id: str, workspace_id: str
+        self,
+        node_id: str,
+        attempt: int,
+        input: Any,
+        task: dict[str, Any],
+        actor_id: str,
+        workspace_id: str,
     ) -> None:
         step = self.steps[node_id]
         step.started = True

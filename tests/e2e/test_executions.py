@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from infra import embedded
@@ -30,7 +32,7 @@ from tests.graphql_client import GraphQLClient, GraphQLError
 from tests.llm_server import LlmServer, running_llm_server
 from tests.stack import Stack, redis_db, running_stack, stack_settings
 
-PROCESSES = ("relay", "projector", "orchestrator", "runner", "api")
+PROCESSES = ("relay", "projector", "orchestrator", "scheduler", "runner", "api")
 MANUAL = ("trigger.manual", {})
 
 
@@ -412,3 +414,147 @@ async def test_bad_inputs_configs_and_templates_fail_clearly(client: GraphQLClie
     with pytest.raises(GraphQLError) as invalid:
         await start(client, incomplete)
     assert invalid.value.codes == ["VALIDATION"] and "call (http.request)" in str(invalid.value)
+
+
+UPDATES = """subscription($id: ID!) { executionUpdates(executionId: $id)
+  { type version status nodeId attempt } }"""
+LIST = """query($w: ID, $s: ExecutionStatus) { executions(workflowId: $w, status: $s, first: 10)
+  { nodes { id status } } }"""
+
+
+async def test_a_webhook_starts_its_workflow_with_the_request_as_inputs(
+    stack: Stack, client: GraphQLClient
+) -> None:
+    workflow = await build(
+        client,
+        {
+            "hook": ("trigger.webhook", {"path": "orders", "secret": "hook-secret"}),
+            "pick": (
+                "data.transform",
+                {"fields": {"sku": "{{ inputs.body.sku }}", "q": "{{ inputs.query.src }}"}},
+            ),
+        },
+        [("hook", "pick")],
+    )
+    url = f"{stack.url}/hooks/{client.workspace}/orders?src=shop"
+    async with httpx.AsyncClient() as http:
+        refused = await http.post(url, json={"sku": "A1"})
+        assert refused.status_code == 401
+        missing = await http.post(f"{stack.url}/hooks/{client.workspace}/nothing", json={})
+        assert missing.status_code == 404
+        headers = {"X-Webhook-Secret": "hook-secret", "Idempotency-Key": "delivery-1"}
+        answer = await http.post(url, json={"sku": "A1"}, headers=headers)
+        assert answer.status_code == 202, answer.text
+        again = await http.post(url, json={"sku": "A1"}, headers=headers)
+        assert again.json()["executionId"] == answer.json()["executionId"]
+    done = await wait_for(client, answer.json()["executionId"])
+    assert done["status"] == "SUCCEEDED", failure(done)
+    assert steps_of(done)["pick"]["output"] == {"sku": "A1", "q": "shop"}
+    assert done["trigger"]["kind"] == "webhook"
+    assert "hook-secret" not in json.dumps(done)
+    listed = await client.execute(LIST, {"w": workflow, "s": "SUCCEEDED"})
+    assert [n["id"] for n in listed["executions"]["nodes"]] == [done["id"]]
+
+
+async def test_a_cron_trigger_starts_executions_on_its_schedule(client: GraphQLClient) -> None:
+    workflow = await build(
+        client,
+        {
+            "tick": ("trigger.cron", {"expression": "* * * * * */2", "timezone": "Europe/Paris"}),
+            "note": ("data.transform", {"fields": {"at": "{{ inputs.scheduled_at }}"}}),
+        },
+        [("tick", "note")],
+    )
+    deadline = time.monotonic() + 20
+    nodes: list[dict[str, object]] = []
+    while time.monotonic() < deadline and len(nodes) < 2:
+        listed = await client.execute(LIST, {"w": workflow, "s": "SUCCEEDED"})
+        nodes = listed["executions"]["nodes"]
+        await asyncio.sleep(0.2)
+    assert len(nodes) >= 2, nodes
+    first = await wait_for(client, str(nodes[-1]["id"]))
+    assert first["trigger"]["kind"] == "cron"
+    at = steps_of(first)["note"]["output"]["at"]
+    assert int(at) % 2 == 0  # fired on the schedule's even seconds
+
+
+async def test_a_workflow_runs_at_most_its_concurrency_limit_at_once(
+    client: GraphQLClient, api: ApiServer
+) -> None:
+    workflow = await build(
+        client,
+        {
+            "start": ("trigger.manual", {"max_concurrency": 1}),
+            "slow": ("http.request", {"url": api.url + "/hold/{{ inputs.name }}"}),
+        },
+        [("start", "slow")],
+    )
+    first = await start(client, workflow, {"name": "limit-1"})
+    second = await start(client, workflow, {"name": "limit-2"})
+    await asyncio.to_thread(api.arrived["limit-1"].wait, 20)
+    queued = await wait_for(client, second, ("QUEUED",))
+    assert not api.arrived["limit-2"].is_set()
+    assert queued["steps"] == []
+    api.release["limit-1"].set()
+    assert (await wait_for(client, first))["status"] == "SUCCEEDED"
+    await asyncio.to_thread(api.arrived["limit-2"].wait, 20)
+    api.release["limit-2"].set()
+    assert (await wait_for(client, second))["status"] == "SUCCEEDED"
+
+
+async def test_step_and_execution_timeouts(client: GraphQLClient, api: ApiServer) -> None:
+    step_limited = await build(
+        client,
+        {
+            "start": MANUAL,
+            "slow": (
+                "http.request",
+                {
+                    "url": api.url + "/hold/step-timeout",
+                    "timeout_s": 0.5,
+                    "retry": {"max_attempts": 1},
+                },
+            ),
+        },
+        [("start", "slow")],
+    )
+    done = await run(client, step_limited)
+    assert done["status"] == "TIMED_OUT", failure(done)
+    assert steps_of(done)["slow"]["error"]["type"] == "StepTimeout"
+    run_limited = await build(
+        client,
+        {
+            "start": ("trigger.manual", {"timeout_s": 0.5}),
+            "wait": ("control.delay", {"seconds": 30}),
+        },
+        [("start", "wait")],
+    )
+    done = await run(client, run_limited)
+    assert done["status"] == "TIMED_OUT" and "longer than 0.5" in done["error"]
+    api.release["step-timeout"].set()
+
+
+async def test_execution_updates_stream_every_event_until_the_end(
+    client: GraphQLClient, api: ApiServer
+) -> None:
+    workflow = await build(
+        client,
+        {
+            "start": MANUAL,
+            "slow": ("http.request", {"url": api.url + "/hold/watched"}),
+            "after": ("data.transform", {}),
+        },
+        [("start", "slow"), ("slow", "after")],
+    )
+    execution_id = await start(client, workflow)
+    seen: list[dict[str, object]] = []
+    async with client.subscribe(UPDATES, {"id": execution_id}) as updates:
+        async for update in updates:
+            seen.append(update["executionUpdates"])
+            if update["executionUpdates"]["type"].endswith("StepScheduled"):
+                api.release["watched"].set()
+    kinds = [str(u["type"]).split(".")[-1] for u in seen]
+    assert kinds[0] == "ExecutionStarted" and kinds[-1] == "ExecutionFinished"
+    assert kinds.count("StepSucceeded") == 2
+    assert seen[-1]["status"] == "SUCCEEDED"
+    assert [u["version"] for u in seen] == list(range(1, len(seen) + 1))

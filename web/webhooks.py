@@ -1,0 +1,121 @@
+"""Webhooks: `POST /hooks/{workspace}/{path}` starts the published workflow whose
+`trigger.webhook` listens on that path, and answers 202 with the execution id.
+
+The request becomes the execution's inputs: `{"body", "query", "headers"}` (a JSON body
+parsed, anything else as text; credentials-like headers dropped). A trigger with a `secret`
+requires it in `X-Webhook-Secret` (compared in constant time). An `Idempotency-Key` header
+makes retries of the same delivery start one execution: the answer names the same id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+from typing import Any
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from litestar import Request, Response, post
+from litestar.datastructures import State
+
+from command_side.errors import CommandError, Conflict
+from command_side.execution.service import ExecutionService
+from query_side import views
+from web.services import Services, scoped
+
+DROPPED_HEADERS = frozenset(
+    {"authorization", "cookie", "x-webhook-secret", "proxy-authorization", "content-length"}
+)
+PATH_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+
+
+def _problem(status: int, code: str, message: str) -> Response[dict[str, Any]]:
+    return Response({"error": {"code": code, "message": message}}, status_code=status)
+
+
+@post("/hooks/{workspace:str}/{path:str}", status_code=202)
+async def webhook(
+    workspace: str, path: str, request: Request[Any, Any, Any], state: State
+) -> Response[dict[str, Any]]:
+    svc: Services = state.services
+    try:
+        workspace_id = str(UUID(workspace))
+    except ValueError:
+        return _problem(404, "NOT_FOUND", "no webhook here")
+    if not path or len(path) > 64 or not set(path) <= PATH_CHARS:
+        return _problem(404, "NOT_FOUND", "no webhook here")
+    limit = svc.settings.webhook_max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        return _problem(413, "TOO_LARGE", f"the body is larger than {limit} bytes")
+    raw = await request.body()
+    if len(raw) > limit:
+        return _problem(413, "TOO_LARGE", f"the body is larger than {limit} bytes")
+    async with scoped(svc.pool, workspace_id) as conn:
+        candidates = await views.webhook_workflows(conn, workspace_id, path)
+    service = ExecutionService(svc.execution_store, svc.store)
+    found = await asyncio.to_thread(_find, service, workspace_id, candidates, path)
+    if not found:
+        return _problem(404, "NOT_FOUND", "no webhook here")
+    if len(found) > 1:
+        return _problem(409, "AMBIGUOUS", f"{len(found)} published workflows listen on {path}")
+    workflow_id, node_id, secret = found[0]
+    if secret is not None:
+        given = request.headers.get("x-webhook-secret", "")
+        if not hmac.compare_digest(given.encode(), str(secret).encode()):
+            return _problem(401, "UNAUTHENTICATED", "X-Webhook-Secret is missing or wrong")
+    inputs = {
+        "body": _body(raw, request.headers.get("content-type", "")),
+        "query": dict(request.query_params),
+        "headers": {k: v for k, v in request.headers.items() if k.lower() not in DROPPED_HEADERS},
+    }
+    key = request.headers.get("idempotency-key")
+    execution_id = (
+        uuid5(NAMESPACE_URL, f"autoops:webhook:{workspace_id}:{path}:{key}") if key else None
+    )
+    try:
+        started = await asyncio.to_thread(
+            service.start,
+            workspace_id,
+            f"webhook:{path}",
+            workflow_id,
+            inputs,
+            trigger={"kind": "webhook", "path": path, "node_id": node_id},
+            start_node=node_id,
+            execution_id=execution_id,
+        )
+    except Conflict:
+        assert execution_id is not None
+        return Response({"executionId": str(execution_id), "duplicate": True}, status_code=200)
+    except CommandError as exc:
+        return _problem(422, exc.code, exc.message)
+    return Response({"executionId": str(started)}, status_code=202)
+
+
+def _find(
+    service: ExecutionService, workspace_id: str, candidates: list[UUID], path: str
+) -> list[tuple[str, str, Any]]:
+    """(workflow, node, secret) of each published version listening on `path`."""
+    found = []
+    for workflow_id in candidates:
+        try:
+            pinned = service.pinned(workspace_id, str(workflow_id), None)
+        except CommandError:
+            continue  # not published (yet)
+        for node_id, node in sorted(pinned.nodes.items()):
+            config = node.get("config") or {}
+            if node["type"] == "trigger.webhook" and config.get("path") == path:
+                found.append((str(workflow_id), node_id, config.get("secret")))
+    return found
+
+
+def _body(raw: bytes, content_type: str) -> Any:
+    if not raw:
+        return None
+    text = raw.decode("utf-8", errors="replace")
+    if "json" in content_type or text[:1] in ("{", "["):
+        try:
+            return json.loads(text)
+        except ValueError:
+            pass
+    return text
