@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 PROCESSES = ("relay", "projector", "orchestrator", "scheduler", "runner", "api")
 GRACE_S = 10.0
+#: A process that ran this long before dying restarts after the shortest delay again.
+STABLE_S = 30.0
 
 
 def ensure_database(url: str, name: str = "autoops") -> str:
@@ -67,10 +69,13 @@ class Supervisor:
     def watch(self) -> None:
         """Restart children that exit on their own, until `stop_event` is set."""
         backoff: dict[str, float] = {}
+        started = {name: time.monotonic() for name in self.children}
         while not self.stop_event.wait(0.5):
             for name, proc in list(self.children.items()):
                 if proc.poll() is None:
                     continue
+                if time.monotonic() - started.get(name, 0.0) > STABLE_S:
+                    backoff.pop(name, None)  # it ran fine for a while: a fresh failure
                 delay = min(backoff.get(name, 0.5) * 2, 30)
                 log.warning("%s exited with %s; restarting in %.1f s", name, proc.returncode, delay)
                 if self.stop_event.wait(delay):
@@ -78,6 +83,7 @@ class Supervisor:
                 backoff[name] = delay
                 self.restarts += 1
                 self.children[name] = self._spawn(name)
+                started[name] = time.monotonic()
 
     def stop(self) -> None:
         self.stop_event.set()

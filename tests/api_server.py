@@ -76,6 +76,9 @@ def _handler(state: ApiServer) -> type[BaseHTTPRequestHandler]:
             elif kind == "missing":
                 self._send(404, {"error": "no such thing"})
             else:
+                pause = float(record["query"].get("ms", 0)) / 1000
+                if pause:
+                    threading.Event().wait(min(pause, HOLD_LIMIT_S))  # a slow API
                 self._send(200, {"name": name, "calls": calls})
 
         do_GET = do_POST = do_PUT = do_DELETE = _serve

@@ -1,0 +1,219 @@
+"""kill -9 of the orchestrator and the runner while workflows run: every execution still
+reaches exactly one terminal state, and no step's side effect runs twice when its first
+attempt had finished and reported."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+
+from command_side.execution.store import ExecutionStore
+from infra import embedded
+from infra.settings import eventsourcing_env_for
+from tests import services
+from tests.api_server import ApiServer, running_api_server
+from tests.execution_client import build, failure, start, steps_of, wait_for
+from tests.graphql_client import GraphQLClient
+from tests.kafka_read import read_topic
+from tests.stack import Stack, redis_db, running_stack, stack_settings
+from tests.waiting import wait_until
+
+PROCESSES = ("relay", "projector", "orchestrator", "runner", "api")
+MANUAL = ("trigger.manual", {})
+
+
+@pytest.fixture(scope="module")
+def api() -> Iterator[ApiServer]:
+    with running_api_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def stack(
+    pg_admin_url: str,
+    kafka_session: embedded.Service,
+    redis_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Stack]:
+    with services.fresh_database(pg_admin_url) as database:
+        settings = stack_settings(
+            database,
+            kafka_session.url,
+            redis_db(redis_url),
+            Path(tmp_path_factory.mktemp("stack")),
+            AUTOOPS_STEP_HEARTBEAT_INTERVAL_S="0.5",
+            AUTOOPS_STEP_HEARTBEAT_TIMEOUT_S="3",
+            AUTOOPS_KAFKA_GROUP_TIMEOUT_MS="2000",
+        )
+        with running_stack(settings, PROCESSES) as running:
+            running.wait_ready()
+            yield running
+
+
+@pytest.fixture
+async def client(stack: Stack) -> AsyncIterator[GraphQLClient]:
+    c = await GraphQLClient.signed_up(stack.url)
+    yield c
+    await c.close()
+
+
+def kill(stack: Stack, name: str) -> int:
+    """SIGKILL one process of the stack (the supervisor starts a new one); its old pid."""
+    proc = stack.supervisor.children[name]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    wait_until(
+        lambda: stack.supervisor.children[name].pid != proc.pid or None,
+        30,
+        f"{name} restarted",
+    )
+    return proc.pid
+
+
+async def test_a_runner_killed_mid_step_has_its_task_redelivered(
+    stack: Stack, client: GraphQLClient, api: ApiServer
+) -> None:
+    workflow = await build(
+        client,
+        {
+            "start": MANUAL,
+            # One attempt allowed: a killed runner's lapse is not charged against it.
+            "slow": (
+                "http.request",
+                {"url": api.url + "/hold/killed", "retry": {"max_attempts": 1}},
+            ),
+        },
+        [("start", "slow")],
+    )
+    execution_id = await start(client, workflow)
+    await asyncio.to_thread(api.arrived["killed"].wait, 20)
+    await asyncio.to_thread(kill, stack, "runner")
+    api.arrived["killed"].clear()
+    await asyncio.to_thread(api.arrived["killed"].wait, 30)  # attempt 2 reached the API
+    api.release["killed"].set()
+    done = await wait_for(client, execution_id, timeout=30)
+    assert done["status"] == "SUCCEEDED", failure(done)
+    attempts = sorted(
+        (s for s in done["steps"] if s["nodeId"] == "slow"), key=lambda s: s["attempt"]
+    )
+    assert [(s["attempt"], s["status"]) for s in attempts] == [(1, "FAILED"), (2, "SUCCEEDED")]
+    assert attempts[0]["error"]["type"] == "HeartbeatTimeout"
+
+
+async def test_kills_during_a_burst_leave_one_terminal_state_and_no_repeated_effect(
+    stack: Stack, client: GraphQLClient, api: ApiServer
+) -> None:
+    workflow = await build(
+        client,
+        {
+            "start": MANUAL,
+            "one": (
+                "http.request",
+                {"method": "POST", "url": api.url + "/effect/{{ execution.id }}-one?ms=30"},
+            ),
+            "two": (
+                "http.request",
+                {"method": "POST", "url": api.url + "/effect/{{ execution.id }}-two?ms=30"},
+            ),
+            "three": ("data.transform", {"fields": {"done": True}}),
+        },
+        [("start", "one"), ("one", "two"), ("two", "three")],
+    )
+    ids = [await start(client, workflow) for _ in range(30)]
+    rng = random.Random(4)
+    for victim in ("orchestrator", "runner", "orchestrator", "runner"):
+        await asyncio.sleep(rng.uniform(0.2, 1.0))
+        await asyncio.to_thread(kill, stack, victim)
+    ids += [await start(client, workflow) for _ in range(10)]
+    finished = [await wait_for(client, i, timeout=90) for i in ids]
+    assert Counter(e["status"] for e in finished) == {"SUCCEEDED": len(ids)}, [
+        failure(e) for e in finished if e["status"] != "SUCCEEDED"
+    ]
+    redelivered = sum(1 for e in finished for s in e["steps"] if s["attempt"] > 1)
+    print(f"steps redelivered after the kills: {redelivered}")
+    for execution in finished:
+        for node in ("one", "two"):
+            attempts = [s for s in execution["steps"] if s["nodeId"] == node]
+            calls = api.count(f"{execution['id']}-{node}")
+            if len(attempts) == 1:
+                assert calls == 1, (execution["id"], node, calls)  # reported once: ran once
+            else:
+                # Earlier attempts never reported: they lapsed or were handed back.
+                assert all(
+                    a["error"]["type"] in ("HeartbeatTimeout", "HandedBack")
+                    for a in attempts
+                    if a["status"] == "FAILED"
+                ), attempts
+                assert calls <= len(attempts)
+    store = ExecutionStore(env=eventsourcing_env_for(stack.settings.database_url or ""))
+    try:
+        for execution_id in ids:
+            events = store.repository.event_store.get(UUID(execution_id))
+            kinds = Counter(type(e).__name__ for e in events)
+            assert kinds["ExecutionFinished"] == 1, (execution_id, kinds)
+    finally:
+        store.close()
+
+
+async def test_a_step_failed_for_good_is_dead_lettered_with_its_error(
+    stack: Stack, client: GraphQLClient, api: ApiServer
+) -> None:
+    workflow = await build(
+        client,
+        {
+            "start": MANUAL,
+            "poison": (
+                "http.request",
+                {"url": api.url + "/missing/poison", "retry": {"max_attempts": 2}},
+            ),
+        },
+        [("start", "poison")],
+    )
+    execution_id = await start(client, workflow)
+    done = await wait_for(client, execution_id)
+    assert done["status"] == "FAILED"
+    assert steps_of(done)["poison"]["error"]["type"] == "HttpStatusError"
+    assert stack.settings.kafka_bootstrap
+
+    def dead_letters() -> list[dict[str, object]] | None:
+        found = [
+            m
+            for m in read_topic_raw(stack.settings.kafka_bootstrap or "", "autoops.runner.dlq")
+            if m.get("execution_id") == execution_id
+        ]
+        return found or None
+
+    (letter,) = wait_until(dead_letters, 20, "a dead letter")
+    assert letter["error"]["type"] == "HttpStatusError"  # type: ignore[index]
+    assert letter["task"]["node_id"] == "poison"  # type: ignore[index]
+
+
+def read_topic_raw(bootstrap: str, topic: str) -> list[dict[str, object]]:
+    import json
+
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in partitions]
+        consumer.assign(tps)
+        consumer.seek_to_beginning()
+        out: list[dict[str, object]] = []
+        for _ in range(5):
+            for records in consumer.poll(timeout_ms=200).values():
+                out += [json.loads(r.value) for r in records]
+        return out
+    finally:
+        consumer.close()
+
+
+__all__ = ["read_topic"]
