@@ -38,3 +38,20 @@ def read_topic(bootstrap: str, topic: str, want: int, timeout: float = 20) -> li
         return out
     finally:
         consumer.close()
+
+
+def read_topic_raw(bootstrap: str, topic: str) -> list[dict[str, object]]:
+    """Whatever `topic` holds (JSON messages), read for about a second from the start."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in partitions]
+        consumer.assign(tps)
+        consumer.seek_to_beginning()
+        out: list[dict[str, object]] = []
+        for _ in range(5):
+            for records in consumer.poll(timeout_ms=200).values():
+                out += [json.loads(r.value) for r in records]
+        return out
+    finally:
+        consumer.close()

@@ -22,7 +22,7 @@ from tests import services
 from tests.api_server import ApiServer, running_api_server
 from tests.execution_client import build, failure, start, steps_of, wait_for
 from tests.graphql_client import GraphQLClient
-from tests.kafka_read import read_topic
+from tests.kafka_read import read_topic_raw
 from tests.stack import Stack, redis_db, running_stack, stack_settings
 from tests.waiting import wait_until
 
@@ -194,26 +194,3 @@ async def test_a_step_failed_for_good_is_dead_lettered_with_its_error(
     (letter,) = wait_until(dead_letters, 20, "a dead letter")
     assert letter["error"]["type"] == "HttpStatusError"  # type: ignore[index]
     assert letter["task"]["node_id"] == "poison"  # type: ignore[index]
-
-
-def read_topic_raw(bootstrap: str, topic: str) -> list[dict[str, object]]:
-    import json
-
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in partitions]
-        consumer.assign(tps)
-        consumer.seek_to_beginning()
-        out: list[dict[str, object]] = []
-        for _ in range(5):
-            for records in consumer.poll(timeout_ms=200).values():
-                out += [json.loads(r.value) for r in records]
-        return out
-    finally:
-        consumer.close()
-
-
-__all__ = ["read_topic"]

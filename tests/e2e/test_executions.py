@@ -29,8 +29,10 @@ from tests.execution_client import (
     wait_for,
 )
 from tests.graphql_client import GraphQLClient, GraphQLError
+from tests.kafka_read import read_topic_raw
 from tests.llm_server import LlmServer, running_llm_server
 from tests.stack import Stack, redis_db, running_stack, stack_settings
+from tests.waiting import wait_until
 
 PROCESSES = ("relay", "projector", "orchestrator", "scheduler", "runner", "api")
 MANUAL = ("trigger.manual", {})
@@ -335,7 +337,9 @@ async def test_llm_and_extract_through_an_openai_compatible_server(
     assert "Write about rain" in prompts
 
 
-async def test_cancel_stops_a_running_step(client: GraphQLClient, api: ApiServer) -> None:
+async def test_cancel_stops_a_running_step(
+    stack: Stack, client: GraphQLClient, api: ApiServer
+) -> None:
     workflow = await build(
         client,
         {"start": MANUAL, "slow": ("http.request", {"url": api.url + "/hold/cancelled"})},
@@ -350,7 +354,47 @@ async def test_cancel_stops_a_running_step(client: GraphQLClient, api: ApiServer
     with pytest.raises(GraphQLError) as again:
         await client.execute(CANCEL, {"i": {"executionId": execution_id}})
     assert again.value.codes == ["CONFLICT"]
+
+    def stopped() -> list[dict[str, object]] | None:
+        results = read_topic_raw(stack.settings.kafka_bootstrap or "", "autoops.runner.results")
+        return [
+            r
+            for r in results
+            if r.get("execution_id") == execution_id
+            and (r.get("error") or {}).get("type") == "Cancelled"  # type: ignore[union-attr]
+        ] or None
+
+    wait_until(stopped, 20, "the runner stopped the step")  # told, not left to run on
     api.release["cancelled"].set()
+
+
+async def test_a_large_output_goes_to_the_artifact_store_and_stays_usable(
+    stack: Stack, client: GraphQLClient
+) -> None:
+    workflow = await build(
+        client,
+        {
+            "start": MANUAL,
+            "big": ("data.transform", {"fields": {"text": "{{ 'x' * 5000 }}"}}),
+            "size": ("data.transform", {"fields": {"n": "{{ steps.big.output.text | length }}"}}),
+        },
+        [("start", "big"), ("big", "size")],
+    )
+    done = await run(client, workflow)
+    assert done["status"] == "SUCCEEDED", failure(done)
+    steps = steps_of(done)
+    ref = steps["big"]["output"]["$artifact"]
+    assert steps["size"]["output"] == {"n": 5000}
+    async with httpx.AsyncClient(base_url=stack.url) as http:
+        fetched = await http.get(f"/artifacts/{ref['sha256']}", headers=client.headers)
+        assert fetched.status_code == 200 and fetched.json() == {"text": "x" * 5000}
+        assert (await http.get(f"/artifacts/{ref['sha256']}")).status_code == 401
+        stranger = await GraphQLClient.signed_up(stack.url)
+        try:
+            other = await http.get(f"/artifacts/{ref['sha256']}", headers=stranger.headers)
+            assert other.status_code == 404
+        finally:
+            await stranger.close()
 
 
 async def test_retry_from_a_failed_step_skips_earlier_side_effects(
