@@ -303,8 +303,9 @@ def _downstream(edges: Iterable[Edge], node_id: str) -> set[str]:
     return seen
 
 
+#: Inputs from outside the decision (runner reports, finished children, timers, admission):
+#: after the last of a run of them, the orchestrator decided.
 RESULTS = ("StepSucceeded", "StepFailed", "StepReused", "ChildFinished", "ExecutionAdmitted")
-DECISIONS = ("StepScheduled", "StepSkipped", "ExecutionFinished", "ChildStarted", "LoopItems")
 
 
 class _Recorded(Isolated):
@@ -324,21 +325,32 @@ class _Recorded(Isolated):
 
 
 def _decision(e: Any) -> tuple[Any, ...]:
+    """What of an event a replay must reproduce (not times: those are the clock's)."""
     kind = type(e).__name__
+
+    def j(value: Any) -> str:
+        return json.dumps(value, sort_keys=True, default=str)
+
     if kind == "StepScheduled":
-        return (kind, e.node_id, e.attempt, json.dumps(e.input, sort_keys=True, default=str))
+        return (kind, e.node_id, e.attempt, j(e.input))
+    if kind == "StepSucceeded":
+        return (kind, e.node_id, e.attempt, j(e.output), e.branch)
+    if kind == "StepFailed":
+        return (kind, e.node_id, e.attempt, e.error_type, e.final)
     if kind == "ExecutionFinished":
-        return (kind, e.status)
-    if kind == "ChildStarted":
+        return (kind, e.status, e.error)
+    if kind in ("ChildStarted", "ChildFinished"):
         return (kind, e.node_id, e.attempt, e.index)
-    return (kind, getattr(e, "node_id", ""))
+    if kind == "LoopItems":
+        return (kind, e.node_id, j(e.items))
+    return (kind, getattr(e, "node_id", ""), getattr(e, "attempt", None))
 
 
 def replay_events(events: list[Any], execution_id: str, status: str) -> ReplayReport:
-    """Decide again after each recorded batch of results, against the recorded outputs, and
-    compare with the decisions recorded after it. Decisions are a pure function of the plan
-    and the results, so a difference means the run did not follow its rules (or the rules
-    changed since it ran)."""
+    """Decide again after each recorded batch of inputs, against the recorded outputs, and
+    compare with what was recorded right after it. Decisions are a pure function of the
+    plan and the inputs, so a difference means the run did not follow its rules (or the
+    rules changed since it ran)."""
     report = ReplayReport(execution_id, status, 0)
     bodies = {
         e.node_id: Pinned(
@@ -350,30 +362,40 @@ def replay_events(events: list[Any], execution_id: str, status: str) -> ReplayRe
     }  # fmt: skip
     env = _Recorded(bodies)
     state: Any = None
+    covered = 0  # events up to this index were reproduced by an earlier decision
     for i, e in enumerate(events):
         state = e.mutate(state)
         kind = type(e).__name__
         if kind in ("StepSucceeded", "StepFailed", "StepReused", "ChildFinished"):
             report.replayed_steps += 1
         following = events[i + 1] if i + 1 < len(events) else None
-        if kind not in RESULTS or (following is not None and type(following).__name__ in RESULTS):
-            continue  # decisions come after the last result of a batch
-        recorded = []
-        for later in events[i + 1 :]:
-            if type(later).__name__ not in DECISIONS:
-                break
-            recorded.append(_decision(later))
+        if i < covered or kind not in RESULTS:
+            continue
+        if following is not None and type(following).__name__ in RESULTS:
+            continue  # decisions come after the last input of a batch
         shadow = copy.deepcopy(state)
         shadow.new_children = []
         shadow.advance(e.timestamp.timestamp(), "replay", env)
         replayed = [_decision(d) for d in shadow.collect_events()]
-        replayed = [d for d in replayed if d[0] in DECISIONS]
+        recorded = [_decision(d) for d in events[i + 1 : i + 1 + len(replayed)]]
+        covered = i + 1 + len(replayed)
+        after = events[covered] if covered < len(events) else None
+        if after is not None and _decided(after):
+            recorded.append(_decision(after))  # recorded a decision the replay did not make
         for want, got in itertools.zip_longest(recorded, replayed):
             if want != got:
-                node = (got or want or ("", ""))[1] if len(got or want or ()) > 1 else ""
-                report.divergences.append(Divergence(str(node), _say(want), _say(got)))
+                node = next((str(x) for x in (got or want or ())[1:2]), "")
+                report.divergences.append(Divergence(node, _say(want), _say(got)))
                 break
     return report
+
+
+def _decided(e: Any) -> bool:
+    """Events only a decision records (a cancel, a timeout or a timer is not one)."""
+    kind = type(e).__name__
+    if kind == "ExecutionFinished":
+        return e.status in ("SUCCEEDED", "FAILED")
+    return kind in ("StepScheduled", "StepSkipped", "ChildStarted", "LoopItems")
 
 
 def _say(decision: tuple[Any, ...] | None) -> str:

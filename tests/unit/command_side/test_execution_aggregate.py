@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from functools import reduce
 from typing import Any
 from uuid import uuid4
@@ -292,3 +293,38 @@ def test_a_missing_credential_fails_the_step_without_retrying() -> None:
     execution.admit(0.0, "o")
     assert execution.status == "FAILED"
     assert execution.steps["q"].error["type"] == "CredentialNotFound"
+
+
+def test_replay_reports_a_record_that_does_not_follow_the_rules() -> None:
+    from command_side.execution.service import replay_events
+
+    execution = started(
+        {
+            "start": node("trigger.manual"),
+            "check": node("control.if", condition="{{ inputs.n > 0 }}"),
+            "yes": node(),
+            "no": node(),
+        },
+        [("start", "check"), ("check", "yes", "true"), ("check", "no", "false")],
+    )
+    execution.admit(0.0, "o")
+    execution.record_success("yes", 1, {"ok": 1}, None, "runner")
+    execution.advance(1.0, "o")
+    events = execution.collect_events()
+    assert replay_events(events, "e", "SUCCEEDED").deterministic
+
+
+    def tampered(kind: str, node_id: str, **changes: Any) -> list[Any]:
+        out = []
+        for e in events:
+            if type(e).__name__ == kind and e.node_id == node_id:
+                e = copy.copy(e)
+                for name, value in changes.items():
+                    object.__setattr__(e, name, value)
+            out.append(e)
+        return out
+
+    report = replay_events(tampered("StepSucceeded", "check", branch="false"), "e", "FAILED")
+    assert not report.deterministic and report.divergences[0].node_id == "check"
+    report = replay_events(tampered("StepScheduled", "yes", input={"x": 1}), "e", "FAILED")
+    assert not report.deterministic and report.divergences[0].node_id == "yes"

@@ -1,0 +1,109 @@
+"""Properties of the Execution aggregate over random graphs and random runner behaviour:
+its events fold back into the same state, every run ends in exactly one terminal state, and
+replaying the record finds no divergence."""
+
+from __future__ import annotations
+
+from functools import reduce
+from typing import Any
+from uuid import uuid4
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from command_side.execution.aggregate import Execution
+from command_side.execution.service import replay_events
+
+KINDS = ["data.transform", "http.request", "control.if", "control.merge"]
+
+
+@st.composite
+def workflows(draw: st.DrawFn) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    size = draw(st.integers(1, 8))
+    names = [f"n{i}" for i in range(1, size + 1)]
+    nodes: dict[str, Any] = {"n0": {"type": "trigger.manual", "config": {}}}
+    for name in names:
+        kind = draw(st.sampled_from(KINDS))
+        config: dict[str, Any] = {}
+        if kind == "control.if":
+            config = {
+                "condition": draw(st.sampled_from(["{{ inputs.flag }}", "{{ not inputs.flag }}"]))
+            }
+        elif kind == "http.request":
+            config = {"url": "http://api/{{ execution.id }}", "retry": {"max_attempts": 2}}
+        elif kind == "control.merge":
+            config = {"mode": draw(st.sampled_from(["all", "any"]))}
+        nodes[name] = {"type": kind, "config": config}
+    edges = []
+    everything = ["n0", *names]
+    for i, target in enumerate(names, start=1):
+        sources = draw(st.sets(st.sampled_from(everything[:i]), min_size=1, max_size=2))
+        for source in sorted(sources):
+            label = None
+            if nodes[source]["type"] == "control.if":
+                label = draw(st.sampled_from(["true", "false"]))
+            elif draw(st.booleans()) and draw(st.booleans()):
+                label = "error"
+            edges.append({"source": source, "target": target, "label": label})
+    return nodes, edges
+
+
+def fold(events: list[Any]) -> Execution:
+    return reduce(lambda aggregate, e: e.mutate(aggregate), events, None)  # type: ignore[arg-type,return-value]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    workflows(),
+    st.booleans(),
+    st.lists(
+        st.sampled_from(["ok", "fail", "final", "lapse", "handback"]), min_size=40, max_size=40
+    ),
+)
+def test_events_fold_back_and_replay_finds_no_divergence(
+    workflow: tuple[dict[str, Any], list[dict[str, Any]]], flag: bool, behaviour: list[str]
+) -> None:
+    nodes, edges = workflow
+    execution = Execution(
+        execution_id=uuid4(), workflow_id="w", workflow_version=1, nodes=nodes, edges=edges,
+        start="n0", inputs={"flag": flag}, actor_id="u", workspace_id="ws",
+    )  # fmt: skip
+    now = 0.0
+    execution.admit(now, "o")
+    moves = iter(behaviour * 10)
+    for _ in range(200):
+        if execution.finished:
+            break
+        now += 100.0
+        running = [(n, s) for n, s in execution.steps.items() if s.status == "scheduled" and s.task]
+        for node_id, step in running:
+            move = next(moves)
+            if move == "ok":
+                execution.record_success(node_id, step.attempt, {"at": node_id}, None, "r")
+            elif move == "fail":
+                execution.record_failure(node_id, step.attempt, "Boom", "boom", "r")
+            elif move == "final":
+                execution.record_failure(node_id, step.attempt, "Bad", "bad", "r", retryable=False)
+            elif move == "handback":
+                execution.record_failure(
+                    node_id, step.attempt, "HandedBack", "bye", "r", charged=False
+                )
+        if any(next(moves) == "lapse" for _ in range(1)):
+            execution.overdue(now, 50.0, {})
+        execution.advance(now, "o")
+        execution.wake(now + 1000.0, "o")
+    assert execution.finished, execution.steps
+    events = execution.collect_events()
+    kinds = [type(e).__name__ for e in events]
+    assert kinds.count("ExecutionFinished") == 1 and kinds[-1] == "ExecutionFinished"
+    again = fold(events)
+    assert (again.status, again.error, again.output) == (
+        execution.status,
+        execution.error,
+        execution.output,
+    )
+    assert {n: (s.status, s.attempt, s.output) for n, s in again.steps.items()} == {
+        n: (s.status, s.attempt, s.output) for n, s in execution.steps.items()
+    }
+    report = replay_events(events, str(execution.id), execution.status)
+    assert report.deterministic, report.divergences
