@@ -43,6 +43,17 @@ async def _processes(svc: Services) -> dict[str, str]:
     return out
 
 
+async def _workers(svc: Services) -> dict[str, Any]:
+    """Orchestrators and runners, for operators: they do not decide the api's readiness
+    (it serves reads and takes commands without them; executions wait in the log)."""
+    orchestrator = await svc.redis.get("autoops:heartbeat:orchestrator")
+    runners: dict[str, int] = {}
+    async for key in svc.redis.scan_iter(match="autoops:heartbeat:runner:*", count=200):
+        pool = (key.decode() if isinstance(key, bytes) else str(key)).split(":")[3]
+        runners[pool] = runners.get(pool, 0) + 1
+    return {"orchestrator": "up" if orchestrator else "down: no heartbeat", "runners": runners}
+
+
 async def readiness(svc: Services) -> dict[str, Any]:
     postgres, redis = await asyncio.gather(_guard(_postgres(svc)), _guard(_redis(svc)))
     components = {"postgres": postgres, "redis": redis}
@@ -54,4 +65,14 @@ async def readiness(svc: Services) -> dict[str, Any]:
     else:
         components.update({p: "down: unknown (no redis)" for p in (*PROCESSES, "kafka")})
     down = sorted(name for name, state in components.items() if state != "up")
-    return {"status": "ready" if not down else "not ready", "down": down, "components": components}
+    report: dict[str, Any] = {
+        "status": "ready" if not down else "not ready",
+        "down": down,
+        "components": components,
+    }
+    if redis == "up":
+        try:
+            report["workers"] = await asyncio.wait_for(_workers(svc), 2.0)
+        except Exception as exc:  # informational: never fails readiness
+            report["workers"] = {"error": str(exc)}
+    return report

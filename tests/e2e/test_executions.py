@@ -602,3 +602,13 @@ async def test_execution_updates_stream_every_event_until_the_end(
     assert kinds.count("StepSucceeded") == 2
     assert seen[-1]["status"] == "SUCCEEDED"
     assert [u["version"] for u in seen] == list(range(1, len(seen) + 1))
+
+
+def test_readiness_names_the_orchestrator_and_runners(stack: Stack) -> None:
+    def workers() -> dict[str, object] | None:
+        report = stack.wait_ready()
+        found = report.get("workers")
+        ok = isinstance(found, dict) and found.get("orchestrator") == "up"
+        return found if ok and found.get("runners") == {"default": 1} else None  # type: ignore[union-attr]
+
+    wait_until(workers, 20, "the orchestrator and one default runner reporting")
