@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,13 @@ from command_side.workflow.aggregate import Workflow
 from command_side.workflow.graph_check import check_graph
 
 RACE_RETRIES = 8
+#: Published graphs by (workflow, aggregate version), with what stops them from running:
+#: published versions never change, so each is loaded and checked once.
+_PUBLISHED: OrderedDict[tuple[UUID, int], tuple[Pinned, list[Any]]] = OrderedDict()
+
+
+def _checked(pinned: Pinned) -> tuple[Pinned, list[Any]]:
+    return pinned, check_graph(pinned.nodes, [(e["source"], e["target"]) for e in pinned.edges])
 
 
 @dataclass(frozen=True)
@@ -60,6 +68,11 @@ class ExecutionService:
         self, workspace_id: str, workflow_id: str, version: int | None, draft: bool = False
     ) -> Pinned:
         """The graph of a published version (the latest unless given), or the current draft."""
+        return self._pinned(workspace_id, workflow_id, version, draft)[0]
+
+    def _pinned(
+        self, workspace_id: str, workflow_id: str, version: int | None, draft: bool
+    ) -> tuple[Pinned, list[Any]]:
         try:
             wid = UUID(str(workflow_id))
         except ValueError:
@@ -79,6 +92,9 @@ class ExecutionService:
             if not 1 <= number <= len(workflow.published):
                 raise NotFound(f"workflow {workflow_id} has no published version {number}")
             aggregate_version = workflow.published[number - 1]["version"]
+            known = _PUBLISHED.get((wid, aggregate_version))
+            if known is not None:
+                return known
             graph = self.workflows.load(wid, version=aggregate_version)
         assert isinstance(graph, Workflow)
         nodes = {
@@ -88,7 +104,12 @@ class ExecutionService:
             {"source": e["source"], "target": e["target"], "label": e.get("label")}
             for e in graph.edges.values()
         ]
-        return Pinned(str(wid), number, nodes, edges, "")
+        found = _checked(Pinned(str(wid), number, nodes, edges, ""))
+        if not draft:
+            _PUBLISHED[(wid, graph.version)] = found
+            while len(_PUBLISHED) > 2000:
+                _PUBLISHED.popitem(last=False)
+        return found
 
     # -- starting ----------------------------------------------------------------------------
 
@@ -106,8 +127,7 @@ class ExecutionService:
         execution_id: UUID | None = None,
     ) -> UUID:
         """Queue an execution; VALIDATION naming the nodes when the graph cannot run."""
-        pinned = self.pinned(workspace_id, workflow_id, version, draft)
-        problems = check_graph(pinned.nodes, [(e["source"], e["target"]) for e in pinned.edges])
+        pinned, problems = self._pinned(workspace_id, workflow_id, version, draft)
         if problems:
             listed = "; ".join(p.message for p in problems)
             raise ValidationFailed(f"the workflow cannot run: {listed}", field="workflowId")
