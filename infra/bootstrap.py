@@ -125,6 +125,7 @@ def orchestrator_config(settings: Settings) -> Any:
         artifact_root=str(settings.artifact_dir or settings.data_dir / "artifacts"),
         heartbeat_interval_s=settings.step_heartbeat_interval_s,
         heartbeat_timeout_s=settings.step_heartbeat_timeout_s,
+        queue_timeout_s=settings.step_queue_timeout_s,
         step_timeout_s=settings.step_timeout_s,
         batch_size=settings.orchestrator_batch_size,
         fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,

@@ -73,8 +73,11 @@ def credentials_keys(settings: Settings) -> list[bytes]:
 
     raw = settings.credentials_key
     if raw is None:
-        if settings.production:
-            raise ConfigError("production needs AUTOOPS_CREDENTIALS_KEY")
+        if settings.production:  # the api (encrypts) and runners (decrypt) need it
+            raise ConfigError(
+                "production needs AUTOOPS_CREDENTIALS_KEY (a Fernet key: python -c 'from "
+                "cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')"
+            )
         path = Path(settings.data_dir) / CREDENTIALS_KEY_FILE
         raw = _generated(path, lambda: Fernet.generate_key().decode())
     keys = [k.strip().encode() for k in raw.split(",") if k.strip()]

@@ -149,6 +149,10 @@ class Settings:
     step_heartbeat_timeout_s: float = 30.0
     """A step with no result or heartbeat for this long is given to another runner."""
 
+    step_queue_timeout_s: float = 120.0
+    """A dispatched step no runner has reported taking (it may wait in its topic behind busy
+    runners) is sent again after this long."""
+
     orchestrator_batch_size: int = 500
     """Most runner results and events the orchestrator handles per transaction."""
 
@@ -277,6 +281,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         "step_timeout_s",
         "step_heartbeat_interval_s",
         "step_heartbeat_timeout_s",
+        "step_queue_timeout_s",
         "orchestrator_batch_size",
         "runner_concurrency",
         "sql_statement_timeout_s",
@@ -321,12 +326,6 @@ def _check_security(settings: Settings) -> None:
                 f"production needs {PREFIX}JWT_SECRET (or {PREFIX}JWT_ALGORITHM=RS256/ES256 "
                 "with key files): tokens signed with a generated secret would not survive "
                 "a restart or a second api process"
-            )
-        if settings.credentials_key is None:
-            raise ConfigError(
-                f"production needs {PREFIX}CREDENTIALS_KEY (a Fernet key: "
-                "python -c 'from cryptography.fernet import Fernet; "
-                "print(Fernet.generate_key().decode())')"
             )
         if settings.bcrypt_cost < 12:
             raise ConfigError(f"production needs {PREFIX}BCRYPT_COST of at least 12")

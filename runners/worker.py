@@ -36,6 +36,8 @@ from runners.nodes.jsonable import redact_json
 
 log = logging.getLogger(__name__)
 
+#: A step still running this long after it started is reported as taken (first heartbeat).
+FIRST_BEAT_S = 0.05
 SEEN_TASK_IDS = 100_000
 """How many taken task ids a runner remembers to drop redelivered duplicates."""
 REMEMBERED_CANCELS = 10_000
@@ -333,7 +335,10 @@ class Runner:
         if len(self._seen) > SEEN_TASK_IDS:
             self._seen.popitem(last=False)
         job.started_at = time.time()
-        job.next_beat = time.monotonic() + job.heartbeat_s
+        # The first heartbeat comes soon: it tells the orchestrator a runner has the step,
+        # so a runner that dies under it is noticed after the heartbeat timeout (a task never
+        # heard of may just be waiting in its topic, and gets the longer queue timeout).
+        job.next_beat = time.monotonic() + min(job.heartbeat_s, FIRST_BEAT_S)
         with self._lock:
             cancelled = bool(
                 {(task["execution_id"], None), (task["execution_id"], task["task_id"])}

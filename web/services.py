@@ -18,7 +18,7 @@ from command_side.contracts.log import EventLog
 from command_side.execution.store import ExecutionStore
 from command_side.identity import IdentityService, IdentityStore
 from command_side.store import WorkflowStore
-from infra.keys import signing_keys
+from infra.keys import credentials_keys, signing_keys
 from infra.settings import Settings, eventsourcing_env_for
 from projections.applier import ensure_read_models
 from projections.schema import READER_ROLE
@@ -51,6 +51,8 @@ class Services:
             from infra.errors import ConfigError
 
             raise ConfigError("the api needs AUTOOPS_DATABASE_URL and AUTOOPS_REDIS_URL")
+        # Credentials are encrypted here: a missing or bad key stops the start, not a request.
+        credentials_keys(settings)
         # Queries must never meet a missing table, even before the projector's first batch.
         await ensure_read_models(settings.database_url)
         store = await asyncio.to_thread(

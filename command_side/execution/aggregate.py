@@ -52,6 +52,8 @@ INTERNAL = frozenset(
 #: Config keys a runner renders itself, per item.
 PER_ITEM = {"data.filter": ("condition",)}
 LOOP_ITEM_NODE = "item"
+#: How long a dispatched task no runner has reported taking may wait before it is sent again.
+QUEUE_TIMEOUT_S = 120.0
 #: Deepest nesting of subworkflows and loops (a workflow calling itself stops here).
 MAX_DEPTH = 8
 
@@ -182,8 +184,10 @@ class Execution(Aggregate):
         self.loop_items: dict[str, list[Any]] = {}
         #: The graph each loop/subworkflow step's children run (pinned when it began).
         self.bodies: dict[str, Pinned] = {}
-        #: Children decided but not created yet (not state: the orchestrator takes them).
+        #: Children decided but not created yet, and running children no longer waited for
+        #: (not state: the orchestrator takes them after each decision).
         self.new_children: list[ChildSpec] = []
+        self.children_to_cancel: list[str] = []
 
     @property
     def finished(self) -> bool:
@@ -458,6 +462,8 @@ class Execution(Aggregate):
                 node_id, kind, attempt, now, actor_id, waited,
                 StepProblem("TemplateError", f"{node_id}.{exc.path}: {exc}"),
             )  # fmt: skip
+        except StepProblem as problem:
+            return self._cannot_start(node_id, kind, attempt, now, actor_id, waited, problem)
         if kind in INTERNAL:
             try:
                 return self._run_control(node_id, kind, attempt, config, now, actor_id, env)
@@ -466,7 +472,11 @@ class Execution(Aggregate):
                     node_id, kind, attempt, now, actor_id, waited, problem, config
                 )
         try:
-            credentials = env.credentials(self.workspace_id, _credential_names(config))
+            # Names come from the config as written, never from a template: whoever sends
+            # the inputs must not choose which of the workspace's secrets a step gets.
+            credentials = env.credentials(
+                self.workspace_id, _credential_names(dict(node.get("config") or {}))
+            )
         except StepProblem as problem:
             return self._cannot_start(
                 node_id, kind, attempt, now, actor_id, waited, problem, config
@@ -525,7 +535,10 @@ class Execution(Aggregate):
         }
         for node_id, step in self.steps.items():
             if step.status == "succeeded":
-                outputs[node_id] = {"output": env.resolve(self.workspace_id, step.output)}
+                output = step.output
+                if node_id != self.plan.start:  # inputs are the caller's: never a reference
+                    output = env.resolve(self.workspace_id, output)
+                outputs[node_id] = {"output": output}
         return {
             "inputs": self.inputs,
             "steps": outputs,
@@ -840,6 +853,9 @@ class Execution(Aggregate):
         )
         records = self.children[node_id]
         if status != "SUCCEEDED":
+            self.children_to_cancel += [
+                r["child_id"] for r in records.values() if r["status"] == "RUNNING"
+            ]
             where = f"item {index}" if index is not None else "subworkflow"
             self.record_failure(
                 node_id, attempt, "ChildFailed", f"{where} {status.lower()}: {error}", actor_id,
@@ -908,9 +924,22 @@ class Execution(Aggregate):
             if s.status == "succeeded" and n not in sources and n != self.plan.start
         }
 
+    def _running_tasks(self) -> list[str]:
+        return [
+            str(s.task["task_id"])
+            for s in self.steps.values()
+            if s.status == "scheduled" and s.task is not None
+        ]
+
     @event("ExecutionFinished")
     def _finished(
-        self, status: str, error: str | None, output: Any, actor_id: str, workspace_id: str
+        self,
+        status: str,
+        error: str | None,
+        output: Any,
+        actor_id: str,
+        workspace_id: str,
+        abandoned: list[str] | None = None,
     ) -> None:
         self.status = status
         self.error = error
@@ -919,11 +948,24 @@ class Execution(Aggregate):
     def cancel(self, reason: str, actor_id: str) -> None:
         if self.finished:
             raise Conflict(f"the execution is {self.status} already", current_version=self.version)
-        self._finished("CANCELLED", reason, None, actor_id, self.workspace_id)
+        self._finished(
+            "CANCELLED", reason, None, actor_id, self.workspace_id, self._running_tasks()
+        )
 
     def time_out(self, message: str, actor_id: str) -> None:
         if not self.finished:
-            self._finished("TIMED_OUT", message, None, actor_id, self.workspace_id)
+            self._finished(
+                "TIMED_OUT", message, None, actor_id, self.workspace_id, self._running_tasks()
+            )
+
+    def fail_internally(self, message: str) -> None:
+        """End an execution the orchestrator cannot move forward (a bug, not the workflow's
+        fault): FAILED with the reason, rather than stalling every execution beside it."""
+        if not self.finished:
+            self._finished(
+                "FAILED", f"internal error: {message}", None, "orchestrator", self.workspace_id,
+                self._running_tasks(),
+            )  # fmt: skip
 
     # -- timers ------------------------------------------------------------------------------
 
@@ -932,7 +974,12 @@ class Execution(Aggregate):
             return self.admitted_at + self.timeout_s
         return None
 
-    def next_wake(self, heartbeat_timeout_s: float, heard: dict[str, float]) -> float | None:
+    def next_wake(
+        self,
+        heartbeat_timeout_s: float,
+        heard: dict[str, float],
+        queue_timeout_s: float = QUEUE_TIMEOUT_S,
+    ) -> float | None:
         """When the orchestrator must look at this execution again without a report."""
         if self.finished:
             return None
@@ -944,11 +991,16 @@ class Execution(Aggregate):
                 times.append(step.not_before)
             elif step.task is not None:
                 times.append(float(step.task["deadline"]))
-                last = max(step.dispatched_at, heard.get(f"{node_id}:{step.attempt}", 0.0))
-                times.append(last + heartbeat_timeout_s)
+                times.append(_lapse(step, node_id, heard, heartbeat_timeout_s, queue_timeout_s))
         return min(times) if times else None
 
-    def overdue(self, now: float, heartbeat_timeout_s: float, heard: dict[str, float]) -> None:
+    def overdue(
+        self,
+        now: float,
+        heartbeat_timeout_s: float,
+        heard: dict[str, float],
+        queue_timeout_s: float = QUEUE_TIMEOUT_S,
+    ) -> None:
         """Fail what ran out of time: the execution, steps past their deadline, and steps
         whose runner stopped sending heartbeats (a new attempt follows, uncharged)."""
         deadline = self.deadline()
@@ -965,13 +1017,24 @@ class Execution(Aggregate):
                     f"{node_id} ran longer than {task['timeout_s']:g} s", "orchestrator",
                 )  # fmt: skip
                 continue
-            last = max(step.dispatched_at, heard.get(f"{node_id}:{step.attempt}", 0.0))
-            if now >= last + heartbeat_timeout_s:
+            if now >= _lapse(step, node_id, heard, heartbeat_timeout_s, queue_timeout_s):
                 self.record_failure(
                     node_id, step.attempt, "HeartbeatTimeout",
                     f"no word from the runner of {node_id} for {heartbeat_timeout_s:g} s",
                     "orchestrator", retryable=True, charged=False,
                 )  # fmt: skip
+
+
+def _lapse(
+    step: Step, node_id: str, heard: dict[str, float], heartbeat_s: float, queue_s: float
+) -> float:
+    """When a running step counts as lost: a heartbeat timeout after its runner was last
+    heard of; a task never heard of may be waiting in its topic behind busy runners, so it
+    gets the (longer) queue timeout from its dispatch."""
+    last = heard.get(f"{node_id}:{step.attempt}")
+    if last is None:
+        return step.dispatched_at + max(queue_s, heartbeat_s)
+    return max(last, step.dispatched_at) + heartbeat_s
 
 
 def _credential_names(config: dict[str, Any]) -> list[str]:

@@ -49,7 +49,10 @@ def runner_messages(event: Any) -> list[Message]:
                 )
             )
         return messages
-    if kind == "ExecutionFinished" and event.status != "SUCCEEDED":
+    if kind == "ExecutionFinished" and (
+        event.status != "SUCCEEDED" or getattr(event, "abandoned", None)
+    ):
+        # Steps still running when it ended (a stop node, a failure elsewhere) are stopped.
         return [(CONTROL_TOPIC, execution_id, _cancel(execution_id, None, event.status))]
     return []
 

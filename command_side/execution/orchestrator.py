@@ -33,6 +33,7 @@ from uuid import UUID
 import psycopg
 from eventsourcing.persistence import IntegrityError
 from kafka import KafkaConsumer, TopicPartition
+from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.errors import KafkaError
 from kafka.partitioner.default import murmur2
 
@@ -65,6 +66,15 @@ ACTOR = "orchestrator"
 EVENTS_TOPIC = kafka.events_topic("execution")
 RESULTS_TOPIC = "autoops.runner.results"
 RACE_RETRIES = 5
+#: Longest an unfinished execution goes without a look (bounds a stale `due` after a crash).
+MAX_QUIET_S = 300.0
+#: How often a parent waiting for children looks whether one ended unheard.
+CHILD_CHECK_S = 30.0
+#: How often queues with free slots are admitted without a finish to trigger it.
+QUEUE_SWEEP_S = 2.0
+
+Work = OrderedDict[UUID, list[tuple[str, dict[str, Any]]]]
+Touched = dict[UUID, "Execution"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,6 +86,7 @@ class OrchestratorConfig:
     artifact_root: str
     heartbeat_interval_s: float = 2.0
     heartbeat_timeout_s: float = 30.0
+    queue_timeout_s: float = 120.0
     step_timeout_s: float = 3600.0
     batch_size: int = 500
     fetch_max_wait_ms: int = 5
@@ -142,8 +153,12 @@ class Orchestrator:
         self._cache: OrderedDict[UUID, Execution] = OrderedDict()
         #: "<execution>:<node>:<attempt>" → when a heartbeat or the orchestrator's start.
         self._heard: dict[UUID, dict[str, float]] = {}
-        self._booted = clock()
         self._assigned: set[int] = set()
+        self._partitions = config.partitions
+        self._verified: set[UUID] = set()
+        self._gone: list[UUID] = []
+        self._lagging = False
+        self._next_sweep = 0.0
         self.ready = threading.Event()
         self.saves = 0
 
@@ -179,8 +194,13 @@ class Orchestrator:
             heartbeat_interval_ms=max(100, cfg.group_timeout_ms // 3),
             max_poll_interval_ms=max(cfg.group_timeout_ms, 60_000),
             max_poll_records=cfg.batch_size,
+            # Partition p of both topics must go to the same instance: range assignment.
+            partition_assignment_strategy=(RangePartitionAssignor,),
         )
         consumer.subscribe([EVENTS_TOPIC, RESULTS_TOPIC])
+        self._partitions = len(consumer.partitions_for_topic(RESULTS_TOPIC) or ()) or (
+            cfg.partitions
+        )
         try:
             next_timers = 0.0
             while not stop.is_set():
@@ -189,6 +209,7 @@ class Orchestrator:
                 if self._assigned:
                     self.ready.set()
                 records = [r for batch in polled.values() for r in batch]
+                self._lagging = len(records) >= cfg.batch_size
                 if records:
                     self.handle(conn, records)
                     consumer.commit()
@@ -208,7 +229,7 @@ class Orchestrator:
     def handle(self, conn: psycopg.Connection, records: Iterable[Any]) -> None:
         """Apply a batch of Kafka records (events and runner reports) and save once."""
         now = self._clock()
-        work: OrderedDict[UUID, list[tuple[str, dict[str, Any]]]] = OrderedDict()
+        work: Work = OrderedDict()
         new_runs: list[tuple[UUID, dict[str, Any]]] = []
         for record in records:
             message = _decode(record.value)
@@ -217,15 +238,13 @@ class Orchestrator:
                 continue
             if record.topic == EVENTS_TOPIC:
                 kind = str(message.get("type", "")).removeprefix("execution.")
-                data = message.get("data") or {}
+                eid = _uuid(message.get("aggregate_id"))
+                if eid is None:
+                    continue
                 if kind == "ExecutionStarted":
-                    eid = _uuid(message.get("aggregate_id"))
-                    if eid is not None:
-                        new_runs.append((eid, data))
+                    new_runs.append((eid, message.get("data") or {}))
                 elif kind == "ExecutionFinished":
-                    eid = _uuid(message.get("aggregate_id"))
-                    if eid is not None:
-                        work.setdefault(eid, []).append(("finished", data))
+                    work.setdefault(eid, []).append(("finished", {}))
                 continue
             eid = _uuid(message.get("execution_id"))
             if eid is None:
@@ -247,56 +266,114 @@ class Orchestrator:
             for workflow_id in {str(d.get("workflow_id")) for _, d in limited}:
                 admitted += self._admit_queued(conn, workflow_id)
             for eid in admitted:
-                work.setdefault(eid, []).insert(0, ("admit", {}))
-        self._apply(conn, work, now)
+                # Others' partitions admit theirs on their next look (due now).
+                if self._mine(eid):
+                    work.setdefault(eid, []).insert(0, ("admit", {}))
+        self._process(conn, work, now)
 
-    def _apply(
-        self,
-        conn: psycopg.Connection,
-        work: OrderedDict[UUID, list[tuple[str, dict[str, Any]]]],
-        now: float,
+    def _mine(self, eid: UUID) -> bool:
+        return partition_of(str(eid), self._partitions) in self._assigned
+
+    def _process(self, conn: psycopg.Connection, work: Work, now: float) -> None:
+        """Apply `work` to fresh aggregates and save them in one transaction; a race with
+        another writer re-applies the conflicting executions one by one. Raises (so nothing
+        is committed and the batch is read again) rather than drop anything."""
+        if not work:
+            return
+        self._verified = set()
+        self._forget_stale(conn, list(work))
+        touched: dict[UUID, Execution] = {}
+        for eid, items in work.items():
+            self._apply_safely(eid, items, now, touched)
+        try:
+            self._save(conn, touched, now)
+            return
+        except IntegrityError:
+            for eid in touched:
+                self._cache.pop(eid, None)
+        log.info("orchestrator: a concurrent write; applying again one execution at a time")
+        for eid, items in work.items():
+            for _ in range(RACE_RETRIES):
+                self._verified = set()
+                alone: dict[UUID, Execution] = {}
+                self._apply_safely(eid, items, now, alone)
+                try:
+                    self._save(conn, alone, now)
+                    break
+                except IntegrityError:
+                    for other in alone:
+                        self._cache.pop(other, None)
+            else:
+                raise RuntimeError(f"execution {eid} kept changing under the orchestrator")
+
+    def _forget_stale(self, conn: psycopg.Connection, eids: list[UUID]) -> None:
+        """Drop cached executions another writer moved on (an api cancel, another instance
+        before a rebalance, a child's parent written by its child's owner): one query."""
+        cached = [e for e in eids if e in self._cache]
+        if not cached:
+            return
+        rows = conn.execute(
+            f"SELECT originator_id, max(originator_version) FROM {self.store.events_table} "
+            "WHERE originator_id = ANY(%s) GROUP BY 1",
+            (cached,),
+        ).fetchall()
+        for eid, version in rows:
+            if self._cache[eid].version != version:
+                self._cache.pop(eid, None)
+        self._verified.update(cached)
+
+    def _apply_safely(
+        self, eid: UUID, items: list[tuple[str, dict[str, Any]]], now: float, touched: Touched
     ) -> None:
-        pending = list(work.items())
-        for _ in range(RACE_RETRIES):
-            touched: dict[UUID, Execution] = {}
-            for eid, items in pending:
-                self._apply_one(eid, items, now, touched)
-            if not touched:
-                return
-            try:
-                self._save(conn, touched, now)
-                return
-            except IntegrityError:
-                # Another writer (an api cancel, another instance during a rebalance): drop
-                # the cached state and apply the same reports to fresh aggregates.
-                for eid in touched:
-                    self._cache.pop(eid, None)
-                log.info("orchestrator: a concurrent write; applying again on fresh state")
-        log.warning("orchestrator: gave up a batch after %d races", RACE_RETRIES)
+        try:
+            self._apply_one(eid, items, now, touched)
+        except IntegrityError:
+            raise
+        except Exception as exc:
+            # One execution the orchestrator cannot handle must not stall the others.
+            log.exception("orchestrator: execution %s failed internally", eid)
+            self._cache.pop(eid, None)
+            touched.pop(eid, None)
+            execution = self._load(eid, touched)
+            if execution is not None:
+                execution.new_children = []
+                execution.fail_internally(f"{type(exc).__name__}: {exc}")
+                touched[eid] = execution
 
     def _apply_one(
-        self,
-        eid: UUID,
-        items: list[tuple[str, dict[str, Any]]],
-        now: float,
-        touched: dict[UUID, Execution],
+        self, eid: UUID, items: list[tuple[str, dict[str, Any]]], now: float, touched: Touched
     ) -> None:
         execution = self._load(eid, touched)
         if execution is None:
+            if any(what == "tick" for what, _ in items):
+                self._gone.append(eid)
             return
-        changed = False
         for what, message in items:
             if what == "admit":
-                changed |= execution.admit(now, ACTOR, self.env)
-            elif what == "finished":
-                self._child_ended(execution, touched, now)
-                self._cancel_children(execution, touched)
-            else:
-                changed |= self._report(execution, message)
-        if changed and execution.status == "RUNNING":
+                execution.admit(now, ACTOR, self.env)
+            elif what == "tick":
+                if execution.status == "QUEUED":
+                    execution.admit(now, ACTOR, self.env)  # marked running, not yet admitted
+                elif execution.status == "RUNNING":
+                    if not self._lagging:  # heartbeats may wait unread in the topic
+                        execution.overdue(
+                            now, self.config.heartbeat_timeout_s, self._heard.get(eid, {}),
+                            self.config.queue_timeout_s,
+                        )  # fmt: skip
+                    execution.wake(now, ACTOR, self.env)
+                    self._reconcile_children(execution, touched, now)
+            elif what == "report":
+                self._report(execution, message)
+        if execution.status == "RUNNING":
             execution.advance(now, ACTOR, self.env)
-        if changed or execution.new_children:
-            touched[eid] = execution
+        touched[eid] = execution  # saved if it changed; its next look is recorded anyway
+        if execution.finished:
+            self._child_ended(execution, touched, now)
+            for cid in execution.running_children():
+                self._cancel_child(cid, f"parent execution {execution.status.lower()}", touched)
+        for cid in execution.children_to_cancel:
+            self._cancel_child(cid, "a sibling item failed", touched)
+        execution.children_to_cancel = []
 
     def _report(self, execution: Execution, message: dict[str, Any]) -> bool:
         node_id = str(message.get("node_id", ""))
@@ -325,38 +402,52 @@ class Orchestrator:
             started_at=started, finished_at=finished,
         )  # fmt: skip
 
-    def _child_ended(self, child: Execution, touched: dict[UUID, Execution], now: float) -> bool:
-        """A finished execution: tell its parent. Returns whether `child` itself changed."""
+    def _child_ended(self, child: Execution, touched: Touched, now: float) -> None:
+        """A finished execution: tell its parent (idempotent: a parent ignores a child it
+        no longer waits for)."""
         parent_ref = child.parent
         if not parent_ref or not child.finished:
-            return False
-        parent_id = _uuid(parent_ref.get("execution_id"))
-        parent = self._load(parent_id, touched) if parent_id else None
+            return
+        parent = self._load(_uuid(parent_ref.get("execution_id")), touched)
         if parent is None:
-            return False
+            return
         if parent.child_finished(
             parent_ref["node_id"], int(parent_ref["attempt"]), parent_ref.get("index"),
             str(child.id), child.status, child.output, child.error, now, ACTOR, self.env,
         ):  # fmt: skip
             touched[parent.id] = parent
-        return False
+            for cid in parent.children_to_cancel:
+                self._cancel_child(cid, "a sibling item failed", touched)
+            parent.children_to_cancel = []
 
-    def _cancel_children(self, execution: Execution, touched: dict[UUID, Execution]) -> None:
-        """A finished parent leaves no child running."""
-        if not execution.finished:
-            return
-        for cid in execution.running_children():
+    def _reconcile_children(self, parent: Execution, touched: Touched, now: float) -> None:
+        """Children a parent still waits for that ended without it hearing (a crash between
+        two saves, a lost message): the periodic look catches them up from the store."""
+        for cid in parent.running_children():
             child = self._load(_uuid(cid), touched)
-            if child is not None and not child.finished:
-                child.cancel(f"parent execution {execution.status.lower()}", ACTOR)
-                touched[child.id] = child
+            if child is not None and child.finished:
+                self._child_ended(child, touched, now)
 
-    def _load(self, eid: UUID | None, touched: dict[UUID, Execution]) -> Execution | None:
+    def _cancel_child(self, cid: str, reason: str, touched: Touched) -> None:
+        child = self._load(_uuid(cid), touched)
+        if child is not None and not child.finished:
+            child.cancel(reason, ACTOR)
+            touched[child.id] = child
+            for grandchild in child.running_children():
+                self._cancel_child(grandchild, reason, touched)
+
+    def _load(self, eid: UUID | None, touched: Touched) -> Execution | None:
         if eid is None:
             return None
         if eid in touched:
             return touched[eid]
         cached = self._cache.get(eid)
+        if cached is not None and eid not in self._verified:
+            row = self._conn_version(eid)
+            if row != cached.version:
+                self._cache.pop(eid, None)
+                cached = None
+            self._verified.add(eid)
         if cached is not None:
             self._cache.move_to_end(eid)
             return cached
@@ -365,38 +456,51 @@ class Orchestrator:
         except NotFound:
             return None
         execution.new_children = []
+        execution.children_to_cancel = []
+        self._verified.add(eid)
         return execution
 
-    def _save(self, conn: psycopg.Connection, touched: dict[UUID, Execution], now: float) -> None:
-        aggregates: list[Any] = list(touched.values())
+    def _conn_version(self, eid: UUID) -> int | None:
+        recorder: Any = self.store.recorder
+        events = recorder.select_events(eid, desc=True, limit=1)
+        return int(events[0].originator_version) if events else None
+
+    def _save(self, conn: psycopg.Connection, touched: Touched, now: float) -> None:
+        """Save the touched executions with every child they started (and the children's
+        own children, all the way down) in one transaction, then record their next looks."""
         children: list[Execution] = []
-        for execution in touched.values():
-            for spec in execution.new_children:
-                child = Execution(
-                    execution_id=spec.child_id,
-                    workflow_id=spec.workflow_id,
-                    workflow_version=spec.workflow_version,
-                    nodes=spec.nodes,
-                    edges=spec.edges,
-                    start=spec.start,
-                    inputs=spec.inputs,
-                    actor_id=ACTOR,
-                    workspace_id=execution.workspace_id,
-                    vars=execution.vars,
-                    trigger=spec.trigger,
-                    parent=spec.parent,
-                    outer_steps=spec.outer_steps,
-                )
-                child.admit(now, ACTOR, self.env)
-                children.append(child)
-        aggregates += children
-        self.store.save(*aggregates)
-        self.saves += 1
-        for execution in touched.values():
-            execution.new_children = []
-        for child in children:
-            child.new_children = []
+        parents = list(touched.values())
+        while parents:
+            born = []
+            for execution in parents:
+                for spec in execution.new_children:
+                    child = Execution(
+                        execution_id=spec.child_id,
+                        workflow_id=spec.workflow_id,
+                        workflow_version=spec.workflow_version,
+                        nodes=spec.nodes,
+                        edges=spec.edges,
+                        start=spec.start,
+                        inputs=spec.inputs,
+                        actor_id=ACTOR,
+                        workspace_id=execution.workspace_id,
+                        vars=execution.vars,
+                        trigger=spec.trigger,
+                        parent=spec.parent,
+                        outer_steps=spec.outer_steps,
+                    )
+                    child.new_children = []
+                    child.children_to_cancel = []
+                    child.admit(now, ACTOR, self.env)
+                    born.append(child)
+                execution.new_children = []
+            children += born
+            parents = born
         everything = [*touched.values(), *children]
+        changed = [e for e in everything if e.pending_events]
+        if changed:
+            self.store.save(*changed)
+            self.saves += 1
         for execution in everything:
             self._cache[execution.id] = execution
             self._cache.move_to_end(execution.id)
@@ -405,7 +509,12 @@ class Orchestrator:
         if children:
             self._insert_runs(
                 conn,
-                [(c.id, {"workflow_id": c.workflow_id, "max_concurrency": None}) for c in children],
+                [
+                    # Children run inside their parent's slot: not counted against a limit.
+                    (c.id, {"workflow_id": f"child-of:{c.parent['execution_id']}"})
+                    for c in children
+                    if c.parent
+                ],
                 now,
                 state="running",
             )
@@ -420,14 +529,13 @@ class Orchestrator:
         now: float,
         state: str = "queued",
     ) -> None:
-        parts = self.config.partitions
         rows = [
             (
                 eid,
                 str(data.get("workflow_id", "")),
                 state,
                 data.get("max_concurrency"),
-                partition_of(str(eid), parts),
+                partition_of(str(eid), self._partitions),
                 now,
             )
             for eid, data in runs
@@ -442,14 +550,24 @@ class Orchestrator:
 
     def _settle(self, conn: psycopg.Connection, executions: list[Execution]) -> None:
         """Record when each execution needs a look next; forget finished ones."""
+        now = self._clock()
         done = [e.id for e in executions if e.finished]
-        ids, dues = [], []
+        ids, dues, running = [], [], []
         for e in executions:
             if e.finished:
                 continue
-            wake = e.next_wake(self.config.heartbeat_timeout_s, self._heard_of(e))
+            wake = e.next_wake(
+                self.config.heartbeat_timeout_s,
+                self._heard.get(e.id, {}),
+                self.config.queue_timeout_s,
+            )
+            if e.running_children():
+                # Children are heard of through their own events; a look now and then
+                # catches one whose end was missed.
+                wake = min(wake or now + CHILD_CHECK_S, now + CHILD_CHECK_S)
             ids.append(e.id)
-            dues.append(wake if wake is not None else self._clock() + 3600.0)
+            dues.append(min(wake, now + MAX_QUIET_S) if wake is not None else now + MAX_QUIET_S)
+            running.append(e.status == "RUNNING")
         with conn.pipeline():
             if ids:
                 conn.execute(
@@ -457,11 +575,7 @@ class Orchestrator:
                     "WHEN r.state = 'queued' AND u.running THEN 'running' ELSE r.state END "
                     "FROM unnest(%s::uuid[], %s::float8[], %s::bool[]) AS u(id, due, running) "
                     "WHERE r.execution_id = u.id",
-                    (
-                        ids,
-                        dues,
-                        [e.status == "RUNNING" for e in executions if not e.finished],
-                    ),
+                    (ids, dues, running),
                 )
             if done:
                 conn.execute(
@@ -469,65 +583,41 @@ class Orchestrator:
                 )
         for eid in done:
             self._heard.pop(eid, None)
-        if done:
-            workflows = {e.workflow_id for e in executions if e.finished and e.max_concurrency}
-            for workflow_id in workflows:
-                # Freed slots: the next queued ones are due now (admitted on their look).
-                self._admit_queued(conn, workflow_id)
-
-    def _heard_of(self, execution: Execution) -> dict[str, float]:
-        """Heartbeats heard, and this process's start for steps dispatched before it: a
-        restarted orchestrator gives running steps a full heartbeat timeout again."""
-        heard = self._heard.get(execution.id, {})
-        out = dict(heard)
-        for node_id, step in execution.steps.items():
-            if step.status == "scheduled" and step.task is not None:
-                key = f"{node_id}:{step.attempt}"
-                out[key] = max(out.get(key, 0.0), self._booted)
-        return out
+        for workflow_id in {e.workflow_id for e in executions if e.finished and e.max_concurrency}:
+            # Freed slots: the next queued ones are marked running, due now.
+            self._admit_queued(conn, workflow_id)
 
     # -- timers and admission ----------------------------------------------------------------
 
     def fire_timers(self, conn: psycopg.Connection, now: float) -> None:
-        """Look at every execution of our partitions whose time has come."""
+        """Look at every running execution of our partitions whose time has come, and now
+        and then admit what waits in a queue with free slots."""
+        mine = sorted(self._assigned)
+        if now >= self._next_sweep:
+            self._next_sweep = now + QUEUE_SWEEP_S
+            queued = conn.execute(
+                "SELECT DISTINCT workflow_id FROM autoops_execution_runs "
+                "WHERE state = 'queued' AND (partition = ANY(%s) OR partition >= %s)",
+                (mine, self._partitions),
+            ).fetchall()
+            for (workflow_id,) in queued:
+                self._admit_queued(conn, workflow_id)
         rows = conn.execute(
-            "SELECT execution_id, state, workflow_id FROM autoops_execution_runs "
-            "WHERE partition = ANY(%s) AND due <= %s ORDER BY due LIMIT %s",
-            (sorted(self._assigned), now, self.config.batch_size),
+            "SELECT execution_id FROM autoops_execution_runs "
+            "WHERE state = 'running' AND (partition = ANY(%s) OR partition >= %s) "
+            "AND due <= %s ORDER BY due LIMIT %s",
+            (mine, self._partitions, now, self.config.batch_size),
         ).fetchall()
         if not rows:
             return
-        running = [eid for eid, state, _ in rows if state == "running"]
-        for workflow_id in {wf for _, state, wf in rows if state == "queued"}:
-            running += self._admit_queued(conn, workflow_id)
-        for _ in range(RACE_RETRIES):
-            touched: dict[UUID, Execution] = {}
-            gone: list[UUID] = []
-            for eid in running:
-                execution = self._load(eid, touched)
-                if execution is None:
-                    gone.append(eid)
-                    continue
-                if execution.status == "QUEUED":
-                    execution.admit(now, ACTOR, self.env)
-                elif execution.status == "RUNNING":
-                    execution.overdue(
-                        now, self.config.heartbeat_timeout_s, self._heard_of(execution)
-                    )
-                    execution.wake(now, ACTOR, self.env)
-                touched[eid] = execution
-            if gone:
-                conn.execute(
-                    "DELETE FROM autoops_execution_runs WHERE execution_id = ANY(%s) "
-                    "AND created_at < now() - interval '1 minute'",
-                    (gone,),
-                )
-            try:
-                self._save(conn, touched, now)
-                return
-            except IntegrityError:
-                for eid in touched:
-                    self._cache.pop(eid, None)
+        self._gone = []
+        self._process(conn, OrderedDict((row[0], [("tick", {})]) for row in rows), now)
+        if self._gone:
+            conn.execute(
+                "DELETE FROM autoops_execution_runs WHERE execution_id = ANY(%s) "
+                "AND created_at < now() - interval '1 minute'",
+                (self._gone,),
+            )
 
     def _admit_queued(self, conn: psycopg.Connection, workflow_id: str) -> list[UUID]:
         """Mark as many queued executions of a workflow running as its limit allows (oldest

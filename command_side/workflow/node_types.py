@@ -18,7 +18,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
 from command_side.errors import ValidationFailed
-from infra.templates import template_errors
+from infra.templates import is_template, template_errors
 
 _STR: dict[str, Any] = {"type": "string"}
 _TEMPLATE = {"type": "string", "description": "a template over inputs, steps, vars, execution"}
@@ -249,6 +249,14 @@ def config_errors(node_type: str, config: dict[str, Any], complete: bool = True)
 def _meaning_errors(node_type: str, config: dict[str, Any]) -> list[str]:
     """What a schema cannot say: a cron expression that parses, a time zone that exists."""
     errors = []
+    auth = config.get("auth")
+    names = [config.get("credential"), auth.get("credential") if isinstance(auth, dict) else None]
+    for name in names:
+        if isinstance(name, str) and is_template(name):
+            errors.append(
+                "credential: must name a credential, not a template (the inputs of an "
+                "execution must not choose which secret a step gets)"
+            )
     if node_type == "trigger.cron":
         expression = config.get("expression")
         if isinstance(expression, str) and not croniter.is_valid(expression):

@@ -51,6 +51,8 @@ def stack(
             Path(tmp_path_factory.mktemp("stack")),
             AUTOOPS_STEP_HEARTBEAT_INTERVAL_S="0.5",
             AUTOOPS_STEP_HEARTBEAT_TIMEOUT_S="3",
+            # A step killed before its first heartbeat (50 ms) waits for this, not 2 minutes.
+            AUTOOPS_STEP_QUEUE_TIMEOUT_S="4",
             AUTOOPS_KAFKA_GROUP_TIMEOUT_MS="2000",
         )
         with running_stack(settings, PROCESSES) as running:

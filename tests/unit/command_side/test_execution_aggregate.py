@@ -313,7 +313,6 @@ def test_replay_reports_a_record_that_does_not_follow_the_rules() -> None:
     events = execution.collect_events()
     assert replay_events(events, "e", "SUCCEEDED").deterministic
 
-
     def tampered(kind: str, node_id: str, **changes: Any) -> list[Any]:
         out = []
         for e in events:

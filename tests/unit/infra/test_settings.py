@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -92,16 +93,6 @@ def test_the_cli_reports_bad_configuration_clearly() -> None:
         ({"AUTOOPS_JWT_ALGORITHM": "none"}, "AUTOOPS_JWT_ALGORITHM"),
         ({"AUTOOPS_BCRYPT_COST": "3"}, "AUTOOPS_BCRYPT_COST"),
         (
-            {
-                "AUTOOPS_ENV": "production",
-                "AUTOOPS_DATABASE_URL": "postgresql://h/db",
-                "AUTOOPS_KAFKA_BOOTSTRAP": "k:9092",
-                "AUTOOPS_REDIS_URL": "redis://r",
-                "AUTOOPS_JWT_SECRET": "x" * 40,
-            },
-            "AUTOOPS_CREDENTIALS_KEY",
-        ),
-        (
             {"AUTOOPS_STEP_HEARTBEAT_TIMEOUT_S": "1", "AUTOOPS_STEP_HEARTBEAT_INTERVAL_S": "2"},
             "AUTOOPS_STEP_HEARTBEAT_TIMEOUT_S",
         ),
@@ -130,3 +121,23 @@ def test_production_hides_the_schema_unless_told_otherwise() -> None:
     shown = load_settings({**base, "AUTOOPS_INTROSPECTION": "true"})
     assert shown.introspection is True
     assert load_settings({}).introspection is True  # development shows it
+
+
+def test_credentials_need_a_configured_key_in_production_only(tmp_path: Path) -> None:
+    from infra.keys import credentials_keys
+
+    production = load_settings(
+        {
+            "AUTOOPS_ENV": "production",
+            "AUTOOPS_DATABASE_URL": "postgresql://h/db",
+            "AUTOOPS_KAFKA_BOOTSTRAP": "k:9092",
+            "AUTOOPS_REDIS_URL": "redis://r",
+            "AUTOOPS_JWT_SECRET": "x" * 40,
+        }
+    )  # the relay or orchestrator never see a secret: they start without it
+    with pytest.raises(ConfigError, match="AUTOOPS_CREDENTIALS_KEY"):
+        credentials_keys(production)
+    development = load_settings({"AUTOOPS_DATA_DIR": str(tmp_path)})
+    assert credentials_keys(development) == credentials_keys(development)  # generated once
+    with pytest.raises(ConfigError, match="Fernet"):
+        credentials_keys(load_settings({"AUTOOPS_CREDENTIALS_KEY": "not-a-key"}))
