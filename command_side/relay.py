@@ -167,7 +167,7 @@ class Relay:
             return 0
         futures = []
         routed = self._routed_up_to(conn)
-        extra = []
+        messages = []
         for notification in notifications:
             event = self._store.mapper.to_domain_event(notification)
             envelope = to_envelope(self._config.context, event, notification.id)
@@ -177,13 +177,15 @@ class Relay:
                 )
             )
             if self._route is not None and notification.id > routed:
-                for topic, key, value in self._route(event):
-                    extra.append(producer.send(topic, key=key.encode(), value=_json(value)))
+                messages += self._route(event)
+        if messages:
+            # Runner messages go at most once: the mark moves before they are sent. A task
+            # sent twice could run twice on two runners; a task lost here (a kill right now)
+            # is sent again by the orchestrator when no runner reports taking it.
+            self._save_routed(conn, notifications[-1].id)
+            for topic, key, value in messages:
+                producer.send(topic, key=key.encode(), value=_json(value))
         producer.flush(timeout=10)
-        for future in extra:
-            future.get(timeout=10)
-        if self._route is not None:
-            self._save_routed(conn, max(routed, notifications[-1].id))
         acked: dict[int, int] = {}
         went_back = False
         for future in futures:

@@ -2,8 +2,10 @@
 `trigger.webhook` listens on that path, and answers 202 with the execution id.
 
 The request becomes the execution's inputs: `{"body", "query", "headers"}` (a JSON body
-parsed, anything else as text; credentials-like headers dropped). A trigger with a `secret`
-requires it in `X-Webhook-Secret` (compared in constant time). An `Idempotency-Key` header
+parsed, anything else as text; credentials-like headers dropped). A trigger naming a
+`credential` admits only callers that present it (an `http_header` credential: that header
+with its value; `http_bearer`: `Authorization: Bearer <token>`), compared in constant time.
+The secret lives encrypted in the credential, never in the workflow. An `Idempotency-Key` header
 makes retries of the same delivery start one execution: the answer names the same id.
 """
 
@@ -12,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+from collections.abc import Mapping
+from functools import cache
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -19,13 +23,14 @@ from litestar import Request, Response, post
 from litestar.datastructures import State
 
 from command_side.errors import CommandError, Conflict
+from command_side.execution.aggregate import StepProblem
 from command_side.execution.service import ExecutionService
+from infra.secrets import CredentialError, Vault
+from infra.settings import Settings
 from query_side import views
 from web.services import Services, scoped
 
-DROPPED_HEADERS = frozenset(
-    {"authorization", "cookie", "x-webhook-secret", "proxy-authorization", "content-length"}
-)
+DROPPED_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization", "content-length"})
 PATH_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 
 
@@ -59,15 +64,19 @@ async def webhook(
         return _problem(404, "NOT_FOUND", "no webhook here")
     if len(found) > 1:
         return _problem(409, "AMBIGUOUS", f"{len(found)} published workflows listen on {path}")
-    workflow_id, node_id, secret = found[0]
-    if secret is not None:
-        given = request.headers.get("x-webhook-secret", "")
-        if not hmac.compare_digest(given.encode(), str(secret).encode()):
-            return _problem(401, "UNAUTHENTICATED", "X-Webhook-Secret is missing or wrong")
+    workflow_id, node_id, credential = found[0]
+    hidden = DROPPED_HEADERS
+    if credential is not None:
+        refusal, header = await asyncio.to_thread(
+            _refusal, service, _vault(svc.settings), workspace_id, credential, request.headers
+        )
+        if refusal is not None:
+            return _problem(401, "UNAUTHENTICATED", refusal)
+        hidden = hidden | {header}  # the secret never becomes part of the inputs
     inputs = {
         "body": _body(raw, request.headers.get("content-type", "")),
         "query": dict(request.query_params),
-        "headers": {k: v for k, v in request.headers.items() if k.lower() not in DROPPED_HEADERS},
+        "headers": {k: v for k, v in request.headers.items() if k.lower() not in hidden},
     }
     key = request.headers.get("idempotency-key")
     execution_id = (
@@ -105,8 +114,39 @@ def _find(
         for node_id, node in sorted(pinned.nodes.items()):
             config = node.get("config") or {}
             if node["type"] == "trigger.webhook" and config.get("path") == path:
-                found.append((str(workflow_id), node_id, config.get("secret")))
+                found.append((str(workflow_id), node_id, config.get("credential")))
     return found
+
+
+@cache
+def _vault(settings: Settings) -> Vault:
+    return Vault.from_settings(settings)
+
+
+def _refusal(
+    service: ExecutionService,
+    vault: Vault,
+    workspace_id: str,
+    name: str,
+    headers: Mapping[str, str],
+) -> tuple[str | None, str]:
+    """Why the caller may not start this webhook (None: it may), and the header that
+    carries the secret."""
+    try:
+        (stored,) = service.credentials(workspace_id, [name]).values()
+        secret = vault.decrypt(stored["ciphertext"])
+    except (StepProblem, CredentialError):
+        return f"the webhook's credential {name!r} is missing", ""
+    if secret.get("kind") == "http_bearer":
+        header, expected = "authorization", f"Bearer {secret.get('token', '')}"
+    elif secret.get("kind") == "http_header":
+        header, expected = str(secret.get("name", "")).lower(), str(secret.get("value", ""))
+    else:
+        return "the webhook's credential is neither http_header nor http_bearer", ""
+    given = headers.get(header, "")
+    if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
+        return f"the {header} header is missing or wrong", header
+    return None, header
 
 
 def _body(raw: bytes, content_type: str) -> Any:

@@ -91,10 +91,12 @@ NODE_TYPES: dict[str, NodeType] = {
         ),
         _t(
             "trigger.webhook",
-            "Start on POST /hooks/{workspace}/{path}; answers with the execution id.",
+            "Start on POST /hooks/{workspace}/{path}; answers with the execution id. With a "
+            "credential (http_header: that header must carry its value; http_bearer: "
+            "Authorization: Bearer <token>) other callers are refused.",
             ("path",),
             path={"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
-            secret=_STR,
+            credential=_STR,
             max_concurrency=_CONCURRENCY,
         ),
         _t(

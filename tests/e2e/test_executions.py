@@ -469,10 +469,20 @@ LIST = """query($w: ID, $s: ExecutionStatus) { executions(workflowId: $w, status
 async def test_a_webhook_starts_its_workflow_with_the_request_as_inputs(
     stack: Stack, client: GraphQLClient
 ) -> None:
+    await client.execute(
+        CREDENTIAL,
+        {
+            "i": {
+                "name": "orders-hook",
+                "kind": "http_header",
+                "secret": {"name": "X-Hook-Token", "value": "hook-secret"},
+            }
+        },
+    )
     workflow = await build(
         client,
         {
-            "hook": ("trigger.webhook", {"path": "orders", "secret": "hook-secret"}),
+            "hook": ("trigger.webhook", {"path": "orders", "credential": "orders-hook"}),
             "pick": (
                 "data.transform",
                 {"fields": {"sku": "{{ inputs.body.sku }}", "q": "{{ inputs.query.src }}"}},
@@ -486,7 +496,9 @@ async def test_a_webhook_starts_its_workflow_with_the_request_as_inputs(
         assert refused.status_code == 401
         missing = await http.post(f"{stack.url}/hooks/{client.workspace}/nothing", json={})
         assert missing.status_code == 404
-        headers = {"X-Webhook-Secret": "hook-secret", "Idempotency-Key": "delivery-1"}
+        wrong = await http.post(url, json={"sku": "A1"}, headers={"X-Hook-Token": "guess"})
+        assert wrong.status_code == 401
+        headers = {"X-Hook-Token": "hook-secret", "Idempotency-Key": "delivery-1"}
         answer = await http.post(url, json={"sku": "A1"}, headers=headers)
         assert answer.status_code == 202, answer.text
         again = await http.post(url, json={"sku": "A1"}, headers=headers)
