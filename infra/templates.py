@@ -188,3 +188,15 @@ def _is_one_expression(text: str) -> bool:
         and len(body[0].nodes) == 1
         and not isinstance(body[0].nodes[0], nodes.TemplateData)
     )
+
+
+_FALSE_TEXT = frozenset({"", "false", "0", "no", "off", "none", "null"})
+
+
+def truthy(value: Any) -> bool:
+    """Whether a rendered condition holds (`control.if`, `data.filter`): Python truthiness,
+    except that text meaning no ("false", "0", "no", "off", "none", "null", blank; any
+    case) does not hold either, as a user reading `"false"` expects."""
+    if isinstance(value, str):
+        return value.strip().lower() not in _FALSE_TEXT
+    return bool(value)

@@ -35,7 +35,7 @@ from command_side.execution.decide import (
     split_loops,
 )
 from command_side.workflow.node_types import NODE_TYPES
-from infra.templates import TemplateFailed, render
+from infra.templates import TemplateFailed, render, truthy
 
 FINAL = ("SUCCEEDED", "FAILED", "CANCELLED", "TIMED_OUT")
 INTERNAL = frozenset(
@@ -662,7 +662,7 @@ class Execution(Aggregate):
         )  # fmt: skip
         branch: str | None = None
         if kind == "control.if":
-            output: Any = bool(config.get("condition"))
+            output: Any = truthy(config.get("condition"))
             branch = "true" if output else "false"
         elif kind == "control.switch":
             output = config.get("value")

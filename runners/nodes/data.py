@@ -5,22 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from infra.templates import TemplateFailed, render
+from infra.templates import TemplateFailed, render, truthy
 from runners.nodes.context import StepContext
 from runners.nodes.errors import StepError
 
+
 #: Text a condition may render to that still means no.
-_FALSE_TEXT = frozenset({"", "false", "0", "no", "off", "none", "null"})
-
-
-def truthy(value: Any) -> bool:
-    """Whether a rendered condition holds: Python truthiness, except that text meaning no
-    ("false", "0", "no", "off", "none", "null", blank; any case) does not hold either."""
-    if isinstance(value, str):
-        return value.strip().lower() not in _FALSE_TEXT
-    return bool(value)
-
-
 def data_transform(config: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
     fields = config.get("fields") or {}
     if not isinstance(fields, dict):

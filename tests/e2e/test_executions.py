@@ -624,3 +624,30 @@ def test_readiness_names_the_orchestrator_and_runners(stack: Stack) -> None:
         return found if ok and found.get("runners") == {"default": 1} else None  # type: ignore[union-attr]
 
     wait_until(workers, 20, "the orchestrator and one default runner reporting")
+
+
+async def test_loops_nest(client: GraphQLClient) -> None:
+    workflow = await build(
+        client,
+        {
+            "start": MANUAL,
+            "rows": ("control.loop", {"items": "{{ inputs.grid }}"}),
+            "cells": ("control.loop", {"items": "{{ inputs.item }}", "concurrency": 3}),
+            "double": ("data.transform", {"fields": {"v": "{{ inputs.item * 2 }}"}}),
+            "flag": ("control.if", {"condition": "{{ 'false' }}"}),
+            "never": ("data.transform", {}),
+        },
+        [
+            ("start", "rows"),
+            ("rows", "cells", "body"),
+            ("cells", "double", "body"),
+            ("rows", "flag"),
+            ("flag", "never", "true"),
+        ],
+    )
+    done = await run(client, workflow, {"grid": [[1, 2], [3]]})
+    assert done["status"] == "SUCCEEDED", failure(done)
+    steps = steps_of(done)
+    rows = steps["rows"]["output"]
+    assert [[cell["double"]["v"] for cell in row["cells"]] for row in rows] == [[2, 4], [6]]
+    assert steps["never"]["status"] == "SKIPPED"  # the text "false" does not hold

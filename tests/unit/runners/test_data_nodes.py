@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from runners.nodes.data import truthy
+from infra.templates import truthy
 from tests.unit.runners.stepping import StepRunner
 
 
