@@ -10,7 +10,7 @@ import copy
 import itertools
 import json
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID, uuid4
@@ -261,12 +261,18 @@ class ExecutionService:
         self._save_new(execution)
         return execution.id
 
-    def replay(self, workspace_id: str, execution_id: UUID) -> ReplayReport:
+    def replay(
+        self,
+        workspace_id: str,
+        execution_id: UUID,
+        resolve: Callable[[str, Any], Any] | None = None,
+    ) -> ReplayReport:
         """Run the orchestration again against the recorded outputs, with no side effects, and
-        report where its decisions differ from what was recorded."""
+        report where its decisions differ from what was recorded. `resolve` reads recorded
+        outputs kept in the artifact store (a read, never a side effect)."""
         original = self.load(workspace_id, execution_id)
         events = list(self.executions.repository.event_store.get(execution_id))
-        return replay_events(events, str(execution_id), original.status)
+        return replay_events(events, str(execution_id), original.status, resolve)
 
     # -- credentials -------------------------------------------------------------------------
 
@@ -331,8 +337,19 @@ RESULTS = ("StepSucceeded", "StepFailed", "StepReused", "ChildFinished", "Execut
 class _Recorded(Isolated):
     """What a replay's decisions may ask for, answered from the record: no I/O at all."""
 
-    def __init__(self, bodies: dict[str, Pinned]) -> None:
+    def __init__(
+        self, bodies: dict[str, Pinned], resolve: Callable[[str, Any], Any] | None
+    ) -> None:
         self.bodies = bodies
+        self._resolve = resolve
+
+    def resolve(self, workspace_id: str, value: Any) -> Any:
+        if self._resolve is None or not (isinstance(value, dict) and "$artifact" in value):
+            return value
+        try:
+            return self._resolve(workspace_id, value)
+        except (OSError, ValueError) as exc:
+            raise StepProblem("ArtifactMissing", f"a recorded output is gone: {exc}") from exc
 
     def credentials(self, workspace_id: str, names: list[str]) -> dict[str, dict[str, Any]]:
         return {n: {"kind": "recorded", "ciphertext": ""} for n in names}
@@ -366,7 +383,12 @@ def _decision(e: Any) -> tuple[Any, ...]:
     return (kind, getattr(e, "node_id", ""), getattr(e, "attempt", None))
 
 
-def replay_events(events: list[Any], execution_id: str, status: str) -> ReplayReport:
+def replay_events(
+    events: list[Any],
+    execution_id: str,
+    status: str,
+    resolve: Callable[[str, Any], Any] | None = None,
+) -> ReplayReport:
     """Decide again after each recorded batch of inputs, against the recorded outputs, and
     compare with what was recorded right after it. Decisions are a pure function of the
     plan and the inputs, so a difference means the run did not follow its rules (or the
@@ -380,7 +402,7 @@ def replay_events(events: list[Any], execution_id: str, status: str) -> ReplayRe
         for e in events
         if type(e).__name__ == "LoopItems"
     }  # fmt: skip
-    env = _Recorded(bodies)
+    env = _Recorded(bodies, resolve)
     state: Any = None
     covered = 0  # events up to this index were reproduced by an earlier decision
     for i, e in enumerate(events):

@@ -385,6 +385,8 @@ async def test_a_large_output_goes_to_the_artifact_store_and_stays_usable(
     steps = steps_of(done)
     ref = steps["big"]["output"]["$artifact"]
     assert steps["size"]["output"] == {"n": 5000}
+    report = await client.execute(REPLAY, {"id": done["id"]})
+    assert report["replayExecution"]["deterministic"], report  # reads the artifact back
     async with httpx.AsyncClient(base_url=stack.url) as http:
         fetched = await http.get(f"/artifacts/{ref['sha256']}", headers=client.headers)
         assert fetched.status_code == 200 and fetched.json() == {"text": "x" * 5000}

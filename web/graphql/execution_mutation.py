@@ -14,6 +14,7 @@ from strawberry.types import Info
 from command_side.errors import ValidationFailed
 from command_side.execution.service import ExecutionService, ReplayReport
 from command_side.validation import check_name
+from infra.artifacts import ArtifactStore, from_settings
 from infra.keys import credentials_keys
 from infra.secrets import CredentialError, Vault, check_credential
 from infra.settings import Settings
@@ -100,6 +101,11 @@ def _vault(settings: Settings) -> Vault:
     return Vault(credentials_keys(settings))
 
 
+@cache
+def _artifacts(settings: Settings) -> ArtifactStore:
+    return from_settings(settings)
+
+
 def _service(info: Info[Any, Any]) -> ExecutionService:
     svc = services(info)
     return ExecutionService(svc.execution_store, svc.store)
@@ -176,8 +182,12 @@ class ExecutionMutation:
         self, info: Info[Any, Any], execution_id: strawberry.ID
     ) -> ReplayResult:
         who = caller(info)
+        artifacts = _artifacts(services(info).settings)
         report: ReplayReport = await _call(
-            _service(info).replay, who.workspace_id, parse_id(execution_id, "execution")
+            _service(info).replay,
+            who.workspace_id,
+            parse_id(execution_id, "execution"),
+            artifacts.resolve,
         )
         return ReplayResult(
             execution_id=execution_id,
