@@ -159,12 +159,19 @@ def run_runner(settings: Settings, pool: str | None, concurrency: int | None) ->
     """`autoops runner`: executes the steps of one pool until SIGTERM/SIGINT."""
     import os
 
-    from runners.worker import Runner
+    from runners.worker import Runner, StuckSteps
 
     require(settings, "kafka_bootstrap")
     runner = Runner(settings, pool, concurrency)
     log.info("runner %s serves pool %s", runner.runner_id, runner.pool)
-    runner.run(stop_on_signals())
+    try:
+        runner.run(stop_on_signals())
+    except StuckSteps as exc:
+        # Results are sent and the group left; threads stuck in steps would keep the
+        # process alive, so it ends here and the supervisor starts a fresh runner.
+        log.error("runner: %s; restarting", exc)
+        logging.shutdown()
+        os._exit(70)
     if runner.busy:
         # Their tasks were handed back; waiting for steps that ignore cancellation would
         # keep the process alive past its grace period.

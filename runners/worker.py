@@ -36,6 +36,8 @@ from runners.nodes.jsonable import redact_json
 
 log = logging.getLogger(__name__)
 
+#: A stopped step whose thread has not returned for this long holds its slot for good.
+ABANDONED_AFTER_S = 30.0
 #: A step still running this long after it started is reported as taken (first heartbeat).
 FIRST_BEAT_S = 0.05
 SEEN_TASK_IDS = 100_000
@@ -50,6 +52,10 @@ CANCEL_WAIT_S = 2.0
 _PAST_DEADLINE = "the step ran past its deadline"
 _TEXT_FIELDS = ("task_id", "execution_id", "workspace_id", "node_id", "node_type")
 _Errors = (kafka.KafkaError, OSError)
+
+
+class StuckSteps(RuntimeError):
+    """Every slot is held by a step that was stopped but does not return."""
 
 
 class MalformedTask(ValueError):
@@ -67,6 +73,7 @@ class _Job:
     next_beat: float = 0.0  # monotonic seconds
     cancelled: threading.Event = field(default_factory=threading.Event)
     reported: bool = False
+    reported_at: float = 0.0  # monotonic
 
 
 def parse_task(raw: bytes | None, default_timeout_s: float, default_heartbeat_s: float) -> _Job:
@@ -232,6 +239,11 @@ class Runner:
             assert self._consumer is not None
             self._slot_freed.clear()
             free = self.concurrency - self.busy if taking else 0
+            if free <= 0 and taking and self._all_abandoned():
+                # Every slot holds a step that was stopped (cancel, deadline) but never
+                # returned: this runner takes nothing any more while it keeps its partitions.
+                # Leave, so the group gives them to others; the supervisor starts a new one.
+                raise StuckSteps(f"all {self.busy} steps ignore cancellation")
             if free > 0:
                 self._take(self._consumer, executor, free)
             elif not self._slot_freed.wait(0.1):
@@ -249,6 +261,14 @@ class Runner:
             self._close_consumer()
             (stop if taking else self._slot_freed).wait(self._backoff)
             self._backoff = min(self._backoff * 2, 5.0)
+
+    def _all_abandoned(self) -> bool:
+        """Every slot has held a stopped step for a while (a step that just reported is
+        still returning: not abandoned)."""
+        with self._lock:
+            jobs = list(self._running.values())
+        limit = time.monotonic() - ABANDONED_AFTER_S
+        return bool(jobs) and all(job.reported and job.reported_at < limit for job in jobs)
 
     def _connect(self) -> None:
         topic = kafka.tasks_topic(self.pool)
@@ -436,6 +456,7 @@ class Runner:
             if job.reported:
                 return False
             job.reported = True
+            job.reported_at = time.monotonic()
             self._outbox.put(kafka.RESULTS_TOPIC, job.task["execution_id"], message)
             return True
 
