@@ -6,12 +6,12 @@ import os
 import platform
 import sys
 
-from bench import append, lag, latency, replay
+from bench import append, executions, lag, latency, replay
 
 
 def main() -> None:
     print(f"# {platform.node()} · {os.cpu_count()} cpus · Python {sys.version.split()[0]}")
-    for bench in (append.run, latency.run, lag.run, replay.run):
+    for bench in (append.run, latency.run, lag.run, replay.run, executions.run):
         print(bench(), flush=True)
 
 

@@ -1,5 +1,11 @@
 """Executions end to end: throughput of a two-step workflow and step-to-step overhead.
 
+One run, side by side: starts through GraphQL with only relay, projector and api up (the api
+alone); orchestrator and runner draining that backlog; 6-transform chains one at a time (step
+→ step with no load); then a burst of executions started as fast as the api takes them, with
+chains beside it (end to end, and step → step under load). CPU per process is charged to each
+phase, so the reader sees which part costs what.
+
 Every time comes from the event store, not from polling GraphQL: `ExecutionFinished` marks an
 execution done, event timestamps say when the orchestrator decided, and `StepSucceeded` carries
 the runner's own `started_at`/`finished_at`. All processes share one host, so one clock.
@@ -9,18 +15,23 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import os
+import socket
+import threading
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import psutil
 import psycopg
+from kafka import TopicPartition
 
 from bench.harness import percentile, platform, services, settings_for
 from bench.latency import REGISTER, SIGN_UP, gql
 from command_side.execution.store import ExecutionStore
+from infra import kafka
 from infra.settings import eventsourcing_env_for
 from infra.supervisor import supervised
 
@@ -30,20 +41,25 @@ PUBLISH = "mutation($i: PublishWorkflowInput!) { publishWorkflow(input: $i) { ve
 START = "mutation($i: StartExecutionInput!) { startExecution(input: $i) { executionId } }"
 TOPIC = "command_side.execution.aggregate:Execution."
 FINISHED = TOPIC + "ExecutionFinished"
+OTHER = "other processes on the host"
+HOST = "host"
 #: trigger.manual → data.transform → data.transform, templates on the inputs and the last step.
 PAIR = {
     "t1": {"n": "{{ inputs.n * 2 }}", "who": "{{ inputs.who }}"},
     "t2": {"text": "{{ steps.t1.output.n }} for {{ steps.t1.output.who }}"},
 }
 #: Six transforms in a row, each adding one to the previous step's number.
-CHAIN = {f"s{k}": {"n": f"{{{{ steps.s{k - 1}.output.n + 1 }}}}"} for k in range(2, 7)}
-CHAIN = {"s1": {"n": "{{ inputs.n + 1 }}"}, **CHAIN}
+CHAIN = {
+    f"s{k}": {"n": f"{{{{ {'inputs' if k == 1 else f'steps.s{k - 1}.output'}.n + 1 }}}}"}
+    for k in range(1, 7)
+}
 
 
 @dataclass
 class Timeline:
     """One execution's stored events as (type, epoch seconds, data)."""
 
+    execution_id: str
     events: list[tuple[str, float, dict[str, Any]]] = field(default_factory=list)
 
     def at(self, kind: str) -> list[float]:
@@ -58,34 +74,54 @@ class Timeline:
         s = self.steps
         return [b["started_at"] - a["finished_at"] for a, b in itertools.pairwise(s)]
 
-    def stages(self) -> dict[str, list[float]]:
-        """Where an execution's time goes, stage by stage (seconds)."""
+    def stages(self, sent: dict[tuple[str, str], float]) -> dict[str, list[float]]:
+        """Where an execution's time goes, stage by stage (seconds). `sent`: when the relay
+        produced each task and the runner each result (Kafka CreateTime, 1 ms resolution)."""
         out: dict[str, list[float]] = {}
-        scheduled, succeeded = self.at("StepScheduled"), self.at("StepSucceeded")
-        if not (scheduled and self.at("ExecutionFinished")):
-            return out
-        add = out.setdefault
-        add("started → admitted (orchestrator reads it)", []).append(
-            self.at("ExecutionAdmitted")[0] - self.at("ExecutionStarted")[0]
-        )
-        add("admitted → first step scheduled", []).append(
-            scheduled[0] - self.at("ExecutionAdmitted")[0]
-        )
-        for when, step, recorded in zip(scheduled, self.steps, succeeded, strict=True):
-            add("scheduled → runner starts (commit, relay, Kafka)", []).append(
-                step["started_at"] - when
-            )
-            add("runner runs the step", []).append(step["finished_at"] - step["started_at"])
-            add("runner finishes → orchestrator records", []).append(recorded - step["finished_at"])
-        for recorded, when in zip(succeeded, scheduled[1:], strict=False):
-            add("recorded → next step scheduled", []).append(when - recorded)
-        add("last step recorded → finished", []).append(
-            self.at("ExecutionFinished")[0] - succeeded[-1]
-        )
-        add("total (started → finished)", []).append(
-            self.at("ExecutionFinished")[0] - self.at("ExecutionStarted")[0]
-        )
+
+        def add(stage: str, seconds: float) -> None:
+            out.setdefault(stage, []).append(seconds)
+
+        begun, admitted = self.at("ExecutionStarted")[0], self.at("ExecutionAdmitted")[0]
+        scheduled, recorded = self.at("StepScheduled"), self.at("StepSucceeded")
+        finished = self.at("ExecutionFinished")[0]
+        add("started → admitted (relay, Kafka, orchestrator)", admitted - begun)
+        add("admitted → first step scheduled", scheduled[0] - admitted)
+        for decided, step, noted in zip(scheduled, self.steps, recorded, strict=True):
+            task_id = f"{self.execution_id}:{step['node_id']}:{step['attempt']}"
+            task, result = sent[("task", task_id)], sent[("result", task_id)]
+            add("scheduled → relay sends the task (commit, NOTIFY, read)", task - decided)
+            add("relay sends → runner starts (Kafka, runner poll)", step["started_at"] - task)
+            add("runner runs the step", step["finished_at"] - step["started_at"])
+            add("runner finishes → sends the result", result - step["finished_at"])
+            add("result sent → orchestrator records (Kafka, poll)", noted - result)
+        for noted, decided in zip(recorded, scheduled[1:], strict=False):
+            add("recorded → next step scheduled", decided - noted)
+        add("last step recorded → finished", finished - recorded[-1])
+        add("total (started → finished)", finished - begun)
         return out
+
+
+def sent_at(bootstrap: str) -> dict[tuple[str, str], float]:
+    """When each task and each result was produced, read back from the topics."""
+    consumer = kafka.make_consumer(bootstrap, "bench-read-back")
+    tps = [
+        TopicPartition(topic, p)
+        for topic in (kafka.tasks_topic("default"), kafka.RESULTS_TOPIC)
+        for p in consumer.partitions_for_topic(topic) or ()
+    ]
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    ends = consumer.end_offsets(tps)
+    out: dict[tuple[str, str], float] = {}
+    while any(consumer.position(tp) < ends[tp] for tp in tps):
+        for tp, records in consumer.poll(timeout_ms=500).items():
+            for record in records:
+                message = json.loads(record.value)
+                kind = "task" if tp.topic != kafka.RESULTS_TOPIC else message.get("kind")
+                out[(str(kind), str(message.get("task_id")))] = record.timestamp / 1000
+    consumer.close()
+    return out
 
 
 class Events:
@@ -121,7 +157,7 @@ class Events:
         for eid, topic, state in rows:
             data = decode(bytes(state))
             kind = str(topic).removeprefix(TOPIC)
-            out.setdefault(eid, Timeline()).events.append(
+            out.setdefault(eid, Timeline(str(eid))).events.append(
                 (kind, data["timestamp"].timestamp(), data)
             )
         for timeline in out.values():
@@ -203,16 +239,101 @@ async def burst(url: str, token: str, wid: str, n: int, clients: int, in_flight:
 
 
 async def one_at_a_time(
-    http: httpx.AsyncClient, events: Events, wid: str, until: asyncio.Event | int
+    http: httpx.AsyncClient, events: Events, wid: str, until: asyncio.Event | int, every: float
 ) -> list[str]:
-    """Chain executions, each started when the one before has finished."""
+    """Executions each started when the one before has finished (looked for every `every`
+    seconds: that only paces the loop, the measured times come from the events)."""
     ids: list[str] = []
-    for i in itertools.count():
-        if until.is_set() if isinstance(until, asyncio.Event) else i >= until:
-            return ids
-        ids.append(await start(http, wid, i))
-        await events.wait(ids[-1:], timeout=30, every=0.003)
+    while not (until.is_set() if isinstance(until, asyncio.Event) else len(ids) >= until):
+        ids.append(await start(http, wid, len(ids)))
+        await events.wait(ids[-1:], timeout=150, every=every)
     return ids
+
+
+#: CPU seconds by part, and the wall seconds of the window they were used in.
+Usage = tuple[dict[str, float], float]
+
+
+class CpuMeter:
+    """Cumulative CPU seconds of each part of the system under test, sampled on a thread so
+    that any time window can be charged afterwards: the platform's processes and Tansu (this
+    process's children), this load generator, the PostgreSQL backends of the benchmark's
+    database, and everything else on the host."""
+
+    def __init__(self, database: str, every: float = 0.2) -> None:
+        self._database = database
+        self._every = every
+        self._me = psutil.Process()
+        self._parts: dict[int, tuple[str, psutil.Process] | None] = {}
+        self._seen: dict[int, float] = {}  # kept after a process exits
+        self._samples: list[tuple[float, dict[str, float]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> CpuMeter:
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every):
+            self._sample()
+
+    def _classify(self, pid: int) -> tuple[str, psutil.Process] | None:
+        proc = psutil.Process(pid)
+        if proc.name() == "postgres":
+            return ("postgres", proc) if self._database in " ".join(proc.cmdline()) else None
+        if pid == self._me.pid:
+            return "bench client", proc
+        child, parent = proc, proc.parent()
+        while parent is not None and parent.pid != self._me.pid:
+            child, parent = parent, parent.parent()
+        if parent is None:
+            return None
+        args = child.cmdline()
+        return (args[-1] if "infra.cli" in args else "tansu" if "broker" in args else "?"), proc
+
+    def _sample(self) -> None:
+        totals: dict[str, float] = {}
+        for pid in psutil.pids():
+            if pid not in self._parts:
+                try:
+                    part = self._classify(pid)
+                except psutil.Error:
+                    continue
+                if part is not None or psutil.Process(pid).name() != "postgres":
+                    self._parts[pid] = part  # a new backend names its database a bit later
+        for pid, entry in self._parts.items():
+            if entry is None:
+                continue
+            try:
+                times = entry[1].cpu_times()
+                self._seen[pid] = times.user + times.system
+            except psutil.Error:
+                pass
+            totals[entry[0]] = totals.get(entry[0], 0.0) + self._seen.get(pid, 0.0)
+        host = psutil.cpu_times()
+        totals[HOST] = sum(host) - host.idle - getattr(host, "iowait", 0.0)
+        self._samples.append((time.time(), totals))
+
+    def window(self, start: float, end: float) -> Usage:
+        """CPU used from about `start` to about `end` (epoch seconds; widened to samples)."""
+        samples = self._samples
+        t0, before = max((s for s in samples if s[0] <= start), key=_at, default=samples[0])
+        t1, after = min((s for s in samples if s[0] >= end), key=_at, default=samples[-1])
+        used = {p: v - before.get(p, 0.0) for p, v in after.items() if p != HOST}
+        # Whatever else runs on the machine (other test runs, say) competes for the cores.
+        used[OTHER] = after[HOST] - before[HOST] - sum(used.values())
+        return used, t1 - t0
+
+
+def _at(sample: tuple[float, dict[str, float]]) -> float:
+    return sample[0]
 
 
 async def under_load(
@@ -224,37 +345,109 @@ async def under_load(
     n: int,
     clients: int,
     in_flight: int,
+    side: int,
 ) -> tuple[Burst, list[str]]:
-    """A burst of n pair executions, with chain executions run one at a time beside it."""
+    """A burst of n pair executions and, beside it, `side` loops each running chain
+    executions one at a time."""
     loaded = asyncio.Event()
     async with client(url, token) as http:
-        side = asyncio.create_task(one_at_a_time(http, events, chain, loaded))
+        sides = [
+            asyncio.create_task(one_at_a_time(http, events, chain, loaded, 0.05))
+            for _ in range(side)
+        ]
         started = await burst(url, token, pair, n, clients, in_flight)
         await events.wait(started.ids, timeout=150)
         loaded.set()
-        return started, await side
+        return started, [eid for ids in await asyncio.gather(*sides) for eid in ids]
 
 
-def ms(values: Iterable[float]) -> str:
+def ms(values: list[float]) -> str:
+    """p50, p90, p99 in ms, and the count."""
     v = [x * 1000 for x in values]
     return f"{percentile(v, 50):7.1f} {percentile(v, 90):7.1f} {percentile(v, 99):7.1f} {len(v):6}"
 
 
-def merged(timelines: list[Timeline]) -> dict[str, list[float]]:
+def merged(timelines: list[Timeline], sent: dict[tuple[str, str], float]) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {}
     for t in timelines:
-        for stage, values in t.stages().items():
+        for stage, values in t.stages(sent).items():
             out.setdefault(stage, []).extend(values)
     return out
 
 
-def run(
-    n: int = 2000, backlog: int = 1000, chains: int = 200, clients: int = 4, in_flight: int = 8
-) -> str:
+@dataclass
+class Results:
+    n: int
+    shape: str
+    alone: Burst
+    drain_rate: float
+    loaded: Burst
+    e2e_rate: float
+    gaps: dict[str, list[float]]
+    stages: tuple[dict[str, list[float]], dict[str, list[float]]]
+    cpu: tuple[Usage, Usage, Usage]  # api alone, backlog drain, end to end
+
+    def line(self) -> str:
+        idle = percentile([g * 1000 for g in next(iter(self.gaps.values()))], 50)
+        return (
+            f"executions: {self.e2e_rate:.0f} exec/s end to end ({self.n} of a 2-transform "
+            f"workflow; api alone {self.alone.start_rate:.0f} starts/s, backlog drain "
+            f"{self.drain_rate:.0f} exec/s), step → step p50 {idle:.1f} ms unloaded"
+        )
+
+    def table(self) -> str:
+        rate = "{:>9.0f} {}"
+        rows = [
+            f"executions of {self.shape}",
+            f"  {'api alone (relay + projector up; no orchestrator, runner)':58}"
+            + rate.format(self.alone.start_rate, "starts/s"),
+            f"  {'orchestrator + runner draining that backlog':58}"
+            + rate.format(self.drain_rate, "exec/s"),
+            f"  {f'end to end: {self.n} started → all SUCCEEDED (target ≥ 250)':58}"
+            + rate.format(self.e2e_rate, "exec/s"),
+            f"  {'  starts answered meanwhile':58}"
+            + rate.format(self.loaded.start_rate, "starts/s"),
+            # Both halves on the same cores, each at its own cost: 1 / (1/a + 1/d).
+            f"  {'  api and drain sharing the cores: 1 / (1/api + 1/drain)':58}"
+            + rate.format(1 / (1 / self.alone.start_rate + 1 / self.drain_rate), "exec/s"),
+            f"{'step → step (runner finish k → runner start k+1), ms':60}"
+            "    p50     p90     p99      n",
+        ]
+        rows += [f"  {name:58}{ms(values)}" for name, values in self.gaps.items()]
+        rows.append(f"{'stages, ms: chain one at a time / load':60}    p50     p90     p99      n")
+        idle, load = self.stages
+        for stage, values in load.items():
+            rows.append(f"  {stage:58}{ms(idle[stage]) if stage in idle else ''}")
+            rows.append(f"  {'':58}{ms(values)}")
+        rows.append(
+            f"{'CPU: cores busy, ms per execution':60}   api alone   backlog drain    end to end"
+        )
+        e2e = self.cpu[2][0]
+        ours = sorted((p for p in e2e if p != OTHER), key=lambda p: -e2e[p])
+        counts = (len(self.alone.ids), len(self.alone.ids), self.n)
+        for part in [*ours, "total of this benchmark", OTHER]:
+            cells = ""
+            for (used, wall), count in zip(self.cpu, counts, strict=True):
+                total = sum(used.get(p, 0.0) for p in ours)
+                s = total if part.startswith("total") else used.get(part, 0.0)
+                cells += f"{s / wall:6.2f} {s / count * 1000:6.1f}   "
+            rows.append(f"  {part:58}{cells}")
+        return "\n".join(rows)
+
+
+def measure(
+    n: int = 2000,
+    backlog: int = 1000,
+    chains: int = 200,
+    clients: int = 4,
+    in_flight: int = 8,
+    side: int = 8,
+) -> Results:
     with services() as svc:
         settings = settings_for(svc)
         events = Events(svc.database_url)
-        with platform(settings):  # relay, projector, api: no orchestrator, no runner yet
+        database = svc.database_url.rsplit("/", 1)[1].split("?")[0]
+        with CpuMeter(database) as cpu, platform(settings):  # no orchestrator, no runner yet
             url = f"http://127.0.0.1:{settings.api_port}"
             token = asyncio.run(signed_up(url))
 
@@ -269,48 +462,62 @@ def run(
 
                 async def idle() -> list[str]:
                     async with client(url, token) as http:
-                        return await one_at_a_time(http, events, chain, chains)
+                        return await one_at_a_time(http, events, chain, chains, 0.005)
 
                 idle_ids = asyncio.run(idle())
-                args = (url, token, events, pair, chain, n, clients, in_flight)
+                args = (url, token, events, pair, chain, n, clients, in_flight, side)
                 loaded, side_ids = asyncio.run(under_load(*args))
         drained = events.timelines(alone.ids)
         idle_runs = events.timelines(idle_ids)
         load_runs = events.timelines(loaded.ids)
         side_runs = events.timelines(side_ids)
         events.close()
+        sent = sent_at(svc.bootstrap)
     first_admit = min(t.at("ExecutionAdmitted")[0] for t in drained)
-    drain_rate = backlog / (max(t.at("ExecutionFinished")[0] for t in drained) - first_admit)
+    drain_end = max(t.at("ExecutionFinished")[0] for t in drained)
     load_end = max(t.at("ExecutionFinished")[0] for t in load_runs)
-    e2e_rate = n / (load_end - loaded.first_sent)
     during = [
         t
         for t in side_runs
-        if t.at("ExecutionStarted")[0] >= loaded.first_sent
+        if loaded.first_sent <= t.at("ExecutionStarted")[0]
         and t.at("ExecutionFinished")[0] <= load_end
     ]
-    idle_gaps = [g for t in idle_runs for g in t.gaps()]
-    load_gaps = [g for t in during for g in t.gaps()]
-    pair_gaps = [g for t in load_runs for g in t.gaps()]
-    idle_stages, load_stages = merged(idle_runs), merged(load_runs)
-    lines = [
-        f"# {os.cpu_count()} cpus, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
-        f"executions: trigger.manual → data.transform → data.transform, {clients} clients × {in_flight} in flight",
-        f"  api alone (relay + projector, no orchestrator/runner), {backlog} starts  {alone.start_rate:8.0f} starts/s",
-        f"  orchestrator + runner draining that backlog           {drain_rate:8.0f} exec/s",
-        f"  end to end, {n} started → all SUCCEEDED              {e2e_rate:8.0f} exec/s   (target ≥ 250)",
-        f"  starts answered meanwhile                           {loaded.start_rate:8.0f} starts/s",
-        "step → step: runner finish k → runner start k+1, ms         p50     p90     p99      n",
-        f"  6-transform chain, one at a time ({len(idle_runs)} runs)              {ms(idle_gaps)}",
-        f"  6-transform chain, one at a time under the load ({len(during)} runs)   {ms(load_gaps)}",
-        f"  t1 → t2 of the load's own executions                      {ms(pair_gaps)}",
-        "stages, ms (p50 p90 p99 n): idle chain | under load (pair)",
-    ]
-    for stage, values in load_stages.items():
-        idle_part = ms(idle_stages[stage]) if stage in idle_stages else ""
-        lines.append(f"  {stage:52} {idle_part} | {ms(values)}")
-    return "\n".join(lines)
+    return Results(
+        n=n,
+        shape=f"trigger.manual → data.transform → data.transform, {clients} clients × "  # noqa: RUF001
+        f"{in_flight} in flight; {backlog} backlog, {chains} chains",
+        alone=alone,
+        drain_rate=backlog / (drain_end - first_admit),
+        loaded=loaded,
+        e2e_rate=n / (load_end - loaded.first_sent),
+        gaps={
+            f"6-transform chain, one at a time ({len(idle_runs)} runs)": [
+                g for t in idle_runs for g in t.gaps()
+            ],
+            f"the same beside the load ({len(during)} runs)": [g for t in during for g in t.gaps()],
+            "t1 → t2 of the load's own executions": [g for t in load_runs for g in t.gaps()],
+        },
+        stages=(merged(idle_runs, sent), merged(load_runs, sent)),
+        cpu=(
+            cpu.window(alone.first_sent, alone.last_answered),
+            cpu.window(first_admit, drain_end),
+            cpu.window(loaded.first_sent, load_end),
+        ),
+    )
+
+
+def run() -> str:
+    """One line for `make bench`."""
+    return measure().line()
+
+
+def main() -> None:
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"# {socket.gethostname()} · {os.cpu_count()} cpus · load average before: {load}")
+    print(measure().table(), flush=True)
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"# load average after: {load}")
 
 
 if __name__ == "__main__":
-    print(run())
+    main()

@@ -14,6 +14,7 @@ import json
 import re
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
+from functools import lru_cache
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateError, Undefined, nodes
@@ -156,13 +157,13 @@ def _render(value: Any, context: Mapping[str, Any], path: str) -> Any:
     try:
         single = _SINGLE_EXPRESSION.match(value)
         if single and _is_one_expression(value):
-            result = _ENV.compile_expression(single["expr"], undefined_to_none=False)(**context)
+            result = _expression(single["expr"])(**context)
             if isinstance(result, Undefined):
                 result._fail_with_undefined_error()
             size = len(json.dumps(result))
         else:
             pieces, size = [], 0
-            for piece in _ENV.from_string(value).generate(**context):
+            for piece in _template(value).generate(**context):
                 size += len(piece)
                 if size > MAX_RENDERED:
                     break
@@ -179,6 +180,20 @@ def _render(value: Any, context: Mapping[str, Any], path: str) -> Any:
     return result
 
 
+# Compiled templates by their text: a workflow's configs render again for every execution,
+# and compiling costs far more than rendering. Compiled code holds no render state (the loop
+# budget lives in a context variable), so sharing it is safe.
+@lru_cache(maxsize=4096)
+def _expression(source: str) -> Any:
+    return _ENV.compile_expression(source, undefined_to_none=False)
+
+
+@lru_cache(maxsize=4096)
+def _template(source: str) -> Any:
+    return _ENV.from_string(source)
+
+
+@lru_cache(maxsize=4096)
 def _is_one_expression(text: str) -> bool:
     """True for `{{ expr }}` alone (not `{{ a }} and {{ b }}`)."""
     body = _ENV.parse(text).body

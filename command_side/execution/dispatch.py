@@ -1,9 +1,10 @@
-"""What the relay sends to runners besides the public event: tasks, cancels, dead letters.
+"""What reaches runners besides the public events: tasks (sent by the orchestrator right
+after the commit that stored them), cancels and dead letters (routed by the relay).
 
 Each comes from a committed execution event, so a task never reaches a runner for a decision
-that was not stored. On a re-publication after the broker lost its data, these are not sent
-again (the relay keeps a separate high-water mark): steps whose tasks were lost with the
-broker are redelivered by the orchestrator when their heartbeat lapses.
+that was not stored. Everything here goes at most once (the relay keeps a separate high-water
+mark, not re-sent after the broker lost its data): a task that never arrives is sent again
+by the orchestrator when no runner reports taking it.
 """
 
 from __future__ import annotations
@@ -19,14 +20,24 @@ ABANDONED = frozenset({"StepTimeout", "HeartbeatTimeout"})
 Message = tuple[str, str, dict[str, Any]]  # topic, key, value
 
 
+def task_message(event: Any) -> Message | None:
+    """The task a committed `StepScheduled` / `StepDispatched` carries, if any. The
+    orchestrator sends it right after the commit that stored it (one hop fewer than through
+    the relay); a kill in between loses it, and the orchestrator sends the step again when
+    no runner reports taking it (`AUTOOPS_STEP_QUEUE_TIMEOUT_S`)."""
+    if type(event).__name__ not in ("StepScheduled", "StepDispatched"):
+        return None
+    task = getattr(event, "task", None)
+    if not task:
+        return None
+    pool = task.get("pool") or "default"
+    return TASKS_TOPIC.format(pool=pool), str(event.originator_id), task
+
+
 def runner_messages(event: Any) -> list[Message]:
+    """What the relay sends to runners for a committed event: cancels and dead letters."""
     kind = type(event).__name__
     execution_id = str(event.originator_id)
-    if kind in ("StepScheduled", "StepDispatched"):
-        task = getattr(event, "task", None)
-        if task:
-            return [(TASKS_TOPIC.format(pool=task.get("pool") or "default"), execution_id, task)]
-        return []
     if kind == "StepFailed":
         messages: list[Message] = []
         task_id = f"{execution_id}:{event.node_id}:{event.attempt}"

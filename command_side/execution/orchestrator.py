@@ -39,6 +39,7 @@ from kafka.partitioner.default import murmur2
 
 from command_side.errors import NotFound
 from command_side.execution.aggregate import Execution, Pinned, StepProblem
+from command_side.execution.dispatch import task_message
 from command_side.execution.service import ExecutionService
 from command_side.execution.store import ExecutionStore
 from command_side.store import WorkflowStore
@@ -159,6 +160,7 @@ class Orchestrator:
         self._gone: list[UUID] = []
         self._lagging = False
         self._next_sweep = 0.0
+        self._producer: kafka.KafkaProducer | None = None
         self.ready = threading.Event()
         self.saves = 0
 
@@ -212,17 +214,22 @@ class Orchestrator:
                 self._lagging = len(records) >= cfg.batch_size
                 if records:
                     self.handle(conn, records)
+                    self._flush()
                     consumer.commit()
                 now = self._clock()
                 if now >= next_timers and self._assigned:
                     self.fire_timers(conn, now)
+                    self._flush()
                     next_timers = now + cfg.timer_poll_s
                 self._heartbeat(kafka="up")
         finally:
             try:
                 consumer.close()
+                if self._producer is not None:
+                    self._producer.close(timeout=5)
             except KafkaError as exc:
-                log.debug("orchestrator: closing the consumer failed: %s", exc)
+                log.debug("orchestrator: closing the Kafka clients failed: %s", exc)
+            self._producer = None
 
     # -- one batch ---------------------------------------------------------------------------
 
@@ -270,6 +277,16 @@ class Orchestrator:
                 if self._mine(eid):
                     work.setdefault(eid, []).insert(0, ("admit", {}))
         self._process(conn, work, now)
+
+    def _send(self, topic: str, key: str, value: dict[str, Any]) -> None:
+        if self._producer is None:
+            self._producer = kafka.make_producer(self.config.bootstrap, "autoops-orchestrator")
+        self._producer.send(topic, key=key.encode(), value=json.dumps(value).encode())
+
+    def _flush(self) -> None:
+        """Tasks sent before offsets are committed: a kill in between re-reads the batch."""
+        if self._producer is not None:
+            self._producer.flush(timeout=10)
 
     def _mine(self, eid: UUID) -> bool:
         return partition_of(str(eid), self._partitions) in self._assigned
@@ -498,9 +515,17 @@ class Orchestrator:
             parents = born
         everything = [*touched.values(), *children]
         changed = [e for e in everything if e.pending_events]
+        tasks = [
+            message
+            for e in changed
+            for event in e.pending_events
+            if (message := task_message(event)) is not None
+        ]
         if changed:
             self.store.save(*changed)
             self.saves += 1
+        for topic, key, task in tasks:  # committed: now they may leave
+            self._send(topic, key, task)
         for execution in everything:
             self._cache[execution.id] = execution
             self._cache.move_to_end(execution.id)
