@@ -15,6 +15,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from command_side.bus import CommandBus
 from command_side.contracts.log import EventLog
+from command_side.execution.service import ExecutionService
+from command_side.execution.starter import ExecutionStarter
 from command_side.execution.store import ExecutionStore
 from command_side.identity import IdentityService, IdentityStore
 from command_side.store import WorkflowStore
@@ -44,6 +46,8 @@ class Services:
     execution_store: ExecutionStore
     #: Executions' events for `executionUpdates`, straight from their store.
     execution_tail: EventTail
+    #: Starts executions, many per append transaction.
+    starter: ExecutionStarter
 
     @classmethod
     async def start(cls, settings: Settings) -> Services:
@@ -136,6 +140,7 @@ class Services:
             throttle,
             execution_store,
             execution_tail,
+            ExecutionStarter(ExecutionService(execution_store, store)),
         )
 
     def reader(self, who: Any) -> Any:
@@ -147,6 +152,7 @@ class Services:
         await self.hub.close()
         await self.tail.close()
         await self.execution_tail.close()
+        await asyncio.to_thread(self.starter.stop)
         await asyncio.to_thread(self.bus.stop)
         await self.pool.close()
         await self.redis.aclose()

@@ -34,6 +34,10 @@ RACE_RETRIES = 8
 _PUBLISHED: OrderedDict[tuple[UUID, int], tuple[Pinned, list[Any]]] = OrderedDict()
 
 
+#: Workflows as last loaded, checked against the store's latest version before each use.
+_WORKFLOWS: OrderedDict[UUID, Workflow] = OrderedDict()
+
+
 def _checked(pinned: Pinned) -> tuple[Pinned, list[Any]]:
     return pinned, check_graph(pinned.nodes, [(e["source"], e["target"]) for e in pinned.edges])
 
@@ -77,7 +81,7 @@ class ExecutionService:
             wid = UUID(str(workflow_id))
         except ValueError:
             raise NotFound(f"workflow {workflow_id} does not exist") from None
-        workflow = self.workflows.load(wid)
+        workflow = self._current(wid)
         if workflow.workspace_id != workspace_id:
             raise NotFound(f"workflow {workflow_id} does not exist")
         if draft:
@@ -111,6 +115,22 @@ class ExecutionService:
                 _PUBLISHED.popitem(last=False)
         return found
 
+    def _current(self, wid: UUID) -> Workflow:
+        """The workflow as stored now: a cached copy when the store has nothing newer (one
+        indexed read instead of a snapshot and the events after it)."""
+        recorder: Any = self.workflows.recorder
+        latest = recorder.select_events(wid, desc=True, limit=1)
+        if not latest:
+            raise NotFound(f"workflow {wid} does not exist")
+        cached = _WORKFLOWS.get(wid)
+        if cached is not None and cached.version == latest[0].originator_version:
+            return cached
+        workflow = self.workflows.load(wid)
+        _WORKFLOWS[wid] = workflow
+        while len(_WORKFLOWS) > 2000:
+            _WORKFLOWS.popitem(last=False)
+        return workflow
+
     # -- starting ----------------------------------------------------------------------------
 
     def start(
@@ -127,6 +147,27 @@ class ExecutionService:
         execution_id: UUID | None = None,
     ) -> UUID:
         """Queue an execution; VALIDATION naming the nodes when the graph cannot run."""
+        execution = self.prepare(
+            workspace_id, actor_id, workflow_id, inputs, version=version, draft=draft,
+            trigger=trigger, start_node=start_node, execution_id=execution_id,
+        )  # fmt: skip
+        self._save_new(execution)
+        return execution.id
+
+    def prepare(
+        self,
+        workspace_id: str,
+        actor_id: str,
+        workflow_id: str,
+        inputs: Mapping[str, Any] | None,
+        *,
+        version: int | None = None,
+        draft: bool = False,
+        trigger: Mapping[str, Any] | None = None,
+        start_node: str | None = None,
+        execution_id: UUID | None = None,
+    ) -> Execution:
+        """The new execution, checked, not yet saved."""
         pinned, problems = self._pinned(workspace_id, workflow_id, version, draft)
         if problems:
             listed = "; ".join(p.message for p in problems)
@@ -156,8 +197,7 @@ class ExecutionService:
             max_concurrency=min(limits) if limits else None,
             timeout_s=float(timeout) if timeout else None,
         )
-        self._save_new(execution)
-        return execution.id
+        return execution
 
     def _save_new(self, execution: Execution) -> None:
         try:

@@ -135,16 +135,18 @@ class ExecutionMutation:
         who = caller(info)
         with mapped_errors():
             inputs = _inputs(input.inputs)
-        execution_id = await _call(
-            _service(info).start,
-            who.workspace_id,
-            who.actor_id,
-            str(parse_id(input.workflow_id)),
-            inputs,
-            version=input.version,
-            draft=input.draft,
-            trigger={"kind": "manual", "by": who.actor_id},
-        )
+        with mapped_errors():
+            execution_id = await asyncio.wrap_future(
+                services(info).starter.submit(
+                    workspace_id=who.workspace_id,
+                    actor_id=who.actor_id,
+                    workflow_id=str(parse_id(input.workflow_id)),
+                    inputs=inputs,
+                    version=input.version,
+                    draft=input.draft,
+                    trigger={"kind": "manual", "by": who.actor_id},
+                )
+            )
         return ExecutionStarted(execution_id=strawberry.ID(str(execution_id)), status="QUEUED")
 
     @strawberry.mutation(permission_classes=SECURED)
