@@ -78,6 +78,92 @@ _DATA.update(
 )
 
 
+_ANY: dict[str, Any] = {}
+_OBJ = {"type": "object"}
+_OPT_OBJ = {"type": ["object", "null"]}
+_INT = {"type": "integer", "minimum": 0}
+_OPT_INT = {"type": ["integer", "null"]}
+_OPT_NUM = {"type": ["number", "null"]}
+_BOOL = {"type": "boolean"}
+_STATUS = {"enum": ["QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED", "TIMED_OUT"]}
+_STEP = {"node_id": _STR, "attempt": _INT}
+_RAN = {"runner_id": _OPT_STR, "started_at": _OPT_NUM, "finished_at": _OPT_NUM}
+
+_DATA.update(
+    {
+        "execution.ExecutionStarted": {
+            "execution_id": _STR,
+            "workflow_id": _STR,
+            "workflow_version": _INT,
+            "nodes": _OBJ,
+            "edges": {"type": "array", "items": _OBJ},
+            "start": _STR,
+            "inputs": _OBJ,
+            "vars": _OPT_OBJ,
+            "trigger": _OPT_OBJ,
+            "parent": _OPT_OBJ,
+            "retry_of": _OPT_STR,
+            "reused": _OPT_OBJ,
+            "max_concurrency": _OPT_INT,
+            "timeout_s": _OPT_NUM,
+            "outer_steps": _OPT_OBJ,
+        },
+        "execution.ExecutionAdmitted": {"admitted_at": _NUM},
+        "execution.StepScheduled": {
+            **_STEP,
+            "node_type": _STR,
+            "not_before": _NUM,
+            "input": _ANY,
+            "pool": _OPT_STR,
+            "started": _BOOL,
+        },
+        "execution.StepDispatched": {**_STEP, "input": _ANY},
+        "execution.StepSucceeded": {**_STEP, **_RAN, "output": _ANY, "branch": _OPT_STR},
+        "execution.StepFailed": {
+            **_STEP,
+            **_RAN,
+            "error_type": _STR,
+            "message": _STR,
+            "retryable": _BOOL,
+            "charged": _BOOL,
+            "final": _BOOL,
+        },
+        "execution.StepSkipped": {"node_id": _STR},
+        "execution.StepReused": {
+            "node_id": _STR,
+            "output": _ANY,
+            "branch": _OPT_STR,
+            "from_execution": _STR,
+        },
+        "execution.LoopItems": {"node_id": _STR, "items": {"type": "array"}, "body": _OBJ},
+        "execution.ChildStarted": {
+            **_STEP,
+            "index": _OPT_INT,
+            "child_id": _STR,
+            "workflow_id": _STR,
+            "workflow_version": _INT,
+        },
+        "execution.ChildFinished": {
+            **_STEP,
+            "index": _OPT_INT,
+            "child_id": _STR,
+            "status": _STATUS,
+            "output": _ANY,
+            "error": _OPT_STR,
+        },
+        "execution.ExecutionFinished": {
+            "status": _STATUS,
+            "error": _OPT_STR,
+            "output": _ANY,
+            "abandoned": {"type": ["array", "null"], "items": _STR},
+        },
+        "execution.CredentialCreated": {"name": _STR, "kind": _STR},
+        "execution.CredentialReplaced": {"name": _STR, "kind": _STR},
+        "execution.CredentialDeleted": {"name": _STR},
+    }
+)
+
+
 def schema_for(event_type: str) -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of envelopes of one event type."""
     data = {**_DATA[event_type], **(_COMMON if event_type.startswith("workflow.") else {})}
