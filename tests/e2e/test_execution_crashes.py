@@ -196,3 +196,41 @@ async def test_a_step_failed_for_good_is_dead_lettered_with_its_error(
     (letter,) = wait_until(dead_letters, 20, "a dead letter")
     assert letter["error"]["type"] == "HttpStatusError"  # type: ignore[index]
     assert letter["task"]["node_id"] == "poison"  # type: ignore[index]
+
+
+async def test_two_orchestrators_share_the_executions(
+    stack: Stack, client: GraphQLClient, api: ApiServer
+) -> None:
+    import threading
+
+    from command_side.execution.orchestrator import Orchestrator
+    from infra.bootstrap import orchestrator_config
+
+    workflow = await build(
+        client,
+        {
+            "start": MANUAL,
+            "one": (
+                "http.request",
+                {"method": "POST", "url": api.url + "/effect/{{ execution.id }}-pair"},
+            ),
+            "two": ("data.transform", {"fields": {"done": True}}),
+        },
+        [("start", "one"), ("one", "two")],
+    )
+    second = Orchestrator(orchestrator_config(stack.settings))
+    stop = threading.Event()
+    thread = threading.Thread(target=second.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        await asyncio.to_thread(second.ready.wait, 30)
+        ids = [await start(client, workflow) for _ in range(40)]
+        finished = [await wait_for(client, i, timeout=60) for i in ids]
+        assert Counter(e["status"] for e in finished) == {"SUCCEEDED": 40}
+        assert all(api.count(f"{i}-pair") == 1 for i in ids)
+        assert second.saves > 0  # it took its share of the partitions
+    finally:
+        stop.set()
+        await asyncio.to_thread(thread.join, 30)
+    after = await start(client, workflow)  # the first one alone again
+    assert (await wait_for(client, after, timeout=60))["status"] == "SUCCEEDED"
