@@ -79,6 +79,13 @@ def settings_for(svc: Services, **extra: str) -> Settings:
             "AUTOOPS_API_PORT": str(embedded.free_port()),
             "AUTOOPS_KAFKA_GROUP_TIMEOUT_MS": "3000",
             "AUTOOPS_LOG_LEVEL": "WARNING",
+            # Any other AUTOOPS_* setting from the environment, to compare knobs side by side.
+            **{
+                k: v
+                for k, v in os.environ.items()
+                if k.startswith("AUTOOPS_")
+                and not k.startswith(("AUTOOPS_BENCH_", "AUTOOPS_TEST_"))
+            },
             **extra,
         }
     )

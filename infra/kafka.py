@@ -55,6 +55,11 @@ def ensure_topics(
         admin.close()
 
 
+#: kafka-python backs off reconnecting up to 30 s by default: after a broker restart, clients
+#: would sit idle long after it is back.
+RECONNECT_BACKOFF_MAX_MS = 1000
+
+
 def make_producer(bootstrap: str, client_id: str) -> KafkaProducer:
     """An acks=all producer tuned for small, frequent batches."""
     return KafkaProducer(
@@ -66,6 +71,7 @@ def make_producer(bootstrap: str, client_id: str) -> KafkaProducer:
         retries=5,
         request_timeout_ms=10_000,
         max_block_ms=10_000,
+        reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
     )
 
 
@@ -93,6 +99,7 @@ def make_consumer(
         heartbeat_interval_ms=max(group_timeout_ms // 6, 200),
         request_timeout_ms=max(group_timeout_ms * 2, 30_000),
         max_poll_records=max_poll_records,
+        reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
     )
 
 

@@ -198,6 +198,7 @@ class Orchestrator:
             max_poll_records=cfg.batch_size,
             # Partition p of both topics must go to the same instance: range assignment.
             partition_assignment_strategy=(RangePartitionAssignor,),
+            reconnect_backoff_max_ms=kafka.RECONNECT_BACKOFF_MAX_MS,
         )
         consumer.subscribe([EVENTS_TOPIC, RESULTS_TOPIC])
         self._partitions = len(consumer.partitions_for_topic(RESULTS_TOPIC) or ()) or (
