@@ -194,7 +194,9 @@ class Orchestrator:
             fetch_max_wait_ms=cfg.fetch_max_wait_ms,
             session_timeout_ms=cfg.group_timeout_ms,
             heartbeat_interval_ms=max(100, cfg.group_timeout_ms // 3),
-            max_poll_interval_ms=max(cfg.group_timeout_ms, 60_000),
+            # Tansu makes a join wait for every member up to the group's rebalance timeout,
+            # which kafka-python takes from this: keep it short (a batch takes far less).
+            max_poll_interval_ms=max(cfg.group_timeout_ms, 10_000),
             max_poll_records=cfg.batch_size,
             # Partition p of both topics must go to the same instance: range assignment.
             partition_assignment_strategy=(RangePartitionAssignor,),

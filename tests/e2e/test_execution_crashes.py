@@ -232,5 +232,6 @@ async def test_two_orchestrators_share_the_executions(
     finally:
         stop.set()
         await asyncio.to_thread(thread.join, 30)
+    assert not thread.is_alive()  # it left the group: the next stack's orchestrator joins at once
     after = await start(client, workflow)  # the first one alone again
     assert (await wait_for(client, after, timeout=60))["status"] == "SUCCEEDED"
