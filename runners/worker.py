@@ -187,8 +187,8 @@ class Runner:
         self._backoff = 0.2
         self._unassigned_since: float | None = None
         self._next_loss_check = 0.0
-        #: Partitions this runner committed offsets on (a broker that forgot them lost data).
-        self._committed_on: set[TopicPartition] = set()
+        #: Times the broker was found to have lost what this runner had read.
+        self.broker_losses = 0
         self._kafka_state = "connecting"
         self._beat: Callable[..., None] = (
             Heartbeat(settings.redis_url, f"runner:{self.pool}:{self.runner_id}")
@@ -285,15 +285,10 @@ class Runner:
         self._next_loss_check = now + LOSS_CHECK_S
         assigned = list(consumer.assignment())
         ends = consumer.end_offsets(assigned)
-        behind = [
-            tp
-            for tp in assigned
-            if consumer.position(tp) > ends.get(tp, 0)
-            # We committed there, and the broker no longer knows: it restarted empty.
-            or (tp in self._committed_on and consumer.committed(tp) is None)
-        ]
-        self._committed_on.difference_update(behind)
+        # Past the end only when the broker lost what we read (offsets never shrink).
+        behind = [tp for tp in assigned if tp in ends and consumer.position(tp) > ends[tp]]
         if behind:
+            self.broker_losses += 1
             log.warning("runner: the broker lost %s; reading them from the start", behind)
             consumer.seek_to_beginning(*behind)
 
@@ -383,7 +378,6 @@ class Runner:
         # Taken means committed: if this raises, none of the batch runs here and the group
         # hands it out again from the last commit.
         consumer.commit(offsets)
-        self._committed_on.update(offsets)
         for record in taken:
             self._accept(record, executor)
 

@@ -140,6 +140,9 @@ def test_a_result_outlives_a_broker_restart_and_the_runner_takes_tasks_again(
         )
         assert [(m["ok"], m["output"]["body"]) for m in reported] == [(True, {"released": True})]
 
+        # The runner notices the empty broker (its position is past the new end) and reads
+        # the recreated topic from the start.
+        wait_until(lambda: runner.broker_losses > 0, 20, "the runner noticed the lost data")
         later = task({"fields": {"after": "restart"}})
         send(broker.url, pool, later)
         [result] = wait_until(
