@@ -36,10 +36,6 @@ from runners.nodes.jsonable import redact_json
 
 log = logging.getLogger(__name__)
 
-#: How often a runner checks that the broker still has what it read.
-LOSS_CHECK_S = 2.0
-#: A consumer without partitions this long is replaced (it may have lost its coordinator).
-UNASSIGNED_LIMIT_S = 10.0
 #: A stopped step whose thread has not returned for this long holds its slot for good.
 ABANDONED_AFTER_S = 30.0
 #: A step still running this long after it started is reported as taken (first heartbeat).
@@ -185,10 +181,6 @@ class Runner:
         self._control_ready = threading.Event()
         self._consumer: kafka.KafkaConsumer | None = None
         self._backoff = 0.2
-        self._unassigned_since: float | None = None
-        self._next_loss_check = 0.0
-        #: Times the broker was found to have lost what this runner had read.
-        self.broker_losses = 0
         self._kafka_state = "connecting"
         self._beat: Callable[..., None] = (
             Heartbeat(settings.redis_url, f"runner:{self.pool}:{self.runner_id}")
@@ -259,13 +251,8 @@ class Runner:
                 # (and a rebalance needs polls of some milliseconds to complete).
                 self._consumer.pause(*self._consumer.assignment())
                 self._rewind(self._consumer, self._poll(self._consumer, 10, 1))
-            if self._consumer.assignment():
-                self._unassigned_since = None
-                self._catch_broker_loss(self._consumer)
-                if self._control_ready.is_set():
-                    self.ready.set()
-            elif taking:
-                self._rejoin_if_stuck()
+            if self._consumer.assignment() and self._control_ready.is_set():
+                self.ready.set()
             self._backoff = 0.2
             self._kafka_state = "up"
         except _Errors as exc:
@@ -274,48 +261,6 @@ class Runner:
             self._close_consumer()
             (stop if taking else self._slot_freed).wait(self._backoff)
             self._backoff = min(self._backoff * 2, 5.0)
-
-    def _catch_broker_loss(self, consumer: kafka.KafkaConsumer) -> None:
-        """A broker that restarted empty (Tansu keeps nothing) answers a fetch beyond its end
-        with nothing, for ever: positions past a partition's end go back to its start (every
-        record there is new). Checked every couple of seconds."""
-        now = time.monotonic()
-        if now < self._next_loss_check:
-            return
-        self._next_loss_check = now + LOSS_CHECK_S
-        assigned = list(consumer.assignment())
-        ends = consumer.end_offsets(assigned)
-        # Past the end only when the broker lost what we read (offsets never shrink).
-        behind = [tp for tp in assigned if tp in ends and consumer.position(tp) > ends[tp]]
-        if behind:
-            self.broker_losses += 1
-            log.warning("runner: the broker lost %s; reading them from the start", behind)
-            consumer.seek_to_beginning(*behind)
-
-    def _rejoin_if_stuck(self) -> None:
-        """A consumer that lost its coordinator (a broker restart) can stay without
-        partitions for good: after a while without any, start over with a new one."""
-        now = time.monotonic()
-        coordinator: Any = getattr(self._consumer, "_coordinator", None)
-        standby = (
-            coordinator is not None
-            and not coordinator.coordinator_unknown()
-            and coordinator.generation_if_stable() is not None
-        )
-        if standby:
-            # A member of a stable group without partitions (more runners than partitions)
-            # is waiting its turn, not stuck.
-            self._unassigned_since = None
-            return
-        if self._unassigned_since is None:
-            self._unassigned_since = now
-        elif now - self._unassigned_since > UNASSIGNED_LIMIT_S:
-            log.warning(
-                "runner: no partitions for %.0f s; joining the group again",
-                now - self._unassigned_since,
-            )
-            self._unassigned_since = None
-            self._close_consumer()
 
     def _all_abandoned(self) -> bool:
         """Every slot has held a stopped step for a while (a step that just reported is
