@@ -16,7 +16,6 @@ from uuid import UUID
 import pytest
 
 from command_side.execution.store import ExecutionStore
-from infra import embedded
 from infra.settings import eventsourcing_env_for
 from tests import services
 from tests.api_server import ApiServer, running_api_server
@@ -39,14 +38,15 @@ def api() -> Iterator[ApiServer]:
 @pytest.fixture(scope="module")
 def stack(
     pg_admin_url: str,
-    kafka_session: embedded.Service,
     redis_url: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
-    with services.fresh_database(pg_admin_url) as database:
+    # A broker of its own: members killed -9 here must not linger in the consumer groups the
+    # other modules' stacks join on the session's broker.
+    with services.kafka_broker() as broker, services.fresh_database(pg_admin_url) as database:
         settings = stack_settings(
             database,
-            kafka_session.url,
+            broker.url,
             redis_db(redis_url),
             Path(tmp_path_factory.mktemp("stack")),
             AUTOOPS_STEP_HEARTBEAT_INTERVAL_S="0.5",
