@@ -14,13 +14,8 @@ from command_side.identity.aggregates import Session, User
 A = TypeVar("A", bound=Aggregate)
 
 
-class IdentityStore(Application[UUID]):
-    """Users, addresses, workspaces and sessions; its notification log feeds the relay."""
-
-    name = "identity"
-    is_snapshotting_enabled = True
-    # Logins and refreshes make these streams long; their snapshots keep loads short.
-    snapshotting_intervals = {User: 100, Session: 100}
+class AggregateStore(Application[UUID]):
+    """An event store holding several kinds of aggregate, each looked up by kind."""
 
     def get(self, kind: type[A], aggregate_id: UUID) -> A:
         """The aggregate, or NotFound."""
@@ -41,3 +36,12 @@ class IdentityStore(Application[UUID]):
     @property
     def events_table(self) -> str:
         return str(self.recorder.events_table_name)  # type: ignore[attr-defined]
+
+
+class IdentityStore(AggregateStore):
+    """Users, addresses, workspaces and sessions; its notification log feeds the relay."""
+
+    name = "identity"
+    is_snapshotting_enabled = True
+    # Logins and refreshes make these streams long; their snapshots keep loads short.
+    snapshotting_intervals = {User: 100, Session: 100}
