@@ -23,7 +23,8 @@ from web.graphql.identity_types import (
 )
 from web.graphql.types import PageInfo
 
-#: Right after sign-up the projector may not have written the profile yet.
+#: Right after sign-up the projector may not have written the profile (or the membership that
+#: names the workspace) yet.
 PROFILE_WAIT_S = 2.0
 
 
@@ -37,12 +38,12 @@ class AccountQuery:
             async with svc.reader(who) as conn:
                 user = await identity_views.get_user(conn, who.actor_id)
                 spaces = await identity_views.workspaces_of(conn, who.actor_id)
-            if user is not None or time.monotonic() > deadline:
+            current = next((w for w in spaces if w["workspace_id"] == who.workspace_id), None)
+            if (user is not None and current is not None) or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.05)  # bounded read-your-writes wait on the projector
         if user is None:
             raise not_found(f"user {who.actor_id}")
-        current = next((w for w in spaces if w["workspace_id"] == who.workspace_id), None)
         return Profile(
             id=strawberry.ID(str(user["id"])),
             email=user["email"],
