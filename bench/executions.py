@@ -364,6 +364,8 @@ async def under_load(
 def ms(values: list[float]) -> str:
     """p50, p90, p99 in ms, and the count."""
     v = [x * 1000 for x in values]
+    if not v:
+        return f"{'—':>7} {'—':>7} {'—':>7} {0:6}"
     return f"{percentile(v, 50):7.1f} {percentile(v, 90):7.1f} {percentile(v, 99):7.1f} {len(v):6}"
 
 

@@ -3,10 +3,11 @@
 It consumes `autoops.execution.events` (new executions, finished children, cancels) and
 `autoops.runner.results` (step results, heartbeats) in one consumer group, so executions are
 partitioned by id across instances. Per poll it applies everything to the Execution
-aggregates (cached), decides, and saves every touched aggregate in one transaction; tasks
-leave only afterwards, through the relay, from the committed events. Offsets are committed
-after the save, so a kill at any instant re-reads at most one batch, and re-applying it is a
-no-op (reports of superseded or finished attempts are ignored).
+aggregates (cached), decides, and saves every touched aggregate in one transaction (with the
+timers below); the tasks it decided leave only afterwards, sent by the orchestrator itself
+from the committed events. Offsets are committed after the save, so a kill at any instant
+re-reads what was not committed yet, and re-applying it is a no-op (reports of superseded or
+finished attempts are ignored).
 
 Durable timers: `autoops_execution_runs` holds one row per unfinished execution with the
 time it next needs a look (retry backoff, delay, step deadline, heartbeat lapse, execution
@@ -26,12 +27,15 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from itertools import groupby
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import psycopg
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.application import project_aggregate
+from eventsourcing.persistence import IntegrityError, StoredEvent
 from kafka import KafkaConsumer, TopicPartition
 from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.errors import KafkaError
@@ -41,7 +45,7 @@ from command_side.errors import NotFound
 from command_side.execution.aggregate import Execution, Pinned, StepProblem
 from command_side.execution.dispatch import task_message
 from command_side.execution.service import ExecutionService
-from command_side.execution.store import ExecutionStore
+from command_side.execution.store import ExecutionStore, Statement
 from command_side.store import WorkflowStore
 from infra import kafka
 
@@ -218,7 +222,10 @@ class Orchestrator:
                 if records:
                     self.handle(conn, records)
                     self._flush()
-                    consumer.commit()
+                    # Not waited for: the next poll starts at once. A commit lost with a kill
+                    # re-reads batches whose effects are saved, and applying them again is a
+                    # no-op (DESIGN: idempotent consumers).
+                    consumer.commit_async(callback=_commit_failed)
                 now = self._clock()
                 if now >= next_timers and self._assigned:
                     self.fire_timers(conn, now)
@@ -301,7 +308,7 @@ class Orchestrator:
         if not work:
             return
         self._verified = set()
-        self._forget_stale(conn, list(work))
+        self._refresh(conn, list(work))
         touched: dict[UUID, Execution] = {}
         for eid, items in work.items():
             self._apply_safely(eid, items, now, touched)
@@ -326,21 +333,47 @@ class Orchestrator:
             else:
                 raise RuntimeError(f"execution {eid} kept changing under the orchestrator")
 
-    def _forget_stale(self, conn: psycopg.Connection, eids: list[UUID]) -> None:
+    def _refresh(self, conn: psycopg.Connection, eids: list[UUID]) -> None:
         """Drop cached executions another writer moved on (an api cancel, another instance
-        before a rebalance, a child's parent written by its child's owner): one query."""
+        before a rebalance, a child's parent written by its child's owner), and read the
+        others from the store: two queries in one round trip for the whole batch."""
         cached = [e for e in eids if e in self._cache]
-        if not cached:
-            return
-        rows = conn.execute(
-            f"SELECT originator_id, max(originator_version) FROM {self.store.events_table} "
-            "WHERE originator_id = ANY(%s) GROUP BY 1",
-            (cached,),
-        ).fetchall()
-        for eid, version in rows:
+        missing = [e for e in eids if e not in self._cache]
+        table = self.store.events_table
+        with conn.pipeline(), conn.cursor() as versions, conn.cursor() as events:
+            if cached:
+                versions.execute(
+                    f"SELECT originator_id, max(originator_version) FROM {table} "
+                    "WHERE originator_id = ANY(%s) GROUP BY 1",
+                    (cached,),
+                )
+            if missing:
+                events.execute(
+                    f"SELECT originator_id, originator_version, topic, state FROM {table} "
+                    "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version",
+                    (missing,),
+                )
+            latest = versions.fetchall() if cached else []
+            stored = events.fetchall() if missing else []
+        for eid, version in latest:
             if self._cache[eid].version != version:
                 self._cache.pop(eid, None)
-        self._verified.update(cached)
+        self._verified.update(e for e in cached if e in self._cache)
+        mapper = self.store.mapper
+        for eid, rows in groupby(stored, key=itemgetter(0)):
+            found = project_aggregate(
+                None,
+                (
+                    mapper.to_domain_event(StoredEvent(eid, version, topic, bytes(state)))
+                    for _, version, topic, state in rows
+                ),
+            )
+            if not isinstance(found, Execution):
+                continue  # a credential's id: nothing an execution report can move
+            found.new_children = []
+            found.children_to_cancel = []
+            self._cache[eid] = found
+            self._verified.add(eid)
 
     def _apply_safely(
         self, eid: UUID, items: list[tuple[str, dict[str, Any]]], now: float, touched: Touched
@@ -524,29 +557,28 @@ class Orchestrator:
             for event in e.pending_events
             if (message := task_message(event)) is not None
         ]
+        # The runs rows (children's new ones, everyone's next look) change in the transaction
+        # that stores the events which move them.
+        also = self._runs_rows(children, now) + self._looks(everything)
         if changed:
-            self.store.save(*changed)
+            self.store.save(*changed, also=also)
             self.saves += 1
+        elif also:
+            with conn.transaction():
+                for statement, params in also:
+                    conn.execute(statement, params)
         for topic, key, task in tasks:  # committed: now they may leave
             self._send(topic, key, task)
+        if tasks:
+            # Now, not after the bookkeeping below: the producer's I/O thread would wait for
+            # this one to let go of the interpreter, and the runner with it.
+            self._flush()
         for execution in everything:
             self._cache[execution.id] = execution
             self._cache.move_to_end(execution.id)
         while len(self._cache) > 20_000:
             self._cache.popitem(last=False)
-        if children:
-            self._insert_runs(
-                conn,
-                [
-                    # Children run inside their parent's slot: not counted against a limit.
-                    (c.id, {"workflow_id": f"child-of:{c.parent['execution_id']}"})
-                    for c in children
-                    if c.parent
-                ],
-                now,
-                state="running",
-            )
-        self._settle(conn, everything)
+        self._settled(conn, everything)
 
     # -- the runs table ----------------------------------------------------------------------
 
@@ -576,8 +608,34 @@ class Orchestrator:
                 rows,
             )
 
-    def _settle(self, conn: psycopg.Connection, executions: list[Execution]) -> None:
-        """Record when each execution needs a look next; forget finished ones."""
+    def _runs_rows(self, children: list[Execution], now: float) -> list[Statement]:
+        """Rows of new children: they run inside their parent's slot, not counted against
+        a limit."""
+        rows = [
+            (
+                c.id,
+                f"child-of:{c.parent['execution_id']}",
+                partition_of(str(c.id), self._partitions),
+            )
+            for c in children
+            if c.parent
+        ]
+        if not rows:
+            return []
+        ids, workflows, partitions = (list(column) for column in zip(*rows, strict=True))
+        return [
+            (
+                "INSERT INTO autoops_execution_runs "
+                "(execution_id, workflow_id, state, partition, due) "
+                "SELECT u.id, u.workflow_id, 'running', u.partition, %s "
+                "FROM unnest(%s::uuid[], %s::text[], %s::int[]) AS u(id, workflow_id, partition) "
+                "ON CONFLICT (execution_id) DO NOTHING",
+                (now, ids, workflows, partitions),
+            )
+        ]
+
+    def _looks(self, executions: list[Execution]) -> list[Statement]:
+        """When each execution needs a look next; finished ones are forgotten."""
         now = self._clock()
         done = [e.id for e in executions if e.finished]
         ids, dues, running = [], [], []
@@ -596,21 +654,29 @@ class Orchestrator:
             ids.append(e.id)
             dues.append(min(wake, now + MAX_QUIET_S) if wake is not None else now + MAX_QUIET_S)
             running.append(e.status == "RUNNING")
-        with conn.pipeline():
-            if ids:
-                conn.execute(
+        statements: list[Statement] = []
+        if ids:
+            statements.append(
+                (
                     "UPDATE autoops_execution_runs r SET due = u.due, state = CASE "
                     "WHEN r.state = 'queued' AND u.running THEN 'running' ELSE r.state END "
                     "FROM unnest(%s::uuid[], %s::float8[], %s::bool[]) AS u(id, due, running) "
                     "WHERE r.execution_id = u.id",
                     (ids, dues, running),
                 )
-            if done:
-                conn.execute(
-                    "DELETE FROM autoops_execution_runs WHERE execution_id = ANY(%s)", (done,)
-                )
-        for eid in done:
-            self._heard.pop(eid, None)
+            )
+        if done:
+            statements.append(
+                ("DELETE FROM autoops_execution_runs WHERE execution_id = ANY(%s)", (done,))
+            )
+        return statements
+
+    def _settled(self, conn: psycopg.Connection, executions: list[Execution]) -> None:
+        """After the commit: forget what finished ones were heard of, and hand slots they
+        freed to executions queued behind them."""
+        for e in executions:
+            if e.finished:
+                self._heard.pop(e.id, None)
         for workflow_id in {e.workflow_id for e in executions if e.finished and e.max_concurrency}:
             # Freed slots: the next queued ones are marked running, due now.
             self._admit_queued(conn, workflow_id)
@@ -680,6 +746,11 @@ class Orchestrator:
                 (now, workflow_id, free),
             ).fetchall()
         return [row[0] for row in admitted]
+
+
+def _commit_failed(offsets: Any, response: Any) -> None:
+    if isinstance(response, Exception):
+        log.info("orchestrator: an offset commit failed (%s); those records come again", response)
 
 
 def _decode(value: bytes | None) -> dict[str, Any] | None:

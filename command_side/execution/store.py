@@ -3,7 +3,30 @@ workspace credentials their steps use."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.postgres import PostgresApplicationRecorder
+
 from command_side.identity.store import AggregateStore
+
+#: One SQL statement and its parameters.
+Statement = tuple[str, Sequence[Any]]
+
+
+class ExecutionRecorder(PostgresApplicationRecorder):
+    """Runs the statements passed to `save(..., also=[...])` in the transaction that stores
+    the events, before it takes the table lock: the orchestrator's timers then change with
+    the events that move them, in one commit."""
+
+    def _insert_events(
+        self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> None:
+        statements: Sequence[Statement] = kwargs.get("also") or ()
+        for statement, params in statements:
+            curs.execute(statement, params)
+        super()._insert_events(curs, stored_events, **kwargs)
 
 
 class ExecutionStore(AggregateStore):
@@ -11,3 +34,6 @@ class ExecutionStore(AggregateStore):
     cancels and dead letters to runners."""
 
     name = "execution"
+    env: ClassVar[dict[str, str]] = {
+        "APPLICATION_RECORDER_TOPIC": f"{__name__}:{ExecutionRecorder.__name__}"
+    }

@@ -30,6 +30,10 @@ EXECUTORS: dict[str, Executor] = {
     "ai.extract": ai_extract,
 }
 
+#: Steps with no effect beyond their output: running one twice is harmless, so a runner may
+#: start them before its take is committed (every other step starts only after).
+PURE = frozenset({"data.transform", "data.filter"})
+
 
 def run_step(task: dict[str, Any], ctx: StepContext) -> Any:
     """The step's JSON output; StepError (secrets redacted) when it fails."""
