@@ -83,15 +83,16 @@ async def webhook(
         uuid5(NAMESPACE_URL, f"autoops:webhook:{workspace_id}:{path}:{key}") if key else None
     )
     try:
-        started = await asyncio.to_thread(
-            service.start,
-            workspace_id,
-            f"webhook:{path}",
-            workflow_id,
-            inputs,
-            trigger={"kind": "webhook", "path": path, "node_id": node_id},
-            start_node=node_id,
-            execution_id=execution_id,
+        started = await asyncio.wrap_future(
+            svc.starter.submit(  # group-committed with every other start
+                workspace_id=workspace_id,
+                actor_id=f"webhook:{path}",
+                workflow_id=workflow_id,
+                inputs=inputs,
+                trigger={"kind": "webhook", "path": path, "node_id": node_id},
+                start_node=node_id,
+                execution_id=execution_id,
+            )
         )
     except Conflict:
         assert execution_id is not None
