@@ -100,6 +100,7 @@ def projector_config(settings: Settings) -> Any:
         redis_url=settings.redis_url,
         partitions=settings.kafka_partitions,
         batch_size=settings.projector_batch_size,
+        batch_window_s=settings.projector_batch_window_ms / 1000,
         fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
         group_timeout_ms=settings.kafka_group_timeout_ms,
         data_dir=str(settings.data_dir),

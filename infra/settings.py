@@ -60,6 +60,10 @@ class Settings:
     projector_batch_size: int = 500
     """Most events the projector folds in one PostgreSQL transaction."""
 
+    projector_batch_window_ms: int = 1
+    """How long the projector lets a batch fill after its first event: longer makes fewer,
+    larger transactions under load, and read models that much later."""
+
     command_batch_size: int = 256
     """Most commands the writer groups into one append transaction."""
 
@@ -269,6 +273,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         "kafka_partitions",
         "relay_batch_size",
         "projector_batch_size",
+        "projector_batch_window_ms",
         "command_batch_size",
         "access_token_ttl_s",
         "refresh_token_ttl_s",
