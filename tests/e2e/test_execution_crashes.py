@@ -10,6 +10,7 @@ import random
 import signal
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
+from datetime import datetime
 from pathlib import Path
 from uuid import UUID
 
@@ -20,10 +21,11 @@ from infra.settings import eventsourcing_env_for
 from tests import services
 from tests.api_server import ApiServer, running_api_server
 from tests.execution_client import build, failure, start, steps_of, wait_for
+from tests.execution_client import execution as read_execution
 from tests.graphql_client import GraphQLClient
 from tests.kafka_read import read_topic_raw
 from tests.stack import Stack, redis_db, running_stack, stack_settings
-from tests.waiting import wait_until
+from tests.waiting import eventually, wait_until
 
 PROCESSES = ("relay", "projector", "orchestrator", "runner", "api")
 MANUAL = ("trigger.manual", {})
@@ -163,6 +165,53 @@ async def test_kills_during_a_burst_leave_one_terminal_state_and_no_repeated_eff
             assert kinds["ExecutionFinished"] == 1, (execution_id, kinds)
     finally:
         store.close()
+
+
+async def test_timers_outlive_orchestrators_killed_while_they_wait(
+    stack: Stack, client: GraphQLClient, api: ApiServer
+) -> None:
+    """A delay and a retry backoff are durable: each orchestrator that was waiting on one is
+    killed, and its successor fires it: not before its time, and once."""
+    api.fail_first["backoff"] = 1
+    workflow = await build(
+        client,
+        {
+            "start": MANUAL,
+            "wait": ("control.delay", {"seconds": 3}),
+            "call": (
+                "http.request",
+                {
+                    "url": api.url + "/flaky/backoff",
+                    "retry": {"max_attempts": 2, "initial_interval_s": 3},
+                },
+            ),
+            "after": ("data.transform", {"fields": {"done": True}}),
+        },
+        [("start", "wait"), ("wait", "call"), ("call", "after")],
+    )
+    execution_id = await start(client, workflow)
+
+    async def waiting() -> bool | None:
+        current = await read_execution(client, execution_id)
+        return (current is not None and "wait" in steps_of(current)) or None
+
+    await eventually(waiting, 20, "the delay began")
+    await asyncio.to_thread(kill, stack, "orchestrator")  # while the delay waits
+    await asyncio.to_thread(wait_until, lambda: api.count("backoff") == 1 or None, 30, "call 1")
+    await asyncio.to_thread(kill, stack, "orchestrator")  # while the retry backs off
+    done = await wait_for(client, execution_id, timeout=60)
+    assert done["status"] == "SUCCEEDED", failure(done)
+    steps = sorted(done["steps"], key=lambda s: (s["nodeId"], s["attempt"]))
+    delay = next(s for s in steps if s["nodeId"] == "wait")
+    assert seconds(delay["finishedAt"]) - seconds(delay["scheduledAt"]) >= 3
+    calls = [s for s in steps if s["nodeId"] == "call"]
+    assert [(s["attempt"], s["status"]) for s in calls] == [(1, "FAILED"), (2, "SUCCEEDED")]
+    assert seconds(calls[1]["startedAt"]) - seconds(calls[0]["finishedAt"]) >= 3
+    assert api.count("backoff") == 2
+
+
+def seconds(stamp: str) -> float:
+    return datetime.fromisoformat(stamp).timestamp()
 
 
 async def test_a_step_failed_for_good_is_dead_lettered_with_its_error(
