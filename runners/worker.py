@@ -50,6 +50,8 @@ DRAIN_TIMEOUT_S = 15.0
 """How long a stopping runner tries to get its last results acknowledged."""
 CANCEL_WAIT_S = 2.0
 """How long a stopping runner gives steps it cancelled to return."""
+CONTROL_LOOKBACK = 1_000
+"""Cancels per control partition a starting runner reads back (to know of ones sent before)."""
 CONTROL_FETCH_WAIT_MS = 100
 """Fetch wait of the control consumer. Tansu answers an empty fetch only after the wait, so a
 consumer fetches 1000/wait times a second while idle, each costing CPU in this process (beside
@@ -243,7 +245,8 @@ class Runner:
                 self._connect()
             assert self._consumer is not None
             self._slot_freed.clear()
-            free = self.concurrency - self.busy if taking else 0
+            # Nothing is taken before the cancels sent until now are known.
+            free = self.concurrency - self.busy if taking and self._control_ready.is_set() else 0
             if free <= 0 and taking and self._all_abandoned():
                 # Every slot holds a step that was stopped (cancel, deadline) but never
                 # returned: this runner takes nothing any more while it keeps its partitions.
@@ -567,8 +570,11 @@ class Runner:
             self._clock_wake.wait(max(wake_in, 0.005))
 
     def _control_loop(self, halt: threading.Event) -> None:
-        """Cancellations: every runner reads every partition from the end, without a group."""
+        """Cancellations: every runner reads every partition, without a group, from the last
+        cancels before it started (a cancel sent while no runner was up still stops the
+        task it names), and takes no task until it has read up to where it began."""
         consumer: kafka.KafkaConsumer | None = None
+        caught_up: dict[TopicPartition, int] = {}
         backoff = 0.2
         while not halt.is_set():
             try:
@@ -586,13 +592,16 @@ class Runner:
                         continue
                     tps = [TopicPartition(kafka.CONTROL_TOPIC, p) for p in sorted(partitions)]
                     consumer.assign(tps)
-                    consumer.seek_to_end(*tps)
-                    for tp in tps:  # resolve the end now: what is produced after this counts
-                        consumer.position(tp)
-                    self._control_ready.set()
+                    caught_up = {tp: int(o) for tp, o in consumer.end_offsets(tps).items()}
+                    firsts = consumer.beginning_offsets(tps)
+                    for tp in tps:
+                        consumer.seek(tp, max(int(firsts[tp]), caught_up[tp] - CONTROL_LOOKBACK))
                 for records in consumer.poll(timeout_ms=100).values():
                     for record in records:
                         self._on_control(record.value)
+                if caught_up and all(consumer.position(tp) >= o for tp, o in caught_up.items()):
+                    caught_up = {}
+                    self._control_ready.set()
                 backoff = 0.2
             except _Errors as exc:
                 log.warning("runner: control topic unavailable (%s); reconnecting", exc)

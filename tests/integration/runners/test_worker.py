@@ -356,6 +356,30 @@ def test_a_long_step_heartbeats_until_a_cancel_stops_it(
     wait_until(lambda: runner.runner.busy == 0, 5, "the cancelled step returned")
 
 
+def test_a_cancel_sent_before_the_runner_started_still_stops_its_task(
+    start_runner: Callable[..., Harness], results: Topic, http: HttpServer, broker: str
+) -> None:
+    task = make_task("http.request", {"url": f"{http.url}/ok/never"})
+    producer = kafka.make_producer(broker, "test-early-cancel")
+    try:
+        cancel = {"kind": "cancel", "execution_id": task["execution_id"], "task_id": None}
+        producer.send(
+            kafka.CONTROL_TOPIC,
+            key=task["execution_id"].encode(),
+            value=json.dumps(cancel).encode(),
+        )
+        producer.flush(10)
+    finally:
+        producer.close()
+    runner = start_runner()
+    runner.send(task)
+
+    [message] = results.wait(task["execution_id"], "result")
+    assert message["ok"] is False
+    assert message["error"]["type"] == "Cancelled"
+    assert http.hits("/ok/never") == 0
+
+
 def test_a_step_still_running_at_its_deadline_reports_step_timeout(
     start_runner: Callable[..., Harness], results: Topic, http: HttpServer
 ) -> None:
