@@ -44,7 +44,7 @@ class Settings:
     kafka_partitions: int = 4
     """Partitions of every topic AutoOps creates."""
 
-    kafka_fetch_max_wait_ms: int = 5
+    kafka_fetch_max_wait_ms: int = 10
     """Longest a consumer fetch waits for data; small keeps latency low on brokers that
     answer a waiting fetch late (Tansu)."""
 
@@ -60,7 +60,7 @@ class Settings:
     projector_batch_size: int = 500
     """Most events the projector folds in one PostgreSQL transaction."""
 
-    projector_batch_window_ms: int = 1
+    projector_batch_window_ms: int = 10
     """How long the projector lets a batch fill after its first event: longer makes fewer,
     larger transactions under load, and read models that much later."""
 
