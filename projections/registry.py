@@ -65,7 +65,7 @@ PROJECTIONS: dict[str, Projection] = {
             "executions",
             "execution",
             (*schema.EXECUTIONS, _fold_sql("executions")),
-            ("read.executions", "read.execution_steps", "read.credentials"),
+            ("read.executions", "read.execution_steps", "read.credentials", "read.variables"),
         ),
     )
 }

@@ -248,4 +248,17 @@ EXECUTIONS = [
         version integer NOT NULL
     )""",
     "CREATE INDEX IF NOT EXISTS credentials_by_name ON read.credentials (workspace_id, name)",
+    # A deleted variable keeps its row (deleted, with the version that deleted it), so an
+    # older event delivered again cannot bring it back.
+    """
+    CREATE TABLE IF NOT EXISTS read.variables (
+        workspace_id text NOT NULL,
+        name text NOT NULL,
+        value jsonb,
+        deleted boolean NOT NULL DEFAULT false,
+        updated_at timestamptz NOT NULL,
+        updated_by text NOT NULL,
+        version integer NOT NULL,
+        PRIMARY KEY (workspace_id, name)
+    )""",
 ]

@@ -1,4 +1,5 @@
-"""Execution read models: a workspace's executions, one execution's steps, credential names."""
+"""Execution read models: a workspace's executions, one execution's steps, credential names,
+variables."""
 
 from __future__ import annotations
 
@@ -93,6 +94,17 @@ async def credentials(conn: psycopg.AsyncConnection[Any], workspace_id: str) -> 
         await cur.execute(
             "SELECT name, kind, created_at, created_by FROM read.credentials"
             " WHERE workspace_id = %s ORDER BY name",
+            (workspace_id,),
+        )
+        return await cur.fetchall()
+
+
+async def variables(conn: psycopg.AsyncConnection[Any], workspace_id: str) -> list[Row]:
+    """The workspace's variables by name, with who changed each last."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT name, value, updated_at, updated_by FROM read.variables"
+            " WHERE workspace_id = %s AND NOT deleted ORDER BY name",
             (workspace_id,),
         )
         return await cur.fetchall()

@@ -160,6 +160,9 @@ _DATA.update(
         "execution.CredentialCreated": {"name": _STR, "kind": _STR},
         "execution.CredentialReplaced": {"name": _STR, "kind": _STR},
         "execution.CredentialDeleted": {"name": _STR},
+        "execution.VariablesCreated": {},
+        "execution.VariableSet": {"name": _STR, "value": _ANY},
+        "execution.VariableDeleted": {"name": _STR},
     }
 )
 

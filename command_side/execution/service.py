@@ -9,8 +9,10 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID, uuid4
@@ -24,6 +26,7 @@ from command_side.execution.aggregate import Execution, Isolated, Pinned, StepPr
 from command_side.execution.credentials import KINDS, Credential, credential_id
 from command_side.execution.decide import Edge
 from command_side.execution.store import ExecutionStore
+from command_side.execution.variables import Variables, variables_id
 from command_side.store import WorkflowStore
 from command_side.workflow.aggregate import Workflow
 from command_side.workflow.graph_check import check_graph
@@ -36,6 +39,8 @@ _PUBLISHED: OrderedDict[tuple[UUID, int], tuple[Pinned, list[Any]]] = OrderedDic
 
 #: Workflows as last loaded, checked against the store's latest version before each use.
 _WORKFLOWS: OrderedDict[UUID, Workflow] = OrderedDict()
+#: Workspace variables as last loaded, checked the same way.
+_VARIABLES: OrderedDict[UUID, Variables] = OrderedDict()
 
 
 def _checked(pinned: Pinned) -> tuple[Pinned, list[Any]]:
@@ -65,6 +70,20 @@ class ExecutionService:
     def __init__(self, executions: ExecutionStore, workflows: WorkflowStore) -> None:
         self.executions = executions
         self.workflows = workflows
+        self._batch = threading.local()
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Starts prepared together (one group commit) look each workflow and each
+        workspace's variables up once: as if the batch were committed that instant."""
+        self._batch.memo = {}
+        try:
+            yield
+        finally:
+            self._batch.memo = None
+
+    def _memo(self) -> dict[Any, Any] | None:
+        return getattr(self._batch, "memo", None)
 
     # -- workflows as executions see them ----------------------------------------------------
 
@@ -118,6 +137,14 @@ class ExecutionService:
     def _current(self, wid: UUID) -> Workflow:
         """The workflow as stored now: a cached copy when the store has nothing newer (one
         indexed read instead of a snapshot and the events after it)."""
+        memo = self._memo()
+        if memo is not None:
+            if wid not in memo:
+                memo[wid] = self._stored_workflow(wid)
+            return memo[wid]  # type: ignore[no-any-return]
+        return self._stored_workflow(wid)
+
+    def _stored_workflow(self, wid: UUID) -> Workflow:
         recorder: Any = self.workflows.recorder
         latest = recorder.select_events(wid, desc=True, limit=1)
         if not latest:
@@ -196,6 +223,7 @@ class ExecutionService:
             trigger=trigger,
             max_concurrency=min(limits) if limits else None,
             timeout_s=float(timeout) if timeout else None,
+            vars=self.variables(workspace_id),
         )
         return execution
 
@@ -313,6 +341,61 @@ class ExecutionService:
         original = self.load(workspace_id, execution_id)
         events = list(self.executions.repository.event_store.get(execution_id))
         return replay_events(events, str(execution_id), original.status, resolve)
+
+    # -- variables ---------------------------------------------------------------------------
+
+    def variables(self, workspace_id: str) -> dict[str, Any]:
+        """The workspace's variables as stored now (what a start copies into `vars`)."""
+        vid = variables_id(workspace_id)
+        memo = self._memo()
+        if memo is not None and vid in memo:
+            return dict(memo[vid])
+        recorder: Any = self.executions.recorder
+        latest = recorder.select_events(vid, desc=True, limit=1)
+        values: dict[str, Any] = {}
+        if latest:
+            cached = _VARIABLES.get(vid)
+            if cached is None or cached.version != latest[0].originator_version:
+                cached = self.executions.get(Variables, vid)
+                _VARIABLES[vid] = cached
+                while len(_VARIABLES) > 2000:
+                    _VARIABLES.popitem(last=False)
+            values = cached.values
+        if memo is not None:
+            memo[vid] = values
+        return dict(values)
+
+    def set_variable(self, workspace_id: str, actor_id: str, name: str, value: Any) -> None:
+        def change(variables: Variables) -> bool:
+            return variables.set(name, value, actor_id)
+
+        self._change_variables(workspace_id, actor_id, change)
+
+    def delete_variable(self, workspace_id: str, actor_id: str, name: str) -> None:
+        def change(variables: Variables) -> bool:
+            variables.delete(name, actor_id)
+            return True
+
+        self._change_variables(workspace_id, actor_id, change)
+
+    def _change_variables(
+        self, workspace_id: str, actor_id: str, change: Callable[[Variables], bool]
+    ) -> None:
+        """Apply `change` to the latest variables; another writer in between (a change to
+        some other variable of the workspace) means: apply it again on top of theirs."""
+        vid = variables_id(workspace_id)
+        for _ in range(RACE_RETRIES):
+            variables = self.executions.find(Variables, vid) or Variables(
+                workspace_id=workspace_id, actor_id=actor_id
+            )
+            if not change(variables):
+                return
+            try:
+                self.executions.save(variables)
+                return
+            except IntegrityError:
+                continue
+        raise Conflict("the workspace's variables kept changing; try again", current_version=0)
 
     # -- credentials -------------------------------------------------------------------------
 

@@ -78,11 +78,12 @@ class ExecutionStarter:
     def _commit(self, batch: list[_Start]) -> None:
         self.batches += 1
         ready: list[tuple[_Start, Execution]] = []
-        for item in batch:
-            try:
-                ready.append((item, self._service.prepare(**item.kwargs)))
-            except CommandError as exc:
-                item.future.set_exception(exc)
+        with self._service.batch():
+            for item in batch:
+                try:
+                    ready.append((item, self._service.prepare(**item.kwargs)))
+                except CommandError as exc:
+                    item.future.set_exception(exc)
         if not ready:
             return
         try:

@@ -1,5 +1,5 @@
--- The `executions` projection: executions, the attempts of their steps, and the names of the
--- workspace's credentials (the two aggregates of the execution context).
+-- The `executions` projection: executions, the attempts of their steps, the names of the
+-- workspace's credentials and its variables (the aggregates of the execution context).
 -- Pure: a batch of public envelopes (JSON array, in order) in, read-model changes out.
 -- An event at or below the execution row's version is skipped, so a redelivered event changes
 -- nothing even without the tracking table. As in `workflows`, a run of events of one execution
@@ -84,6 +84,18 @@ BEGIN
         ELSIF kind LIKE 'execution.Credential%' THEN
             UPDATE read.credentials SET version = v WHERE id = agg AND version < v;
             CONTINUE;
+        ELSIF kind IN ('execution.VariableSet', 'execution.VariableDeleted') THEN
+            INSERT INTO read.variables (workspace_id, name, value, deleted, updated_at,
+                                        updated_by, version)
+            VALUES (ws, d->>'name', d->'value', kind = 'execution.VariableDeleted', at,
+                    e->>'actor_id', v)
+            ON CONFLICT (workspace_id, name) DO UPDATE SET value = EXCLUDED.value,
+                deleted = EXCLUDED.deleted, updated_at = EXCLUDED.updated_at,
+                updated_by = EXCLUDED.updated_by, version = EXCLUDED.version
+            WHERE read.variables.version < EXCLUDED.version;
+            CONTINUE;
+        ELSIF kind LIKE 'execution.Variable%' THEN
+            CONTINUE;  -- VariablesCreated: the workspace's first change follows it
         END IF;
 
         IF r_id IS DISTINCT FROM agg THEN

@@ -32,7 +32,7 @@ from tests.graphql_client import GraphQLClient, GraphQLError
 from tests.kafka_read import read_topic_raw
 from tests.llm_server import LlmServer, running_llm_server
 from tests.stack import Stack, redis_db, running_stack, stack_settings
-from tests.waiting import wait_until
+from tests.waiting import eventually, wait_until
 
 PROCESSES = ("relay", "projector", "orchestrator", "scheduler", "runner", "api")
 MANUAL = ("trigger.manual", {})
@@ -664,3 +664,57 @@ async def test_loops_nest(client: GraphQLClient) -> None:
     rows = steps["rows"]["output"]
     assert [[cell["double"]["v"] for cell in row["cells"]] for row in rows] == [[2, 4], [6]]
     assert steps["never"]["status"] == "SKIPPED"  # the text "false" does not hold
+
+
+SET_VARIABLE = "mutation($i: SetVariableInput!) { setVariable(input: $i) { name } }"
+DELETE_VARIABLE = "mutation($i: DeleteVariableInput!) { deleteVariable(input: $i) { name } }"
+VARIABLES = "{ variables { name value updatedBy } }"
+
+
+async def test_workspace_variables_are_vars_pinned_when_an_execution_starts(
+    client: GraphQLClient,
+) -> None:
+    await client.execute(SET_VARIABLE, {"i": {"name": "region", "value": "eu-west"}})
+    await client.execute(SET_VARIABLE, {"i": {"name": "limits", "value": {"max": 3}}})
+    workflow = await build(
+        client,
+        {
+            "start": MANUAL,
+            "use": (
+                "data.transform",
+                {"fields": {"where": "{{ vars.region }}", "max": "{{ vars.limits.max }}"}},
+            ),
+        },
+        [("start", "use")],
+    )
+    first = await run(client, workflow)
+    assert first["status"] == "SUCCEEDED", failure(first)
+    assert steps_of(first)["use"]["output"] == {"where": "eu-west", "max": 3}
+
+    await client.execute(SET_VARIABLE, {"i": {"name": "region", "value": "us-east"}})
+    second = await run(client, workflow)
+    assert steps_of(second)["use"]["output"] == {"where": "us-east", "max": 3}
+    report = await client.execute(REPLAY, {"id": first["id"]})
+    assert report["replayExecution"]["deterministic"], report  # the values it started with
+
+    async def listed() -> list[dict[str, object]] | None:
+        rows = (await client.execute(VARIABLES))["variables"]
+        return rows if [r["value"] for r in rows] == [{"max": 3}, "us-east"] else None
+
+    rows = await eventually(listed, 10, "both variables listed, the second changed")
+    assert [r["name"] for r in rows] == ["limits", "region"]
+    assert rows[0]["updatedBy"] == client.actor
+
+    for bad in ({"name": "1st", "value": 1}, {"name": "a-b", "value": 1},
+                {"name": "big", "value": "x" * 20_000}):  # fmt: skip
+        with pytest.raises(GraphQLError) as refused:
+            await client.execute(SET_VARIABLE, {"i": bad})
+        assert refused.value.codes == ["VALIDATION"], bad
+    with pytest.raises(GraphQLError) as missing:
+        await client.execute(DELETE_VARIABLE, {"i": {"name": "never_set"}})
+    assert missing.value.codes == ["NOT_FOUND"]
+
+    await client.execute(DELETE_VARIABLE, {"i": {"name": "limits"}})
+    third = await run(client, workflow)
+    assert third["status"] == "FAILED"
+    assert third["error"].startswith("use: use.fields.max"), third["error"]

@@ -64,6 +64,10 @@ PERMISSIONS: dict[str, str] = {
     "Query.credentials": "editor",
     "Mutation.createCredential": "admin",
     "Mutation.deleteCredential": "admin",
+    # variables: plain values every execution of the workspace reads
+    "Query.variables": "viewer",
+    "Mutation.setVariable": "editor",
+    "Mutation.deleteVariable": "editor",
 }
 
 

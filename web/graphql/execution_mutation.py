@@ -62,6 +62,23 @@ class DeleteCredentialInput:
     name: str
 
 
+@strawberry.input
+class SetVariableInput:
+    name: str
+    #: Any JSON value up to 16 KB; not for secrets (those are credentials).
+    value: JSON
+
+
+@strawberry.input
+class DeleteVariableInput:
+    name: str
+
+
+@strawberry.type
+class VariableSaved:
+    name: str
+
+
 @strawberry.type
 class ExecutionStarted:
     execution_id: strawberry.ID
@@ -234,3 +251,23 @@ class ExecutionMutation:
         who = caller(info)
         await _call(_service(info).delete_credential, who.workspace_id, who.actor_id, input.name)
         return CredentialSaved(name=input.name, kind="")
+
+    @strawberry.mutation(
+        permission_classes=SECURED,
+        description="Create or change a workspace variable; executions started from now on "
+        "read it as `vars.<name>`.",
+    )
+    async def set_variable(self, info: Info[Any, Any], input: SetVariableInput) -> VariableSaved:
+        who = caller(info)
+        await _call(
+            _service(info).set_variable, who.workspace_id, who.actor_id, input.name, input.value
+        )
+        return VariableSaved(name=input.name)
+
+    @strawberry.mutation(permission_classes=SECURED)
+    async def delete_variable(
+        self, info: Info[Any, Any], input: DeleteVariableInput
+    ) -> VariableSaved:
+        who = caller(info)
+        await _call(_service(info).delete_variable, who.workspace_id, who.actor_id, input.name)
+        return VariableSaved(name=input.name)

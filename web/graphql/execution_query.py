@@ -1,4 +1,4 @@
-"""Queries about executions and credentials: read models only."""
+"""Queries about executions, credentials and variables: read models only."""
 
 from __future__ import annotations
 
@@ -13,7 +13,13 @@ from query_side import execution_views, views
 from web.auth import SECURED
 from web.graphql.context import caller, services
 from web.graphql.errors import mapped_errors, not_found, parse_id
-from web.graphql.execution_types import Credential, Execution, ExecutionConnection, ExecutionStatus
+from web.graphql.execution_types import (
+    Credential,
+    Execution,
+    ExecutionConnection,
+    ExecutionStatus,
+    Variable,
+)
 from web.graphql.types import PageInfo
 
 
@@ -90,6 +96,16 @@ class ExecutionQuery:
         async with svc.reader(who) as conn:
             rows = await execution_views.credentials(conn, who.workspace_id)
         return [Credential.from_row(r) for r in rows]
+
+    @strawberry.field(
+        permission_classes=SECURED,
+        description="The workspace's variables by name (`vars` in templates).",
+    )
+    async def variables(self, info: Info[Any, Any]) -> list[Variable]:
+        who, svc = caller(info), services(info)
+        async with svc.reader(who) as conn:
+            rows = await execution_views.variables(conn, who.workspace_id)
+        return [Variable.from_row(r) for r in rows]
 
 
 __all__ = ["ExecutionQuery"]

@@ -192,3 +192,22 @@ class Credential:
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Credential:
         return cls(name=row["name"], kind=row["kind"], created_at=row["created_at"])
+
+
+@strawberry.type
+class Variable:
+    """A workspace variable: every execution started after it was set reads it as `vars`."""
+
+    name: str
+    value: JSON
+    updated_at: datetime
+    updated_by: str
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Variable:
+        return cls(
+            name=row["name"],
+            value=row["value"],
+            updated_at=row["updated_at"],
+            updated_by=row["updated_by"],
+        )

@@ -33,7 +33,14 @@ API_KEY = uuid5(UUID(WS), "api")
 DB_KEY = uuid5(UUID(WS), "db")
 FOREIGN_KEY = uuid5(UUID(OTHER_WS), "api")
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
-EXECUTION_TABLES = ("read.executions", "read.execution_steps", "read.credentials")
+EXECUTION_TABLES = (
+    "read.executions",
+    "read.execution_steps",
+    "read.credentials",
+    "read.variables",
+)
+VARIABLES = uuid5(UUID(WS), "variables")
+FOREIGN_VARIABLES = uuid5(UUID(OTHER_WS), "variables")
 
 
 def at(seconds: float) -> datetime:
@@ -180,13 +187,27 @@ def credential_story() -> list[Envelope]:
     ]
 
 
+def variable_story() -> list[Envelope]:
+    return [
+        envelope(VARIABLES, 1, "VariablesCreated", {}, 1.0),
+        envelope(VARIABLES, 2, "VariableSet", {"name": "region", "value": "eu"}, 1.1),
+        envelope(VARIABLES, 3, "VariableSet", {"name": "limits", "value": {"max": 3}}, 1.2),
+        envelope(VARIABLES, 4, "VariableDeleted", {"name": "limits"}, 1.3),
+        envelope(VARIABLES, 5, "VariableSet", {"name": "region", "value": "us"}, 1.4),
+        envelope(FOREIGN_VARIABLES, 1, "VariablesCreated", {}, 1.5, OTHER_WS),
+        envelope(
+            FOREIGN_VARIABLES, 2, "VariableSet", {"name": "region", "value": 7}, 1.6, OTHER_WS
+        ),
+    ]
+
+
 def foreign_story() -> list[Envelope]:
     other = UUID("00000000-0000-0000-0000-0000000000b1")
     return [started(other, 5, OTHER_WS), envelope(other, 2, "ExecutionAdmitted", {}, 6, OTHER_WS)]
 
 
 def all_stories() -> list[Envelope]:
-    return run_story() + child_story() + credential_story() + foreign_story()
+    return run_story() + child_story() + credential_story() + variable_story() + foreign_story()
 
 
 def fold(database_url: str, *batches: list[Envelope]) -> None:
@@ -225,6 +246,7 @@ def snapshot(database_url: str) -> dict[str, list[dict[str, Any]]]:
         "read.executions": "id",
         "read.execution_steps": "execution_id, node_id, attempt",
         "read.credentials": "id",
+        "read.variables": "workspace_id, name",
     }
     return {t: rows(database_url, f"SELECT * FROM {t} ORDER BY {o}") for t, o in order.items()}
 
@@ -388,6 +410,24 @@ def test_a_replaced_credential_keeps_its_name_with_the_new_kind(database_url: st
         {"name": "api", "kind": "http_header", "created_at": at(0.5)},
         {"name": "db", "kind": "http_basic", "created_at": at(9)},
     ]
+
+
+def test_variables_keep_their_latest_value_and_stay_deleted(database_url: str) -> None:
+    story = variable_story()
+    fold(database_url, story, [story[2]])  # `limits` set again by a redelivery: still gone
+    found = rows(
+        database_url,
+        "SELECT workspace_id, name, value, deleted, updated_at FROM read.variables"
+        " ORDER BY workspace_id, name",
+    )
+    assert found == [
+        {"workspace_id": WS, "name": "limits", "value": None, "deleted": True,
+         "updated_at": at(1.3)},
+        {"workspace_id": WS, "name": "region", "value": "us", "deleted": False,
+         "updated_at": at(1.4)},
+        {"workspace_id": OTHER_WS, "name": "region", "value": 7, "deleted": False,
+         "updated_at": at(1.6)},
+    ]  # fmt: skip
 
 
 def test_the_fold_ignores_events_redelivered_or_older_than_the_row(database_url: str) -> None:

@@ -13,6 +13,7 @@ from command_side.contracts.envelope import to_envelope
 from command_side.contracts.schemas import EVENT_TYPES, schema_for
 from command_side.execution.aggregate import Execution, Isolated
 from command_side.execution.credentials import Credential
+from command_side.execution.variables import Variables
 
 
 class WithCredential(Isolated):
@@ -69,10 +70,14 @@ def recorded() -> list[Any]:
     )
     credential.replace("http_bearer", "SECRET-2", "u", must_be_deleted=False)
     credential.delete("u")
+    variables = Variables(workspace_id="ws", actor_id="u")
+    variables.set("region", {"name": "eu", "zones": [1, 2]}, "u")
+    variables.delete("region", "u")
     return [
         *reused.collect_events(),
         *execution.collect_events(),
         *credential.collect_events(),
+        *variables.collect_events(),
     ]
 
 
