@@ -61,12 +61,16 @@ RECONNECT_BACKOFF_MAX_MS = 1000
 
 
 def make_producer(bootstrap: str, client_id: str) -> KafkaProducer:
-    """An acks=all producer tuned for small, frequent batches."""
+    """An acks=all producer for callers that `flush()` after each batch of sends (every one of
+    ours does): the messages of a batch leave together, at the flush."""
     return KafkaProducer(
         bootstrap_servers=bootstrap,
         client_id=client_id,
         acks="all",
-        linger_ms=0,  # send at once: each hop on a latency path costs ~3 ms more with 1
+        # The flush sends at once whatever the linger. With 0, each send would wake the I/O
+        # thread and leave in a request of its own: in the relay, 13% of its CPU went to
+        # those wake-ups alone.
+        linger_ms=100,
         max_in_flight_requests_per_connection=1,
         retries=5,
         request_timeout_ms=10_000,
