@@ -173,7 +173,11 @@ class Relay:
             envelope = to_envelope(self._config.context, event, notification.id)
             futures.append(
                 producer.send(
-                    self.topic, key=envelope["aggregate_id"].encode(), value=encode(envelope)
+                    self.topic,
+                    key=envelope["aggregate_id"].encode(),
+                    value=encode(envelope),
+                    # Consumers that want a few types skip the others without decoding them.
+                    headers=[("type", envelope["type"].encode())],
                 )
             )
             if self._route is not None and notification.id > routed:

@@ -32,7 +32,10 @@ def read_topic(bootstrap: str, topic: str, want: int, timeout: float = 20) -> li
         while len(distinct) < want and time.monotonic() < deadline:
             for records in consumer.poll(timeout_ms=100).values():
                 for r in records:
-                    message = json.loads(r.value) | {"_key": r.key.decode()}
+                    message = json.loads(r.value) | {
+                        "_key": r.key.decode(),
+                        "_headers": {k: bytes(v).decode() for k, v in r.headers or ()},
+                    }
                     out.append(message)
                     distinct.add((message["aggregate_id"], message["aggregate_version"]))
         return out

@@ -249,6 +249,8 @@ class Orchestrator:
         work: Work = OrderedDict()
         new_runs: list[tuple[UUID, dict[str, Any]]] = []
         for record in records:
+            if record.topic == EVENTS_TOPIC and _type_header(record) not in (None, *WANTED):
+                continue  # most events of the topic are this orchestrator's own doing
             message = _decode(record.value)
             if message is None:
                 log.warning("orchestrator: skipping an undecodable message at %s", record.offset)
@@ -746,6 +748,17 @@ class Orchestrator:
                 (now, workflow_id, free),
             ).fetchall()
         return [row[0] for row in admitted]
+
+
+#: The events of the execution topic the orchestrator acts on.
+WANTED = (b"execution.ExecutionStarted", b"execution.ExecutionFinished")
+
+
+def _type_header(record: Any) -> bytes | None:
+    for key, value in record.headers or ():
+        if key == "type":
+            return bytes(value)
+    return None
 
 
 def _commit_failed(offsets: Any, response: Any) -> None:

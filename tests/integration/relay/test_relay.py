@@ -83,6 +83,7 @@ def test_every_event_reaches_kafka_as_a_valid_envelope_keyed_by_aggregate(
     assert [m["aggregate_version"] for m in messages] == list(range(1, 22))
     for m in messages:
         m.pop("_key")
+        assert m.pop("_headers") == {"type": m["type"]}  # consumers may filter on it
         jsonschema.validate(m, schema_for(m["type"]))
         assert m["actor_id"] == "alice" and m["workspace_id"] == "ws1"
 
