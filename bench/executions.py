@@ -76,8 +76,9 @@ class Timeline:
         return [b["started_at"] - a["finished_at"] for a, b in itertools.pairwise(s)]
 
     def stages(self, sent: dict[tuple[str, str], float]) -> dict[str, list[float]]:
-        """Where an execution's time goes, stage by stage (seconds). `sent`: when the relay
-        produced each task and the runner each result (Kafka CreateTime, 1 ms resolution)."""
+        """Where an execution's time goes, stage by stage (seconds). `sent`: when the
+        orchestrator produced each task and the runner each result (Kafka CreateTime, 1 ms
+        resolution)."""
         out: dict[str, list[float]] = {}
 
         def add(stage: str, seconds: float) -> None:
@@ -91,8 +92,8 @@ class Timeline:
         for decided, step, noted in zip(scheduled, self.steps, recorded, strict=True):
             task_id = f"{self.execution_id}:{step['node_id']}:{step['attempt']}"
             task, result = sent[("task", task_id)], sent[("result", task_id)]
-            add("scheduled → relay sends the task (commit, NOTIFY, read)", task - decided)
-            add("relay sends → runner starts (Kafka, runner poll)", step["started_at"] - task)
+            add("scheduled → orchestrator sends the task (commit)", task - decided)
+            add("task sent → runner starts (Kafka, runner poll)", step["started_at"] - task)
             add("runner runs the step", step["finished_at"] - step["started_at"])
             add("runner finishes → sends the result", result - step["finished_at"])
             add("result sent → orchestrator records (Kafka, poll)", noted - result)

@@ -25,7 +25,8 @@ EXECUTION = """query($id: ID!) { execution(id: $id) {
           scheduledAt startedAt finishedAt runnerId } } }"""
 FINAL = ("SUCCEEDED", "FAILED", "CANCELLED", "TIMED_OUT")
 
-Edge = tuple[str, str] | tuple[str, str, str]
+#: (source, target), with a label, and a condition (label None for none).
+Edge = tuple[str, str] | tuple[str, str, str] | tuple[str, str, str | None, str]
 
 
 async def build(
@@ -44,8 +45,10 @@ async def build(
         )
     for edge in edges:
         link: dict[str, Any] = {"workflowId": workflow_id, "sourceId": edge[0], "targetId": edge[1]}
-        if len(edge) > 2:
+        if len(edge) > 2 and edge[2] is not None:
             link["label"] = edge[2]  # type: ignore[misc]
+        if len(edge) > 3:
+            link["condition"] = edge[3]  # type: ignore[misc]
         await client.execute(CONNECT, {"i": link})
     if publish:
         await client.execute(PUBLISH, {"i": {"workflowId": workflow_id}})

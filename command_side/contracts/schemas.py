@@ -129,6 +129,11 @@ _DATA.update(
             "final": _BOOL,
         },
         "execution.StepSkipped": {"node_id": _STR},
+        "execution.EdgesRouted": {
+            **_STEP,
+            "blocked": {"type": "array", "items": _STR},
+            "error": _OPT_STR,
+        },
         "execution.StepReused": {
             "node_id": _STR,
             "output": _ANY,

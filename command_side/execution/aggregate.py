@@ -33,6 +33,7 @@ from command_side.execution.decide import (
     gave_up,
     retry_policy,
     split_loops,
+    unrouted,
 )
 from command_side.workflow.node_types import NODE_TYPES
 from infra.templates import TemplateFailed, render, truthy
@@ -161,7 +162,8 @@ class Execution(Aggregate):
         self.workflow_version = workflow_version
         self.graph: dict[str, Any] = {"nodes": nodes, "edges": edges}
         outer_nodes, outer_edges, bodies = split_loops(
-            nodes, [Edge(e["source"], e["target"], e.get("label")) for e in edges]
+            nodes,
+            [Edge(e["source"], e["target"], e.get("label"), e.get("condition")) for e in edges],
         )
         self.plan = Plan(outer_nodes, outer_edges, start, bodies)
         self.inputs = inputs
@@ -382,6 +384,7 @@ class Execution(Aggregate):
         env = env or Isolated()
         dispatched: list[Schedule] = []
         while self.status == "RUNNING":
+            self._route(env, actor_id)
             progressed = False
             for action in decide(self.plan, self.steps, now):
                 if isinstance(action, Finish):
@@ -396,6 +399,49 @@ class Execution(Aggregate):
             if not progressed:
                 break
         return dispatched
+
+    def _route(self, env: Surroundings, actor_id: str) -> None:
+        """Evaluate the conditions of the edges leaving steps that just succeeded, once: in
+        the templates' context, plus `output` (the step's own). A condition that cannot be
+        evaluated fails the execution, naming the edge."""
+        for node_id in unrouted(self.plan, self.steps):
+            step = self.steps[node_id]
+            context: dict[str, Any] | None = None
+            blocked: list[str] = []
+            error: str | None = None
+            for edge in self.plan.outgoing(node_id):
+                if edge.condition is None:
+                    continue
+                if context is None:
+                    context = self.template_context(env)
+                    output = step.output
+                    if node_id != self.plan.start:
+                        output = env.resolve(self.workspace_id, output)
+                    context["output"] = output
+                try:
+                    taken = truthy(render(edge.condition, context))
+                except TemplateFailed as exc:
+                    error = f"the condition of edge {node_id} → {edge.target}: {exc}"
+                    break
+                if not taken:
+                    blocked.append(edge.target)
+            self._edges_routed(
+                node_id, step.attempt, sorted(blocked), error, actor_id, self.workspace_id
+            )
+
+    @event("EdgesRouted")
+    def _edges_routed(
+        self,
+        node_id: str,
+        attempt: int,
+        blocked: list[str],
+        error: str | None,
+        actor_id: str,
+        workspace_id: str,
+    ) -> None:
+        step = self.steps[node_id]
+        step.blocked = tuple(blocked)
+        step.routing_error = error
 
     def wake(self, now: float, actor_id: str, env: Surroundings | None = None) -> list[Schedule]:
         """Start the steps whose wait is over (retry backoff, delays), then advance."""
@@ -735,7 +781,10 @@ class Execution(Aggregate):
             raise StepProblem("ConfigError", f"{node_id} has neither a body nor body_workflow_id")
         nodes: dict[str, dict[str, Any]] = {LOOP_ITEM_NODE: {"type": "trigger.manual"}}
         nodes.update({n: dict(spec) for n, spec in body.nodes.items()})
-        edges = [{"source": e.source, "target": e.target, "label": e.label} for e in body.edges]
+        edges = [
+            {"source": e.source, "target": e.target, "label": e.label, "condition": e.condition}
+            for e in body.edges
+        ]
         edges += [{"source": LOOP_ITEM_NODE, "target": t, "label": None} for t in body.entries]
         return Pinned(self.workflow_id, self.workflow_version, nodes, edges, LOOP_ITEM_NODE)
 

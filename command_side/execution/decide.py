@@ -31,6 +31,8 @@ class Edge:
     source: str
     target: str
     label: str | None = None
+    #: A template: the edge is taken only when it renders truthy once its source succeeded.
+    condition: str | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,10 @@ class Step:
     started: bool = False  # its task left (or the orchestrator began it)
     task: dict[str, Any] | None = None
     dispatched_at: float = 0.0
+    #: Targets of conditional edges whose condition was false (None: not evaluated yet).
+    blocked: tuple[str, ...] | None = None
+    #: Why its edges' conditions could not be evaluated: the execution fails with it.
+    routing_error: str | None = None
 
     @property
     def used(self) -> int:
@@ -145,6 +151,8 @@ def decide(plan: Plan, steps: Mapping[str, Step], now: float) -> list[Action]:
         if step.status == "failed" and not _handled(plan, node_id):
             message = (step.error or {}).get("message", "failed")
             return [Finish("FAILED", f"{node_id}: {message}", node_id)]
+        if step.routing_error is not None:
+            return [Finish("FAILED", f"{node_id}: {step.routing_error}", node_id)]
         stop = plan.nodes[node_id]["type"] == "control.stop"
         if stop and step.status == "succeeded":
             config = plan.nodes[node_id].get("config") or {}
@@ -258,10 +266,27 @@ def _edge_state(plan: Plan, steps: Mapping[str, Step], edge: Edge) -> str:
         return "live" if edge.label == ERROR_LABEL else "dead"
     if edge.label == ERROR_LABEL:
         return "dead"
+    if edge.condition is not None:
+        if source.blocked is None:
+            return "open"  # its conditions are evaluated before the next decision
+        if edge.target in source.blocked:
+            return "dead"
     kind = plan.nodes[edge.source]["type"]
     if kind in ("control.if", "control.switch"):
         return "live" if edge.label == source.branch else "dead"
     return "live"
+
+
+def unrouted(plan: Plan, steps: Mapping[str, Step]) -> list[str]:
+    """Succeeded steps with conditional edges not evaluated yet."""
+    return [
+        node_id
+        for node_id, step in steps.items()
+        if step.status == "succeeded"
+        and step.blocked is None
+        and node_id in plan.nodes
+        and any(e.condition is not None for e in plan.outgoing(node_id))
+    ]
 
 
 def _readiness(plan: Plan, steps: Mapping[str, Step], node_id: str) -> str:

@@ -124,7 +124,12 @@ class ExecutionService:
             n: {"type": v["type"], "config": dict(v["config"])} for n, v in graph.nodes.items()
         }
         edges = [
-            {"source": e["source"], "target": e["target"], "label": e.get("label")}
+            {
+                "source": e["source"],
+                "target": e["target"],
+                "label": e.get("label"),
+                "condition": e.get("condition"),
+            }
             for e in graph.edges.values()
         ]
         found = _checked(Pinned(str(wid), number, nodes, edges, ""))
@@ -503,6 +508,8 @@ def _decision(e: Any) -> tuple[Any, ...]:
         return (kind, e.node_id, e.attempt, e.index)
     if kind == "LoopItems":
         return (kind, e.node_id, j(e.items))
+    if kind == "EdgesRouted":
+        return (kind, e.node_id, e.attempt, j(e.blocked), e.error)
     return (kind, getattr(e, "node_id", ""), getattr(e, "attempt", None))
 
 
@@ -560,7 +567,7 @@ def _decided(e: Any) -> bool:
     kind = type(e).__name__
     if kind == "ExecutionFinished":
         return e.status in ("SUCCEEDED", "FAILED")
-    return kind in ("StepScheduled", "StepSkipped", "ChildStarted", "LoopItems")
+    return kind in ("StepScheduled", "StepSkipped", "ChildStarted", "LoopItems", "EdgesRouted")
 
 
 def _say(decision: tuple[Any, ...] | None) -> str:

@@ -718,3 +718,41 @@ async def test_workspace_variables_are_vars_pinned_when_an_execution_starts(
     third = await run(client, workflow)
     assert third["status"] == "FAILED"
     assert third["error"].startswith("use: use.fields.max"), third["error"]
+
+
+async def test_edges_with_conditions_route_on_the_output(client: GraphQLClient) -> None:
+    workflow = await build(
+        client,
+        {
+            "start": MANUAL,
+            "read": ("data.transform", {"fields": {"t": "{{ inputs.t }}"}}),
+            "hot": ("data.transform", {"fields": {"say": "hot"}}),
+            "cold": ("data.transform", {"fields": {"say": "cold"}}),
+            "log": ("data.transform", {"fields": {"t": "{{ steps.read.output.t }}"}}),
+        },
+        [
+            ("start", "read"),
+            ("read", "hot", None, "{{ output.t > 20 }}"),
+            ("read", "cold", None, "{{ output.t <= 20 }}"),
+            ("read", "log"),
+        ],
+    )
+    warm = await run(client, workflow, {"t": 25})
+    assert warm["status"] == "SUCCEEDED", failure(warm)
+    assert {n: s["status"] for n, s in steps_of(warm).items()} == {
+        "read": "SUCCEEDED", "hot": "SUCCEEDED", "cold": "SKIPPED", "log": "SUCCEEDED",
+    }  # fmt: skip
+    chilly = await run(client, workflow, {"t": 5})
+    assert steps_of(chilly)["cold"]["output"] == {"say": "cold"}
+    assert steps_of(chilly)["hot"]["status"] == "SKIPPED"
+    report = await client.execute(REPLAY, {"id": warm["id"]})
+    assert report["replayExecution"]["deterministic"], report
+
+    broken = await build(
+        client,
+        {"start": MANUAL, "next": ("data.transform", {"fields": {}})},
+        [("start", "next", None, "{{ output.nothing.here }}")],
+    )
+    done = await run(client, broken)
+    assert done["status"] == "FAILED"
+    assert done["error"].startswith("start: the condition of edge start → next:"), done["error"]

@@ -327,3 +327,62 @@ def test_replay_reports_a_record_that_does_not_follow_the_rules() -> None:
     assert not report.deterministic and report.divergences[0].node_id == "check"
     report = replay_events(tampered("StepScheduled", "yes", input={"x": 1}), "e", "FAILED")
     assert not report.deterministic and report.divergences[0].node_id == "yes"
+
+
+def conditional(conditions: dict[tuple[str, str], str]) -> Execution:
+    """start → a, then a → hot / a → cold / a → always (conditions on some edges)."""
+    nodes = {
+        "start": node("trigger.manual"),
+        "a": node(),
+        "hot": node(),
+        "cold": node(),
+        "always": node(),
+    }
+    edges = [("start", "a"), ("a", "hot"), ("a", "cold"), ("a", "always")]
+    execution = Execution(
+        execution_id=uuid4(), workflow_id="w1", workflow_version=1, nodes=nodes,
+        edges=[
+            {"source": s, "target": t, "label": None, "condition": conditions.get((s, t))}
+            for s, t in edges
+        ],
+        start="start", inputs={"limit": 10}, actor_id="u1", workspace_id="ws1",
+        vars={"unit": "C"},
+    )  # fmt: skip
+    execution.admit(0.0, "o")
+    return execution
+
+
+def test_an_edge_is_taken_only_when_its_condition_holds_for_the_output() -> None:
+    execution = conditional(
+        {
+            ("a", "hot"): "{{ output.t > inputs.limit and vars.unit == 'C' }}",
+            ("a", "cold"): "{{ output.t <= inputs.limit }}",
+        }
+    )
+    execution.record_success("a", 1, {"t": 25}, None, "runner")
+    scheduled = {s.node_id for s in execution.advance(1.0, "o")}
+    assert scheduled == {"hot", "always"}
+    assert execution.steps["cold"].status == "skipped"
+    assert execution.steps["a"].blocked == ("cold",)
+    events = execution.collect_events()
+    routed = [e for e in events if type(e).__name__ == "EdgesRouted"]
+    assert [(e.node_id, e.blocked, e.error) for e in routed] == [("a", ["cold"], None)]
+    again = replayed(events)  # the verdicts are recorded: reloading does not evaluate again
+    assert again.steps["a"].blocked == ("cold",) and again.steps["cold"].status == "skipped"
+
+
+def test_a_condition_that_cannot_be_evaluated_fails_the_execution_naming_the_edge() -> None:
+    execution = conditional({("a", "hot"): "{{ output.missing.deeper > 1 }}"})
+    execution.record_success("a", 1, {"t": 25}, None, "runner")
+    assert execution.advance(1.0, "o") == []
+    assert execution.status == "FAILED"
+    assert execution.error is not None
+    assert execution.error.startswith("a: the condition of edge a → hot:"), execution.error
+
+
+def test_edges_without_conditions_are_routed_as_before() -> None:
+    execution = conditional({})
+    execution.record_success("a", 1, {"t": 25}, None, "runner")
+    assert {s.node_id for s in execution.advance(1.0, "o")} == {"hot", "cold", "always"}
+    kinds = [type(e).__name__ for e in execution.collect_events()]
+    assert "EdgesRouted" not in kinds

@@ -44,7 +44,16 @@ def workflows(draw: st.DrawFn) -> tuple[dict[str, Any], list[dict[str, Any]]]:
                 label = draw(st.sampled_from(["true", "false"]))
             elif draw(st.booleans()) and draw(st.booleans()):
                 label = "error"
-            edges.append({"source": source, "target": target, "label": label})
+            condition = None
+            if label != "error" and draw(st.integers(0, 3)) == 0:
+                condition = draw(
+                    st.sampled_from(
+                        ["{{ inputs.flag }}", "{{ not inputs.flag }}", "{{ output is not none }}"]
+                    )
+                )
+            edges.append(
+                {"source": source, "target": target, "label": label, "condition": condition}
+            )
     return nodes, edges
 
 
@@ -102,8 +111,8 @@ def test_events_fold_back_and_replay_finds_no_divergence(
         execution.error,
         execution.output,
     )
-    assert {n: (s.status, s.attempt, s.output) for n, s in again.steps.items()} == {
-        n: (s.status, s.attempt, s.output) for n, s in execution.steps.items()
+    assert {n: (s.status, s.attempt, s.output, s.blocked) for n, s in again.steps.items()} == {
+        n: (s.status, s.attempt, s.output, s.blocked) for n, s in execution.steps.items()
     }
     report = replay_events(events, str(execution.id), execution.status)
     assert report.deterministic, report.divergences

@@ -38,7 +38,7 @@ def recorded() -> list[Any]:
             "no": node("data.transform"),
         },
         edges=[
-            {"source": "start", "target": "call"},
+            {"source": "start", "target": "call", "condition": "{{ inputs.a == 1 }}"},
             {"source": "call", "target": "each"},
             {"source": "each", "target": "body", "label": "body"},
             {"source": "each", "target": "check"},
