@@ -61,6 +61,9 @@ CREATE TABLE IF NOT EXISTS autoops_execution_runs (
     due double precision NOT NULL,    -- epoch seconds
     created_at timestamptz NOT NULL DEFAULT now()
 );
+-- Where its ExecutionStarted is in the event log: queues admit in the order starts committed
+-- (rows of one poll are inserted partition by partition, at one instant).
+ALTER TABLE autoops_execution_runs ADD COLUMN IF NOT EXISTS position bigint;
 CREATE INDEX IF NOT EXISTS autoops_execution_runs_due
     ON autoops_execution_runs (partition, due);
 CREATE INDEX IF NOT EXISTS autoops_execution_runs_queued
@@ -261,7 +264,8 @@ class Orchestrator:
                 if eid is None:
                     continue
                 if kind == "ExecutionStarted":
-                    new_runs.append((eid, message.get("data") or {}))
+                    data = message.get("data") or {}
+                    new_runs.append((eid, {**data, "log_position": message.get("position")}))
                 elif kind == "ExecutionFinished":
                     work.setdefault(eid, []).append(("finished", {}))
                 continue
@@ -599,14 +603,15 @@ class Orchestrator:
                 data.get("max_concurrency"),
                 partition_of(str(eid), self._partitions),
                 now,
+                data.get("log_position"),
             )
             for eid, data in runs
         ]
         with conn.cursor() as cur:
             cur.executemany(
                 "INSERT INTO autoops_execution_runs "
-                "(execution_id, workflow_id, state, max_concurrency, partition, due) "
-                "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (execution_id) DO NOTHING",
+                "(execution_id, workflow_id, state, max_concurrency, partition, due, position) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (execution_id) DO NOTHING",
                 rows,
             )
 
@@ -743,7 +748,8 @@ class Orchestrator:
             admitted = conn.execute(
                 "UPDATE autoops_execution_runs SET state = 'running', due = %s "
                 "WHERE execution_id IN (SELECT execution_id FROM autoops_execution_runs "
-                "WHERE workflow_id = %s AND state = 'queued' ORDER BY created_at LIMIT %s "
+                "WHERE workflow_id = %s AND state = 'queued' "
+                "ORDER BY position NULLS LAST, created_at LIMIT %s "
                 "FOR UPDATE SKIP LOCKED) RETURNING execution_id",
                 (now, workflow_id, free),
             ).fetchall()

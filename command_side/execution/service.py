@@ -44,7 +44,11 @@ _VARIABLES: OrderedDict[UUID, Variables] = OrderedDict()
 
 
 def _checked(pinned: Pinned) -> tuple[Pinned, list[Any]]:
-    return pinned, check_graph(pinned.nodes, [(e["source"], e["target"]) for e in pinned.edges])
+    edges = [(e["source"], e["target"]) for e in pinned.edges]
+    conditions = {
+        (e["source"], e["target"]): e["condition"] for e in pinned.edges if e.get("condition")
+    }
+    return pinned, check_graph(pinned.nodes, edges, conditions)
 
 
 @dataclass(frozen=True)

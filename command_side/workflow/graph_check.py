@@ -12,21 +12,25 @@ from dataclasses import dataclass
 from typing import Any
 
 from command_side.workflow.node_types import config_errors
+from infra.templates import template_errors
 
 LOOP = "control.loop"
 
 
 @dataclass(frozen=True)
 class Problem:
-    code: str  # MISSING_TRIGGER, CYCLE, UNREACHABLE, INVALID_CONFIG
+    code: str  # MISSING_TRIGGER, CYCLE, UNREACHABLE, INVALID_CONFIG, INVALID_CONDITION
     message: str
     node_ids: tuple[str, ...] = ()
 
 
 def check_graph(
-    nodes: Mapping[str, Mapping[str, Any]], edges: Iterable[tuple[str, str]]
+    nodes: Mapping[str, Mapping[str, Any]],
+    edges: Iterable[tuple[str, str]],
+    conditions: Mapping[tuple[str, str], str] | None = None,
 ) -> list[Problem]:
-    """`nodes`: id → {"type", "config"}; `edges`: (source id, target id)."""
+    """`nodes`: id → {"type", "config"}; `edges`: (source id, target id); `conditions`: the
+    condition of each conditional edge."""
     successors: dict[str, list[str]] = {n: [] for n in nodes}
     for source, target in edges:
         if source in successors and target in nodes:
@@ -58,6 +62,11 @@ def check_graph(
         for error in config_errors(str(node["type"]), dict(node.get("config") or {})):
             problems.append(
                 Problem("INVALID_CONFIG", f"{node_id} ({node['type']}): {error}", (node_id,))
+            )
+    for (source, target), condition in sorted((conditions or {}).items()):
+        for error in template_errors({"condition": condition}):
+            problems.append(
+                Problem("INVALID_CONDITION", f"edge {source} → {target}: {error}", (source, target))
             )
     return problems
 

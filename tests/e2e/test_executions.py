@@ -570,6 +570,22 @@ async def test_a_workflow_runs_at_most_its_concurrency_limit_at_once(
     api.release["limit-2"].set()
     assert (await wait_for(client, second))["status"] == "SUCCEEDED"
 
+    # A queue is first in, first out: started back to back (one poll of the orchestrator
+    # may hold them all, read partition by partition), they run in the order they started.
+    fifo = await build(
+        client,
+        {
+            "start": ("trigger.manual", {"max_concurrency": 1}),
+            "call": ("http.request", {"method": "POST", "url": api.url + "/effect/fifo?ms=20",
+                                      "body": {"n": "{{ inputs.n }}"}}),
+        },
+        [("start", "call")],
+    )  # fmt: skip
+    ids = [await start(client, fifo, {"n": n}) for n in range(6)]
+    for execution_id in ids:
+        assert (await wait_for(client, execution_id))["status"] == "SUCCEEDED"
+    assert [c["body"]["n"] for c in api.calls["fifo"]] == list(range(6))
+
 
 async def test_step_and_execution_timeouts(client: GraphQLClient, api: ApiServer) -> None:
     step_limited = await build(

@@ -75,7 +75,10 @@ class NodeTypeQuery:
             raise not_found(f"workflow {id}")
         nodes = {n["node_id"]: {"type": n["type"], "config": n["config"]} for n in row["nodes"]}
         edges = [(e["source_id"], e["target_id"]) for e in row["edges"]]
-        problems = check_graph(nodes, edges)
+        conditions = {
+            (e["source_id"], e["target_id"]): e["condition"] for e in row["edges"] if e["condition"]
+        }
+        problems = check_graph(nodes, edges, conditions)
         return WorkflowValidation(
             valid=not problems,
             problems=[

@@ -113,3 +113,15 @@ def test_switch_cases_may_not_be_named_error() -> None:
         [("t", "s")],
     )
     assert [p.code for p in problems] == ["INVALID_CONFIG"]
+
+
+def test_a_condition_that_does_not_parse_names_its_edge() -> None:
+    nodes = {
+        "t": {"type": "trigger.manual", "config": {}},
+        "a": {"type": "data.transform", "config": {}},
+        "b": {"type": "data.transform", "config": {}},
+    }
+    edges = [("t", "a"), ("t", "b")]
+    problems = check_graph(nodes, edges, {("t", "a"): "{{ output.x > 1 }}", ("t", "b"): "{% if %}"})
+    assert [(p.code, p.node_ids) for p in problems] == [("INVALID_CONDITION", ("t", "b"))]
+    assert problems[0].message.startswith("edge t → b: condition: template does not parse")

@@ -61,6 +61,9 @@ def test_self_loop_duplicate_edge_and_missing_nodes_append_nothing() -> None:
         w.move_node(a, math.nan, 0, META)
     with pytest.raises(ValidationFailed):
         w.update_node(a, None, None, META)
+    with pytest.raises(ValidationFailed) as broken:
+        w.connect(a, b, "other", "{{ output.t > }}", META)  # a condition that does not parse
+    assert broken.value.details["field"] == "condition"
     assert w.collect_events() == []
 
 
