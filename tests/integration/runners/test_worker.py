@@ -21,7 +21,9 @@ from kafka import KafkaConsumer, TopicPartition
 from infra import artifacts, kafka
 from infra.secrets import Vault
 from infra.settings import Settings
-from runners.worker import Runner
+from runners import worker
+from runners.nodes import dispatch
+from runners.worker import Runner, StuckSteps
 from tests.waiting import wait_until
 
 WORKSPACE = str(uuid.uuid4())
@@ -434,6 +436,61 @@ def test_tasks_a_busy_runner_did_not_take_run_on_the_next_runner(
     [done] = results.wait(waiting["execution_id"], "result")
     assert done["output"] == {"ran": "later"}
     assert results.of(blocked["execution_id"], "result") == []  # taken once, handed back
+
+
+def test_a_runner_whose_every_slot_holds_a_stuck_step_leaves_its_partitions(
+    start_runner: Callable[..., Harness],
+    results: Topic,
+    settings: Settings,
+    broker: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A step that ignores its deadline (a library call that never returns) is reported
+    timed out, but its thread holds the slot: once every slot is held so for a while, the
+    runner leaves (its supervisor starts a fresh process) and the next runner of the pool
+    takes the tasks."""
+    release = threading.Event()
+
+    def stubborn(config: dict[str, Any], ctx: Any) -> dict[str, Any]:
+        release.wait(60)  # never looks at ctx.cancelled
+        return {"late": True}
+
+    monkeypatch.setitem(dispatch.EXECUTORS, "test.stubborn", stubborn)
+    monkeypatch.setattr(worker, "ABANDONED_AFTER_S", 0.5)
+    pool = f"test-{uuid.uuid4().hex[:8]}"
+    kafka.ensure_topics(broker, 4, [kafka.tasks_topic(pool)])
+    runner = Runner(settings, pool, 1)
+    stop, raised = threading.Event(), []
+
+    def run() -> None:
+        try:
+            runner.run(stop)
+        except StuckSteps as exc:
+            raised.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        wait_until(runner.ready.is_set, 20, "the runner joined its group", every=0.02)
+        task = make_task("test.stubborn", {}, timeout_s=0.3, deadline=time.time() + 0.3)
+        producer = kafka.make_producer(broker, "test-stuck")
+        producer.send(kafka.tasks_topic(pool), key=b"x", value=json.dumps(task).encode())
+        producer.flush(10)
+        producer.close()
+        [timed_out] = results.wait(task["execution_id"], "result")
+        assert timed_out["error"]["type"] == "StepTimeout"
+        thread.join(20)
+        assert not thread.is_alive() and isinstance(raised[0], StuckSteps)
+
+        follower = start_runner(pool=pool)
+        after = make_task("data.transform", {"fields": {"ok": True}})
+        follower.send(after)
+        [done] = results.wait(after["execution_id"], "result")
+        assert done["output"] == {"ok": True}
+        assert len(results.of(task["execution_id"], "result")) == 1  # reported once
+    finally:
+        release.set()
+        stop.set()
 
 
 def test_stopping_hands_back_a_blocked_step_within_the_grace_period(
