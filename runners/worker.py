@@ -358,6 +358,7 @@ class Runner:
             kafka.DLQ_TOPIC,
             record.key.decode("utf-8", "replace") if record.key else None,
             {
+                "kind": "malformed_task",
                 "error": {"type": "MalformedTask", "message": str(exc), "retryable": False},
                 "raw": raw,
                 "topic": record.topic,

@@ -325,6 +325,7 @@ def test_a_malformed_message_goes_to_the_dead_letter_topic_and_the_runner_goes_o
         assert "not JSON" in by_raw["{not json"]["error"]["message"]
         assert "attempt" in by_raw[json.dumps(wrong_type)]["error"]["message"]
         for letter in dead:
+            assert letter["kind"] == "malformed_task"
             assert letter["topic"] == kafka.tasks_topic(runner.pool)
             assert isinstance(letter["partition"], int) and isinstance(letter["offset"], int)
         assert results.of(wrong_type["execution_id"]) == []
