@@ -313,6 +313,10 @@ class Orchestrator:
         is committed and the batch is read again) rather than drop anything."""
         if not work:
             return
+        with self.service.batch():
+            self._process_batch(conn, work, now)
+
+    def _process_batch(self, conn: psycopg.Connection, work: Work, now: float) -> None:
         self._verified = set()
         self._refresh(conn, list(work))
         touched: dict[UUID, Execution] = {}

@@ -78,8 +78,9 @@ class ExecutionService:
 
     @contextmanager
     def batch(self) -> Iterator[None]:
-        """Starts prepared together (one group commit) look each workflow and each
-        workspace's variables up once: as if the batch were committed that instant."""
+        """Work done together (the starts of one group commit, the executions of one
+        orchestrator batch) looks each workflow, workspace's variables and credential up
+        once: as if the batch were done that instant."""
         self._batch.memo = {}
         try:
             yield
@@ -440,8 +441,15 @@ class ExecutionService:
 
     def credentials(self, workspace_id: str, names: Iterable[str]) -> dict[str, dict[str, Any]]:
         found = {}
+        memo = self._memo()
         for name in names:
-            credential = self.executions.find(Credential, credential_id(workspace_id, name))
+            cid = credential_id(workspace_id, name)
+            if memo is not None and cid in memo:
+                credential = memo[cid]
+            else:
+                credential = self.executions.find(Credential, cid)
+                if memo is not None:
+                    memo[cid] = credential
             if credential is None or credential.deleted:
                 raise StepProblem("CredentialNotFound", f"no credential named {name!r}")
             found[name] = {"kind": credential.kind, "ciphertext": credential.ciphertext}
