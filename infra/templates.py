@@ -138,6 +138,14 @@ def template_errors(config: Any) -> list[str]:
     return errors
 
 
+def condition_errors(condition: str) -> list[str]:
+    """Why an edge condition will not do: it must be a template (plain text would always
+    hold) that parses."""
+    if not is_template(condition):
+        return ["condition: must be a template, e.g. {{ output.total > 100 }}"]
+    return template_errors({"condition": condition})
+
+
 def render(value: Any, context: Mapping[str, Any], path: str = "") -> Any:
     """`value` with every template evaluated against `context`; TemplateFailed otherwise."""
     token = _budget.set([MAX_ITERATIONS])

@@ -9,6 +9,7 @@ thread reads control messages (cancellations) and one sends what the others repo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -52,6 +53,8 @@ CANCEL_WAIT_S = 2.0
 """How long a stopping runner gives steps it cancelled to return."""
 CONTROL_LOOKBACK = 1_000
 """Cancels per control partition a starting runner reads back (to know of ones sent before)."""
+CONTROL_CATCH_UP_S = 10.0
+"""Longest a starting runner reads back cancels before it takes tasks anyway."""
 CONTROL_FETCH_WAIT_MS = 100
 """Fetch wait of the control consumer. Tansu answers an empty fetch only after the wait, so a
 consumer fetches 1000/wait times a second while idle, each costing CPU in this process (beside
@@ -576,6 +579,7 @@ class Runner:
         task it names), and takes no task until it has read up to where it began."""
         consumer: kafka.KafkaConsumer | None = None
         caught_up: dict[TopicPartition, int] = {}
+        catch_up_until = 0.0
         backoff = 0.2
         while not halt.is_set():
             try:
@@ -596,23 +600,45 @@ class Runner:
                     caught_up = {tp: int(o) for tp, o in consumer.end_offsets(tps).items()}
                     firsts = consumer.beginning_offsets(tps)
                     for tp in tps:
-                        consumer.seek(tp, max(int(firsts[tp]), caught_up[tp] - CONTROL_LOOKBACK))
+                        back = max(0, int(firsts[tp]), caught_up[tp] - CONTROL_LOOKBACK)
+                        consumer.seek(tp, back)
+                    catch_up_until = time.monotonic() + CONTROL_CATCH_UP_S
                 for records in consumer.poll(timeout_ms=100).values():
                     for record in records:
                         self._on_control(record.value)
-                if caught_up and all(consumer.position(tp) >= o for tp, o in caught_up.items()):
+                if caught_up and self._caught_up(consumer, caught_up, catch_up_until):
                     caught_up = {}
                     self._control_ready.set()
                 backoff = 0.2
-            except _Errors as exc:
-                log.warning("runner: control topic unavailable (%s); reconnecting", exc)
+            except Exception as exc:  # a broker error or a surprise: never lose this thread
+                if isinstance(exc, _Errors):
+                    log.warning("runner: control topic unavailable (%s); reconnecting", exc)
+                else:
+                    log.exception("runner: reading the control topic failed; reconnecting")
                 if consumer is not None:
-                    consumer.close(timeout_ms=1000)
+                    with contextlib.suppress(Exception):
+                        consumer.close(timeout_ms=1000)
                 consumer = None
                 halt.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
         if consumer is not None:
             consumer.close(timeout_ms=1000)
+
+    @staticmethod
+    def _caught_up(
+        consumer: kafka.KafkaConsumer, targets: dict[TopicPartition, int], until: float
+    ) -> bool:
+        """Read up to where it began (or to the end, should the broker have lost data and
+        the end moved back); after CONTROL_CATCH_UP_S, go on without (cancels still stop
+        running steps, only ones sent before this runner started may be missed)."""
+        if time.monotonic() > until:
+            log.warning("runner: cancels sent before start not all read; taking tasks anyway")
+            return True
+        ends = consumer.end_offsets(list(targets))
+        return all(
+            (consumer.position(tp) or 0) >= min(target, int(ends.get(tp, 0)))
+            for tp, target in targets.items()
+        )
 
     def _on_control(self, raw: bytes | None) -> None:
         try:

@@ -180,7 +180,11 @@ class Execution(Aggregate):
         self.error: str | None = None
         self.output: Any = None
         self.admitted_at: float | None = None
-        self.steps: dict[str, Step] = {start: Step(status="succeeded", attempt=1, output=inputs)}
+        self.steps: dict[str, Step] = {
+            start: Step(
+                status="succeeded", attempt=1, output=inputs, blocked=self._reused_verdicts(start)
+            )
+        }
         #: Loop/subworkflow node → item index (None for a subworkflow) → child record.
         self.children: dict[str, dict[int | None, dict[str, Any]]] = {}
         self.loop_items: dict[str, list[Any]] = {}
@@ -234,7 +238,19 @@ class Execution(Aggregate):
         actor_id: str,
         workspace_id: str,
     ) -> None:
-        self.steps[node_id] = Step("succeeded", 1, output=output, branch=branch, started=True)
+        self.steps[node_id] = Step(
+            "succeeded",
+            1,
+            output=output,
+            branch=branch,
+            started=True,
+            blocked=self._reused_verdicts(node_id),
+        )
+
+    def _reused_verdicts(self, node_id: str) -> tuple[str, ...] | None:
+        """The routes a reused step's conditions chose in the execution it comes from."""
+        blocked = (self.reused.get(node_id) or {}).get("blocked")
+        return None if blocked is None else tuple(blocked)
 
     # -- reports from runners ----------------------------------------------------------------
 
@@ -412,16 +428,23 @@ class Execution(Aggregate):
             for edge in self.plan.outgoing(node_id):
                 if edge.condition is None:
                     continue
-                if context is None:
-                    context = self.template_context(env)
-                    output = step.output
-                    if node_id != self.plan.start:
-                        output = env.resolve(self.workspace_id, output)
-                    context["output"] = output
+                try:
+                    if context is None:
+                        context = self.template_context(env)
+                        output = step.output
+                        if node_id != self.plan.start:
+                            output = env.resolve(self.workspace_id, output)
+                        context["output"] = output
+                except StepProblem as problem:
+                    error = f"the condition of edge {node_id} → {edge.target}: {problem.message}"
+                    break
                 try:
                     taken = truthy(render(edge.condition, context))
                 except TemplateFailed as exc:
                     error = f"the condition of edge {node_id} → {edge.target}: {exc}"
+                    break
+                except StepProblem as problem:  # an output in the artifact store is gone
+                    error = f"the condition of edge {node_id} → {edge.target}: {problem.message}"
                     break
                 if not taken:
                     blocked.append(edge.target)

@@ -62,7 +62,8 @@ CREATE TABLE IF NOT EXISTS autoops_execution_runs (
     created_at timestamptz NOT NULL DEFAULT now()
 );
 -- Where its ExecutionStarted is in the event log: queues admit in the order starts committed
--- (rows of one poll are inserted partition by partition, at one instant).
+-- (rows of one poll are inserted partition by partition, at one instant); rows from before
+-- the column existed (NULL) are older than any, and go first.
 ALTER TABLE autoops_execution_runs ADD COLUMN IF NOT EXISTS position bigint;
 CREATE INDEX IF NOT EXISTS autoops_execution_runs_due
     ON autoops_execution_runs (partition, due);
@@ -753,7 +754,7 @@ class Orchestrator:
                 "UPDATE autoops_execution_runs SET state = 'running', due = %s "
                 "WHERE execution_id IN (SELECT execution_id FROM autoops_execution_runs "
                 "WHERE workflow_id = %s AND state = 'queued' "
-                "ORDER BY position NULLS LAST, created_at LIMIT %s "
+                "ORDER BY position NULLS FIRST, created_at LIMIT %s "
                 "FOR UPDATE SKIP LOCKED) RETURNING execution_id",
                 (now, workflow_id, free),
             ).fetchall()
@@ -766,7 +767,7 @@ WANTED = (b"execution.ExecutionStarted", b"execution.ExecutionFinished")
 
 def _type_header(record: Any) -> bytes | None:
     for key, value in record.headers or ():
-        if key == "type":
+        if key == "type" and value is not None:
             return bytes(value)
     return None
 

@@ -43,6 +43,10 @@ _WORKFLOWS: OrderedDict[UUID, Workflow] = OrderedDict()
 _VARIABLES: OrderedDict[UUID, Variables] = OrderedDict()
 
 
+def _verdicts(blocked: tuple[str, ...] | None) -> list[str] | None:
+    return None if blocked is None else list(blocked)
+
+
 def _checked(pinned: Pinned) -> tuple[Pinned, list[Any]]:
     edges = [(e["source"], e["target"]) for e in pinned.edges]
     conditions = {
@@ -314,11 +318,14 @@ class ExecutionService:
                 f"{from_node!r} is not a step of this execution", field="fromNodeId"
             )
         again = {from_node} | _downstream(plan.edges, from_node)
-        reused = {
-            n: {"output": s.output, "branch": s.branch}
+        reused: dict[str, dict[str, Any]] = {
+            n: {"output": s.output, "branch": s.branch, "blocked": _verdicts(s.blocked)}
             for n, s in original.steps.items()
             if s.status == "succeeded" and n not in again and n != plan.start
         }
+        # Reused steps keep the routes their conditions chose (evaluated again, they could
+        # see a different execution: a retry's trigger, steps not run yet).
+        reused[plan.start] = {"blocked": _verdicts(original.steps[plan.start].blocked)}
         execution = Execution(
             execution_id=uuid4(),
             workflow_id=original.workflow_id,

@@ -10,6 +10,7 @@ from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
 
 from command_side.identity.store import AggregateStore
+from infra.errors import ConfigError
 
 #: One SQL statement and its parameters.
 Statement = tuple[str, Sequence[Any]]
@@ -19,6 +20,16 @@ class ExecutionRecorder(PostgresApplicationRecorder):
     """Runs the statements passed to `save(..., also=[...])` in the transaction that stores
     the events, before it takes the table lock: the orchestrator's timers then change with
     the events that move them, in one commit."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.datastore.enable_db_functions:
+            # That path inserts through a database function and never calls _insert_events:
+            # the statements would be dropped without a word.
+            raise ConfigError(
+                "the execution store needs POSTGRES_ENABLE_DB_FUNCTIONS off (the orchestrator's "
+                "timers are written in the transaction of its events)"
+            )
 
     def _insert_events(
         self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any

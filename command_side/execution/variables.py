@@ -46,6 +46,10 @@ def checked(name: str, value: Any) -> str:
     return text
 
 
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
 class Variables(Aggregate):
     @staticmethod
     def create_id(workspace_id: str, **_: Any) -> UUID:
@@ -60,13 +64,13 @@ class Variables(Aggregate):
         """False when the variable holds that value already (nothing to record)."""
         text = checked(name, value)
         value = json.loads(text)  # a copy, as JSON has it
-        if name in self.values and self.values[name] == value:
-            return False
+        if name in self.values and _canonical(self.values[name]) == _canonical(value):
+            return False  # (by JSON text: in Python, True == 1 == 1.0)
         if name not in self.values and len(self.values) >= MAX_VARIABLES:
             raise ValidationFailed(
                 f"a workspace has at most {MAX_VARIABLES} variables", field="name"
             )
-        others = sum(len(json.dumps(v).encode()) for n, v in self.values.items() if n != name)
+        others = sum(len(_canonical(v).encode()) for n, v in self.values.items() if n != name)
         if others + len(text.encode()) > MAX_TOTAL_BYTES:
             raise ValidationFailed(
                 f"a workspace's variables take at most {MAX_TOTAL_BYTES} bytes as JSON",

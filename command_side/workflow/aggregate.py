@@ -18,7 +18,7 @@ from command_side.errors import NotFound, ValidationFailed
 from command_side.validation import MAX_NAME, check_name
 from command_side.workflow.commands import CommandResult, Meta
 from command_side.workflow.node_types import check_config
-from infra.templates import template_errors
+from infra.templates import condition_errors
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 MAX_DESCRIPTION = 10_000
@@ -294,7 +294,7 @@ class Workflow(Aggregate):
         label = _optional_text(label, MAX_LABEL, "label")
         condition = _optional_text(condition, MAX_CONDITION, "condition")
         if condition is not None:
-            broken = template_errors({"condition": condition})
+            broken = condition_errors(condition)
             if broken:
                 raise ValidationFailed(broken[0], field="condition")
         for edge in self.edges.values():

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from command_side.workflow.node_types import config_errors
-from infra.templates import template_errors
+from infra.templates import condition_errors
 
 LOOP = "control.loop"
 
@@ -64,7 +64,7 @@ def check_graph(
                 Problem("INVALID_CONFIG", f"{node_id} ({node['type']}): {error}", (node_id,))
             )
     for (source, target), condition in sorted((conditions or {}).items()):
-        for error in template_errors({"condition": condition}):
+        for error in condition_errors(condition):
             problems.append(
                 Problem("INVALID_CONDITION", f"edge {source} → {target}: {error}", (source, target))
             )

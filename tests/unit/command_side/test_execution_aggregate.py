@@ -386,3 +386,30 @@ def test_edges_without_conditions_are_routed_as_before() -> None:
     assert {s.node_id for s in execution.advance(1.0, "o")} == {"hot", "cold", "always"}
     kinds = [type(e).__name__ for e in execution.collect_events()]
     assert "EdgesRouted" not in kinds
+
+
+def test_a_retry_keeps_the_routes_its_reused_steps_chose() -> None:
+    """Evaluated again in the retry, `execution.trigger.kind` would now say retry."""
+    nodes = {"start": node("trigger.manual"), "a": node(), "b": node(), "c": node(), "d": node()}
+    when = "{{ execution.trigger.kind == 'manual' }}"
+    unless = "{{ execution.trigger.kind != 'manual' }}"
+    edges = [
+        {"source": "start", "target": "a", "label": None, "condition": None},
+        {"source": "a", "target": "b", "label": None, "condition": when},
+        {"source": "a", "target": "c", "label": None, "condition": unless},
+        {"source": "b", "target": "d", "label": None, "condition": None},
+    ]
+    retry = Execution(
+        execution_id=uuid4(), workflow_id="w1", workflow_version=1, nodes=nodes, edges=edges,
+        start="start", inputs={}, actor_id="u1", workspace_id="ws1",
+        trigger={"kind": "retry"}, retry_of="e0",
+        reused={
+            "start": {"blocked": []},
+            "a": {"output": {"x": 1}, "branch": None, "blocked": ["c"]},
+        },
+    )  # fmt: skip
+    retry.admit(0.0, "o")
+    assert retry.steps["a"].blocked == ("c",)
+    assert retry.steps["c"].status == "skipped"
+    assert retry.steps["b"].status == "scheduled"
+    assert "EdgesRouted" not in [type(e).__name__ for e in retry.collect_events()]

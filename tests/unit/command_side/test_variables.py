@@ -45,6 +45,9 @@ def test_setting_the_same_value_records_nothing() -> None:
     version = variables.version
     assert not variables.set("a", [1, 2], "u")
     assert variables.version == version
+    assert variables.set("flag", 1, "u")
+    assert variables.set("flag", True, "u")  # not the same value, though True == 1 in Python
+    assert variables.values["flag"] is True
 
 
 @pytest.mark.parametrize(

@@ -64,6 +64,8 @@ def test_self_loop_duplicate_edge_and_missing_nodes_append_nothing() -> None:
     with pytest.raises(ValidationFailed) as broken:
         w.connect(a, b, "other", "{{ output.t > }}", META)  # a condition that does not parse
     assert broken.value.details["field"] == "condition"
+    with pytest.raises(ValidationFailed):
+        w.connect(a, b, "other", "output.t > 1", META)  # plain text would always hold
     assert w.collect_events() == []
 
 

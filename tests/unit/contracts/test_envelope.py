@@ -20,7 +20,7 @@ def test_every_event_type_has_a_schema_and_envelopes_match_it() -> None:
     w = Workflow.create(uuid4(), "w", "d", META)
     a = w.add_node("data.transform", "", {"fields": {"k": [1]}}, 1, 2, META)
     b = w.add_node("data.transform", "", {}, 1, 2, META)
-    e = w.connect(a, b, "yes", "x > 1", META)
+    e = w.connect(a, b, "yes", "{{ x > 1 }}", META)
     w.update_node(a, "n", {"fields": {"k": 2}}, META)
     w.move_node(a, 3, 4, META)
     w.rename("v", META)
