@@ -651,7 +651,7 @@ class Orchestrator:
         now = self._clock()
         done = [e.id for e in executions if e.finished]
         ids, dues, running = [], [], []
-        for e in executions:
+        for e in sorted(executions, key=lambda e: e.id):  # rows locked in one order by all
             if e.finished:
                 continue
             wake = e.next_wake(

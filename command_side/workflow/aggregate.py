@@ -295,6 +295,13 @@ class Workflow(Aggregate):
         condition = _optional_text(condition, MAX_CONDITION, "condition")
         if condition is not None:
             broken = condition_errors(condition)
+            if label == "error" or "control.loop" in (
+                self.nodes[source_id]["type"],
+                self.nodes[target_id]["type"],
+            ):
+                # An error edge is taken on failure, a loop's edges frame its body: neither
+                # is decided by an output.
+                broken = ["condition: not on an error edge or an edge of a loop"]
             if broken:
                 raise ValidationFailed(broken[0], field="condition")
         for edge in self.edges.values():

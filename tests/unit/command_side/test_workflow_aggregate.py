@@ -66,6 +66,8 @@ def test_self_loop_duplicate_edge_and_missing_nodes_append_nothing() -> None:
     assert broken.value.details["field"] == "condition"
     with pytest.raises(ValidationFailed):
         w.connect(a, b, "other", "output.t > 1", META)  # plain text would always hold
+    with pytest.raises(ValidationFailed):
+        w.connect(a, b, "error", "{{ output.t > 1 }}", META)  # taken on failure, not output
     assert w.collect_events() == []
 
 
