@@ -14,6 +14,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -41,6 +42,21 @@ _PUBLISHED: OrderedDict[tuple[UUID, int], tuple[Pinned, list[Any]]] = OrderedDic
 _WORKFLOWS: OrderedDict[UUID, Workflow] = OrderedDict()
 #: Workspace variables as last loaded, checked the same way.
 _VARIABLES: OrderedDict[UUID, Variables] = OrderedDict()
+
+
+def _fresh(recorder: Any, cache: OrderedDict[UUID, Any], aggregate_id: UUID, load: Any) -> Any:
+    """The aggregate as stored now (None: no events): the cached copy when the store has
+    nothing newer, one indexed read instead of a snapshot and the events after it."""
+    latest = recorder.select_events(aggregate_id, desc=True, limit=1)
+    if not latest:
+        return None
+    cached = cache.get(aggregate_id)
+    if cached is None or cached.version != latest[0].originator_version:
+        cached = load(aggregate_id)
+        cache[aggregate_id] = cached
+        while len(cache) > 2000:
+            cache.popitem(last=False)
+    return cached
 
 
 def _verdicts(blocked: tuple[str, ...] | None) -> list[str] | None:
@@ -149,28 +165,21 @@ class ExecutionService:
         return found
 
     def _current(self, wid: UUID) -> Workflow:
-        """The workflow as stored now: a cached copy when the store has nothing newer (one
-        indexed read instead of a snapshot and the events after it)."""
-        memo = self._memo()
-        if memo is not None:
-            if wid not in memo:
-                memo[wid] = self._stored_workflow(wid)
-            return memo[wid]  # type: ignore[no-any-return]
-        return self._stored_workflow(wid)
-
-    def _stored_workflow(self, wid: UUID) -> Workflow:
-        recorder: Any = self.workflows.recorder
-        latest = recorder.select_events(wid, desc=True, limit=1)
-        if not latest:
+        """The workflow as stored now."""
+        workflow = self._once_per_batch(
+            wid, lambda: _fresh(self.workflows.recorder, _WORKFLOWS, wid, self.workflows.load)
+        )
+        if workflow is None:
             raise NotFound(f"workflow {wid} does not exist")
-        cached = _WORKFLOWS.get(wid)
-        if cached is not None and cached.version == latest[0].originator_version:
-            return cached
-        workflow = self.workflows.load(wid)
-        _WORKFLOWS[wid] = workflow
-        while len(_WORKFLOWS) > 2000:
-            _WORKFLOWS.popitem(last=False)
-        return workflow
+        return workflow  # type: ignore[no-any-return]
+
+    def _once_per_batch(self, key: UUID, look_up: Callable[[], Any]) -> Any:
+        memo = self._memo()
+        if memo is None:
+            return look_up()
+        if key not in memo:
+            memo[key] = look_up()
+        return memo[key]
 
     # -- starting ----------------------------------------------------------------------------
 
@@ -364,23 +373,11 @@ class ExecutionService:
     def variables(self, workspace_id: str) -> dict[str, Any]:
         """The workspace's variables as stored now (what a start copies into `vars`)."""
         vid = variables_id(workspace_id)
-        memo = self._memo()
-        if memo is not None and vid in memo:
-            return dict(memo[vid])
-        recorder: Any = self.executions.recorder
-        latest = recorder.select_events(vid, desc=True, limit=1)
-        values: dict[str, Any] = {}
-        if latest:
-            cached = _VARIABLES.get(vid)
-            if cached is None or cached.version != latest[0].originator_version:
-                cached = self.executions.get(Variables, vid)
-                _VARIABLES[vid] = cached
-                while len(_VARIABLES) > 2000:
-                    _VARIABLES.popitem(last=False)
-            values = cached.values
-        if memo is not None:
-            memo[vid] = values
-        return dict(values)
+        store = self.executions
+        found = self._once_per_batch(
+            vid, lambda: _fresh(store.recorder, _VARIABLES, vid, partial(store.get, Variables))
+        )
+        return dict(found.values) if found is not None else {}
 
     def set_variable(self, workspace_id: str, actor_id: str, name: str, value: Any) -> None:
         def change(variables: Variables) -> bool:
@@ -448,15 +445,9 @@ class ExecutionService:
 
     def credentials(self, workspace_id: str, names: Iterable[str]) -> dict[str, dict[str, Any]]:
         found = {}
-        memo = self._memo()
         for name in names:
             cid = credential_id(workspace_id, name)
-            if memo is not None and cid in memo:
-                credential = memo[cid]
-            else:
-                credential = self.executions.find(Credential, cid)
-                if memo is not None:
-                    memo[cid] = credential
+            credential = self._once_per_batch(cid, partial(self.executions.find, Credential, cid))
             if credential is None or credential.deleted:
                 raise StepProblem("CredentialNotFound", f"no credential named {name!r}")
             found[name] = {"kind": credential.kind, "ciphertext": credential.ciphertext}
