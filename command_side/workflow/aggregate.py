@@ -305,10 +305,19 @@ class Workflow(Aggregate):
             if broken:
                 raise ValidationFailed(broken[0], field="condition")
         for edge in self.edges.values():
-            if (edge["source"], edge["target"], edge["label"]) == (source_id, target_id, label):
+            if (edge["source"], edge["target"]) != (source_id, target_id):
+                continue
+            if edge["label"] == label:
                 raise ValidationFailed(
                     f"an edge {source_id} → {target_id} with this label already exists",
                     field="targetId",
+                )
+            if condition is not None or edge.get("condition") is not None:
+                # An execution records a condition's verdict per target.
+                raise ValidationFailed(
+                    f"an edge {source_id} → {target_id} with a condition must be the only "
+                    "edge between them",
+                    field="condition" if condition is not None else "targetId",
                 )
         edge_id = new_id("e")
         self._connected(

@@ -78,6 +78,21 @@ def test_edges_with_different_labels_may_join_the_same_nodes() -> None:
     assert len(w.edges) == 2
 
 
+def test_an_edge_with_a_condition_is_the_only_edge_between_its_nodes() -> None:
+    w, a, b = two_nodes()
+    w.connect(a, b, "true", None, META)
+    with pytest.raises(ValidationFailed) as second:
+        w.connect(a, b, "false", "{{ output.n > 1 }}", META)
+    assert second.value.details["field"] == "condition"
+    w2, c, d = two_nodes()
+    w2.connect(c, d, "true", "{{ output.n > 1 }}", META)
+    w2.collect_events()
+    with pytest.raises(ValidationFailed) as plain:
+        w2.connect(c, d, "false", None, META)
+    assert "only edge" in str(plain.value)
+    assert len(w.edges) == len(w2.edges) == 1 and w2.collect_events() == []
+
+
 def test_removing_a_node_removes_its_edges() -> None:
     w, a, b = two_nodes()
     c = w.add_node("data.transform", "", {}, 0, 0, META)
