@@ -188,6 +188,9 @@ class Settings:
     webhook_max_body_bytes: int = 1024 * 1024
     """Largest body `/hooks/...` accepts."""
 
+    webhook_rate_per_s: int = 500
+    """Most webhook deliveries a workspace may make per second (429 beyond, with Retry-After)."""
+
     scheduler_interval_s: float = 1.0
     """How often the cron scheduler looks for due triggers."""
 
@@ -292,6 +295,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         "sql_statement_timeout_s",
         "http_max_response_bytes",
         "webhook_max_body_bytes",
+        "webhook_rate_per_s",
         "scheduler_interval_s",
     ):
         if getattr(settings, name) <= 0:

@@ -61,6 +61,8 @@ def stack_settings(
         "AUTOOPS_BCRYPT_COST": "4",  # tests sign up often; the default (12) is tested apart
         # Every test client shares 127.0.0.1: the per-address throttle is tested apart.
         "AUTOOPS_LOGIN_MAX_FAILURES_PER_ADDRESS": "10000",
+        # Low enough that a test can go past it (one test's workspace sends the webhooks).
+        "AUTOOPS_WEBHOOK_RATE_PER_S": "20",
         **extra,
     }
     return load_settings(env)

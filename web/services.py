@@ -25,7 +25,7 @@ from infra.settings import Settings, eventsourcing_env_for
 from projections.applier import ensure_read_models
 from projections.schema import READER_ROLE
 from query_side import views
-from web.auth import LoginLimits, LoginThrottle, Revocations, Tokens
+from web.auth import LoginLimits, LoginThrottle, RequestRate, Revocations, Tokens
 from web.hub import Hub
 from web.tail import EventTail
 
@@ -48,6 +48,8 @@ class Services:
     execution_tail: EventTail
     #: Starts executions, many per append transaction.
     starter: ExecutionStarter
+    #: Webhook deliveries per workspace and second.
+    webhook_rate: RequestRate
 
     @classmethod
     async def start(cls, settings: Settings) -> Services:
@@ -141,6 +143,7 @@ class Services:
             execution_store,
             execution_tail,
             ExecutionStarter(ExecutionService(execution_store, store)),
+            RequestRate(redis, settings.webhook_rate_per_s, "webhook deliveries"),
         )
 
     def reader(self, who: Any) -> Any:

@@ -7,6 +7,8 @@ parsed, anything else as text; credentials-like headers dropped). A trigger nami
 with its value; `http_bearer`: `Authorization: Bearer <token>`), compared in constant time.
 The secret lives encrypted in the credential, never in the workflow. An `Idempotency-Key` header
 makes retries of the same delivery start one execution: the answer names the same id.
+A workspace may make `AUTOOPS_WEBHOOK_RATE_PER_S` deliveries per second (shared by every api
+process); beyond, 429 with `Retry-After`.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from command_side.execution.service import ExecutionService
 from infra.secrets import CredentialError, Vault
 from infra.settings import Settings
 from query_side import views
+from web.auth import RateLimited
 from web.services import Services, scoped
 
 DROPPED_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization", "content-length"})
@@ -49,6 +52,12 @@ async def webhook(
         return _problem(404, "NOT_FOUND", "no webhook here")
     if not path or len(path) > 64 or not set(path) <= PATH_CHARS:
         return _problem(404, "NOT_FOUND", "no webhook here")
+    try:
+        await svc.webhook_rate.admit(f"webhook:{workspace_id}")
+    except RateLimited as limited:
+        answer = _problem(429, "RATE_LIMITED", str(limited))
+        answer.headers["Retry-After"] = str(limited.retry_after_s)
+        return answer
     limit = svc.settings.webhook_max_body_bytes
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:

@@ -523,6 +523,18 @@ async def test_a_webhook_starts_its_workflow_with_the_request_as_inputs(
     assert sorted(n["id"] for n in listed["executions"]["nodes"]) == sorted(
         [done["id"], second["id"]]
     )
+    # Past the workspace's rate (20/s on this stack): 429 with Retry-After, nothing started.
+    async with httpx.AsyncClient() as http:
+        flood = await asyncio.gather(
+            *(
+                http.post(f"{stack.url}/hooks/{client.workspace}/nothing", json={})
+                for _ in range(60)
+            )
+        )
+    limited = [a for a in flood if a.status_code == 429]
+    assert len(limited) >= 20 and {a.status_code for a in flood} <= {404, 429}
+    assert limited[0].headers["retry-after"] == "1"
+    assert limited[0].json()["error"]["code"] == "RATE_LIMITED"
 
 
 async def test_a_cron_trigger_starts_executions_on_its_schedule(client: GraphQLClient) -> None:

@@ -3,7 +3,7 @@ the permission table."""
 
 from web.auth.permissions import PERMISSIONS, SECURED, Permitted, authenticate
 from web.auth.revocation import Revocations
-from web.auth.throttle import LoginLimits, LoginThrottle, RateLimited
+from web.auth.throttle import LoginLimits, LoginThrottle, RateLimited, RequestRate
 from web.auth.tokens import InvalidToken, Principal, Tokens
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "Permitted",
     "Principal",
     "RateLimited",
+    "RequestRate",
     "Revocations",
     "Tokens",
     "authenticate",

@@ -1,5 +1,6 @@
-"""Throttling of credential checks in Redis (sign-in, and the password or code checks of a
-signed-in user), per account and per client address, within a window.
+"""Throttling in Redis: of credential checks (sign-in, and the password or code checks of a
+signed-in user), per account and per client address, within a window; and of webhook
+deliveries, per workspace and second.
 
 An attempt is counted *before* the credentials are checked, so concurrent guesses cannot
 slip past the limit; an attempt that succeeds is taken back.
@@ -7,17 +8,56 @@ slip past the limit; an attempt that succeeds is taken back.
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
+log = logging.getLogger(__name__)
+
 PREFIX = "autoops:throttle:login"
+RATE_PREFIX = "autoops:throttle:rate"
 
 
 class RateLimited(Exception):
-    def __init__(self, retry_after_s: int) -> None:
-        super().__init__(f"too many failed attempts; try again in {retry_after_s} s")
+    def __init__(self, retry_after_s: int, what: str = "too many failed attempts") -> None:
+        super().__init__(f"{what}; try again in {retry_after_s} s")
         self.retry_after_s = retry_after_s
+
+
+class RequestRate:
+    """At most `per_second` requests per key in each second (one counter per key and second,
+    shared by every api process). When Redis cannot be reached the request is admitted: the
+    limit protects the platform, and losing deliveries would hurt more."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        per_second: int,
+        what: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._redis = redis
+        self._per_second = per_second
+        self._what = what
+        self._clock = clock
+
+    async def admit(self, key: str) -> None:
+        """Count one request; RateLimited when the key is over its rate this second."""
+        second = int(self._clock())
+        counter = f"{RATE_PREFIX}:{key}:{second}"
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.incr(counter)
+                pipe.expire(counter, 2)
+                count, _ = await pipe.execute()
+        except (aioredis.RedisError, OSError) as exc:
+            log.warning("rate limit of %s not checked: %s", key, exc)
+            return
+        if count > self._per_second:
+            raise RateLimited(1, f"more than {self._per_second} {self._what} per second")
 
 
 @dataclass(frozen=True)
