@@ -185,6 +185,15 @@ class Settings:
     http_max_response_bytes: int = 10 * 1024 * 1024
     """Largest HTTP response body an `http.request` step reads."""
 
+    chromium_path: str = "/usr/bin/chromium"
+    """Chromium for `browser.*` steps (Debian's); Playwright's own browser when it is missing."""
+
+    browser_display: str | None = None
+    """An X display (`:99`) to show the browser on; headless when unset."""
+
+    browser_session_idle_s: float = 600.0
+    """A browser session unused this long is closed (its execution never ended it)."""
+
     webhook_max_body_bytes: int = 1024 * 1024
     """Largest body `/hooks/...` accepts."""
 
@@ -296,6 +305,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         "http_max_response_bytes",
         "webhook_max_body_bytes",
         "webhook_rate_per_s",
+        "browser_session_idle_s",
         "scheduler_interval_s",
     ):
         if getattr(settings, name) <= 0:

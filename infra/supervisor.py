@@ -27,7 +27,8 @@ from infra.settings import Settings, settings_env
 
 log = logging.getLogger(__name__)
 
-PROCESSES = ("relay", "projector", "orchestrator", "scheduler", "runner", "api")
+#: `runner:<pool>` is a runner of that pool (`runner` alone: of `AUTOOPS_RUNNER_POOL`).
+PROCESSES = ("relay", "projector", "orchestrator", "scheduler", "runner", "runner:browser", "api")
 GRACE_S = 10.0
 #: A process that ran this long before dying restarts after the shortest delay again.
 STABLE_S = 30.0
@@ -56,8 +57,9 @@ class Supervisor:
 
     def _spawn(self, name: str) -> subprocess.Popen[bytes]:
         env = {**os.environ, **settings_env(self.settings)}
+        command, _, pool = name.partition(":")
         return subprocess.Popen(
-            [sys.executable, "-m", "infra.cli", name],
+            [sys.executable, "-m", "infra.cli", command, *(["--pool", pool] if pool else [])],
             env=env,
             preexec_fn=embedded.die_with_parent,
         )

@@ -32,6 +32,7 @@ from infra.heartbeat import Heartbeat
 from infra.secrets import CredentialError, Vault, redact, secret_strings
 from infra.settings import Settings
 from runners.nodes import StepContext, run_step
+from runners.nodes.browser_sessions import BrowserSessions
 from runners.nodes.dispatch import PURE
 from runners.nodes.errors import StepError
 from runners.nodes.jsonable import redact_json
@@ -181,6 +182,10 @@ class Runner:
         """Set once the runner has partitions to serve and reads control messages."""
         self._vault = Vault.from_settings(settings)
         self._artifacts = artifacts.from_settings(settings)
+        #: What the pool keeps between an execution's steps (browser pages), if anything.
+        self._sessions: BrowserSessions | None = (
+            BrowserSessions(settings, self._artifacts) if self.pool == "browser" else None
+        )
         self._outbox = _Outbox()
         self._lock = threading.Lock()
         self._running: dict[str, _Job] = {}
@@ -236,6 +241,8 @@ class Runner:
             for thread in helpers:
                 thread.join(DRAIN_TIMEOUT_S)
             executor.shutdown(wait=False, cancel_futures=True)
+            if self._sessions is not None:
+                self._sessions.close()
 
     # -- main loop: the only thread that touches the task consumer ---------------------------
 
@@ -430,6 +437,7 @@ class Runner:
             artifacts=self._artifacts,
             settings=self.settings,
             cancelled=job.cancelled,
+            sessions=self._sessions,
         )
         try:
             output = redact_json(run_step(task, ctx), hidden)
@@ -437,7 +445,9 @@ class Runner:
             if time.time() >= job.deadline:  # whatever broke, the deadline did it first
                 return self._failure(job, "StepTimeout", _PAST_DEADLINE, True)
             if isinstance(exc, StepError):
-                return self._failure(job, exc.type, redact(exc.message, hidden), exc.retryable)
+                details = redact_json(exc.details, hidden) if exc.details else None
+                message = redact(exc.message, hidden)
+                return self._failure(job, exc.type, message, exc.retryable, details)
             return self._failure(job, type(exc).__name__, redact(str(exc), hidden), True)
         try:
             size = len(json.dumps(output, separators=(",", ":"), allow_nan=False).encode())
@@ -469,10 +479,19 @@ class Runner:
             "finished_at": time.time(),
         }
 
-    def _failure(self, job: _Job, kind: str, message: str, retryable: bool) -> dict[str, Any]:
+    def _failure(
+        self,
+        job: _Job,
+        kind: str,
+        message: str,
+        retryable: bool,
+        details: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         if len(message) > MAX_MESSAGE_CHARS:
             message = message[: MAX_MESSAGE_CHARS - 1] + "…"
-        error = {"type": kind, "message": message, "retryable": retryable}
+        error: dict[str, Any] = {"type": kind, "message": message, "retryable": retryable}
+        if details:
+            error["details"] = details
         return self._result(job, False, None, error)
 
     def _report(self, job: _Job, message: dict[str, Any]) -> bool:
@@ -645,6 +664,13 @@ class Runner:
             message = json.loads(raw or b"")
         except ValueError:
             message = None
+        if isinstance(message, dict) and message.get("kind") == "release":
+            execution_id = message.get("execution_id")
+            sessions = self._sessions
+            if isinstance(execution_id, str) and sessions and sessions.has_session(execution_id):
+                # Off this thread: closing a page must not hold up the cancels behind it.
+                threading.Thread(target=sessions.release, args=(execution_id,), daemon=True).start()
+            return
         if not isinstance(message, dict) or message.get("kind") != "cancel":
             log.warning("runner: ignoring control message %.200r", raw)
             return

@@ -21,8 +21,8 @@ CREDENTIAL = "mutation($i: CreateCredentialInput!) { createCredential(input: $i)
 EXECUTION = """query($id: ID!) { execution(id: $id) {
   id workflowId workflowVersion status error inputs output trigger retryOf parentId
   createdAt startedAt finishedAt
-  steps { nodeId nodeType attempt status input output error { type message retryable }
-          scheduledAt startedAt finishedAt runnerId } } }"""
+  steps { nodeId nodeType attempt status input output error { type message retryable details }
+          scheduledAt startedAt finishedAt durationMs runnerId } } }"""
 FINAL = ("SUCCEEDED", "FAILED", "CANCELLED", "TIMED_OUT")
 
 #: (source, target), with a label, and a condition (label None for none).

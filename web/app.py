@@ -20,7 +20,7 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types.unset import UNSET
 
 from infra.settings import Settings
-from web.artifacts import artifact
+from web.artifacts import artifact, upload_artifact
 from web.auth import authenticate
 from web.graphql.context import context_getter
 from web.graphql.schema import build_schema
@@ -91,7 +91,15 @@ def create_app(settings: Settings) -> Litestar:
             return UNSET
 
     return Litestar(
-        route_handlers=[GraphQLController, live, ready, metrics, webhook, artifact],
+        route_handlers=[
+            GraphQLController,
+            live,
+            ready,
+            metrics,
+            webhook,
+            artifact,
+            upload_artifact,
+        ],
         lifespan=[lifespan],
         before_send=[security_headers("/graphql" if settings.graphiql else None)],
         cors_config=cors_config(settings),

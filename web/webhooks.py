@@ -31,14 +31,12 @@ from infra.secrets import CredentialError, Vault
 from infra.settings import Settings
 from query_side import views
 from web.auth import RateLimited
+from web.rest import bounded_body
+from web.rest import problem as _problem
 from web.services import Services, scoped
 
 DROPPED_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization", "content-length"})
 PATH_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
-
-
-def _problem(status: int, code: str, message: str) -> Response[dict[str, Any]]:
-    return Response({"error": {"code": code, "message": message}}, status_code=status)
 
 
 @post("/hooks/{workspace:str}/{path:str}", status_code=202)
@@ -59,11 +57,8 @@ async def webhook(
         answer.headers["Retry-After"] = str(limited.retry_after_s)
         return answer
     limit = svc.settings.webhook_max_body_bytes
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        return _problem(413, "TOO_LARGE", f"the body is larger than {limit} bytes")
-    raw = await request.body()
-    if len(raw) > limit:
+    raw = await bounded_body(request, limit)
+    if raw is None:
         return _problem(413, "TOO_LARGE", f"the body is larger than {limit} bytes")
     async with scoped(svc.pool, workspace_id) as conn:
         candidates = await views.webhook_workflows(conn, workspace_id, path)

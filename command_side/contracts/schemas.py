@@ -127,6 +127,7 @@ _DATA.update(
             "retryable": _BOOL,
             "charged": _BOOL,
             "final": _BOOL,
+            "details": _OPT_OBJ,
         },
         "execution.StepSkipped": {"node_id": _STR},
         "execution.EdgesRouted": {
@@ -161,6 +162,7 @@ _DATA.update(
             "error": _OPT_STR,
             "output": _ANY,
             "abandoned": {"type": ["array", "null"], "items": _STR},
+            "sessions": {"type": ["array", "null"], "items": _STR},
         },
         "execution.CredentialCreated": {"name": _STR, "kind": _STR},
         "execution.CredentialReplaced": {"name": _STR, "kind": _STR},

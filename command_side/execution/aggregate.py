@@ -35,7 +35,7 @@ from command_side.execution.decide import (
     split_loops,
     unrouted,
 )
-from command_side.workflow.node_types import NODE_TYPES
+from command_side.workflow.node_types import NODE_TYPES, SESSION_POOLS
 from infra.templates import TemplateFailed, render, truthy
 
 FINAL = ("SUCCEEDED", "FAILED", "CANCELLED", "TIMED_OUT")
@@ -326,7 +326,9 @@ class Execution(Aggregate):
         runner_id: str | None = None,
         started_at: float | None = None,
         finished_at: float | None = None,
+        details: dict[str, Any] | None = None,
     ) -> bool:
+        """`details`: what the failure left to look at (a page URL, a screenshot)."""
         if not self._current(node_id, attempt):
             return False
         step = self.steps[node_id]
@@ -353,6 +355,7 @@ class Execution(Aggregate):
             dead_letter,
             actor_id,
             self.workspace_id,
+            details,
         )
         return True
 
@@ -372,17 +375,17 @@ class Execution(Aggregate):
         dead_letter: dict[str, Any] | None,
         actor_id: str,
         workspace_id: str,
+        details: dict[str, Any] | None = None,
     ) -> None:
         step = self.steps[node_id]
+        error = {"type": error_type, "message": message, "retryable": retryable}
+        error["charged"] = charged
+        if details:
+            error["details"] = details
         self.steps[node_id] = Step(
             "failed",
             attempt,
-            error={
-                "type": error_type,
-                "message": message,
-                "retryable": retryable,
-                "charged": charged,
-            },
+            error=error,
             charged=step.used - (0 if charged else 1),
             input=step.input,
             started=True,
@@ -981,8 +984,9 @@ class Execution(Aggregate):
         if status == "FAILED" and step and (step.error or {}).get("type") == "StepTimeout":
             status = "TIMED_OUT"
         self._finished(
-            status, action.error, self._output(action), "orchestrator", self.workspace_id
-        )
+            status, action.error, self._output(action), "orchestrator", self.workspace_id,
+            None, self._session_pools(),
+        )  # fmt: skip
 
     def _output(self, action: Finish) -> Any:
         step = self.steps.get(action.node_id or "")
@@ -1012,23 +1016,37 @@ class Execution(Aggregate):
         actor_id: str,
         workspace_id: str,
         abandoned: list[str] | None = None,
+        sessions: list[str] | None = None,
     ) -> None:
+        """`sessions`: the pools that keep a session for the execution's steps (browser,
+        desktop) and ran some of them: their runners close it when they hear of the end."""
         self.status = status
         self.error = error
         self.output = output
+
+    def _session_pools(self) -> list[str] | None:
+        kinds = {
+            self.plan.nodes[node_id]["type"]
+            for node_id, step in self.steps.items()
+            if step.status != "skipped" and node_id in self.plan.nodes
+        }
+        used = {NODE_TYPES[kind].pool for kind in kinds if kind in NODE_TYPES}
+        return sorted(used & SESSION_POOLS) or None
 
     def cancel(self, reason: str, actor_id: str) -> None:
         if self.finished:
             raise Conflict(f"the execution is {self.status} already", current_version=self.version)
         self._finished(
-            "CANCELLED", reason, None, actor_id, self.workspace_id, self._running_tasks()
-        )
+            "CANCELLED", reason, None, actor_id, self.workspace_id, self._running_tasks(),
+            self._session_pools(),
+        )  # fmt: skip
 
     def time_out(self, message: str, actor_id: str) -> None:
         if not self.finished:
             self._finished(
-                "TIMED_OUT", message, None, actor_id, self.workspace_id, self._running_tasks()
-            )
+                "TIMED_OUT", message, None, actor_id, self.workspace_id, self._running_tasks(),
+                self._session_pools(),
+            )  # fmt: skip
 
     def fail_internally(self, message: str) -> None:
         """End an execution the orchestrator cannot move forward (a bug, not the workflow's
@@ -1036,7 +1054,7 @@ class Execution(Aggregate):
         if not self.finished:
             self._finished(
                 "FAILED", f"internal error: {message}", None, "orchestrator", self.workspace_id,
-                self._running_tasks(),
+                self._running_tasks(), self._session_pools(),
             )  # fmt: skip
 
     # -- timers ------------------------------------------------------------------------------

@@ -60,11 +60,18 @@ def runner_messages(event: Any) -> list[Message]:
                 )
             )
         return messages
-    if kind == "ExecutionFinished" and (
-        event.status != "SUCCEEDED" or getattr(event, "abandoned", None)
-    ):
-        # Steps still running when it ended (a stop node, a failure elsewhere) are stopped.
-        return [(CONTROL_TOPIC, execution_id, _cancel(execution_id, None, event.status))]
+    if kind == "ExecutionFinished":
+        messages = []
+        if event.status != "SUCCEEDED" or getattr(event, "abandoned", None):
+            # Steps still running when it ended (a stop node, a failure elsewhere) are stopped.
+            messages.append(
+                (CONTROL_TOPIC, execution_id, _cancel(execution_id, None, event.status))
+            )
+        pools = getattr(event, "sessions", None)
+        if pools:  # its browser (desktop) session ends with it
+            release = {"kind": "release", "execution_id": execution_id, "pools": list(pools)}
+            messages.append((CONTROL_TOPIC, execution_id, release))
+        return messages
     return []
 
 

@@ -459,11 +459,13 @@ class Orchestrator:
                 runner_id=runner, started_at=started, finished_at=finished,
             )  # fmt: skip
         error = message.get("error") or {}
+        details = error.get("details")
         return execution.record_failure(
             node_id, attempt, str(error.get("type") or "Error"),
             str(error.get("message") or "the step failed"), ACTOR,
             retryable=bool(error.get("retryable", True)), runner_id=runner,
             started_at=started, finished_at=finished,
+            details=details if isinstance(details, dict) and details else None,
         )  # fmt: skip
 
     def _child_ended(self, child: Execution, touched: Touched, now: float) -> None:

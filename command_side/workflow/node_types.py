@@ -72,6 +72,169 @@ _CONCURRENCY = {"type": "integer", "minimum": 1, "maximum": 10_000}
 _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 _FORMATS = {"enum": ["csv", "json", "text"]}
 
+_SELECTOR = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 2000,
+    "description": 'CSS, text=..., role=button[name="Save"], data-testid=... or xpath=...',
+}
+_NON_EMPTY = {"type": "string", "minLength": 1}
+
+
+def _b(kind: str, description: str, required: tuple[str, ...] = (), **properties: Any) -> NodeType:
+    return NodeType(f"browser.{kind}", "browser", description, properties, required, "browser")
+
+
+BROWSER_TYPES = (
+    _b(
+        "open",
+        "Open the execution's browser session (a new context and page), optionally at a URL.",
+        viewport={
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["width", "height"],
+            "properties": {
+                "width": {"type": "integer", "minimum": 1, "maximum": 10_000},
+                "height": {"type": "integer", "minimum": 1, "maximum": 10_000},
+            },
+        },
+        user_agent=_STR,
+        locale=_STR,
+        timezone_id=_STR,
+        storage_state={"type": "object", "description": "cookies and origins, as Playwright"},
+        url=_TEMPLATE,
+        wait_until={"enum": ["load", "domcontentloaded", "networkidle", "commit"]},
+    ),
+    _b(
+        "goto",
+        "Go to a URL; outputs the final URL, status and title.",
+        ("url",),
+        url=_TEMPLATE,
+        wait_until={"enum": ["load", "domcontentloaded", "networkidle", "commit"]},
+    ),
+    _b(
+        "click",
+        "Click an element.",
+        ("selector",),
+        selector=_SELECTOR,
+        button={"enum": ["left", "right", "middle"]},
+    ),
+    _b("double_click", "Double-click an element.", ("selector",), selector=_SELECTOR),
+    _b(
+        "fill",
+        "Replace the value of an input.",
+        ("selector", "value"),
+        selector=_SELECTOR,
+        value=_STR,
+    ),
+    _b(
+        "type",
+        "Type text key by key (delay_ms between keys).",
+        ("selector", "text"),
+        selector=_SELECTOR,
+        text=_NON_EMPTY,
+        delay_ms={"type": "number", "minimum": 0, "maximum": 1000},
+    ),
+    _b(
+        "press",
+        "Press a key or chord (Enter, Control+A) on an element or the page.",
+        ("key",),
+        selector=_SELECTOR,
+        key=_NON_EMPTY,
+    ),
+    _b(
+        "select_option",
+        "Select options of a <select> by value or label.",
+        ("selector", "values"),
+        selector=_SELECTOR,
+        values={"oneOf": [_NON_EMPTY, {"type": "array", "items": _STR, "minItems": 1}]},
+    ),
+    _b("check", "Check a checkbox or radio button.", ("selector",), selector=_SELECTOR),
+    _b("uncheck", "Uncheck a checkbox.", ("selector",), selector=_SELECTOR),
+    _b("hover", "Move the mouse over an element.", ("selector",), selector=_SELECTOR),
+    _b(
+        "upload_file",
+        "Set the files of a file input from artifacts or workspace files.",
+        ("selector", "files"),
+        selector=_SELECTOR,
+        files={
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {"sha256": _STR, "name": _STR, "path": _STR},
+            },
+        },
+    ),
+    _b(
+        "download",
+        "Click what starts a download; the file becomes an artifact (and a "
+        "workspace file with save_as).",
+        ("selector",),
+        selector=_SELECTOR,
+        save_as=_STR,
+    ),
+    _b(
+        "wait_for",
+        "Wait for an element's state, a URL or a load state.",
+        selector=_SELECTOR,
+        state={"enum": ["attached", "detached", "visible", "hidden"]},
+        url=_STR,
+        load_state={"enum": ["load", "domcontentloaded", "networkidle"]},
+    ),
+    _b(
+        "extract_text",
+        "The text of an element (all: of every match).",
+        ("selector",),
+        selector=_SELECTOR,
+        all={"type": "boolean"},
+    ),
+    _b(
+        "extract_attribute",
+        "An attribute of an element (all: of every match).",
+        ("selector", "attribute"),
+        selector=_SELECTOR,
+        attribute=_NON_EMPTY,
+        all={"type": "boolean"},
+    ),
+    _b(
+        "extract_table",
+        "An HTML table as rows keyed by its header cells.",
+        ("selector",),
+        selector=_SELECTOR,
+    ),
+    _b(
+        "evaluate",
+        "Run JavaScript in the page; outputs its JSON result.",
+        ("expression",),
+        expression=_NON_EMPTY,
+        arg={},
+    ),
+    _b(
+        "screenshot",
+        "A PNG of the page or an element, as an artifact.",
+        selector=_SELECTOR,
+        full_page={"type": "boolean"},
+    ),
+    _b(
+        "assert_text",
+        "Fail unless an element's text contains (exact: equals) the text.",
+        ("selector", "text"),
+        selector=_SELECTOR,
+        text=_STR,
+        exact={"type": "boolean"},
+    ),
+    _b(
+        "assert_visible",
+        "Fail unless an element is visible (visible: false: hidden).",
+        ("selector",),
+        selector=_SELECTOR,
+        visible={"type": "boolean"},
+    ),
+    _b("close", "Close the execution's browser session."),
+)
+
 NODE_TYPES: dict[str, NodeType] = {
     t.type: t
     for t in (
@@ -225,8 +388,11 @@ NODE_TYPES: dict[str, NodeType] = {
             model=_STR,
             credential=_STR,
         ),
+        *BROWSER_TYPES,
     )
 }
+#: Pools whose runners keep a session between an execution's steps (closed when it ends).
+SESSION_POOLS = frozenset({"browser", "desktop"})
 
 
 @cache

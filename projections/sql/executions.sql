@@ -169,7 +169,9 @@ BEGIN
                 NULLIF(d->'output', 'null'), d->>'branch',
                 CASE WHEN kind = 'execution.StepFailed' THEN jsonb_build_object(
                     'type', d->>'error_type', 'message', d->>'message',
-                    'retryable', COALESCE((d->>'retryable')::boolean, false)) END,
+                    'retryable', COALESCE((d->>'retryable')::boolean, false))
+                    || CASE WHEN jsonb_typeof(d->'details') = 'object'
+                        THEN jsonb_build_object('details', d->'details') ELSE '{}' END END,
                 at, read.execution_instant(d->'started_at'),
                 COALESCE(read.execution_instant(d->'finished_at'), at), d->>'runner_id')
             ON CONFLICT (execution_id, node_id, attempt) DO UPDATE SET

@@ -23,6 +23,9 @@ class StepContext:
     settings: Settings
     cancelled: threading.Event
     """Set when the step must stop (cancel, timeout, shutdown)."""
+    sessions: Any = None
+    """What the runner's pool keeps between an execution's steps (the browser pool's
+    `BrowserSessions`); None on pools that keep nothing."""
 
     @property
     def workspace(self) -> str:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from infra.secrets import redact, secret_strings
+from runners.nodes.browser import EXECUTORS as BROWSER_EXECUTORS
 from runners.nodes.context import StepContext
 from runners.nodes.data import data_filter, data_transform
 from runners.nodes.errors import StepError
@@ -20,6 +21,7 @@ from runners.nodes.sql_query import sql_query
 Executor = Callable[[dict[str, Any], StepContext], Any]
 
 EXECUTORS: dict[str, Executor] = {
+    **BROWSER_EXECUTORS,
     "http.request": http_request,
     "sql.query": sql_query,
     "data.transform": data_transform,
@@ -50,7 +52,8 @@ def run_step(task: dict[str, Any], ctx: StepContext) -> Any:
     try:
         output = executor(task.get("config") or {}, ctx)
     except StepError as exc:
-        raise StepError(exc.type, redact(exc.message, secrets), exc.retryable) from None
+        details = redact_json(exc.details, secrets) if exc.details else None
+        raise StepError(exc.type, redact(exc.message, secrets), exc.retryable, details) from None
     except Exception as exc:
         # A bug or an unforeseen failure: still reported, still without secrets; the
         # traceback is left behind because its frames may hold decrypted values.

@@ -34,7 +34,7 @@ from tests.llm_server import LlmServer, running_llm_server
 from tests.stack import Stack, redis_db, running_stack, stack_settings
 from tests.waiting import eventually, wait_until
 
-PROCESSES = ("relay", "projector", "orchestrator", "scheduler", "runner", "api")
+PROCESSES = ("relay", "projector", "orchestrator", "scheduler", "runner", "runner:browser", "api")
 MANUAL = ("trigger.manual", {})
 
 
@@ -397,6 +397,17 @@ async def test_a_large_output_goes_to_the_artifact_store_and_stays_usable(
             assert other.status_code == 404
         finally:
             await stranger.close()
+        # Uploads: an editor's body becomes an artifact of the workspace (what steps refer to).
+        upload = {**client.headers, "content-type": "image/png"}
+        made = await http.post("/artifacts", content=b"\x89PNG fake", headers=upload)
+        assert made.status_code == 201, made.text
+        uploaded = made.json()
+        assert uploaded["$artifact"]["media_type"] == "image/png"
+        assert uploaded["$artifact"]["size"] == 9
+        back = await http.get(uploaded["url"], headers=client.headers)
+        assert back.content == b"\x89PNG fake" and back.headers["content-type"] == "image/png"
+        assert (await http.post("/artifacts", content=b"x")).status_code == 401
+        assert (await http.post("/artifacts", headers=client.headers)).status_code == 400
 
 
 async def test_retry_from_a_failed_step_skips_earlier_side_effects(
@@ -662,9 +673,10 @@ def test_readiness_names_the_orchestrator_and_runners(stack: Stack) -> None:
         report = stack.wait_ready()
         found = report.get("workers")
         ok = isinstance(found, dict) and found.get("orchestrator") == "up"
-        return found if ok and found.get("runners") == {"default": 1} else None  # type: ignore[union-attr]
+        runners = {"default": 1, "browser": 1}
+        return found if ok and found.get("runners") == runners else None  # type: ignore[union-attr]
 
-    wait_until(workers, 20, "the orchestrator and one default runner reporting")
+    wait_until(workers, 20, "the orchestrator and one runner of each pool reporting")
 
 
 async def test_loops_nest(client: GraphQLClient) -> None:
@@ -784,3 +796,82 @@ async def test_edges_with_conditions_route_on_the_output(client: GraphQLClient) 
     done = await run(client, broken)
     assert done["status"] == "FAILED"
     assert done["error"].startswith("start: the condition of edge start → next:"), done["error"]
+
+
+SHOP = b"""<!doctype html><title>Shop</title>
+<form onsubmit="event.preventDefault(); document.querySelector('#done').textContent =
+  'thanks ' + document.querySelector('#who').value">
+  <input id=who><button data-testid=buy>Buy</button></form><p id=done></p>"""
+
+
+@pytest.fixture(scope="module")
+def shop() -> Iterator[str]:
+    """A one-page site for the browser runner (a real page over HTTP on this machine)."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    class Page(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(SHOP)))
+            self.end_headers()
+            self.wfile.write(SHOP)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+
+
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="no Debian chromium")
+async def test_a_browser_workflow_runs_on_the_browser_pool_with_outputs_and_screenshots(
+    stack: Stack, client: GraphQLClient, shop: str
+) -> None:
+    workflow = await build(
+        client,
+        {
+            "start": MANUAL,
+            "open": ("browser.open", {"url": "{{ inputs.url }}"}),
+            "name": ("browser.fill", {"selector": "#who", "value": "{{ inputs.who }}"}),
+            "buy": ("browser.click", {"selector": "data-testid=buy"}),
+            "check": ("browser.assert_text", {"selector": "#done", "text": "thanks"}),
+            "read": ("browser.extract_text", {"selector": "#done"}),
+            "shot": ("browser.screenshot", {}),
+        },
+        [("start", "open"), ("open", "name"), ("name", "buy"), ("buy", "check"),
+         ("check", "read"), ("read", "shot")],
+    )  # fmt: skip
+    done = await run(client, workflow, {"url": shop, "who": "Ada"}, timeout=60)
+    assert done["status"] == "SUCCEEDED", failure(done)
+    steps = steps_of(done)
+    assert steps["open"]["output"]["title"] == "Shop"
+    assert steps["read"]["output"] == {"text": "thanks Ada"}
+    assert all(steps[n]["durationMs"] is not None for n in ("open", "buy", "shot"))
+    shot = steps["shot"]["output"]["screenshot"]["$artifact"]
+    async with httpx.AsyncClient() as http:
+        png = await http.get(f"{stack.url}/artifacts/{shot['sha256']}", headers=client.headers)
+    assert png.status_code == 200 and png.content[:4] == b"\x89PNG"
+
+    broken = await build(
+        client,
+        {
+            "start": MANUAL,
+            "open": ("browser.open", {"url": "{{ inputs.url }}"}),
+            "buy": ("browser.click", {"selector": "#gone", "timeout_s": 2,
+                                      "retry": {"max_attempts": 1}}),
+        },
+        [("start", "open"), ("open", "buy")],
+    )  # fmt: skip
+    failed = await run(client, broken, {"url": shop}, timeout=60)
+    assert failed["status"] == "FAILED"
+    error = steps_of(failed)["buy"]["error"]
+    assert error["type"] == "BrowserTimeout" and "#gone" in error["message"]
+    assert error["details"]["url"] == shop
+    evidence = error["details"]["screenshot"]["$artifact"]
+    async with httpx.AsyncClient() as http:
+        png = await http.get(f"{stack.url}/artifacts/{evidence['sha256']}", headers=client.headers)
+    assert png.status_code == 200 and png.content[:4] == b"\x89PNG"

@@ -40,6 +40,11 @@ class StepError:
     type: str
     message: str
     retryable: bool
+    details: JSON | None = strawberry.field(
+        default=None,
+        description="What the failure left to look at, e.g. a browser step's `url` and "
+        "`screenshot` (an artifact reference: GET /artifacts/{sha256}).",
+    )
 
 
 @strawberry.type
@@ -80,6 +85,7 @@ class ExecutionStep:
                 type=str(error.get("type") or ""),
                 message=str(error.get("message") or ""),
                 retryable=bool(error.get("retryable")),
+                details=error.get("details"),
             )
             if error
             else None,

@@ -547,3 +547,25 @@ def test_a_runner_with_redis_reports_its_own_heartbeat(
         assert json.loads(beat)["pool"] == runner.pool
     finally:
         client.close()
+
+
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="no Debian chromium")
+def test_a_browser_runner_keeps_a_session_per_execution_until_it_is_released(
+    start_runner: Callable[..., Harness], results: Topic
+) -> None:
+    harness = start_runner(pool="browser")
+    sessions = harness.runner._sessions
+    assert sessions is not None
+    kept, released = make_task("browser.open", {}), make_task("browser.open", {})
+    harness.send(kept, released)
+    for task in (kept, released):
+        [message] = results.wait(task["execution_id"], "result")
+        assert message["ok"], message
+    assert sessions.has_session(kept["execution_id"])
+    release = {"kind": "release", "execution_id": released["execution_id"], "pools": ["browser"]}
+    harness.send(release, topic=kafka.CONTROL_TOPIC)
+    wait_until(lambda: not sessions.has_session(released["execution_id"]), 10, "released")
+    assert sessions.has_session(kept["execution_id"])
+    harness.stop.set()
+    harness.thread.join(30)
+    assert not sessions.has_session(kept["execution_id"])  # a stopping runner closes them all

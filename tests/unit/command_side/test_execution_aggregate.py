@@ -164,6 +164,22 @@ def test_retries_wait_their_backoff_then_dispatch() -> None:
     assert failed[-1].dead_letter["task"]["attempt"] == 2
 
 
+def test_a_failure_keeps_what_it_left_to_look_at_and_older_events_read_without() -> None:
+    execution = started({"start": node("trigger.manual"), "a": node("http.request", url="x")})
+    execution.admit(0.0, "o")
+    shot = {"$artifact": {"sha256": "ab" * 32, "size": 10, "media_type": "image/png"}}
+    details = {"url": "http://site/form", "screenshot": shot}
+    execution.record_failure(
+        "a", 1, "TimeoutError", "no #go", "runner", retryable=False, details=details
+    )
+    assert execution.steps["a"].error["details"] == details
+    events = execution.collect_events()
+    assert replayed(events).steps["a"].error["details"] == details
+    failed = events[-1]
+    del failed.__dict__["details"]  # as stored before StepFailed had details
+    assert "details" not in replayed(events).steps["a"].error
+
+
 def test_a_lapsed_heartbeat_gives_the_step_a_new_attempt_without_charging_it() -> None:
     execution = started({"start": node("trigger.manual"), "a": node()}, [("start", "a")])
     execution.admit(0.0, "o")

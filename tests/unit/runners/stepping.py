@@ -45,6 +45,7 @@ class StepRunner:
     artifacts: ArtifactStore
     settings: Settings
     cancelled: threading.Event = field(default_factory=threading.Event)
+    sessions: Any = None  # the pool's sessions (browser)
 
     @classmethod
     def at(cls, root: Path, **settings: Any) -> StepRunner:
@@ -53,7 +54,9 @@ class StepRunner:
     def context(
         self, task: dict[str, Any], secrets: dict[str, dict[str, Any]] | None = None
     ) -> StepContext:
-        return StepContext(task, secrets or {}, self.artifacts, self.settings, self.cancelled)
+        return StepContext(
+            task, secrets or {}, self.artifacts, self.settings, self.cancelled, self.sessions
+        )
 
     def run(
         self,
@@ -81,7 +84,7 @@ class StepRunner:
 
     def with_settings(self, **changes: Any) -> StepRunner:
         settings = dataclasses.replace(self.settings, **changes)
-        return StepRunner(self.artifacts, settings, self.cancelled)
+        return StepRunner(self.artifacts, settings, self.cancelled, self.sessions)
 
     def cancel_when(self, happened: threading.Event) -> threading.Thread:
         """Set `cancelled` as soon as `happened` is (in a thread; the step runs meanwhile)."""

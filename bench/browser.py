@@ -1,0 +1,116 @@
+"""Browser step overhead: median ms per `browser.click` and `browser.fill` on a local page, each
+beside the same call made with Playwright's sync API on a Chromium of its own, alternating, so
+the difference is what a step adds (task parsing, the hop to Playwright's thread, the session
+lock, output) and not the machine's mood. No Kafka: `run_step` as a runner calls it.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from playwright.sync_api import sync_playwright
+
+from infra.artifacts import ArtifactStore
+from infra.settings import Settings
+from runners.nodes import StepContext, run_step
+from runners.nodes.browser_sessions import CHROMIUM_ARGS, BrowserSessions
+
+PAGE = b"""<!doctype html><input id=name><button id=go onclick="this.dataset.n =
+  (+this.dataset.n || 0) + 1">go</button>"""
+ROUNDS = 300
+WORKSPACE = "6f1f3c9e-2a0b-4c5d-9e8f-0a1b2c3d4e5f"
+
+
+class _Page(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(PAGE)))
+        self.end_headers()
+        self.wfile.write(PAGE)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def _task(execution_id: str, node_type: str, config: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "task_id": f"{execution_id}:n:1",
+        "execution_id": execution_id,
+        "workspace_id": WORKSPACE,
+        "node_id": "n",
+        "node_type": node_type,
+        "attempt": 1,
+        "config": config,
+        "credentials": {},
+        "timeout_s": 30.0,
+        "deadline": time.time() + 600,
+    }
+
+
+def measure(rounds: int = ROUNDS) -> dict[str, tuple[float, float]]:
+    """{action: (median ms as a step, median ms as the same call with Playwright's sync API on
+    a Chromium of its own)}, alternating one and the other."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Page)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    with tempfile.TemporaryDirectory() as tmp, sync_playwright() as playwright:
+        settings = Settings(data_dir=Path(tmp))
+        sessions = BrowserSessions(settings, ArtifactStore(Path(tmp) / "artifacts"))
+        execution_id = str(uuid.uuid4())
+        cancelled = threading.Event()
+
+        def step(node_type: str, config: dict[str, Any]) -> Any:
+            task = _task(execution_id, node_type, config)
+            ctx = StepContext(task, {}, sessions.artifacts, settings, cancelled, sessions)
+            return run_step(task, ctx)
+
+        browser = playwright.chromium.launch(
+            executable_path=settings.chromium_path, args=CHROMIUM_ARGS
+        )
+        page = browser.new_page()
+        page.goto(url)
+        step("browser.open", {"url": url})
+        actions = {
+            "click": ({"selector": "#go"}, lambda: page.locator("#go").click()),
+            "fill": (
+                {"selector": "#name", "value": "Ada"},
+                lambda: page.locator("#name").fill("Ada"),
+            ),
+        }
+        results = {}
+        try:
+            for name, (config, call) in actions.items():
+                as_step, alone = [], []
+                for _ in range(rounds):
+                    t = time.perf_counter()
+                    step(f"browser.{name}", config)
+                    as_step.append((time.perf_counter() - t) * 1000)
+                    t = time.perf_counter()
+                    call()
+                    alone.append((time.perf_counter() - t) * 1000)
+                results[name] = (statistics.median(as_step), statistics.median(alone))
+        finally:
+            browser.close()
+            sessions.close()
+            server.shutdown()
+    return results
+
+
+def run() -> str:
+    """One line for `make bench`."""
+    parts = [
+        f"{name} {ms:.2f} ms (Playwright alone {raw:.2f})" for name, (ms, raw) in measure().items()
+    ]
+    return "browser step, median: " + "; ".join(parts)
+
+
+if __name__ == "__main__":
+    print(run())

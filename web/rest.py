@@ -1,0 +1,22 @@
+"""What the REST edges (webhooks, artifacts) share: the error shape and a bounded body."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, Response
+
+
+def problem(status: int, code: str, message: str) -> Response[Any]:
+    """`{"error": {"code", "message"}}` with the status."""
+    return Response({"error": {"code": code, "message": message}}, status_code=status)
+
+
+async def bounded_body(request: Request[Any, Any, Any], limit: int) -> bytes | None:
+    """The request body, or None when it is larger than `limit` bytes (refused on its declared
+    length before it is read, when it declares one)."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        return None
+    body = await request.body()
+    return body if len(body) <= limit else None
