@@ -6,12 +6,20 @@ import os
 import platform
 import sys
 
-from bench import append, executions, lag, latency, replay
+from bench import append, browser, desktop, executions, lag, latency, replay
 
 
 def main() -> None:
     print(f"# {platform.node()} · {os.cpu_count()} cpus · Python {sys.version.split()[0]}")
-    for bench in (append.run, latency.run, lag.run, replay.run, executions.run):
+    for bench in (
+        append.run,
+        latency.run,
+        lag.run,
+        replay.run,
+        executions.run,
+        browser.run,
+        desktop.run,
+    ):
         print(bench(), flush=True)
 
 

@@ -127,6 +127,13 @@ class ArtifactStore:
         except FileNotFoundError:
             raise ArtifactNotFound(f"no artifact {sha256} in this workspace") from None
 
+    def size(self, workspace: str | uuid.UUID, sha256: str) -> int:
+        """The blob's size in bytes; ArtifactNotFound if the workspace has no such blob."""
+        try:
+            return self._blob(workspace, sha256).stat().st_size
+        except FileNotFoundError:
+            raise ArtifactNotFound(f"no artifact {sha256} in this workspace") from None
+
     def media_type(self, workspace: str | uuid.UUID, sha256: str) -> str:
         """The media type the blob was stored with."""
         path = self._blob(workspace, sha256)

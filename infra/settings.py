@@ -194,6 +194,12 @@ class Settings:
     browser_session_idle_s: float = 600.0
     """A browser session unused this long is closed (its execution never ended it)."""
 
+    desktop_display: str | None = None
+    """The X display `desktop.*` steps drive (`:0`); DISPLAY when unset."""
+
+    desktop_kill_file: str | None = None
+    """While this file exists every desktop step stops (default `<data dir>/desktop.kill`)."""
+
     webhook_max_body_bytes: int = 1024 * 1024
     """Largest body `/hooks/...` accepts."""
 

@@ -27,8 +27,18 @@ from infra.settings import Settings, settings_env
 
 log = logging.getLogger(__name__)
 
-#: `runner:<pool>` is a runner of that pool (`runner` alone: of `AUTOOPS_RUNNER_POOL`).
+#: `runner:<pool>` is a runner of that pool (`runner` alone: of `AUTOOPS_RUNNER_POOL`). A desktop
+#: runner starts too when there is a display to drive (`default_processes`).
 PROCESSES = ("relay", "projector", "orchestrator", "scheduler", "runner", "runner:browser", "api")
+
+
+def default_processes(settings: Settings) -> tuple[str, ...]:
+    """What `autoops up` starts: every process, and a desktop runner when a display is set."""
+    if settings.desktop_display or os.environ.get("DISPLAY"):
+        return (*PROCESSES[:-1], "runner:desktop", PROCESSES[-1])
+    return PROCESSES
+
+
 GRACE_S = 10.0
 #: A process that ran this long before dying restarts after the shortest delay again.
 STABLE_S = 30.0
@@ -148,7 +158,7 @@ def start_services(settings: Settings) -> tuple[Settings, list[embedded.Service]
 
 def run_up(settings: Settings) -> int:
     resolved, services = start_services(settings)
-    supervisor = Supervisor(resolved)
+    supervisor = Supervisor(resolved, default_processes(resolved))
 
     def on_signal(signum: int, _: object) -> None:
         supervisor.stop_event.set()

@@ -33,6 +33,7 @@ from infra.secrets import CredentialError, Vault, redact, secret_strings
 from infra.settings import Settings
 from runners.nodes import StepContext, run_step
 from runners.nodes.browser_sessions import BrowserSessions
+from runners.nodes.desktop_screen import Desktop
 from runners.nodes.dispatch import PURE
 from runners.nodes.errors import StepError
 from runners.nodes.jsonable import redact_json
@@ -182,10 +183,12 @@ class Runner:
         """Set once the runner has partitions to serve and reads control messages."""
         self._vault = Vault.from_settings(settings)
         self._artifacts = artifacts.from_settings(settings)
-        #: What the pool keeps between an execution's steps (browser pages), if anything.
-        self._sessions: BrowserSessions | None = (
-            BrowserSessions(settings, self._artifacts) if self.pool == "browser" else None
-        )
+        #: What the pool keeps between steps (browser pages, the desktop's display), if anything.
+        self._sessions: BrowserSessions | Desktop | None = None
+        if self.pool == "browser":
+            self._sessions = BrowserSessions(settings, self._artifacts)
+        elif self.pool == "desktop":
+            self._sessions = Desktop(settings, self._artifacts)
         self._outbox = _Outbox()
         self._lock = threading.Lock()
         self._running: dict[str, _Job] = {}

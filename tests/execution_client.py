@@ -22,7 +22,8 @@ EXECUTION = """query($id: ID!) { execution(id: $id) {
   id workflowId workflowVersion status error inputs output trigger retryOf parentId
   createdAt startedAt finishedAt
   steps { nodeId nodeType attempt status input output error { type message retryable details }
-          scheduledAt startedAt finishedAt durationMs runnerId } } }"""
+          scheduledAt startedAt finishedAt durationMs runnerId
+          artifacts { sha256 size mediaType downloadUrl } } } }"""
 FINAL = ("SUCCEEDED", "FAILED", "CANCELLED", "TIMED_OUT")
 
 #: (source, target), with a label, and a condition (label None for none).

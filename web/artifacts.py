@@ -29,7 +29,8 @@ MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 
 
 @cache
-def _store(settings: Settings) -> ArtifactStore:
+def artifact_store(settings: Settings) -> ArtifactStore:
+    """The store of these settings (one per process)."""
     return from_settings(settings)
 
 
@@ -50,7 +51,7 @@ async def artifact(sha256: str, request: Request[Any, Any, Any], state: State) -
     principal = await _caller(request, svc)
     if isinstance(principal, Response):
         return principal
-    store = _store(svc.settings)
+    store = artifact_store(svc.settings)
     try:
         data = await asyncio.to_thread(store.get_bytes, principal.workspace_id, sha256)
         media_type = await asyncio.to_thread(store.media_type, principal.workspace_id, sha256)
@@ -84,6 +85,6 @@ async def upload_artifact(request: Request[Any, Any, Any], state: State) -> Resp
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if not media_type or len(media_type) > 100 or "/" not in media_type:
         media_type = "application/octet-stream"
-    store = _store(svc.settings)
+    store = artifact_store(svc.settings)
     ref = await asyncio.to_thread(store.put_bytes, principal.workspace_id, data, media_type)
     return Response(ref | {"url": f"/artifacts/{ref[REF_KEY]['sha256']}"}, status_code=201)

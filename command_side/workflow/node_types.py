@@ -235,6 +235,161 @@ BROWSER_TYPES = (
     _b("close", "Close the execution's browser session."),
 )
 
+#: A number, or a template that renders one (`{{ steps.find.output.center.x + 10 }}`).
+_COORD = {
+    "anyOf": [
+        {"type": "integer", "minimum": 0, "maximum": 20_000},
+        {"type": "string", "pattern": "\\{\\{"},
+    ]
+}
+_REGION = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["x", "y", "width", "height"],
+    "properties": {
+        "x": _COORD,
+        "y": _COORD,
+        "width": {"type": "integer", "minimum": 1},
+        "height": {"type": "integer", "minimum": 1},
+    },
+}
+_BUTTON = {"enum": ["left", "right", "middle"]}
+_IMAGE = {"type": "string", "pattern": "^[0-9a-f]{64}$", "description": "sha256 of an artifact"}
+_SCALES = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "min": {"type": "number", "minimum": 0.1, "maximum": 1},
+        "max": {"type": "number", "minimum": 1, "maximum": 5},
+        "step": {"type": "number", "minimum": 0.01, "maximum": 1},
+    },
+}
+_MATCH = {
+    "image": _IMAGE,
+    "threshold": {"type": "number", "minimum": 0.1, "maximum": 1},
+    "scales": _SCALES,
+    "region": _REGION,
+}
+_OCR = {
+    "region": _REGION,
+    "psm": {"type": "integer", "minimum": 3, "maximum": 13},
+    "min_confidence": {"type": "number", "minimum": 0, "maximum": 100},
+}
+_WINDOW = {"title": _NON_EMPTY, "regex": {"type": "boolean"}}
+
+
+def _d(kind: str, description: str, required: tuple[str, ...] = (), **properties: Any) -> NodeType:
+    return NodeType(f"desktop.{kind}", "desktop", description, properties, required, "desktop")
+
+
+DESKTOP_TYPES = (
+    _d("click", "Click at a point of the screen.", ("x", "y"), x=_COORD, y=_COORD, button=_BUTTON),
+    _d("double_click", "Double-click at a point.", ("x", "y"), x=_COORD, y=_COORD),
+    _d("right_click", "Right-click at a point.", ("x", "y"), x=_COORD, y=_COORD),
+    _d(
+        "move_to",
+        "Move the pointer to a point.",
+        ("x", "y"),
+        x=_COORD,
+        y=_COORD,
+        duration_s={"type": "number", "minimum": 0, "maximum": 10},
+    ),
+    _d(
+        "drag_to",
+        "Drag from a point (default: the pointer) to another.",
+        ("x", "y"),
+        x=_COORD,
+        y=_COORD,
+        from_x=_COORD,
+        from_y=_COORD,
+        button=_BUTTON,
+        duration_s={"type": "number", "minimum": 0, "maximum": 10},
+    ),
+    _d(
+        "scroll",
+        "Turn the mouse wheel (positive: up), at a point when given.",
+        ("clicks",),
+        clicks={"type": "integer", "minimum": -100, "maximum": 100},
+        x=_COORD,
+        y=_COORD,
+    ),
+    _d(
+        "type_text",
+        "Type text key by key into what has the focus.",
+        ("text",),
+        text={"type": "string", "minLength": 1, "maxLength": 10_000},
+        interval_s={"type": "number", "minimum": 0, "maximum": 1},
+    ),
+    _d(
+        "press_key",
+        "Press a key (enter, tab, f5, …) one or more times.",
+        ("key",),
+        key=_NON_EMPTY,
+        presses={"type": "integer", "minimum": 1, "maximum": 100},
+    ),
+    _d(
+        "hotkey",
+        "Press keys together (ctrl, shift, s).",
+        ("keys",),
+        keys={"type": "array", "items": _NON_EMPTY, "minItems": 1, "maxItems": 5},
+    ),
+    _d("screenshot", "A PNG of the screen or a region, as an artifact.", region=_REGION),
+    _d(
+        "locate_image",
+        "Find an image on the screen at any scale in a range (OpenCV).",
+        ("image",),
+        **_MATCH,
+    ),
+    _d(
+        "click_image",
+        "Find an image and click its centre (wait: until it shows).",
+        ("image",),
+        **_MATCH,
+        button=_BUTTON,
+        wait={"type": "boolean"},
+    ),
+    _d("wait_for_image", "Wait until an image shows on the screen.", ("image",), **_MATCH),
+    _d(
+        "read_text",
+        "Read the text of the screen or a region (Tesseract), word by word.",
+        (),
+        **_OCR,
+    ),
+    _d(
+        "click_text",
+        "Find words on the screen by OCR and click their centre.",
+        ("text",),
+        text=_NON_EMPTY,
+        occurrence={"type": "integer", "minimum": 1, "maximum": 100},
+        button=_BUTTON,
+        wait={"type": "boolean"},
+        **_OCR,
+    ),
+    _d("wait_for_text", "Wait until words show on the screen.", ("text",), text=_NON_EMPTY, **_OCR),
+    _d(
+        "launch_app",
+        "Start a program on the display (and wait for its window).",
+        ("command",),
+        command={"oneOf": [_NON_EMPTY, {"type": "array", "items": _STR, "minItems": 1}]},
+        wait_for_window=_STR,
+    ),
+    _d(
+        "list_windows",
+        "The windows on the display (title, box, pid).",
+        title=_STR,
+        all={"type": "boolean"},
+    ),
+    _d(
+        "focus_window",
+        "Bring a window to the front and give it the keyboard.",
+        ("title",),
+        **_WINDOW,
+    ),
+    _d("close_window", "Ask a window to close.", ("title",), **_WINDOW),
+    _d("clipboard_get", "The text on the clipboard."),
+    _d("clipboard_set", "Put text on the clipboard.", ("text",), text=_STR),
+)
+
 NODE_TYPES: dict[str, NodeType] = {
     t.type: t
     for t in (
@@ -389,6 +544,7 @@ NODE_TYPES: dict[str, NodeType] = {
             credential=_STR,
         ),
         *BROWSER_TYPES,
+        *DESKTOP_TYPES,
     )
 }
 #: Pools whose runners keep a session between an execution's steps (closed when it ends).

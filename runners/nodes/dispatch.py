@@ -11,6 +11,7 @@ from infra.secrets import redact, secret_strings
 from runners.nodes.browser import EXECUTORS as BROWSER_EXECUTORS
 from runners.nodes.context import StepContext
 from runners.nodes.data import data_filter, data_transform
+from runners.nodes.desktop import EXECUTORS as DESKTOP_EXECUTORS
 from runners.nodes.errors import StepError
 from runners.nodes.files import file_read, file_write
 from runners.nodes.http_request import http_request
@@ -22,6 +23,7 @@ Executor = Callable[[dict[str, Any], StepContext], Any]
 
 EXECUTORS: dict[str, Executor] = {
     **BROWSER_EXECUTORS,
+    **DESKTOP_EXECUTORS,
     "http.request": http_request,
     "sql.query": sql_query,
     "data.transform": data_transform,

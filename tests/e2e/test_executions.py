@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -16,6 +18,7 @@ import pytest
 from infra import embedded
 from tests import services
 from tests.api_server import ApiServer, running_api_server
+from tests.display import xvfb
 from tests.execution_client import (
     CANCEL,
     CREDENTIAL,
@@ -51,11 +54,22 @@ def api() -> Iterator[ApiServer]:
 
 
 @pytest.fixture(scope="module")
+def display() -> Iterator[str | None]:
+    """An X display for the desktop runner (None where Xvfb is missing: its tests skip)."""
+    if not shutil.which("Xvfb"):
+        yield None
+        return
+    with xvfb(1280, 800) as name:
+        yield name
+
+
+@pytest.fixture(scope="module")
 def stack(
     pg_admin_url: str,
     kafka_session: embedded.Service,
     redis_url: str,
     llm: LlmServer,
+    display: str | None,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
     with services.fresh_database(pg_admin_url) as database:
@@ -69,8 +83,10 @@ def stack(
             AUTOOPS_LLM_BASE_URL=llm.base_url,
             AUTOOPS_LLM_API_KEY="sk-test-default",
             AUTOOPS_OUTPUT_INLINE_LIMIT="2048",
+            **({"AUTOOPS_DESKTOP_DISPLAY": display} if display else {}),
         )
-        with running_stack(settings, PROCESSES) as running:
+        processes = (*PROCESSES, "runner:desktop") if display else PROCESSES
+        with running_stack(settings, processes) as running:
             running.wait_ready()
             yield running
 
@@ -668,12 +684,12 @@ async def test_execution_updates_stream_every_event_until_the_end(
     assert [u["version"] for u in seen] == list(range(1, len(seen) + 1))
 
 
-def test_readiness_names_the_orchestrator_and_runners(stack: Stack) -> None:
+def test_readiness_names_the_orchestrator_and_runners(stack: Stack, display: str | None) -> None:
     def workers() -> dict[str, object] | None:
         report = stack.wait_ready()
         found = report.get("workers")
         ok = isinstance(found, dict) and found.get("orchestrator") == "up"
-        runners = {"default": 1, "browser": 1}
+        runners = {"default": 1, "browser": 1} | ({"desktop": 1} if display else {})
         return found if ok and found.get("runners") == runners else None  # type: ignore[union-attr]
 
     wait_until(workers, 20, "the orchestrator and one runner of each pool reporting")
@@ -852,9 +868,18 @@ async def test_a_browser_workflow_runs_on_the_browser_pool_with_outputs_and_scre
     assert steps["read"]["output"] == {"text": "thanks Ada"}
     assert all(steps[n]["durationMs"] is not None for n in ("open", "buy", "shot"))
     shot = steps["shot"]["output"]["screenshot"]["$artifact"]
+    [listed] = steps["shot"]["artifacts"]
+    assert listed == {
+        "sha256": shot["sha256"], "size": shot["size"], "mediaType": "image/png",
+        "downloadUrl": f"/artifacts/{shot['sha256']}",
+    }  # fmt: skip
     async with httpx.AsyncClient() as http:
-        png = await http.get(f"{stack.url}/artifacts/{shot['sha256']}", headers=client.headers)
+        png = await http.get(f"{stack.url}{listed['downloadUrl']}", headers=client.headers)
     assert png.status_code == 200 and png.content[:4] == b"\x89PNG"
+    query = "query($s: String!) { artifact(sha256: $s) { size mediaType downloadUrl } }"
+    meta = await client.execute(query, {"s": shot["sha256"]})
+    assert meta["artifact"] == {k: listed[k] for k in ("size", "mediaType", "downloadUrl")}
+    assert (await client.execute(query, {"s": "0" * 64}))["artifact"] is None
 
     broken = await build(
         client,
@@ -872,6 +897,61 @@ async def test_a_browser_workflow_runs_on_the_browser_pool_with_outputs_and_scre
     assert error["type"] == "BrowserTimeout" and "#gone" in error["message"]
     assert error["details"]["url"] == shop
     evidence = error["details"]["screenshot"]["$artifact"]
+    assert [a["sha256"] for a in steps_of(failed)["buy"]["artifacts"]] == [evidence["sha256"]]
     async with httpx.AsyncClient() as http:
         png = await http.get(f"{stack.url}/artifacts/{evidence['sha256']}", headers=client.headers)
     assert png.status_code == 200 and png.content[:4] == b"\x89PNG"
+
+
+@pytest.mark.skipif(not shutil.which("tesseract"), reason="no tesseract-ocr (.ci/run installs it)")
+async def test_a_desktop_workflow_launches_an_app_reads_and_clicks_it(
+    stack: Stack, client: GraphQLClient, display: str | None, tmp_path: Path
+) -> None:
+    if display is None:
+        pytest.skip("no Xvfb (.ci/run installs it)")
+    state = tmp_path / "app.jsonl"
+    app = [sys.executable, "-m", "tests.desktop_app", str(state), "1.0", "Invoices app"]
+    workflow = await build(
+        client,
+        {
+            "start": MANUAL,
+            "launch": ("desktop.launch_app", {"command": app, "wait_for_window": "Invoices app"}),
+            "read": ("desktop.wait_for_text", {"text": "approved by Maria"}),
+            "save": ("desktop.click_text", {"text": "Save"}),
+            "shot": ("desktop.screenshot", {}),
+        },
+        [("start", "launch"), ("launch", "read"), ("read", "save"), ("save", "shot")],
+    )
+    done = await run(client, workflow, timeout=90)
+    assert done["status"] == "SUCCEEDED", failure(done)
+    steps = steps_of(done)
+    assert steps["launch"]["output"]["window"]["title"] == "Invoices app"
+    assert steps["read"]["output"]["found"] is True
+    assert any('"name": "Save"' in line for line in state.read_text().splitlines())
+    where = json.loads(state.read_text().splitlines()[0])["icon"]
+    shot = steps["shot"]["output"]["screenshot"]["$artifact"]
+    async with httpx.AsyncClient(base_url=stack.url, headers=client.headers) as http:
+        screen = (await http.get(f"/artifacts/{shot['sha256']}")).content
+        # The template a user would upload: the icon, cut from that screenshot.
+        import cv2
+        import numpy as np
+
+        image = cv2.imdecode(np.frombuffer(screen, np.uint8), cv2.IMREAD_COLOR)
+        x, y, w, h = where["x"], where["y"], where["width"], where["height"]
+        icon = cv2.imencode(".png", image[y : y + h, x : x + w])[1].tobytes()
+        made = await http.post("/artifacts", content=icon, headers={"content-type": "image/png"})
+    template = made.json()["$artifact"]["sha256"]
+    clicker = await build(
+        client,
+        {
+            "start": MANUAL,
+            "icon": ("desktop.click_image", {"image": template, "wait": True}),
+            "close": ("desktop.close_window", {"title": "Invoices app"}),
+        },
+        [("start", "icon"), ("icon", "close")],
+    )
+    clicked = await run(client, clicker, timeout=90)
+    assert clicked["status"] == "SUCCEEDED", failure(clicked)
+    assert steps_of(clicked)["icon"]["output"]["confidence"] > 0.95
+    kinds = [json.loads(line)["kind"] for line in state.read_text().splitlines()]
+    assert "icon_click" in kinds and kinds[-1] == "closed"

@@ -55,6 +55,7 @@ PERMISSIONS: dict[str, str] = {
     # executions
     "Query.executions": "viewer",
     "Query.execution": "viewer",
+    "Query.artifact": "viewer",
     "Subscription.executionUpdates": "viewer",
     "Mutation.startExecution": "editor",
     "Mutation.cancelExecution": "editor",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -9,11 +10,14 @@ import strawberry
 from strawberry.types import Info
 from strawberry.types.nodes import SelectedField, Selection
 
+from infra.artifacts import ArtifactError
 from query_side import execution_views, views
+from web.artifacts import artifact_store
 from web.auth import SECURED
 from web.graphql.context import caller, services
 from web.graphql.errors import mapped_errors, not_found, parse_id
 from web.graphql.execution_types import (
+    Artifact,
     Credential,
     Execution,
     ExecutionConnection,
@@ -86,6 +90,21 @@ class ExecutionQuery:
             # As every field does for an id the caller cannot see: it does not exist.
             raise not_found(f"execution {id}")
         return Execution.from_row(row, row["steps"])
+
+    @strawberry.field(
+        permission_classes=SECURED,
+        description="An artifact of the workspace (a screenshot, a download, an uploaded image) "
+        "by its sha256: size, media type and download URL; null when there is none.",
+    )
+    async def artifact(self, info: Info[Any, Any], sha256: str) -> Artifact | None:
+        who, svc = caller(info), services(info)
+        store = artifact_store(svc.settings)
+        try:
+            data_size = await asyncio.to_thread(store.size, who.workspace_id, sha256)
+            media_type = await asyncio.to_thread(store.media_type, who.workspace_id, sha256)
+        except ArtifactError:  # unknown, malformed or another workspace's: the same answer
+            return None
+        return Artifact(sha256=sha256, size=data_size, media_type=media_type)
 
     @strawberry.field(
         permission_classes=SECURED,

@@ -9,6 +9,7 @@ from typing import Any
 import strawberry
 from strawberry.scalars import JSON
 
+from infra.artifacts import REF_KEY, is_ref
 from web.graphql.types import PageInfo
 
 
@@ -33,6 +34,44 @@ class StepStatus(Enum):
     FAILED = "failed"
     SKIPPED = "skipped"
     REUSED = "reused"
+
+
+@strawberry.type(
+    description="A file an execution produced or uses (a download, a screenshot, a "
+    "large output, an uploaded template image), stored by content."
+)
+class Artifact:
+    sha256: str
+    size: int
+    media_type: str
+
+    @strawberry.field(description="GET with `Authorization: Bearer <token>` (same origin).")
+    def download_url(self) -> str:
+        return f"/artifacts/{self.sha256}"
+
+    @classmethod
+    def from_ref(cls, ref: dict[str, Any]) -> Artifact:
+        inner = ref[REF_KEY]
+        return cls(sha256=inner["sha256"], size=inner["size"], media_type=inner["media_type"])
+
+
+def artifacts_in(*values: Any) -> list[Artifact]:
+    """Every artifact reference inside these JSON values, once each, in order."""
+    found: dict[str, Artifact] = {}
+
+    def walk(value: Any) -> None:
+        if is_ref(value):
+            found.setdefault(value[REF_KEY]["sha256"], Artifact.from_ref(value))
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    for value in values:
+        walk(value)
+    return list(found.values())
 
 
 @strawberry.type
@@ -63,6 +102,13 @@ class ExecutionStep:
     started_at: datetime | None = strawberry.field(description="As the runner reported it.")
     finished_at: datetime | None
     runner_id: str | None
+
+    @strawberry.field(
+        description="Artifacts the step's output and error refer to (screenshots, downloads, "
+        "large outputs), with their download URLs."
+    )
+    def artifacts(self) -> list[Artifact]:
+        return artifacts_in(self.output, self.error.details if self.error else None)
 
     @strawberry.field(description="From the runner's start to the step's end.")
     def duration_ms(self) -> int | None:
