@@ -19,7 +19,7 @@ from typing import Any
 
 from playwright.sync_api import sync_playwright
 
-from infra.artifacts import ArtifactStore
+from infra.artifacts import FileArtifactStore
 from infra.settings import Settings
 from runners.nodes import StepContext, run_step
 from runners.nodes.browser_sessions import CHROMIUM_ARGS, BrowserSessions, Session
@@ -66,7 +66,7 @@ def measure(rounds: int = ROUNDS) -> dict[str, tuple[float, float, float]]:
     url = f"http://127.0.0.1:{server.server_address[1]}/"
     with tempfile.TemporaryDirectory() as tmp, sync_playwright() as playwright:
         settings = Settings(data_dir=Path(tmp))
-        sessions = BrowserSessions(settings, ArtifactStore(Path(tmp) / "artifacts"))
+        sessions = BrowserSessions(settings, FileArtifactStore(Path(tmp) / "artifacts"))
         execution_id = str(uuid.uuid4())
         cancelled = threading.Event()
 

@@ -1,10 +1,10 @@
-"""The artifact store: content-addressed blobs (large step outputs, downloaded bodies) and the
-named files of `file.read` / `file.write`, per workspace, on a directory every process shares.
+"""The artifact store: content-addressed blobs (large step outputs, downloaded bodies,
+screenshots, uploaded images) and the named files of `file.read` / `file.write`, per
+workspace, in a directory every process shares or in an S3-compatible bucket.
 
-Layout under the root: `blobs/<workspace>/<sha256[:2]>/<sha256>` (plus `<sha256>.type`, the
-media type) and `files/<workspace>/<path>`. Every write goes to a temporary file first and is
-renamed into place, so a reader sees a whole file or none. Workspace ids, digests and paths are
-checked before they touch the file system: nothing a step names can leave its workspace.
+Layout (directory or object keys): `blobs/<workspace>/<sha256[:2]>/<sha256>` and
+`files/<workspace>/<path>`. Workspace ids, digests and paths are checked before they touch the
+store: nothing a step names can leave its workspace.
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ import os
 import re
 import tempfile
 import uuid
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from infra.errors import InfraError
 from infra.settings import Settings
@@ -93,56 +95,41 @@ def _write_atomically(target: Path, data: bytes) -> None:
         raise
 
 
-class ArtifactStore:
-    """Blobs and named files of every workspace under one root directory."""
+class ArtifactStore(ABC):
+    """Blobs (content-addressed) and named files of every workspace. Backends: a directory
+    every process shares (`FileArtifactStore`, the default) or an S3-compatible bucket
+    (`S3ArtifactStore`)."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
-
-    def _blob(self, workspace: str | uuid.UUID, sha256: str) -> Path:
-        digest = _digest(sha256)
-        return self.root / "blobs" / _workspace(workspace) / digest[:2] / digest
-
+    @abstractmethod
     def put_bytes(
         self, workspace: str | uuid.UUID, data: bytes, media_type: str = _DEFAULT_MEDIA_TYPE
     ) -> dict[str, Any]:
         """Store `data` (once per content) and return its reference."""
-        sha256 = hashlib.sha256(data).hexdigest()
-        path = self._blob(workspace, sha256)
-        if not path.exists():
-            # The media type first: a reader who finds the blob finds its type too.
-            _write_atomically(path.with_name(sha256 + ".type"), media_type.encode())
-            _write_atomically(path, data)
-        return {REF_KEY: {"sha256": sha256, "size": len(data), "media_type": media_type}}
+
+    @abstractmethod
+    def get_bytes(self, workspace: str | uuid.UUID, sha256: str) -> bytes:
+        """The blob's content; ArtifactNotFound if the workspace has no such blob."""
+
+    @abstractmethod
+    def size(self, workspace: str | uuid.UUID, sha256: str) -> int:
+        """The blob's size in bytes; ArtifactNotFound if the workspace has no such blob."""
+
+    @abstractmethod
+    def media_type(self, workspace: str | uuid.UUID, sha256: str) -> str:
+        """The media type the blob was stored with."""
+
+    @abstractmethod
+    def write_file(self, workspace: str | uuid.UUID, path: str, data: bytes) -> None:
+        """Create or replace the named file (parent folders appear as needed)."""
+
+    @abstractmethod
+    def read_file(self, workspace: str | uuid.UUID, path: str) -> bytes:
+        """The named file's content; FileNotFound if there is none."""
 
     def put_json(self, workspace: str | uuid.UUID, value: Any) -> dict[str, Any]:
         """Store `value` as JSON (UTF-8) and return its reference."""
         data = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
         return self.put_bytes(workspace, data, "application/json")
-
-    def get_bytes(self, workspace: str | uuid.UUID, sha256: str) -> bytes:
-        """The blob's content; ArtifactNotFound if the workspace has no such blob."""
-        try:
-            return self._blob(workspace, sha256).read_bytes()
-        except FileNotFoundError:
-            raise ArtifactNotFound(f"no artifact {sha256} in this workspace") from None
-
-    def size(self, workspace: str | uuid.UUID, sha256: str) -> int:
-        """The blob's size in bytes; ArtifactNotFound if the workspace has no such blob."""
-        try:
-            return self._blob(workspace, sha256).stat().st_size
-        except FileNotFoundError:
-            raise ArtifactNotFound(f"no artifact {sha256} in this workspace") from None
-
-    def media_type(self, workspace: str | uuid.UUID, sha256: str) -> str:
-        """The media type the blob was stored with."""
-        path = self._blob(workspace, sha256)
-        if not path.exists():
-            raise ArtifactNotFound(f"no artifact {sha256} in this workspace")
-        try:
-            return path.with_name(sha256 + ".type").read_text() or _DEFAULT_MEDIA_TYPE
-        except FileNotFoundError:
-            return _DEFAULT_MEDIA_TYPE
 
     def get_json(self, workspace: str | uuid.UUID, sha256: str) -> Any:
         try:
@@ -156,11 +143,61 @@ class ArtifactStore:
             return self.get_json(workspace, value[REF_KEY]["sha256"])
         return value
 
+
+def _ref(sha256: str, size: int, media_type: str) -> dict[str, Any]:
+    return {REF_KEY: {"sha256": sha256, "size": size, "media_type": media_type}}
+
+
+class FileArtifactStore(ArtifactStore):
+    """Blobs and named files under one root directory.
+
+    Layout: `blobs/<workspace>/<sha256[:2]>/<sha256>` (plus `<sha256>.type`, the media type) and
+    `files/<workspace>/<path>`. Every write goes to a temporary file first and is renamed into
+    place, so a reader sees a whole file or none."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def _blob(self, workspace: str | uuid.UUID, sha256: str) -> Path:
+        digest = _digest(sha256)
+        return self.root / "blobs" / _workspace(workspace) / digest[:2] / digest
+
+    def put_bytes(
+        self, workspace: str | uuid.UUID, data: bytes, media_type: str = _DEFAULT_MEDIA_TYPE
+    ) -> dict[str, Any]:
+        sha256 = hashlib.sha256(data).hexdigest()
+        path = self._blob(workspace, sha256)
+        if not path.exists():
+            # The media type first: a reader who finds the blob finds its type too.
+            _write_atomically(path.with_name(sha256 + ".type"), media_type.encode())
+            _write_atomically(path, data)
+        return _ref(sha256, len(data), media_type)
+
+    def get_bytes(self, workspace: str | uuid.UUID, sha256: str) -> bytes:
+        try:
+            return self._blob(workspace, sha256).read_bytes()
+        except FileNotFoundError:
+            raise ArtifactNotFound(f"no artifact {sha256} in this workspace") from None
+
+    def size(self, workspace: str | uuid.UUID, sha256: str) -> int:
+        try:
+            return self._blob(workspace, sha256).stat().st_size
+        except FileNotFoundError:
+            raise ArtifactNotFound(f"no artifact {sha256} in this workspace") from None
+
+    def media_type(self, workspace: str | uuid.UUID, sha256: str) -> str:
+        path = self._blob(workspace, sha256)
+        if not path.exists():
+            raise ArtifactNotFound(f"no artifact {sha256} in this workspace")
+        try:
+            return path.with_name(sha256 + ".type").read_text() or _DEFAULT_MEDIA_TYPE
+        except FileNotFoundError:
+            return _DEFAULT_MEDIA_TYPE
+
     def _file(self, workspace: str | uuid.UUID, path: str) -> Path:
         return self.root.joinpath("files", _workspace(workspace), *_relative(path))
 
     def write_file(self, workspace: str | uuid.UUID, path: str, data: bytes) -> None:
-        """Create or replace the named file (parent folders appear as needed)."""
         target = self._file(workspace, path)
         try:
             _write_atomically(target, data)
@@ -168,7 +205,6 @@ class ArtifactStore:
             raise ArtifactError(f"cannot write {path!r}: {exc.strerror}") from None
 
     def read_file(self, workspace: str | uuid.UUID, path: str) -> bytes:
-        """The named file's content; FileNotFound if there is none."""
         target = self._file(workspace, path)
         try:
             return target.read_bytes()
@@ -180,6 +216,106 @@ class ArtifactStore:
             raise ArtifactError(f"cannot read {path!r}: {exc.strerror}") from None
 
 
+class S3ArtifactStore(ArtifactStore):
+    """Blobs and named files in an S3-compatible bucket (AWS S3, MinIO, Ceph, R2, …), under an
+    optional prefix, with the layout of `FileArtifactStore` as object keys; a blob's media type
+    is its object's Content-Type. Credentials come the way boto3 finds them
+    (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, an instance role, …)."""
+
+    def __init__(self, url: str, endpoint_url: str | None = None) -> None:
+        parts = urlsplit(url)
+        if parts.scheme != "s3" or not parts.netloc:
+            raise ArtifactError(f"{url!r} is not s3://bucket[/prefix]")
+        import boto3
+        from botocore.config import Config
+
+        self.bucket = parts.netloc
+        self.prefix = parts.path.strip("/")
+        self._client = boto3.client(
+            "s3",
+            endpoint_url=endpoint_url,
+            config=Config(retries={"max_attempts": 5, "mode": "standard"}),
+        )
+
+    def _key(self, *segments: str) -> str:
+        return "/".join([self.prefix, *segments] if self.prefix else segments)
+
+    def _blob(self, workspace: str | uuid.UUID, sha256: str) -> str:
+        digest = _digest(sha256)
+        return self._key("blobs", _workspace(workspace), digest[:2], digest)
+
+    def _head(self, key: str) -> dict[str, Any] | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            return dict(self._client.head_object(Bucket=self.bucket, Key=key))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise ArtifactError(f"the artifact bucket answered {exc}") from None
+
+    def _get(self, key: str) -> bytes | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            return bytes(self._client.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise ArtifactError(f"the artifact bucket answered {exc}") from None
+
+    def _put(self, key: str, data: bytes, media_type: str) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self._client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=media_type)
+        except (BotoCoreError, ClientError) as exc:
+            raise ArtifactError(f"cannot store {key!r}: {exc}") from None
+
+    def put_bytes(
+        self, workspace: str | uuid.UUID, data: bytes, media_type: str = _DEFAULT_MEDIA_TYPE
+    ) -> dict[str, Any]:
+        sha256 = hashlib.sha256(data).hexdigest()
+        key = self._blob(workspace, sha256)
+        head = self._head(key)
+        if head is None:
+            self._put(key, data, media_type)
+        else:
+            media_type = str(head.get("ContentType") or media_type)
+        return _ref(sha256, len(data), media_type)
+
+    def get_bytes(self, workspace: str | uuid.UUID, sha256: str) -> bytes:
+        data = self._get(self._blob(workspace, sha256))
+        if data is None:
+            raise ArtifactNotFound(f"no artifact {sha256} in this workspace")
+        return data
+
+    def size(self, workspace: str | uuid.UUID, sha256: str) -> int:
+        head = self._head(self._blob(workspace, sha256))
+        if head is None:
+            raise ArtifactNotFound(f"no artifact {sha256} in this workspace")
+        return int(head["ContentLength"])
+
+    def media_type(self, workspace: str | uuid.UUID, sha256: str) -> str:
+        head = self._head(self._blob(workspace, sha256))
+        if head is None:
+            raise ArtifactNotFound(f"no artifact {sha256} in this workspace")
+        return str(head.get("ContentType") or _DEFAULT_MEDIA_TYPE)
+
+    def write_file(self, workspace: str | uuid.UUID, path: str, data: bytes) -> None:
+        key = self._key("files", _workspace(workspace), *_relative(path))
+        self._put(key, data, _DEFAULT_MEDIA_TYPE)
+
+    def read_file(self, workspace: str | uuid.UUID, path: str) -> bytes:
+        data = self._get(self._key("files", _workspace(workspace), *_relative(path)))
+        if data is None:
+            raise FileNotFound(f"no file {path!r} in this workspace")
+        return data
+
+
 def from_settings(settings: Settings) -> ArtifactStore:
-    """The store at `AUTOOPS_ARTIFACT_DIR`, by default `AUTOOPS_DATA_DIR/artifacts`."""
-    return ArtifactStore(settings.artifact_dir or Path(settings.data_dir) / "artifacts")
+    """The bucket of `AUTOOPS_ARTIFACT_S3_URL` when set; else the directory
+    `AUTOOPS_ARTIFACT_DIR`, by default `AUTOOPS_DATA_DIR/artifacts`."""
+    if settings.artifact_s3_url:
+        return S3ArtifactStore(settings.artifact_s3_url, settings.artifact_s3_endpoint)
+    return FileArtifactStore(settings.artifact_dir or Path(settings.data_dir) / "artifacts")

@@ -124,6 +124,8 @@ def orchestrator_config(settings: Settings) -> Any:
         bootstrap=settings.kafka_bootstrap,
         partitions=settings.kafka_partitions,
         artifact_root=str(settings.artifact_dir or settings.data_dir / "artifacts"),
+        artifact_s3_url=settings.artifact_s3_url,
+        artifact_s3_endpoint=settings.artifact_s3_endpoint,
         heartbeat_interval_s=settings.step_heartbeat_interval_s,
         heartbeat_timeout_s=settings.step_heartbeat_timeout_s,
         queue_timeout_s=settings.step_queue_timeout_s,

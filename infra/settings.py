@@ -140,6 +140,13 @@ class Settings:
     """Where large step outputs and `file.*` files live (shared by api, orchestrator and
     runners). Unset: `AUTOOPS_DATA_DIR/artifacts`."""
 
+    artifact_s3_url: str | None = None
+    """`s3://bucket[/prefix]`: keep artifacts in an S3-compatible bucket instead of a directory
+    (credentials: the usual AWS variables)."""
+
+    artifact_s3_endpoint: str | None = None
+    """The S3 endpoint of a non-AWS store (`http://minio:9000`)."""
+
     output_inline_limit: int = 64 * 1024
     """Step outputs bigger than this many bytes of JSON go to the artifact store; the event
     keeps a content-addressed reference."""

@@ -93,6 +93,9 @@ class OrchestratorConfig:
     bootstrap: str
     partitions: int
     artifact_root: str
+    #: An S3-compatible bucket (`s3://bucket/prefix`) instead of `artifact_root`, and its endpoint.
+    artifact_s3_url: str | None = None
+    artifact_s3_endpoint: str | None = None
     heartbeat_interval_s: float = 2.0
     heartbeat_timeout_s: float = 30.0
     queue_timeout_s: float = 120.0
@@ -112,10 +115,14 @@ class StoreSurroundings:
     """What decisions need from the world: credentials, other workflows, artifact contents."""
 
     def __init__(self, service: ExecutionService, config: OrchestratorConfig) -> None:
-        from infra.artifacts import ArtifactStore
+        from infra.artifacts import ArtifactStore, FileArtifactStore, S3ArtifactStore
 
         self._service = service
-        self._artifacts = ArtifactStore(Path(config.artifact_root))
+        self._artifacts: ArtifactStore = (
+            S3ArtifactStore(config.artifact_s3_url, config.artifact_s3_endpoint)
+            if config.artifact_s3_url
+            else FileArtifactStore(Path(config.artifact_root))
+        )
         self.heartbeat_s = config.heartbeat_interval_s
         self.step_timeout_s = config.step_timeout_s
 

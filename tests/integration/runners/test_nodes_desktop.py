@@ -19,7 +19,7 @@ from typing import Any
 import cv2
 import pytest
 
-from infra.artifacts import REF_KEY, ArtifactStore
+from infra.artifacts import REF_KEY, FileArtifactStore
 from infra.settings import Settings
 from runners.nodes.desktop_screen import Desktop, decode_image, encode_png
 from tests.desktop_app import PARAGRAPH
@@ -41,7 +41,7 @@ def desk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Desktop]:
     root = tmp_path_factory.mktemp("desktop")
     with xvfb(1280, 800) as display:
         desktop = Desktop(
-            Settings(data_dir=root, desktop_display=display), ArtifactStore(root / "artifacts")
+            Settings(data_dir=root, desktop_display=display), FileArtifactStore(root / "artifacts")
         )
         yield desktop
         desktop.close()

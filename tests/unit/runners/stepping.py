@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from infra.artifacts import ArtifactStore
+from infra.artifacts import ArtifactStore, FileArtifactStore
 from infra.settings import Settings
 from runners.nodes import StepContext, StepError, run_step
 
@@ -49,7 +49,9 @@ class StepRunner:
 
     @classmethod
     def at(cls, root: Path, **settings: Any) -> StepRunner:
-        return cls(ArtifactStore(root / "artifacts"), Settings(data_dir=root / "data", **settings))
+        return cls(
+            FileArtifactStore(root / "artifacts"), Settings(data_dir=root / "data", **settings)
+        )
 
     def context(
         self, task: dict[str, Any], secrets: dict[str, dict[str, Any]] | None = None

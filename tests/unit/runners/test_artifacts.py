@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,9 @@ from infra.artifacts import (
     ArtifactError,
     ArtifactNotFound,
     ArtifactStore,
+    FileArtifactStore,
     FileNotFound,
+    S3ArtifactStore,
     from_settings,
     is_ref,
 )
@@ -26,16 +29,53 @@ WS = str(uuid.uuid4())
 OTHER_WS = str(uuid.uuid4())
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> ArtifactStore:
-    return ArtifactStore(tmp_path)
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    """A local S3-compatible endpoint (moto's server: the S3 REST protocol over HTTP; no real
+    object store can run on our machines)."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture(params=["directory", "s3"])
+def store(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> ArtifactStore:
+    if request.param == "directory":
+        return FileArtifactStore(tmp_path)
+    endpoint = request.getfixturevalue("s3_endpoint")
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    bucket = f"artifacts-{uuid.uuid4().hex[:12]}"
+    import boto3
+
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket)
+    return S3ArtifactStore(f"s3://{bucket}/autoops", endpoint)
+
+
+def stored(store: ArtifactStore, under: str) -> list[str]:
+    """Every blob or file the store holds under `under` (`blobs`, `files`)."""
+    if isinstance(store, FileArtifactStore):
+        return [str(p) for p in (store.root / under).rglob("*") if p.is_file()]
+    assert isinstance(store, S3ArtifactStore)
+    listed = store._client.list_objects_v2(Bucket=store.bucket, Prefix=f"{store.prefix}/{under}/")
+    return [item["Key"] for item in listed.get("Contents", [])]
 
 
 def test_bytes_are_stored_under_their_digest_and_come_back(store: ArtifactStore) -> None:
     ref = store.put_bytes(WS, b"hello", "text/plain")
     sha = hashlib.sha256(b"hello").hexdigest()
     assert ref == {"$artifact": {"sha256": sha, "size": 5, "media_type": "text/plain"}}
-    assert (store.root / "blobs" / WS / sha[:2] / sha).read_bytes() == b"hello"
+    assert any(path.endswith(f"blobs/{WS}/{sha[:2]}/{sha}") for path in stored(store, "blobs"))
     assert store.get_bytes(WS, sha) == b"hello"
     assert store.media_type(WS, sha) == "text/plain"
 
@@ -54,8 +94,8 @@ def test_json_round_trips_and_resolve_replaces_only_references(store: ArtifactSt
 def test_the_same_content_is_stored_once(store: ArtifactStore) -> None:
     first, second = store.put_json(WS, [1, 2]), store.put_json(WS, [1, 2])
     assert first == second
-    blobs = [p for p in (store.root / "blobs").rglob("*") if p.is_file()]
-    assert len(blobs) == 2  # the blob and its media type
+    # The blob (and, in a directory, its media type beside it).
+    assert len(stored(store, "blobs")) == (2 if isinstance(store, FileArtifactStore) else 1)
 
 
 def test_a_blob_is_invisible_from_another_workspace(store: ArtifactStore) -> None:
@@ -106,11 +146,10 @@ def test_a_blob_that_is_not_json_is_an_artifact_error(store: ArtifactStore) -> N
 
 def test_named_files_are_written_read_and_replaced(store: ArtifactStore) -> None:
     store.write_file(WS, "reports/2024/out.csv", b"a,b\n")
-    assert (store.root / "files" / WS / "reports" / "2024" / "out.csv").read_bytes() == b"a,b\n"
+    assert store.read_file(WS, "reports/2024/out.csv") == b"a,b\n"
     store.write_file(WS, "reports/2024/out.csv", b"c\n")
     assert store.read_file(WS, "reports/2024/out.csv") == b"c\n"
-    leftovers = [p.name for p in (store.root / "files").rglob(".tmp-*")]
-    assert leftovers == []
+    assert [Path(p).name for p in stored(store, "files")] == ["out.csv"]  # no temporary left
 
 
 @pytest.mark.parametrize(
@@ -133,7 +172,7 @@ def test_paths_that_could_leave_the_workspace_are_refused(store: ArtifactStore, 
         store.write_file(WS, path, b"x")
     with pytest.raises(ArtifactError):
         store.read_file(WS, path)
-    assert not (store.root / "files").exists()
+    assert stored(store, "files") == []
 
 
 def test_a_missing_file_or_a_folder_is_file_not_found(store: ArtifactStore) -> None:
@@ -153,15 +192,22 @@ def test_files_of_one_workspace_are_invisible_to_another(store: ArtifactStore) -
 
 
 def test_the_store_lives_in_the_configured_directory_or_under_the_data_dir(tmp_path: Path) -> None:
-    assert from_settings(Settings(artifact_dir=tmp_path / "a")).root == tmp_path / "a"
-    assert from_settings(Settings(data_dir=tmp_path / "d")).root == tmp_path / "d" / "artifacts"
+    configured = from_settings(Settings(artifact_dir=tmp_path / "a"))
+    assert isinstance(configured, FileArtifactStore) and configured.root == tmp_path / "a"
+    default = from_settings(Settings(data_dir=tmp_path / "d"))
+    assert isinstance(default, FileArtifactStore) and default.root == tmp_path / "d" / "artifacts"
+    bucket = from_settings(Settings(artifact_s3_url="s3://team-artifacts/prod"))
+    assert isinstance(bucket, S3ArtifactStore)
+    assert (bucket.bucket, bucket.prefix) == ("team-artifacts", "prod")
+    with pytest.raises(ArtifactError, match="s3://bucket"):
+        from_settings(Settings(artifact_s3_url="https://example.com/x"))
 
 
 @settings(max_examples=50, deadline=None)
 @given(data=st.binary(max_size=4096), media_type=st.sampled_from(["text/plain", "image/png"]))
 def test_any_bytes_round_trip(data: bytes, media_type: str) -> None:
     with tempfile.TemporaryDirectory() as root:
-        store = ArtifactStore(Path(root))
+        store = FileArtifactStore(Path(root))
         ref = store.put_bytes(WS, data, media_type)
         assert store.get_bytes(WS, ref["$artifact"]["sha256"]) == data
         assert ref["$artifact"]["size"] == len(data)
@@ -182,5 +228,5 @@ json_values = st.recursive(
 @given(value=json_values)
 def test_any_json_value_round_trips(value: Any) -> None:
     with tempfile.TemporaryDirectory() as root:
-        store = ArtifactStore(Path(root))
+        store = FileArtifactStore(Path(root))
         assert store.resolve(WS, store.put_json(WS, value)) == value
