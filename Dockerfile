@@ -1,4 +1,4 @@
-FROM python:3.11-slim
+FROM python:3.11-slim AS app
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 WORKDIR /app
@@ -14,3 +14,13 @@ USER autoops
 EXPOSE 8000
 ENV AUTOOPS_API_HOST=0.0.0.0 AUTOOPS_DATA_DIR=/app/.autoops
 CMD ["autoops", "api"]
+
+# Browser runners (`autoops runner --pool browser`): the same image plus Debian's Chromium.
+FROM app AS browser
+USER root
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends chromium fonts-dejavu-core \
+    && rm -rf /var/lib/apt/lists/*
+USER autoops
+ENV AUTOOPS_CHROMIUM_PATH=/usr/bin/chromium
+CMD ["autoops", "runner", "--pool", "browser"]
