@@ -13,8 +13,10 @@ A kill switch stops every desktop step: while the file `AUTOOPS_DESKTOP_KILL_FIL
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -242,9 +244,51 @@ def _grey(image: Image) -> Image:
 # -- the display --------------------------------------------------------------------------------
 
 
+class DisplayLock:
+    """One desktop step at a time on a display, across the threads of this runner and across
+    runner processes on the machine (an advisory lock file per display in the temp folder)."""
+
+    def __init__(self, display: str) -> None:
+        name = re.sub(r"[^A-Za-z0-9_.-]", "_", display or "none")
+        self.path = Path(tempfile.gettempdir()) / f"autoops-desktop-{name}.lock"
+        self._threads = threading.Lock()
+        self._file: Any = None
+
+    def acquire(self, timeout: float = -1) -> bool:
+        end = time.monotonic() + timeout if timeout >= 0 else None
+        if not self._threads.acquire(timeout=timeout):
+            return False
+        handle = self.path.open("a")
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self._file = handle
+                return True
+            except BlockingIOError:
+                if end is not None and time.monotonic() >= end:
+                    handle.close()
+                    self._threads.release()
+                    return False
+                time.sleep(0.05)
+
+    def release(self) -> None:
+        handle, self._file = self._file, None
+        if handle is not None:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
+        self._threads.release()
+
+    def __enter__(self) -> DisplayLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.release()
+
+
 class Desktop:
     """The display of one desktop runner. Steps take `lock` for their whole run: one desktop
-    step at a time per display, whatever the runner's concurrency."""
+    step at a time per display, whatever the runner's concurrency or how many runners drive it."""
 
     def __init__(self, settings: Settings, artifacts: ArtifactStore) -> None:
         self.settings = settings
@@ -252,7 +296,7 @@ class Desktop:
         self.display = settings.desktop_display or os.environ.get("DISPLAY") or ""
         default_kill = Path(settings.data_dir) / "desktop.kill"
         self.kill_file = Path(settings.desktop_kill_file or default_kill)
-        self.lock = threading.Lock()
+        self.lock = DisplayLock(self.display)
         self._gui: Any = None
         self._x: Any = None
         self._launched: list[Any] = []

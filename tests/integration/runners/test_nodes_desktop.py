@@ -328,9 +328,23 @@ def test_the_fail_safe_stays_on_and_the_display_is_one_step_at_a_time(
     x = desk._xdisplay()
     x.screen().root.warp_pointer(640, 400)
     x.sync()
-    with desk.lock:  # another step holds the display
+    with desk.lock:  # another step of this runner holds the display
         busy = steps.fails("desktop.click", {"x": 400, "y": 400, "timeout_s": 0.5})
     assert busy.type == "StepTimeout"
+    holder = subprocess.Popen(  # another runner process on the same display
+        [sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a'); "
+         "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)",
+         str(desk.lock.path)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        elsewhere = steps.fails("desktop.click", {"x": 400, "y": 400, "timeout_s": 0.5})
+        assert elsewhere.type == "StepTimeout"
+    finally:
+        holder.kill()
+        holder.wait()
+    assert steps.run("desktop.move_to", {"x": 500, "y": 400}) == {"x": 500, "y": 400}
 
 
 def test_a_desktop_step_on_another_pool_is_refused(tmp_path: Path) -> None:
