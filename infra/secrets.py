@@ -12,7 +12,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlsplit
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
@@ -97,6 +97,8 @@ def secret_strings(payload: Mapping[str, Any]) -> list[str]:
     username, password = payload.get("username"), payload.get("password")
     if isinstance(username, str) and isinstance(password, str):
         found.add(base64.b64encode(f"{username}:{password}".encode()).decode())
+    # As they appear inside URLs (a page's address, a query string): percent-encoded.
+    found |= {quote(s, safe="") for s in found} | {quote_plus(s) for s in found}
     return sorted((s for s in found if len(s) >= MIN_SECRET_LENGTH), key=len, reverse=True)
 
 

@@ -201,6 +201,9 @@ class Settings:
     browser_session_idle_s: float = 600.0
     """A browser session unused this long is closed (its execution never ended it)."""
 
+    browser_max_download_bytes: int = 100 * 1024 * 1024
+    """Largest file a `browser.download` keeps."""
+
     desktop_display: str | None = None
     """The X display `desktop.*` steps drive (`:0`); DISPLAY when unset."""
 
@@ -319,6 +322,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         "webhook_max_body_bytes",
         "webhook_rate_per_s",
         "browser_session_idle_s",
+        "browser_max_download_bytes",
         "scheduler_interval_s",
     ):
         if getattr(settings, name) <= 0:

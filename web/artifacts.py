@@ -69,7 +69,7 @@ async def artifact(sha256: str, request: Request[Any, Any, Any], state: State) -
     )
 
 
-@post("/artifacts", status_code=201)
+@post("/artifacts", status_code=201, request_max_body_size=MAX_UPLOAD_BYTES + 1)
 async def upload_artifact(request: Request[Any, Any, Any], state: State) -> Response[Any]:
     svc = state.services
     principal = await _caller(request, svc)

@@ -12,6 +12,8 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid5
 
+from command_side.contracts.schemas import NULLABLE_FIELDS
+
 #: Fields of a stored event that the envelope carries at its top level (or drops).
 _ENVELOPE_FIELDS = {
     "originator_id",
@@ -68,6 +70,9 @@ def to_envelope(context: str, event: Any, position: int) -> Envelope:
     version = int(event.originator_version)
     kind = event_type(context, event)
     dropped = _DROPPED if context == "workflow" else _DROPPED_ELSEWHERE
+    # Fields added to an event type after some were stored: those read as null.
+    data = {name: None for name in NULLABLE_FIELDS.get(kind, ())}
+    data.update({k: _plain(v) for k, v in fields.items() if k not in dropped})
     return {
         # Deterministic: a re-published event keeps its id, so consumers can dedupe on it.
         "event_id": str(uuid5(_EVENT_ID_NAMESPACE, f"{aggregate_id}/{version}")),
@@ -79,7 +84,7 @@ def to_envelope(context: str, event: Any, position: int) -> Envelope:
         "occurred_at": event.timestamp.isoformat(),
         "workspace_id": str(fields.get("workspace_id", "")),
         "actor_id": str(fields.get("actor_id", "")),
-        "data": {k: _plain(v) for k, v in fields.items() if k not in dropped},
+        "data": data,
     }
 
 

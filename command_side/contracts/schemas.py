@@ -215,3 +215,23 @@ def schema_for(event_type: str) -> dict[str, Any]:
 
 
 EVENT_TYPES: tuple[str, ...] = tuple(_DATA)
+
+
+def _nullable(schema: dict[str, Any]) -> bool:
+    kinds = schema.get("type")
+    return kinds == "null" or (isinstance(kinds, list) and "null" in kinds)
+
+
+#: Per event type, the fields that may be null: a field added later (`StepFailed.details`,
+#: `ExecutionFinished.sessions`) is one, and an event stored before it reads with null there.
+NULLABLE_FIELDS: dict[str, tuple[str, ...]] = {
+    kind: tuple(
+        name
+        for name, schema in {
+            **data,
+            **(_COMMON if kind.startswith("workflow.") else {}),
+        }.items()
+        if _nullable(schema)
+    )
+    for kind, data in _DATA.items()
+}

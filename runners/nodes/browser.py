@@ -12,6 +12,7 @@ import asyncio
 import mimetypes
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from playwright.async_api import Locator, Page
 from playwright.async_api import TimeoutError as PlaywrightTimeout
@@ -50,8 +51,23 @@ def _on_page(config: dict[str, Any], ctx: StepContext, act: Act) -> Any:
         return await act(session.page, wait_ms)
 
     return _sessions(ctx).act(
-        ctx.task["execution_id"], action, timeout_s=seconds, cancelled=ctx.cancelled
+        ctx.task["execution_id"],
+        action,
+        timeout_s=seconds,
+        cancelled=ctx.cancelled,
+        # A failure screenshot could show a secret the step typed: none for steps with one.
+        screenshot=not ctx.secrets,
     )
+
+
+def _web_url(config: dict[str, Any]) -> str:
+    """An http(s) URL (or about:blank): a page of the web, never a file of the runner's host
+    (`file://` would read the artifact store and the runner's own files)."""
+    url = _text(config, "url").strip()
+    scheme = urlsplit(url).scheme.lower()
+    if url != "about:blank" and scheme not in ("http", "https"):
+        raise StepError("ConfigError", f"url must be http:// or https:// (not {scheme or url!r})")
+    return url
 
 
 def _text(config: dict[str, Any], key: str, *, required: bool = True) -> str:
@@ -94,6 +110,8 @@ def browser_open(config: dict[str, Any], ctx: StepContext) -> Any:
         if not isinstance(state, dict):
             raise StepError("ConfigError", "storage_state must be {cookies, origins}")
         options["storage_state"] = state
+    if config.get("url"):
+        _web_url(config)
     seconds = ctx.time_left(config)
     opened = _sessions(ctx).open(
         ctx.task["execution_id"], ctx.workspace, options, timeout_s=seconds, cancelled=ctx.cancelled
@@ -111,10 +129,12 @@ def browser_close(config: dict[str, Any], ctx: StepContext) -> Any:
 
 
 def browser_goto(config: dict[str, Any], ctx: StepContext) -> Any:
-    url = _text(config, "url")
+    url = _web_url(config)
     wait_until = config.get("wait_until") or "load"
     if wait_until not in (*LOAD_STATES, "commit"):
-        raise StepError("ConfigError", f"wait_until must be one of {', '.join(LOAD_STATES)}")
+        raise StepError(
+            "ConfigError", f"wait_until must be one of {', '.join(LOAD_STATES)}, commit"
+        )
 
     async def act(page: Page, timeout: float) -> Any:
         response = await page.goto(url, wait_until=wait_until, timeout=timeout)  # type: ignore[arg-type]
@@ -275,7 +295,17 @@ def browser_download(config: dict[str, Any], ctx: StepContext) -> Any:
             await _one(page, config).click(timeout=timeout)
         download = await started.value
         path = await download.path()
+        size = (await asyncio.to_thread(path.stat)).st_size
+        limit = ctx.settings.browser_max_download_bytes
+        if size > limit:
+            await download.delete()
+            raise StepError(
+                "DownloadTooLarge",
+                f"{download.suggested_filename} is {size} bytes, over {limit} "
+                "(AUTOOPS_BROWSER_MAX_DOWNLOAD_BYTES)",
+            )
         data = await asyncio.to_thread(path.read_bytes)
+        await download.delete()
         name = download.suggested_filename
         media_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
         ref = await asyncio.to_thread(ctx.artifacts.put_bytes, ctx.workspace, data, media_type)

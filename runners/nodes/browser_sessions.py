@@ -83,6 +83,9 @@ class BrowserSessions:
         self._browser: Browser | None = None
         self._started = threading.Lock()
         self._closed = False
+        # Loop-thread state: browser start-up, and opens per execution, take turns.
+        self._lifecycle = asyncio.Lock()
+        self._open_locks: dict[str, asyncio.Lock] = {}
 
     # -- called from step threads ------------------------------------------------------------
 
@@ -105,16 +108,20 @@ class BrowserSessions:
         *,
         timeout_s: float,
         cancelled: threading.Event,
+        screenshot: bool = True,
     ) -> T:
         """Run `action` on the execution's session; StepError when it fails (with the page's URL
-        and a screenshot), when there is no session, when cancelled or out of time."""
-        return self._call(self._act(execution_id, action), timeout_s, cancelled)
+        and, unless `screenshot` is false, a screenshot), when there is no session, when
+        cancelled or out of time."""
+        return self._call(self._act(execution_id, action, screenshot), timeout_s, cancelled)
 
     def release(self, execution_id: str) -> bool:
         """Close the execution's session, if this runner has one; True when it had."""
         if self._loop is None or execution_id not in self._sessions:
             return False
-        future = asyncio.run_coroutine_threadsafe(self._close_session(execution_id), self._loop)
+        future = asyncio.run_coroutine_threadsafe(
+            self._close_session(execution_id, ended=True), self._loop
+        )
         try:
             return future.result(timeout=30)
         except (concurrent.futures.TimeoutError, PlaywrightError) as exc:
@@ -183,6 +190,12 @@ class BrowserSessions:
                 raise StepError("Cancelled", "the step was cancelled") from None
 
     async def _browser_ready(self) -> Browser:
+        """The runner's Chromium, started once (concurrent first opens wait for the one start;
+        a cancelled step does not cut a start short, which would leave a driver behind)."""
+        async with self._lifecycle:
+            return await asyncio.shield(self._start_browser())
+
+    async def _start_browser(self) -> Browser:
         if self._browser is not None and self._browser.is_connected():
             return self._browser
         if self._browser is not None:  # it crashed: its sessions went with it
@@ -209,21 +222,31 @@ class BrowserSessions:
         return self._browser
 
     async def _open(self, execution_id: str, workspace: str, options: dict[str, Any]) -> Any:
-        await self._close_session(execution_id)
         browser = await self._browser_ready()
-        try:
-            context = await browser.new_context(accept_downloads=True, **options)
-        except PlaywrightError as exc:
-            raise StepError("BrowserError", _first_line(exc.message)) from None
-        try:
-            page = await context.new_page()
-        except BaseException:
-            await context.close()
-            raise
-        self._sessions[execution_id] = Session(execution_id, workspace, context, page)
+        async with self._opening(execution_id):  # two opens of one execution take turns
+            await self._close_session(execution_id)
+            try:
+                context = await browser.new_context(accept_downloads=True, **options)
+            except PlaywrightError as exc:
+                raise StepError("BrowserError", _first_line(exc.message)) from None
+            try:
+                page = await context.new_page()
+            except BaseException as exc:
+                with contextlib.suppress(PlaywrightError):
+                    await context.close()
+                if isinstance(exc, PlaywrightError):
+                    raise StepError("BrowserError", _first_line(exc.message)) from None
+                raise
+            self._sessions[execution_id] = Session(execution_id, workspace, context, page)
         return {"viewport": page.viewport_size, "headless": not self.settings.browser_display}
 
-    async def _act(self, execution_id: str, action: Action[T]) -> T:
+    def _opening(self, execution_id: str) -> asyncio.Lock:
+        lock = self._open_locks.get(execution_id)
+        if lock is None:
+            lock = self._open_locks[execution_id] = asyncio.Lock()
+        return lock
+
+    async def _act(self, execution_id: str, action: Action[T], screenshot: bool) -> T:
         session = self._sessions.get(execution_id)
         if session is None:
             raise StepError(
@@ -232,6 +255,8 @@ class BrowserSessions:
                 "with browser.open (a session does not survive its runner or browser.close)",
             )
         async with session.lock:
+            if self._sessions.get(execution_id) is not session:  # closed while it waited
+                raise StepError("NoBrowserSession", "the execution's browser session was closed")
             session.last_used = time.monotonic()
             try:
                 return await action(session)
@@ -239,22 +264,32 @@ class BrowserSessions:
                 if exc.type in ("ConfigError", "Cancelled"):
                     raise
                 raise StepError(
-                    exc.type, exc.message, exc.retryable, await self._evidence(session)
+                    exc.type, exc.message, exc.retryable, await self._evidence(session, screenshot)
                 ) from None
             except PlaywrightTimeout as exc:
                 raise StepError(
-                    "BrowserTimeout", _first_line(exc.message), True, await self._evidence(session)
+                    "BrowserTimeout",
+                    _first_line(exc.message),
+                    True,
+                    await self._evidence(session, screenshot),
                 ) from None
             except PlaywrightError as exc:
                 raise StepError(
-                    "BrowserError", _first_line(exc.message), False, await self._evidence(session)
+                    "BrowserError",
+                    _first_line(exc.message),
+                    False,
+                    await self._evidence(session, screenshot),
                 ) from None
             finally:
                 session.last_used = time.monotonic()
 
-    async def _evidence(self, session: Session) -> dict[str, Any]:
-        """The page's URL and a screenshot of it, as far as the page still gives them."""
+    async def _evidence(self, session: Session, screenshot: bool) -> dict[str, Any]:
+        """The page's URL and a screenshot of it, as far as the page and the store allow: the
+        step's own failure is what gets reported either way."""
         details: dict[str, Any] = {"url": session.page.url}
+        if not screenshot:
+            details["screenshot_error"] = "not taken: the step uses credentials"
+            return details
         try:
             png = await session.page.screenshot(timeout=FAILURE_SHOT_TIMEOUT_MS)
             ref = await asyncio.to_thread(
@@ -263,14 +298,30 @@ class BrowserSessions:
             details["screenshot"] = ref
         except PlaywrightError as exc:
             details["screenshot_error"] = _first_line(exc.message)
+        except Exception as exc:  # the artifact store refused it
+            details["screenshot_error"] = f"not stored: {exc}"[:300]
         return details
 
-    async def _close_session(self, execution_id: str) -> bool:
+    async def _close_session(self, execution_id: str, *, ended: bool = False) -> bool:
+        """Close the execution's session, after the step using it (if any) ends or 10 s;
+        `ended`: the execution is over (released, idle), so its open lock goes too."""
         session = self._sessions.pop(execution_id, None)
+        if ended:
+            self._open_locks.pop(execution_id, None)
         if session is None:
             return False
-        with contextlib.suppress(PlaywrightError):
-            await session.context.close()
+        try:
+            await asyncio.wait_for(session.lock.acquire(), 10)
+            held = True
+        except TimeoutError:
+            log.warning("browser: closing the session of %s under a running step", execution_id)
+            held = False
+        try:
+            with contextlib.suppress(PlaywrightError):
+                await session.context.close()
+        finally:
+            if held:
+                session.lock.release()
         return True
 
     async def _reap(self) -> None:
@@ -281,11 +332,11 @@ class BrowserSessions:
             for execution_id, session in list(self._sessions.items()):
                 if session.last_used < limit and not session.lock.locked():
                     log.info("browser: closing the idle session of %s", execution_id)
-                    await self._close_session(execution_id)
+                    await self._close_session(execution_id, ended=True)
 
     async def _shutdown(self) -> None:
         for execution_id in list(self._sessions):
-            await self._close_session(execution_id)
+            await self._close_session(execution_id, ended=True)
         if self._browser is not None:
             with contextlib.suppress(PlaywrightError):
                 await self._browser.close()

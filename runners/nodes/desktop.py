@@ -45,8 +45,11 @@ def _desktop(ctx: StepContext) -> Desktop:
 def _exclusive(config: dict[str, Any], ctx: StepContext, body: Callable[[Desktop], Any]) -> Any:
     """Run `body` holding the display (one desktop step at a time), within the step's time."""
     desk = _desktop(ctx)
-    if not desk.lock.acquire(timeout=ctx.time_left(config)):
-        raise StepError("StepTimeout", "the display stayed busy with another step", True)
+    give_up = time.monotonic() + ctx.time_left(config)
+    while not desk.lock.acquire(timeout=0.1):  # waiting, it still hears cancels and the switch
+        desk.check(ctx.cancelled)
+        if time.monotonic() >= give_up:
+            raise StepError("StepTimeout", "the display stayed busy with another step", True)
     try:
         desk.check(ctx.cancelled)
         return body(desk)
@@ -116,11 +119,21 @@ def _key(desk: Desktop, key: Any) -> str:
 
 
 def _evidence(desk: Desktop, ctx: StepContext) -> dict[str, Any]:
+    """A screenshot of what the step saw; the step's own failure is reported either way."""
+    if ctx.secrets:
+        return {"screenshot_error": "not taken: the step uses credentials"}
     try:
         png = encode_png(desk.grab())
-    except Exception as exc:  # the screen itself is gone: say so, keep the real error
+        return {"screenshot": ctx.artifacts.put_bytes(ctx.workspace, png, "image/png")}
+    except Exception as exc:  # the screen is gone or the store refused: say so
         return {"screenshot_error": str(exc)[:200]}
-    return {"screenshot": ctx.artifacts.put_bytes(ctx.workspace, png, "image/png")}
+
+
+def _before_acting(desk: Desktop, config: dict[str, Any], ctx: StepContext) -> None:
+    """Right before a click or key that changes the world: not after a cancel, the kill
+    switch or the step's deadline (a late click could be a second one after a retry)."""
+    desk.check(ctx.cancelled)
+    ctx.time_left(config)
 
 
 # -- pointer ----------------------------------------------------------------------------------
@@ -161,6 +174,7 @@ def desktop_drag_to(config: dict[str, Any], ctx: StepContext) -> Any:
         x, y = _point(desk, config)
         if "from_x" in config or "from_y" in config:
             gui.moveTo(*_point(desk, config, "from_"))
+            _before_acting(desk, config, ctx)
         duration = _number(config, "duration_s", 0, 10, 0.3)
         gui.dragTo(x, y, duration=duration, button=_button(config))
         return {"x": x, "y": y}
@@ -191,12 +205,12 @@ def desktop_type_text(config: dict[str, Any], ctx: StepContext) -> Any:
 
     def body(desk: Desktop) -> Any:
         gui = desk.gui()
-        untypable = sorted({c for c in text if not gui.isValidKey(c) and c != "\n"})
-        if untypable:
+        untypable = [i for i, c in enumerate(text) if not gui.isValidKey(c) and c != "\n"]
+        if untypable:  # the text may be a secret: say where, not what
             raise StepError(
                 "ConfigError",
-                f"cannot type {''.join(untypable)[:20]!r} as keys: use desktop.clipboard_set "
-                "and a paste hotkey",
+                f"{len(untypable)} characters (the first at position {untypable[0] + 1}) are "
+                "not keys of the keyboard: use desktop.clipboard_set and a paste hotkey",
             )
         for start in range(0, len(text), 20):  # the kill switch is checked between chunks
             desk.check(ctx.cancelled)
@@ -305,6 +319,7 @@ def desktop_click_image(config: dict[str, Any], ctx: StepContext) -> Any:
 
     def body(desk: Desktop) -> Any:
         seen = _wait_until_found(desk, config, ctx, find, "image", bool(config.get("wait")))
+        _before_acting(desk, config, ctx)
         desk.gui().click(seen["center"]["x"], seen["center"]["y"], button=_button(config))
         return seen
 
@@ -325,7 +340,9 @@ def _ocr(config: dict[str, Any]) -> tuple[int, float]:
     return _int(config, "psm", 3, 13, 11), _number(config, "min_confidence", 0, 100, 30)
 
 
-def _words(desk: Desktop, config: dict[str, Any]) -> list[Any]:
+def _words(desk: Desktop, config: dict[str, Any], *, every: bool = False) -> list[Any]:
+    """The words read on the screen or region, in screen coordinates; those under the config's
+    `min_confidence` left out unless `every`."""
     psm, floor = _ocr(config)
     region = _region(desk, config)
     words = read_words(desk.grab(region), psm=psm)
@@ -339,7 +356,7 @@ def _words(desk: Desktop, config: dict[str, Any]) -> list[Any]:
             )
             for w in words
         ]
-    return [w for w in words if w.confidence >= floor]
+    return words if every else [w for w in words if w.confidence >= floor]
 
 
 def desktop_read_text(config: dict[str, Any], ctx: StepContext) -> Any:
@@ -364,7 +381,7 @@ def _text_finder(config: dict[str, Any]) -> Callable[[Desktop], dict[str, Any]]:
     occurrence = _int(config, "occurrence", 1, 100, 1)
 
     def find(desk: Desktop) -> dict[str, Any]:
-        boxes = find_phrase(_words(desk, config), phrase)
+        boxes = find_phrase(_words(desk, config, every=True), phrase, _ocr(config)[1])
         if len(boxes) < occurrence:
             return {"found": False}
         box = boxes[occurrence - 1]
@@ -380,6 +397,7 @@ def desktop_click_text(config: dict[str, Any], ctx: StepContext) -> Any:
 
     def body(desk: Desktop) -> Any:
         seen = _wait_until_found(desk, config, ctx, find, "text", bool(config.get("wait")))
+        _before_acting(desk, config, ctx)
         desk.gui().click(seen["center"]["x"], seen["center"]["y"], button=_button(config))
         return seen
 

@@ -210,17 +210,22 @@ def lines_of(words: list[Word]) -> str:
     return "\n".join(" ".join(w) for w in lines.values())
 
 
-def find_phrase(words: list[Word], phrase: str) -> list[Box]:
+def find_phrase(words: list[Word], phrase: str, min_confidence: float = 0.0) -> list[Box]:
     """Boxes of each place the phrase's words appear in a row on one line (case and
-    surrounding punctuation ignored)."""
+    punctuation ignored: a word of punctuation alone is skipped on both sides), each read with
+    at least `min_confidence`. `words` are all the words read, so a doubtful word between two
+    wanted ones still separates them."""
     wanted = [_norm(w) for w in phrase.split() if _norm(w)]
     if not wanted:
         raise StepError("ConfigError", "text must have a word in it")
+    readable = [w for w in words if _norm(w.text)]
     found = []
-    for i in range(len(words) - len(wanted) + 1):
-        run = words[i : i + len(wanted)]
-        if all(_norm(w.text) == t for w, t in zip(run, wanted, strict=True)) and (
-            len({w.line for w in run}) == 1
+    for i in range(len(readable) - len(wanted) + 1):
+        run = readable[i : i + len(wanted)]
+        if (
+            all(_norm(w.text) == t for w, t in zip(run, wanted, strict=True))
+            and len({w.line for w in run}) == 1
+            and all(w.confidence >= min_confidence for w in run)
         ):
             x0 = min(w.box.x for w in run)
             y0 = min(w.box.y for w in run)

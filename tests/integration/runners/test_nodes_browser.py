@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from infra.artifacts import REF_KEY
+from infra.artifacts import REF_KEY, FileArtifactStore
 from runners.nodes.browser_sessions import BrowserSessions
 from tests.display import xvfb
 from tests.unit.runners.stepping import WORKSPACE, StepRunner
@@ -300,3 +300,60 @@ def test_the_browser_is_headed_on_a_configured_display(tmp_path: Path, site: str
             b("click", selector="#twice")
         finally:
             sessions.close()
+
+
+def test_only_web_pages_are_opened_never_the_runners_files(browser: Browser) -> None:
+    for url in ("file:///etc/hostname", "chrome://version", "javascript:alert(1)", "ftp://x"):
+        refused = browser.fails("goto", url=url)
+        assert refused.type == "ConfigError" and "http" in refused.message
+    assert browser.fails("open", url="file:///etc/passwd").type == "ConfigError"
+    assert browser("goto", url="about:blank")["url"] == "about:blank"
+
+
+def test_a_download_over_the_limit_is_refused(browser: Browser, site: str) -> None:
+    small = Browser(browser.runner.with_settings(browser_max_download_bytes=10))
+    small.execution_id = browser.execution_id  # the same session, a smaller limit
+    small("goto", url=f"{site}/files")
+    refused = small.fails("download", selector="#get")
+    assert refused.type == "DownloadTooLarge" and "22 bytes" in refused.message
+
+
+def test_concurrent_first_opens_share_one_browser_and_one_context_per_execution(
+    tmp_path: Path, site: str
+) -> None:
+    runner = StepRunner.at(tmp_path)
+    sessions = BrowserSessions(runner.settings, runner.artifacts)
+    try:
+        browsers = [Browser(StepRunner(runner.artifacts, runner.settings, sessions=sessions))]
+        browsers += [Browser(browsers[0].runner) for _ in range(2)]
+        twice = Browser(browsers[0].runner)
+        twice.execution_id = browsers[0].execution_id  # parallel branches of one execution
+        threads = [threading.Thread(target=b, args=("open",)) for b in [*browsers, twice]]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert sessions._browser is not None
+        assert len(sessions._browser.contexts) == 3  # one per execution, none left behind
+        assert browsers[0]("goto", url=f"{site}/form")["title"] == "Order form"
+    finally:
+        sessions.close()
+    assert sessions._browser is not None and not sessions._browser.is_connected()
+
+
+def test_a_screenshot_the_store_refuses_leaves_the_failure_as_it_was(
+    tmp_path: Path, sessions: BrowserSessions, site: str
+) -> None:
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("x")
+    broken = FileArtifactStore(blocked)  # every write fails
+    b = Browser(StepRunner(broken, sessions.settings, sessions=sessions))
+    b("open", url=f"{site}/form")
+    original, sessions.artifacts = sessions.artifacts, broken
+    try:
+        failed = b.fails("click", selector="#missing", timeout_s=0.5)
+    finally:
+        sessions.artifacts = original
+        sessions.release(b.execution_id)
+    assert failed.type == "BrowserTimeout" and failed.retryable
+    assert failed.details["url"] == f"{site}/form" and "screenshot_error" in failed.details

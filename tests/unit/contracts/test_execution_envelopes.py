@@ -90,3 +90,13 @@ def test_every_execution_event_validates_and_keeps_its_secrets() -> None:
         assert "SECRET" not in text and '"task"' not in text and "dead_letter" not in text
         seen.add(envelope["type"])
     assert seen == {t for t in EVENT_TYPES if t.startswith("execution.")}
+
+
+def test_events_stored_before_a_field_was_added_read_with_null_there() -> None:
+    events = recorded()
+    for kind, added in (("StepFailed", "details"), ("ExecutionFinished", "sessions")):
+        old = next(e for e in events if type(e).__name__ == kind)
+        old.__dict__.pop(added, None)  # as stored before `added` existed
+        envelope = to_envelope("execution", old, 7)
+        assert envelope["data"][added] is None
+        jsonschema.validate(envelope, schema_for(envelope["type"]))

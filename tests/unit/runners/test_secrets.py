@@ -130,3 +130,9 @@ def test_redact_replaces_every_occurrence_and_longer_secrets_first() -> None:
     text = "key=sk-abcdef, again sk-abcdef, prefix sk-abc"
     assert redact(text, ["sk-abc", "sk-abcdef"]) == "key=***, again ***, prefix ***"
     assert redact("abc stays", ["abc"]) == "abc stays"
+
+
+def test_secrets_are_also_hidden_percent_encoded_as_in_a_url() -> None:
+    secret = {"kind": "http_bearer", "token": "tok/en+with space&more"}
+    page = "https://x/cb?token=tok%2Fen%2Bwith%20space%26more&t2=tok%2Fen%2Bwith+space%26more"
+    assert redact(page, secret_strings(secret)) == "https://x/cb?token=***&t2=***"

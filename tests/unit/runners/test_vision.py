@@ -78,3 +78,16 @@ def test_a_phrase_is_found_on_one_line_ignoring_case_and_punctuation() -> None:
     assert find_phrase(words("approved by", "Maria"), "approved by Maria") == []
     with pytest.raises(StepError):
         find_phrase(seen, " ... ")
+
+
+def test_punctuation_on_the_screen_is_skipped_like_in_the_phrase() -> None:
+    assert len(find_phrase(words("Save & Close", "Name - Date"), "Save & Close")) == 1
+    assert len(find_phrase(words("Name - Date"), "Name Date")) == 1
+
+
+def test_a_doubtful_word_between_two_wanted_ones_still_separates_them() -> None:
+    seen = words("Do not delete all")
+    seen[1] = Word("not", 12.0, seen[1].box, seen[1].line)  # read, but barely
+    assert find_phrase(seen, "Do delete", min_confidence=30) == []
+    assert find_phrase(seen, "not delete", min_confidence=30) == []  # too doubtful itself
+    assert len(find_phrase(seen, "delete all", min_confidence=30)) == 1
