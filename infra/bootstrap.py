@@ -154,7 +154,9 @@ def run_scheduler(settings: Settings) -> None:
     require(settings, "database_url")
     assert settings.database_url
     Scheduler(
-        eventsourcing_env_for(settings.database_url), interval_s=settings.scheduler_interval_s
+        eventsourcing_env_for(settings.database_url),
+        interval_s=settings.scheduler_interval_s,
+        catch_up_s=settings.scheduler_catch_up_s,
     ).run(stop_on_signals())
 
 

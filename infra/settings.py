@@ -219,6 +219,10 @@ class Settings:
     scheduler_interval_s: float = 1.0
     """How often the cron scheduler looks for due triggers."""
 
+    scheduler_catch_up_s: float = 60.0
+    """Fires missed while no scheduler ran are made up when they are at most this old (0: none
+    are); older ones are skipped."""
+
     @property
     def production(self) -> bool:
         return self.env == "production"
@@ -327,6 +331,8 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     ):
         if getattr(settings, name) <= 0:
             raise ConfigError(f"{PREFIX}{name.upper()} must be positive")
+    if settings.scheduler_catch_up_s < 0:
+        raise ConfigError(f"{PREFIX}SCHEDULER_CATCH_UP_S must be 0 or more")
     if settings.production:
         missing = [
             PREFIX + n.upper()

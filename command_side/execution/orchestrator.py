@@ -61,15 +61,20 @@ CREATE TABLE IF NOT EXISTS autoops_execution_runs (
     due double precision NOT NULL,    -- epoch seconds
     created_at timestamptz NOT NULL DEFAULT now()
 );
--- Where its ExecutionStarted is in the event log: queues admit in the order starts committed
--- (rows of one poll are inserted partition by partition, at one instant); rows from before
--- the column existed (NULL) are older than any, and go first.
-ALTER TABLE autoops_execution_runs ADD COLUMN IF NOT EXISTS position bigint;
 CREATE INDEX IF NOT EXISTS autoops_execution_runs_due
     ON autoops_execution_runs (partition, due);
 CREATE INDEX IF NOT EXISTS autoops_execution_runs_queued
     ON autoops_execution_runs (workflow_id, state, created_at);
 """
+#: Where its ExecutionStarted is in the event log: queues admit in the order starts committed
+#: (rows of one poll are inserted partition by partition, at one instant); rows from before
+#: the column existed (NULL) are older than any, and go first. Added only where it is missing:
+#: an ALTER TABLE takes the table's strongest lock even when it changes nothing, and would
+#: stall the orchestrators already running each time another one starts.
+RUNS_POSITION_DDL = "ALTER TABLE autoops_execution_runs ADD COLUMN position bigint"
+RUNS_HAS_POSITION = """SELECT 1 FROM information_schema.columns
+    WHERE table_schema = current_schema() AND table_name = 'autoops_execution_runs'
+      AND column_name = 'position'"""
 DDL_LOCK = zlib.crc32(b"autoops.execution-runs-ddl")
 ACTOR = "orchestrator"
 EVENTS_TOPIC = kafka.events_topic("execution")
@@ -187,6 +192,8 @@ class Orchestrator:
             with conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (DDL_LOCK,))
                 conn.execute(RUNS_DDL)
+                if conn.execute(RUNS_HAS_POSITION).fetchone() is None:
+                    conn.execute(RUNS_POSITION_DDL)
             while not stop.is_set():
                 try:
                     self._consume(conn, stop)

@@ -122,10 +122,13 @@ BROWSER_TYPES = (
     _b("double_click", "Double-click an element.", ("selector",), selector=_SELECTOR),
     _b(
         "fill",
-        "Replace the value of an input.",
-        ("selector", "value"),
+        "Replace the value of an input: `value`, or a credential's secret (a password) that "
+        "never shows in the workflow, its events or outputs.",
+        ("selector",),
         selector=_SELECTOR,
         value=_STR,
+        credential=_STR,
+        field=_STR,
     ),
     _b(
         "type",
@@ -315,9 +318,11 @@ DESKTOP_TYPES = (
     ),
     _d(
         "type_text",
-        "Type text key by key into what has the focus.",
-        ("text",),
+        "Type text key by key into what has the focus: `text`, or a credential's secret.",
+        (),
         text={"type": "string", "minLength": 1, "maxLength": 10_000},
+        credential=_STR,
+        field=_STR,
         interval_s={"type": "number", "minimum": 0, "maximum": 1},
     ),
     _d(
@@ -567,10 +572,10 @@ def config_errors(node_type: str, config: dict[str, Any], complete: bool = True)
     for error in sorted(_validator(node_type, complete).iter_errors(config), key=str):
         where = ".".join(str(p) for p in error.absolute_path)
         messages.append(f"{where}: {error.message}" if where else error.message)
-    return messages + template_errors(config) + _meaning_errors(node_type, config)
+    return messages + template_errors(config) + _meaning_errors(node_type, config, complete)
 
 
-def _meaning_errors(node_type: str, config: dict[str, Any]) -> list[str]:
+def _meaning_errors(node_type: str, config: dict[str, Any], complete: bool) -> list[str]:
     """What a schema cannot say: a cron expression that parses, a time zone that exists."""
     errors = []
     auth = config.get("auth")
@@ -581,6 +586,11 @@ def _meaning_errors(node_type: str, config: dict[str, Any]) -> list[str]:
                 "credential: must name a credential, not a template (the inputs of an "
                 "execution must not choose which secret a step gets)"
             )
+    typed = {"browser.fill": "value", "desktop.type_text": "text"}.get(node_type)
+    if typed and typed in config and "credential" in config:
+        errors.append(f"{typed}: give {typed} or credential (the secret to type), not both")
+    elif typed and complete and typed not in config and "credential" not in config:
+        errors.append(f"{typed}: required (or credential, to type a secret)")
     if node_type == "trigger.cron":
         expression = config.get("expression")
         if isinstance(expression, str) and not croniter.is_valid(expression):
@@ -607,6 +617,6 @@ def check_config(node_type: str, config: dict[str, Any]) -> None:
             f"config of {node_type} is invalid{' at ' + where if where else ''}: {error.message}",
             field="config",
         )
-    problems = template_errors(config) + _meaning_errors(node_type, config)
+    problems = template_errors(config) + _meaning_errors(node_type, config, complete=False)
     if problems:
         raise ValidationFailed(f"config of {node_type} is invalid: {problems[0]}", field="config")

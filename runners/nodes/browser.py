@@ -177,7 +177,7 @@ def browser_wait_for(config: dict[str, Any], ctx: StepContext) -> Any:
 
 
 def _element_action(name: str) -> Callable[[dict[str, Any], StepContext], Any]:
-    async def run(locator: Locator, config: dict[str, Any], timeout: float) -> Any:
+    async def run(locator: Locator, config: dict[str, Any], timeout: float, typed: str) -> Any:
         if name == "click":
             button = config.get("button") or "left"
             if button not in ("left", "right", "middle"):
@@ -186,7 +186,7 @@ def _element_action(name: str) -> Callable[[dict[str, Any], StepContext], Any]:
         elif name == "double_click":
             await locator.dblclick(timeout=timeout)
         elif name == "fill":
-            await locator.fill(_text(config, "value", required=False), timeout=timeout)
+            await locator.fill(typed, timeout=timeout)
         elif name == "type":
             delay = config.get("delay_ms") or 0
             if not isinstance(delay, int | float) or not 0 <= delay <= 1000:
@@ -202,9 +202,11 @@ def _element_action(name: str) -> Callable[[dict[str, Any], StepContext], Any]:
 
     def executor(config: dict[str, Any], ctx: StepContext) -> Any:
         _selector(config)  # a bad config fails before the page is touched
+        secret = ctx.secret_text(config) if name == "fill" else None
+        typed = secret if secret is not None else _text(config, "value", required=False)
 
         async def act(page: Page, timeout: float) -> Any:
-            return await run(_one(page, config), config, timeout)
+            return await run(_one(page, config), config, timeout, typed)
 
         return _on_page(config, ctx, act)
 

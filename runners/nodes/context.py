@@ -12,6 +12,15 @@ from infra.artifacts import ArtifactStore
 from infra.settings import Settings
 from runners.nodes.errors import StepError
 
+#: The field a step types from a credential of each kind, unless it names another.
+SECRET_FIELDS = {
+    "http_basic": "password",
+    "http_bearer": "token",
+    "http_header": "value",
+    "openai": "api_key",
+    "postgres": "url",
+}
+
 
 @dataclass
 class StepContext:
@@ -43,6 +52,19 @@ class StepContext:
                 f"this step needs {' or '.join(kinds)}",
             )
         return secret
+
+    def secret_text(self, config: dict[str, Any]) -> str | None:
+        """The text a step types from a credential (`credential`, and `field`: by default the
+        kind's secret: password, token, value, api_key, url); None when it names none."""
+        name = config.get("credential")
+        if name is None:
+            return None
+        secret = self.credential(name, *SECRET_FIELDS)
+        field = config.get("field") or SECRET_FIELDS[str(secret["kind"])]
+        value = secret.get(field) if isinstance(field, str) else None
+        if not isinstance(value, str):
+            raise StepError("CredentialError", f"credential {name!r} has no text field {field!r}")
+        return value
 
     def time_left(self, config: dict[str, Any]) -> float:
         """Seconds the step may still take: its timeout, cut short by the task's deadline;

@@ -198,7 +198,11 @@ def desktop_scroll(config: dict[str, Any], ctx: StepContext) -> Any:
 
 
 def desktop_type_text(config: dict[str, Any], ctx: StepContext) -> Any:
-    text = config.get("text")
+    """Type `text`, or the secret of a credential (`credential`, `field`) without it ever
+    appearing in the workflow, the events or the output."""
+    text = ctx.secret_text(config)
+    if text is None:
+        text = config.get("text")
     if not isinstance(text, str) or not text or len(text) > MAX_TYPED:
         raise StepError("ConfigError", f"text must be 1 to {MAX_TYPED} characters")
     interval = _number(config, "interval_s", 0, 1, 0.0)

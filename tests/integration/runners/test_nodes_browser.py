@@ -41,6 +41,7 @@ PAGES = {
 <div id=menu onmouseover="this.textContent='hovered'">menu</div>
 <a id=next href=/table>next</a>
 <pre id=result></pre>
+<input type=password id=pw>
 <input id=keys onkeydown="document.querySelector('#pressed').textContent = event.key">
 <span id=pressed></span>""",
     "/table": """<!doctype html><title>Prices</title>
@@ -357,3 +358,32 @@ def test_a_screenshot_the_store_refuses_leaves_the_failure_as_it_was(
         sessions.release(b.execution_id)
     assert failed.type == "BrowserTimeout" and failed.retryable
     assert failed.details["url"] == f"{site}/form" and "screenshot_error" in failed.details
+
+
+def test_a_password_is_filled_from_a_credential_and_never_shown(
+    browser: Browser, site: str
+) -> None:
+    login = {"login": {"kind": "http_basic", "username": "ada", "password": "s3cret-pass"}}
+    browser("goto", url=f"{site}/form")
+    run = browser.runner.run
+    filled = run("browser.fill", {"selector": "#pw", "credential": "login"}, login,
+                 execution_id=browser.execution_id)  # fmt: skip
+    assert filled == {"selector": "#pw"}
+    length = "document.querySelector('#pw').value.length"
+    assert browser("evaluate", expression=length) == {"result": 11}
+    user = {"selector": "#name", "credential": "login", "field": "username"}
+    run("browser.fill", user, login, execution_id=browser.execution_id)
+    assert browser("evaluate", expression="document.querySelector('#name').value") == {
+        "result": "ada"
+    }
+    failed = browser.runner.fails(
+        "browser.fill", {"selector": "#nope", "credential": "login", "timeout_s": 0.5}, login,
+        execution_id=browser.execution_id,
+    )  # fmt: skip
+    assert failed.type == "BrowserTimeout" and "screenshot" not in failed.details
+    assert "s3cret-pass" not in json.dumps(failed.details) + failed.message
+    missing = browser.runner.fails(
+        "browser.fill", {"selector": "#pw", "credential": "login", "field": "token"}, login,
+        execution_id=browser.execution_id,
+    )  # fmt: skip
+    assert missing.type == "CredentialError"

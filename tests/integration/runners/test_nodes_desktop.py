@@ -139,6 +139,12 @@ def test_typing_keys_and_hotkeys_reach_the_focused_field(
     assert steps.run("desktop.hotkey", {"keys": ["ctrl", "a"]}) == {"keys": ["ctrl", "a"]}
     app.wait("hotkey")
     assert steps.fails("desktop.press_key", {"key": "no-such-key"}).type == "ConfigError"
+    steps.run("desktop.press_key", {"key": "end"})
+    steps.run("desktop.press_key", {"key": "backspace", "presses": 20})
+    login = {"login": {"kind": "http_basic", "username": "ada", "password": "Pa55-word"}}
+    typed = steps.run("desktop.type_text", {"credential": "login"}, login)
+    assert typed == {"typed": 9}
+    wait_until(lambda: app.events("field")[-1]["value"] == "Pa55-word", 10, "the password typed")
     refused = steps.fails("desktop.type_text", {"text": "naïve"})
     assert refused.type == "ConfigError" and "clipboard" in refused.message
 

@@ -1,0 +1,51 @@
+"""The cron scheduler on a real event store: fires missed while no scheduler ran are made up
+only as far back as its catch-up window, each once however many schedulers run."""
+
+from __future__ import annotations
+
+import time
+from uuid import uuid4
+
+from command_side.execution.aggregate import Execution
+from command_side.execution.scheduler import Scheduler
+from command_side.execution.store import ExecutionStore
+from command_side.store import WorkflowStore
+from command_side.workflow.aggregate import Workflow
+from command_side.workflow.commands import Meta
+from infra.settings import eventsourcing_env_for
+
+
+def every_second(database_url: str) -> str:
+    """A published workflow whose cron trigger fires every second."""
+    workflows = WorkflowStore(env=eventsourcing_env_for(database_url))
+    meta = Meta(actor_id="u1", workspace_id="ws1", client_op_id=None)
+    workflow = Workflow.create(uuid4(), "tick", "", meta)
+    workflow.add_node(
+        "trigger.cron", "cron", {"expression": "* * * * * *"}, 0, 0, meta, node_id="cron"
+    )
+    workflow.add_node("data.transform", "t", {"fields": {}}, 0, 0, meta, node_id="t")
+    workflow.connect("cron", "t", None, None, meta)
+    workflow.publish("", meta)
+    workflows.save(workflow)
+    workflows.close()
+    return str(workflow.id)
+
+
+def test_missed_fires_are_made_up_within_the_window_only(database_url: str) -> None:
+    env = eventsourcing_env_for(database_url)
+    every_second(database_url)
+    now = float(int(time.time()))
+    window, none = Scheduler(env, catch_up_s=5), Scheduler(env, catch_up_s=0)
+    try:
+        made_up = window.tick(now)
+        assert len(made_up) == 5  # the fires of the last five seconds, up to now
+        store = ExecutionStore(env=env)
+        fired = sorted(store.get(Execution, i).trigger["at"] for i in made_up)
+        assert fired == [now - 4, now - 3, now - 2, now - 1, now]
+        store.close()
+        assert none.tick(now) == []  # nothing missed is made up, and nothing started twice
+        assert len(none.tick(now + 1)) == 1 and window.tick(now + 1) == []
+    finally:
+        for scheduler in (window, none):
+            scheduler.workflows.close()
+            scheduler.executions.close()
