@@ -36,6 +36,18 @@ class Conflict(CommandError):
         self.current_version = current_version
 
 
+class Locked(CommandError):
+    """Someone else holds the lock of the node the command edits; `holder` and `expires_at`
+    (epoch seconds) say who and until when."""
+
+    code = "LOCKED"
+
+    def __init__(self, message: str, *, holder: str, expires_at: float, **details: object) -> None:
+        super().__init__(message, holder=holder, expires_at=expires_at, **details)
+        self.holder = holder
+        self.expires_at = expires_at
+
+
 class Unauthenticated(CommandError):
     """The credentials (password, code, refresh token) do not prove who the caller is."""
 

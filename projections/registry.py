@@ -40,6 +40,7 @@ PROJECTIONS: dict[str, Projection] = {
                 "read.workflows",
                 "read.workflow_nodes",
                 "read.workflow_edges",
+                "read.workflow_locks",
                 "read.workflow_versions",
             ),
         ),

@@ -56,6 +56,15 @@ WORKFLOWS = [
         PRIMARY KEY (workflow_id, edge_id)
     )""",
     """
+    CREATE TABLE IF NOT EXISTS read.workflow_locks (
+        workflow_id uuid NOT NULL,
+        node_id text NOT NULL,
+        workspace_id text NOT NULL,
+        holder text NOT NULL,
+        expires_at timestamptz NOT NULL,
+        PRIMARY KEY (workflow_id, node_id)
+    )""",
+    """
     CREATE TABLE IF NOT EXISTS read.workflow_versions (
         workflow_id uuid NOT NULL,
         number integer NOT NULL,

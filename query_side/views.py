@@ -117,6 +117,12 @@ async def get_workflow(
         )
         workflow["edges"] = await cur.fetchall()
         await cur.execute(
+            "SELECT node_id, holder, expires_at FROM read.workflow_locks"
+            " WHERE workflow_id = %s AND expires_at > now() ORDER BY node_id",
+            (workflow_id,),
+        )
+        workflow["locks"] = await cur.fetchall()
+        await cur.execute(
             "SELECT number, aggregate_version, note, published_at, published_by"
             " FROM read.workflow_versions WHERE workflow_id = %s ORDER BY number",
             (workflow_id,),

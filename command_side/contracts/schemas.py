@@ -37,6 +37,16 @@ _DATA: dict[str, dict[str, Any]] = {
     },
     "workflow.NodesDisconnected": {"edge_id": _STR},
     "workflow.Published": {"version_number": {"type": "integer", "minimum": 1}, "note": _STR},
+    "workflow.NodeLocked": {
+        "node_id": _STR,
+        "holder": _STR,
+        "expires_at": _NUM,
+        "ttl_s": _NUM,
+    },
+    "workflow.LockRenewed": {"node_id": _STR, "expires_at": _NUM},
+    "workflow.NodeUnlocked": {"node_id": _STR},
+    "workflow.LockBroken": {"node_id": _STR, "holder": _STR},
+    "workflow.LockExpired": {"node_id": _STR, "holder": _STR, "expires_at": _NUM},
 }
 
 

@@ -6,6 +6,11 @@ triggers) and keeps the schedule in memory. Each fire has a deterministic execut
 (workflow, node, fire time), so any number of schedulers can run and a restart never starts a
 fire twice: the second `ExecutionStarted` of an id is refused by the store. Fires missed while
 no scheduler ran are caught up for `catch_up_s` (default a minute); older ones are skipped.
+
+It is also the durable timer of node locks: from the same log it knows every lease and records
+`LockExpired` when one runs out with nobody renewing it (the holder may be gone). The leases
+live in the log, so a restarted scheduler finds them again; a lease renewed or released in the
+meantime is left alone by the aggregate, and two schedulers record one expiry.
 """
 
 from __future__ import annotations
@@ -15,10 +20,12 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 from zoneinfo import ZoneInfo
 
 from croniter import croniter
+from eventsourcing.persistence import IntegrityError
 
 from command_side.errors import CommandError
 from command_side.execution.service import ExecutionService
@@ -27,6 +34,10 @@ from command_side.store import WorkflowStore
 
 log = logging.getLogger(__name__)
 ACTOR = "scheduler"
+#: Workflow events that start, move or end a node lock's lease.
+LEASE_EVENTS = frozenset(
+    {"NodeLocked", "LockRenewed", "NodeUnlocked", "LockBroken", "LockExpired", "NodeRemoved"}
+)
 
 
 @dataclass
@@ -62,6 +73,8 @@ class Scheduler:
         self.interval_s = interval_s
         self.catch_up_s = catch_up_s
         self.triggers: dict[tuple[str, str], CronTrigger] = {}
+        #: (workflow, node) → when its lock's lease ends, for every lock held.
+        self.leases: dict[tuple[str, str], float] = {}
         self._position = 0
         self._caught_up = False
         self.started: list[UUID] = []
@@ -76,8 +89,10 @@ class Scheduler:
             self.executions.close()
 
     def tick(self, now: float) -> list[UUID]:
-        """Follow the workflow log, then start whatever is due; returns the ids started."""
+        """Follow the workflow log, expire the leases that ran out, then start whatever is due;
+        returns the ids started."""
         self._follow(now)
+        self._expire(now)
         started = []
         for trigger in list(self.triggers.values()):
             while trigger.next_fire <= now:
@@ -115,9 +130,35 @@ class Scheduler:
             for n in notifications:
                 if n.topic.endswith("Published"):
                     published.add(n.originator_id)
+                elif n.topic.rsplit(".", 1)[-1] in LEASE_EVENTS:
+                    self._note_lease(n)
             self._position = notifications[-1].id
             for workflow_id in published:
                 self._reload(str(workflow_id), now)
+
+    def _note_lease(self, notification: Any) -> None:
+        event: Any = self.workflows.mapper.to_domain_event(notification)
+        key = (str(notification.originator_id), str(event.node_id))
+        if type(event).__name__ in ("NodeLocked", "LockRenewed"):
+            self.leases[key] = float(event.expires_at)
+        else:
+            self.leases.pop(key, None)
+
+    def _expire(self, now: float) -> None:
+        for (workflow_id, node_id), ends in sorted(self.leases.items(), key=lambda kv: kv[1]):
+            if ends > now:
+                continue
+            for _ in range(3):  # another writer may append in between: load and try again
+                try:
+                    workflow = self.workflows.load(UUID(workflow_id))
+                    if workflow.expire_lock(node_id, ends, now):
+                        self.workflows.save(workflow)
+                    break
+                except IntegrityError:
+                    continue
+                except CommandError:  # the workflow is gone
+                    break
+            self.leases.pop((workflow_id, node_id), None)
 
     def _reload(self, workflow_id: str, now: float) -> None:
         for key in [k for k in self.triggers if k[0] == workflow_id]:

@@ -87,6 +87,37 @@ class PublishWorkflow(WorkflowCommand):
     note: str = ""
 
 
+@dataclass(frozen=True, kw_only=True)
+class LockNode(WorkflowCommand):
+    node_id: str
+    ttl_s: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RenewLock(WorkflowCommand):
+    node_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class UnlockNode(WorkflowCommand):
+    node_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class BreakLock(WorkflowCommand):
+    """An admin's: the caller's role is checked before it reaches the aggregate."""
+
+    node_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExpireLock(WorkflowCommand):
+    """The scheduler's, when a lease ran out: nothing happens if it was renewed meanwhile."""
+
+    node_id: str
+    expires_at: float
+
+
 @dataclass(frozen=True)
 class CommandResult:
     """What a command did: the workflow's version after it and the id it created, if any."""

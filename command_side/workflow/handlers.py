@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
@@ -66,6 +67,31 @@ def _publish(w: Workflow, cmd: c.PublishWorkflow, meta: c.Meta) -> str | None:
     return str(w.publish(cmd.note, meta))
 
 
+# Lock commands answer with the lease's end (epoch seconds), or who held a broken lock.
+
+
+def _lock(w: Workflow, cmd: c.LockNode, meta: c.Meta) -> str | None:
+    return repr(w.lock_node(cmd.node_id, cmd.ttl_s, meta, time.time()))
+
+
+def _renew(w: Workflow, cmd: c.RenewLock, meta: c.Meta) -> str | None:
+    return repr(w.renew_lock(cmd.node_id, meta, time.time()))
+
+
+def _unlock(w: Workflow, cmd: c.UnlockNode, meta: c.Meta) -> str | None:
+    w.unlock_node(cmd.node_id, meta, time.time())
+    return None
+
+
+def _break(w: Workflow, cmd: c.BreakLock, meta: c.Meta) -> str | None:
+    return w.break_lock(cmd.node_id, meta, time.time())
+
+
+def _expire(w: Workflow, cmd: c.ExpireLock, meta: c.Meta) -> str | None:
+    w.expire_lock(cmd.node_id, cmd.expires_at, time.time())
+    return None
+
+
 HANDLERS: dict[type[Any], Callable[[Workflow, Any, c.Meta], str | None]] = {
     c.RenameWorkflow: _rename,
     c.ChangeDescription: _describe,
@@ -76,6 +102,11 @@ HANDLERS: dict[type[Any], Callable[[Workflow, Any, c.Meta], str | None]] = {
     c.ConnectNodes: _connect,
     c.DisconnectNodes: _disconnect,
     c.PublishWorkflow: _publish,
+    c.LockNode: _lock,
+    c.RenewLock: _renew,
+    c.UnlockNode: _unlock,
+    c.BreakLock: _break,
+    c.ExpireLock: _expire,
 }
 
 

@@ -39,6 +39,9 @@ def changed_by(event: Any) -> frozenset[str]:
         return frozenset({f"edge:{event.edge_id}"})
     if kind == "Published":
         return frozenset({"workflow/published"})
+    if kind in ("NodeLocked", "LockRenewed", "NodeUnlocked", "LockBroken", "LockExpired"):
+        # Edits re-check locks when they are re-applied: they need not conflict with these.
+        return frozenset({f"lock:{event.node_id}"})
     return frozenset({EVERYTHING})
 
 
@@ -59,6 +62,14 @@ def depends_on(command: object) -> frozenset[str]:
             return frozenset({f"node:{s}", f"node:{t}", f"pair:{s}>{t}"})
         case c.DisconnectNodes(edge_id=edge_id):
             return frozenset({f"edge:{edge_id}"})
+        case (
+            c.LockNode(node_id=node_id)
+            | c.RenewLock(node_id=node_id)
+            | c.UnlockNode(node_id=node_id)
+            | c.BreakLock(node_id=node_id)
+            | c.ExpireLock(node_id=node_id)
+        ):
+            return frozenset({f"node:{node_id}"})
     return frozenset({EVERYTHING})
 
 

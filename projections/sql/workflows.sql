@@ -1,4 +1,6 @@
--- The `workflows` projection: workflow list, detail (nodes, edges) and published versions.
+-- The `workflows` projection: workflow list, detail (nodes, edges, node locks) and published
+-- versions. A lock's row stays until its release or `LockExpired`; readers leave out leases
+-- that ran out before that.
 -- Pure: a batch of public envelopes (JSON array, in order) in, read-model changes out.
 -- The workflow row changes with every event; a run of events of one workflow updates it once
 -- (a row updated a hundred times in one transaction keeps a hundred versions to walk).
@@ -85,6 +87,7 @@ BEGIN
             removed := ARRAY(SELECT jsonb_array_elements_text(d->'removed_edge_ids'));
             DELETE FROM read.workflow_nodes WHERE workflow_id = wid AND node_id = d->>'node_id';
             DELETE FROM read.workflow_edges WHERE workflow_id = wid AND edge_id = ANY(removed);
+            DELETE FROM read.workflow_locks WHERE workflow_id = wid AND node_id = d->>'node_id';
             t_nodes := t_nodes - 1;
             t_edges := t_edges - cardinality(removed);
         WHEN 'workflow.NodesConnected' THEN
@@ -109,6 +112,19 @@ BEGIN
                         - 'workflow_id' ORDER BY g.edge_id) FROM read.workflow_edges g
                         WHERE g.workflow_id = wid), '[]'));
             t_published := (d->>'version_number')::integer;
+        WHEN 'workflow.NodeLocked' THEN
+            INSERT INTO read.workflow_locks (workflow_id, node_id, workspace_id, holder,
+                                             expires_at)
+            VALUES (wid, d->>'node_id', ws, d->>'holder',
+                    to_timestamp((d->>'expires_at')::float8))
+            ON CONFLICT (workflow_id, node_id) DO UPDATE SET holder = EXCLUDED.holder,
+                expires_at = EXCLUDED.expires_at;
+        WHEN 'workflow.LockRenewed' THEN
+            UPDATE read.workflow_locks SET expires_at = to_timestamp((d->>'expires_at')::float8)
+            WHERE workflow_id = wid AND node_id = d->>'node_id';
+            NULL;
+        WHEN 'workflow.NodeUnlocked', 'workflow.LockBroken', 'workflow.LockExpired' THEN
+            DELETE FROM read.workflow_locks WHERE workflow_id = wid AND node_id = d->>'node_id';
         ELSE
             NULL;  -- an event type this projection does not know yet: only the version moves
         END CASE;

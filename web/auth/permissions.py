@@ -52,6 +52,10 @@ PERMISSIONS: dict[str, str] = {
     "Mutation.connectNodes": "editor",
     "Mutation.disconnectNodes": "editor",
     "Mutation.publishWorkflow": "editor",
+    "Mutation.lockNode": "editor",
+    "Mutation.renewLock": "editor",
+    "Mutation.unlockNode": "editor",
+    "Mutation.breakLock": "admin",
     # executions
     "Query.executions": "viewer",
     "Query.execution": "viewer",

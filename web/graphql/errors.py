@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
 from graphql import GraphQLError
 from strawberry.extensions import MaskErrors
 
-from command_side.errors import CommandError, Conflict
+from command_side.errors import CommandError, Conflict, Locked
 from query_side.errors import QueryError
 from web.auth.throttle import RateLimited
 
@@ -41,6 +42,12 @@ def mapped_errors() -> Iterator[None]:
         yield
     except Conflict as exc:
         raise graphql_error(exc.code, exc.message, currentVersion=exc.current_version) from exc
+    except Locked as exc:
+        expires = datetime.fromtimestamp(exc.expires_at, UTC).isoformat()
+        raise graphql_error(
+            exc.code, exc.message, holder=exc.holder, expiresAt=expires,
+            nodeId=str(exc.details.get("node_id", "")),
+        ) from exc  # fmt: skip
     except CommandError as exc:
         extra = {k: v for k, v in exc.details.items() if isinstance(v, (str, int, bool))}
         raise graphql_error(exc.code, exc.message, **extra) from exc

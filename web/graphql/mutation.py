@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import strawberry
@@ -107,6 +108,48 @@ class PublishWorkflowInput:
     client_op_id: str | None = None
 
 
+@strawberry.input
+class LockNodeInput:
+    workflow_id: strawberry.ID
+    node_id: strawberry.ID
+    ttl_seconds: float | None = strawberry.field(
+        default=None, description="The lease (default 30 s, at most an hour)."
+    )
+    client_op_id: str | None = None
+
+
+@strawberry.input
+class NodeLockInput:
+    workflow_id: strawberry.ID
+    node_id: strawberry.ID
+
+
+@strawberry.type
+class LockPayload:
+    """A node lock after a lock, renewal or break."""
+
+    workflow_id: strawberry.ID
+    version: int
+    node_id: strawberry.ID
+    holder: str | None = strawberry.field(
+        description="Who holds it now (null after a break), or held it before the break."
+    )
+    expires_at: datetime | None
+
+
+def _lock_payload(
+    result: c.CommandResult, node_id: strawberry.ID, holder: str | None, expires: bool
+) -> LockPayload:
+    ends = float(result.created_id) if expires and result.created_id else None
+    return LockPayload(
+        workflow_id=strawberry.ID(str(result.workflow_id)),
+        version=result.version,
+        node_id=node_id,
+        holder=holder,
+        expires_at=datetime.fromtimestamp(ends, UTC) if ends is not None else None,
+    )
+
+
 async def _run(info: Info[Any, Any], command: Any, client_op_id: str | None) -> c.CommandResult:
     who = caller(info)
     meta = c.Meta(actor_id=who.actor_id, workspace_id=who.workspace_id, client_op_id=client_op_id)
@@ -201,6 +244,39 @@ class WorkflowMutation:
     ) -> WorkflowPayload:
         command = c.DisconnectNodes(**_target(input), edge_id=str(input.edge_id))
         return _payload(await _run(info, command, input.client_op_id))
+
+    @strawberry.mutation(
+        permission_classes=SECURED,
+        description="Lock a node for editing (or extend your own lock): others' edits of it "
+        "fail with LOCKED until you unlock it, your lease runs out, or an admin breaks it.",
+    )
+    async def lock_node(self, info: Info[Any, Any], input: LockNodeInput) -> LockPayload:
+        command = c.LockNode(
+            workflow_id=parse_id(input.workflow_id),
+            node_id=str(input.node_id),
+            ttl_s=input.ttl_seconds,
+        )
+        result = await _run(info, command, input.client_op_id)
+        return _lock_payload(result, input.node_id, caller(info).actor_id, True)
+
+    @strawberry.mutation(permission_classes=SECURED, description="Extend your lock's lease.")
+    async def renew_lock(self, info: Info[Any, Any], input: NodeLockInput) -> LockPayload:
+        command = c.RenewLock(workflow_id=parse_id(input.workflow_id), node_id=str(input.node_id))
+        result = await _run(info, command, None)
+        return _lock_payload(result, input.node_id, caller(info).actor_id, True)
+
+    @strawberry.mutation(permission_classes=SECURED, description="Let go of your lock.")
+    async def unlock_node(self, info: Info[Any, Any], input: NodeLockInput) -> WorkflowPayload:
+        command = c.UnlockNode(workflow_id=parse_id(input.workflow_id), node_id=str(input.node_id))
+        return _payload(await _run(info, command, None))
+
+    @strawberry.mutation(
+        permission_classes=SECURED, description="Admins: take a lock away from its holder."
+    )
+    async def break_lock(self, info: Info[Any, Any], input: NodeLockInput) -> LockPayload:
+        command = c.BreakLock(workflow_id=parse_id(input.workflow_id), node_id=str(input.node_id))
+        result = await _run(info, command, None)
+        return _lock_payload(result, input.node_id, result.created_id, False)
 
     @strawberry.mutation(permission_classes=SECURED)
     async def publish_workflow(

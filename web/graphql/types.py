@@ -28,6 +28,13 @@ class Edge:
     condition: str | None
 
 
+@strawberry.type(description="A node someone is editing: others' edits of it fail with LOCKED.")
+class NodeLock:
+    node_id: strawberry.ID
+    holder: str = strawberry.field(description="The user id of who holds it.")
+    expires_at: datetime
+
+
 @strawberry.type
 class PublishedVersion:
     number: int
@@ -54,6 +61,9 @@ class Workflow:
     nodes: list[Node]
     edges: list[Edge]
     versions: list[PublishedVersion]
+    locks: list[NodeLock] = strawberry.field(
+        default_factory=list, description="Locks whose lease runs (empty in time travel)."
+    )
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Workflow:
@@ -92,6 +102,14 @@ class Workflow:
                 for e in row.get("edges", [])
             ],
             versions=[PublishedVersion(**v) for v in row.get("versions", [])],
+            locks=[
+                NodeLock(
+                    node_id=strawberry.ID(lock["node_id"]),
+                    holder=lock["holder"],
+                    expires_at=lock["expires_at"],
+                )
+                for lock in row.get("locks", [])
+            ],
         )
 
     @classmethod

@@ -49,3 +49,37 @@ def test_missed_fires_are_made_up_within_the_window_only(database_url: str) -> N
         for scheduler in (window, none):
             scheduler.workflows.close()
             scheduler.executions.close()
+
+
+def test_a_lease_nobody_renews_is_recorded_expired_once(database_url: str) -> None:
+    env = eventsourcing_env_for(database_url)
+    workflows = WorkflowStore(env=env)
+    meta = Meta(actor_id="ada", workspace_id="ws1", client_op_id=None)
+    workflow = Workflow.create(uuid4(), "locks", "", meta)
+    for node_id in ("a", "b"):
+        workflow.add_node("data.transform", node_id, {}, 0, 0, meta, node_id=node_id)
+    now = time.time()
+    workflow.lock_node("a", 5, meta, now)  # its holder then vanishes
+    workflow.lock_node("b", 5, meta, now)
+    workflows.save(workflow)
+    first, second = Scheduler(env), Scheduler(env)
+    try:
+        first.tick(now + 1)
+        assert set(first.leases) == {(str(workflow.id), "a"), (str(workflow.id), "b")}
+        renewed = workflows.load(workflow.id)
+        renewed.renew_lock("b", meta, now + 4)  # b's holder is still there
+        workflows.save(renewed)
+        for scheduler in (first, second):  # two schedulers, one expiry
+            scheduler.tick(now + 6)
+        stored = workflows.load(workflow.id)
+        assert stored.lock_of("a", now) is None and "a" not in stored.locks
+        assert stored.lock_of("b", now + 6) is not None  # renewed: left alone
+        kinds = [type(e).__name__ for e in workflows.events_after(workflow.id, 0)]
+        assert kinds.count("LockExpired") == 1
+        first.tick(now + 10)
+        assert "b" not in workflows.load(workflow.id).locks
+    finally:
+        workflows.close()
+        for scheduler in (first, second):
+            scheduler.workflows.close()
+            scheduler.executions.close()
