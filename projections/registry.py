@@ -41,6 +41,8 @@ PROJECTIONS: dict[str, Projection] = {
                 "read.workflow_nodes",
                 "read.workflow_edges",
                 "read.workflow_locks",
+                "read.workflow_threads",
+                "read.workflow_comments",
                 "read.workflow_versions",
             ),
         ),

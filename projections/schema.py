@@ -65,6 +65,33 @@ WORKFLOWS = [
         PRIMARY KEY (workflow_id, node_id)
     )""",
     """
+    CREATE TABLE IF NOT EXISTS read.workflow_threads (
+        workflow_id uuid NOT NULL,
+        thread_id text NOT NULL,
+        workspace_id text NOT NULL,
+        node_id text,
+        resolved boolean NOT NULL DEFAULT false,
+        resolved_by text,
+        resolved_at timestamptz,
+        created_at timestamptz NOT NULL,
+        PRIMARY KEY (workflow_id, thread_id)
+    )""",
+    """
+    CREATE TABLE IF NOT EXISTS read.workflow_comments (
+        workflow_id uuid NOT NULL,
+        comment_id text NOT NULL,
+        thread_id text NOT NULL,
+        workspace_id text NOT NULL,
+        author text NOT NULL,
+        body text,
+        mentions jsonb NOT NULL DEFAULT '[]',
+        created_at timestamptz NOT NULL,
+        edited_at timestamptz,
+        deleted_at timestamptz,
+        deleted_by text,
+        PRIMARY KEY (workflow_id, comment_id)
+    )""",
+    """
     CREATE TABLE IF NOT EXISTS read.workflow_versions (
         workflow_id uuid NOT NULL,
         number integer NOT NULL,

@@ -92,6 +92,48 @@ def cursor_uuid(value: str) -> UUID:
         raise BadCursor("the cursor is malformed") from exc
 
 
+async def comment_threads(
+    conn: psycopg.AsyncConnection[Any],
+    workspace_id: str,
+    workflow_id: UUID,
+    node_id: str | None,
+    include_resolved: bool,
+) -> list[Row] | None:
+    """A workflow's comment threads (on one node when `node_id`), oldest first, each with its
+    comments; a thread on a node that was removed is `orphaned`. None: no such workflow."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT 1 FROM read.workflows WHERE id = %s AND workspace_id = %s",
+            (workflow_id, workspace_id),
+        )
+        if await cur.fetchone() is None:
+            return None
+        await cur.execute(
+            "SELECT t.thread_id, t.node_id, t.resolved, t.resolved_by, t.resolved_at,"
+            " t.created_at, (t.node_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM"
+            " read.workflow_nodes n WHERE n.workflow_id = t.workflow_id AND n.node_id ="
+            " t.node_id)) AS orphaned FROM read.workflow_threads t WHERE t.workflow_id = %s"
+            " AND (%s::text IS NULL OR t.node_id = %s) AND (%s OR NOT t.resolved)"
+            " ORDER BY t.created_at, t.thread_id",
+            (workflow_id, node_id, node_id, include_resolved),
+        )
+        threads = await cur.fetchall()
+        if not threads:
+            return []
+        await cur.execute(
+            "SELECT comment_id, thread_id, author, body, mentions, created_at, edited_at,"
+            " deleted_at, deleted_by FROM read.workflow_comments WHERE workflow_id = %s"
+            " AND thread_id = ANY(%s) ORDER BY created_at, comment_id",
+            (workflow_id, [t["thread_id"] for t in threads]),
+        )
+        by_thread: dict[str, list[Row]] = {}
+        for comment in await cur.fetchall():
+            by_thread.setdefault(comment["thread_id"], []).append(comment)
+    for thread in threads:
+        thread["comments"] = by_thread.get(thread["thread_id"], [])
+    return threads
+
+
 async def get_workflow(
     conn: psycopg.AsyncConnection[Any], workspace_id: str, workflow_id: UUID
 ) -> Row | None:

@@ -47,6 +47,21 @@ _DATA: dict[str, dict[str, Any]] = {
     "workflow.NodeUnlocked": {"node_id": _STR},
     "workflow.LockBroken": {"node_id": _STR, "holder": _STR},
     "workflow.LockExpired": {"node_id": _STR, "holder": _STR, "expires_at": _NUM},
+    "workflow.CommentAdded": {
+        "comment_id": _STR,
+        "thread_id": _STR,
+        "node_id": _OPT_STR,
+        "body": _STR,
+        "mentions": {"type": "array", "items": _STR},
+    },
+    "workflow.CommentEdited": {
+        "comment_id": _STR,
+        "body": _STR,
+        "mentions": {"type": "array", "items": _STR},
+    },
+    "workflow.CommentDeleted": {"comment_id": _STR},
+    "workflow.ThreadResolved": {"thread_id": _STR},
+    "workflow.ThreadReopened": {"thread_id": _STR},
 }
 
 

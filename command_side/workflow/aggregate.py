@@ -15,7 +15,7 @@ from uuid import UUID, uuid4
 
 from eventsourcing.domain import Aggregate, event
 
-from command_side.errors import Locked, NotFound, ValidationFailed
+from command_side.errors import Forbidden, Locked, NotFound, ValidationFailed
 from command_side.validation import MAX_NAME, check_name
 from command_side.workflow.commands import CommandResult, Meta
 from command_side.workflow.node_types import check_config
@@ -29,6 +29,9 @@ MAX_CONDITION = 2_000
 MAX_CONFIG_BYTES = 64 * 1024
 #: Idempotency keys remembered per workflow; older ones fall out first.
 MAX_REMEMBERED_OPS = 10_000
+#: A comment's Markdown (stored as text, never rendered here) and how many it may mention.
+MAX_COMMENT = 10_000
+MAX_MENTIONS = 50
 #: A node lock's lease when the locker names none, and the longest one may ask for.
 LOCK_TTL_S = 30.0
 MAX_LOCK_TTL_S = 3600.0
@@ -101,6 +104,8 @@ class Workflow(Aggregate):
         self.edges: dict[str, dict[str, Any]] = {}
         self.published: list[dict[str, Any]] = []
         self.locks: dict[str, dict[str, Any]] = {}
+        self.threads: dict[str, dict[str, Any]] = {}
+        self.comments: dict[str, dict[str, Any]] = {}
         self.op_results: dict[str, tuple[int, str | None]] = {}
         self._remember(client_op_id, None, version=1)
 
@@ -333,6 +338,160 @@ class Workflow(Aggregate):
         self, node_id: str, holder: str, expires_at: float, actor_id: str, workspace_id: str
     ) -> None:
         self._locks().pop(node_id, None)
+
+    # -- comments ------------------------------------------------------------------------------
+    #
+    # Threads on the workflow (node None) or on a node; a thread is its first comment's id.
+    # Bodies are Markdown kept as text. A deleted comment stays as a tombstone (its thread
+    # reads on); a removed node's threads stay too, orphaned.
+
+    def _threads(self) -> dict[str, dict[str, Any]]:
+        return self.__dict__.setdefault("threads", {})  # type: ignore[no-any-return]
+
+    def _comments(self) -> dict[str, dict[str, Any]]:
+        return self.__dict__.setdefault("comments", {})  # type: ignore[no-any-return]
+
+    def comment(self, comment_id: str) -> dict[str, Any]:
+        found = self._comments().get(comment_id)
+        if found is None or found["deleted"]:
+            raise NotFound(f"comment {comment_id!r} does not exist", comment_id=comment_id)
+        return found
+
+    @staticmethod
+    def _body(body: str, mentions: list[str], members: frozenset[str]) -> list[str]:
+        if not isinstance(body, str) or not body.strip():
+            raise ValidationFailed("a comment needs some text", field="body")
+        if len(body) > MAX_COMMENT:
+            raise ValidationFailed(f"a comment is at most {MAX_COMMENT} characters", field="body")
+        mentioned = list(dict.fromkeys(mentions))
+        if len(mentioned) > MAX_MENTIONS:
+            raise ValidationFailed(f"at most {MAX_MENTIONS} mentions", field="mentions")
+        strangers = [m for m in mentioned if m not in members]
+        if strangers:
+            raise ValidationFailed(
+                f"mentions must be members of the workspace: {', '.join(strangers[:5])}",
+                field="mentions",
+            )
+        return mentioned
+
+    def add_comment(
+        self,
+        node_id: str | None,
+        body: str,
+        mentions: list[str],
+        members: frozenset[str],
+        meta: Meta,
+    ) -> str:
+        """Start a thread on the workflow or a node; returns the comment's (and thread's) id."""
+        if node_id is not None:
+            self.node(node_id)
+        mentioned = self._body(body, mentions, members)
+        comment_id = new_id("c")
+        self._comment_added(
+            comment_id, comment_id, node_id, body, mentioned, meta.actor_id, self.workspace_id,
+            meta.client_op_id,
+        )  # fmt: skip
+        return comment_id
+
+    def reply(
+        self, to: str, body: str, mentions: list[str], members: frozenset[str], meta: Meta
+    ) -> str:
+        """Reply in the thread of comment `to`; returns the reply's id."""
+        thread_id = self.comment(to)["thread_id"]
+        mentioned = self._body(body, mentions, members)
+        comment_id = new_id("c")
+        node_id = self._threads()[thread_id]["node_id"]
+        self._comment_added(
+            comment_id, thread_id, node_id, body, mentioned, meta.actor_id, self.workspace_id,
+            meta.client_op_id,
+        )  # fmt: skip
+        return comment_id
+
+    def edit_comment(
+        self, comment_id: str, body: str, mentions: list[str], members: frozenset[str], meta: Meta
+    ) -> None:
+        """Its author only."""
+        comment = self.comment(comment_id)
+        if comment["author"] != meta.actor_id:
+            raise Forbidden("only its author edits a comment", comment_id=comment_id)
+        mentioned = self._body(body, mentions, members)
+        self._comment_edited(
+            comment_id, body, mentioned, meta.actor_id, self.workspace_id, meta.client_op_id
+        )
+
+    def delete_comment(self, comment_id: str, as_admin: bool, meta: Meta) -> None:
+        """Its author, or an admin; a tombstone stays in its thread."""
+        comment = self.comment(comment_id)
+        if comment["author"] != meta.actor_id and not as_admin:
+            raise Forbidden("only its author or an admin deletes a comment", comment_id=comment_id)
+        self._comment_deleted(comment_id, meta.actor_id, self.workspace_id, meta.client_op_id)
+
+    def resolve_thread(self, thread_id: str, resolved: bool, meta: Meta) -> None:
+        """Resolve (or reopen) a thread; anyone who may comment may."""
+        thread = self._threads().get(thread_id)
+        if thread is None:
+            raise NotFound(f"thread {thread_id!r} does not exist", thread_id=thread_id)
+        if thread["resolved"] == resolved:
+            state = "resolved" if resolved else "open"
+            raise ValidationFailed(f"the thread is {state} already", field="threadId")
+        if resolved:
+            self._thread_resolved(thread_id, meta.actor_id, self.workspace_id, meta.client_op_id)
+        else:
+            self._thread_reopened(thread_id, meta.actor_id, self.workspace_id, meta.client_op_id)
+
+    @event("CommentAdded")
+    def _comment_added(
+        self,
+        comment_id: str,
+        thread_id: str,
+        node_id: str | None,
+        body: str,
+        mentions: list[str],
+        actor_id: str,
+        workspace_id: str,
+        client_op_id: str | None,
+    ) -> None:
+        if thread_id == comment_id:
+            self._threads()[thread_id] = {"node_id": node_id, "resolved": False}
+        self._comments()[comment_id] = {
+            "thread_id": thread_id,
+            "author": actor_id,
+            "deleted": False,
+        }
+        self._remember(client_op_id, comment_id)
+
+    @event("CommentEdited")
+    def _comment_edited(
+        self,
+        comment_id: str,
+        body: str,
+        mentions: list[str],
+        actor_id: str,
+        workspace_id: str,
+        client_op_id: str | None,
+    ) -> None:
+        self._remember(client_op_id, None)
+
+    @event("CommentDeleted")
+    def _comment_deleted(
+        self, comment_id: str, actor_id: str, workspace_id: str, client_op_id: str | None
+    ) -> None:
+        self._comments()[comment_id]["deleted"] = True
+        self._remember(client_op_id, None)
+
+    @event("ThreadResolved")
+    def _thread_resolved(
+        self, thread_id: str, actor_id: str, workspace_id: str, client_op_id: str | None
+    ) -> None:
+        self._threads()[thread_id]["resolved"] = True
+        self._remember(client_op_id, None)
+
+    @event("ThreadReopened")
+    def _thread_reopened(
+        self, thread_id: str, actor_id: str, workspace_id: str, client_op_id: str | None
+    ) -> None:
+        self._threads()[thread_id]["resolved"] = False
+        self._remember(client_op_id, None)
 
     # -- node edits ----------------------------------------------------------------------------
 

@@ -118,6 +118,45 @@ class ExpireLock(WorkflowCommand):
     expires_at: float
 
 
+@dataclass(frozen=True, kw_only=True)
+class AddComment(WorkflowCommand):
+    """`members`: the workspace's member ids, which mentions must be among (the api reads
+    them; the command side does not)."""
+
+    node_id: str | None = None
+    body: str
+    mentions: tuple[str, ...] = ()
+    members: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReplyToComment(WorkflowCommand):
+    comment_id: str
+    body: str
+    mentions: tuple[str, ...] = ()
+    members: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, kw_only=True)
+class EditComment(WorkflowCommand):
+    comment_id: str
+    body: str
+    mentions: tuple[str, ...] = ()
+    members: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeleteComment(WorkflowCommand):
+    comment_id: str
+    as_admin: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResolveThread(WorkflowCommand):
+    thread_id: str
+    resolved: bool = True
+
+
 @dataclass(frozen=True)
 class CommandResult:
     """What a command did: the workflow's version after it and the id it created, if any."""

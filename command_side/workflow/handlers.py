@@ -92,7 +92,35 @@ def _expire(w: Workflow, cmd: c.ExpireLock, meta: c.Meta) -> str | None:
     return None
 
 
+def _comment(w: Workflow, cmd: c.AddComment, meta: c.Meta) -> str | None:
+    return w.add_comment(cmd.node_id, cmd.body, list(cmd.mentions), cmd.members, meta)
+
+
+def _reply(w: Workflow, cmd: c.ReplyToComment, meta: c.Meta) -> str | None:
+    return w.reply(cmd.comment_id, cmd.body, list(cmd.mentions), cmd.members, meta)
+
+
+def _edit_comment(w: Workflow, cmd: c.EditComment, meta: c.Meta) -> str | None:
+    w.edit_comment(cmd.comment_id, cmd.body, list(cmd.mentions), cmd.members, meta)
+    return None
+
+
+def _delete_comment(w: Workflow, cmd: c.DeleteComment, meta: c.Meta) -> str | None:
+    w.delete_comment(cmd.comment_id, cmd.as_admin, meta)
+    return None
+
+
+def _resolve(w: Workflow, cmd: c.ResolveThread, meta: c.Meta) -> str | None:
+    w.resolve_thread(cmd.thread_id, cmd.resolved, meta)
+    return None
+
+
 HANDLERS: dict[type[Any], Callable[[Workflow, Any, c.Meta], str | None]] = {
+    c.AddComment: _comment,
+    c.ReplyToComment: _reply,
+    c.EditComment: _edit_comment,
+    c.DeleteComment: _delete_comment,
+    c.ResolveThread: _resolve,
     c.RenameWorkflow: _rename,
     c.ChangeDescription: _describe,
     c.AddNode: _add,

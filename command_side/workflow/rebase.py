@@ -39,6 +39,12 @@ def changed_by(event: Any) -> frozenset[str]:
         return frozenset({f"edge:{event.edge_id}"})
     if kind == "Published":
         return frozenset({"workflow/published"})
+    if kind == "CommentAdded":
+        return frozenset({f"comment:{event.comment_id}", f"thread:{event.thread_id}"})
+    if kind in ("CommentEdited", "CommentDeleted"):
+        return frozenset({f"comment:{event.comment_id}"})
+    if kind in ("ThreadResolved", "ThreadReopened"):
+        return frozenset({f"thread:{event.thread_id}"})
     if kind in ("NodeLocked", "LockRenewed", "NodeUnlocked", "LockBroken", "LockExpired"):
         # Edits re-check locks when they are re-applied: they need not conflict with these.
         return frozenset({f"lock:{event.node_id}"})
@@ -62,6 +68,16 @@ def depends_on(command: object) -> frozenset[str]:
             return frozenset({f"node:{s}", f"node:{t}", f"pair:{s}>{t}"})
         case c.DisconnectNodes(edge_id=edge_id):
             return frozenset({f"edge:{edge_id}"})
+        case c.AddComment(node_id=node_id):
+            return frozenset({f"node:{node_id}"} if node_id else set())
+        case (
+            c.ReplyToComment(comment_id=comment_id)
+            | c.EditComment(comment_id=comment_id)
+            | c.DeleteComment(comment_id=comment_id)
+        ):
+            return frozenset({f"comment:{comment_id}"})
+        case c.ResolveThread(thread_id=thread_id):
+            return frozenset({f"thread:{thread_id}"})
         case (
             c.LockNode(node_id=node_id)
             | c.RenewLock(node_id=node_id)

@@ -125,6 +125,36 @@ BEGIN
             NULL;
         WHEN 'workflow.NodeUnlocked', 'workflow.LockBroken', 'workflow.LockExpired' THEN
             DELETE FROM read.workflow_locks WHERE workflow_id = wid AND node_id = d->>'node_id';
+        WHEN 'workflow.CommentAdded' THEN
+            IF d->>'thread_id' = d->>'comment_id' THEN
+                INSERT INTO read.workflow_threads (workflow_id, thread_id, workspace_id,
+                                                   node_id, created_at)
+                VALUES (wid, d->>'thread_id', ws, d->>'node_id', at)
+                ON CONFLICT DO NOTHING;
+            END IF;
+            INSERT INTO read.workflow_comments (workflow_id, comment_id, thread_id,
+                workspace_id, author, body, mentions, created_at)
+            VALUES (wid, d->>'comment_id', d->>'thread_id', ws, who, d->>'body',
+                    COALESCE(d->'mentions', '[]'), at)
+            ON CONFLICT DO NOTHING;
+        WHEN 'workflow.CommentEdited' THEN
+            UPDATE read.workflow_comments SET body = d->>'body',
+                mentions = COALESCE(d->'mentions', '[]'), edited_at = at
+            WHERE workflow_id = wid AND comment_id = d->>'comment_id';
+            NULL;
+        WHEN 'workflow.CommentDeleted' THEN
+            -- A tombstone: the comment keeps its place in the thread, not its words.
+            UPDATE read.workflow_comments SET body = NULL, mentions = '[]', deleted_at = at,
+                deleted_by = who
+            WHERE workflow_id = wid AND comment_id = d->>'comment_id';
+            NULL;
+        WHEN 'workflow.ThreadResolved', 'workflow.ThreadReopened' THEN
+            UPDATE read.workflow_threads
+            SET resolved = (kind = 'workflow.ThreadResolved'),
+                resolved_by = CASE WHEN kind = 'workflow.ThreadResolved' THEN who END,
+                resolved_at = CASE WHEN kind = 'workflow.ThreadResolved' THEN at END
+            WHERE workflow_id = wid AND thread_id = d->>'thread_id';
+            NULL;
         ELSE
             NULL;  -- an event type this projection does not know yet: only the version moves
         END CASE;

@@ -31,6 +31,16 @@ BREAK = "mutation($i: NodeLockInput!) { breakLock(input: $i) { holder expiresAt 
 LOCKS = """query($id: ID!, $v: Int) { workflow(id: $id, atLeastVersion: $v)
   { version locks { nodeId holder expiresAt } } }"""
 HISTORY = "query($id: ID!) { workflowHistory(id: $id) { nodes { version type actorId } } }"
+COMMENT = """mutation($i: AddCommentInput!) { addComment(input: $i) { version commentId } }"""
+REPLY = """mutation($i: ReplyToCommentInput!) { replyToComment(input: $i) { version commentId } }"""
+EDIT = "mutation($i: EditCommentInput!) { editComment(input: $i) { version } }"
+DELETE = "mutation($i: CommentInput!) { deleteComment(input: $i) { version } }"
+RESOLVE = "mutation($i: ThreadInput!) { resolveThread(input: $i) { version } }"
+REOPEN = "mutation($i: ThreadInput!) { reopenThread(input: $i) { version } }"
+REMOVE = "mutation($i: RemoveNodeInput!) { removeNode(input: $i) { version } }"
+COMMENTS = """query($w: ID!, $n: ID, $r: Boolean) {
+  comments(workflowId: $w, nodeId: $n, includeResolved: $r) { id nodeId orphaned resolved
+    resolvedBy comments { id author body mentions deleted deletedBy editedAt } } }"""
 
 
 @pytest.fixture(scope="module")
@@ -53,14 +63,19 @@ def stack(
             yield running
 
 
+async def join(owner: GraphQLClient, stack: Stack, role: str) -> GraphQLClient:
+    member = await GraphQLClient.signed_up(stack.url)
+    invited = await owner.execute(INVITE, {"e": member.email, "r": role})
+    token = invited["inviteMember"]["invitationToken"]
+    member.use((await member.execute(ACCEPT, {"t": token}))["acceptInvitation"])
+    return member
+
+
 @pytest.fixture
 async def team(stack: Stack) -> AsyncIterator[tuple[GraphQLClient, GraphQLClient]]:
     """An owner and an editor of one workspace."""
     owner = await GraphQLClient.signed_up(stack.url)
-    editor = await GraphQLClient.signed_up(stack.url)
-    invited = await owner.execute(INVITE, {"e": editor.email, "r": "EDITOR"})
-    token = invited["inviteMember"]["invitationToken"]
-    editor.use((await editor.execute(ACCEPT, {"t": token}))["acceptInvitation"])
+    editor = await join(owner, stack, "EDITOR")
     yield owner, editor
     await owner.close()
     await editor.close()
@@ -128,3 +143,48 @@ async def test_a_lease_runs_out_with_its_holder_gone_and_the_scheduler_records_i
     seen = (await owner.execute(LOCKS, {"id": wid, "v": history[0]["version"]}))["workflow"]
     assert seen["locks"] == []
     assert (await owner.execute(LOCK, {"i": b}))["lockNode"]["holder"] == owner.actor
+
+
+async def test_comment_threads_with_mentions_tombstones_resolution_and_orphans(
+    stack: Stack, team: tuple[GraphQLClient, GraphQLClient]
+) -> None:
+    owner, editor = team
+    viewer = await join(owner, stack, "VIEWER")
+    try:
+        wid = await two_nodes(owner)
+        # Viewers review: they may comment.
+        started = await viewer.execute(
+            COMMENT, {"i": {"workflowId": wid, "nodeId": "a", "body": "Why *two* calls?",
+                            "mentions": [editor.actor]}},
+        )  # fmt: skip
+        thread = started["addComment"]["commentId"]
+        unknown = {"workflowId": wid, "body": "hi", "mentions": ["user-unknown"]}
+        stranger = await refused(viewer, COMMENT, {"i": unknown})
+        assert stranger["code"] == "VALIDATION"
+        reply = await editor.execute(
+            REPLY, {"i": {"workflowId": wid, "commentId": thread, "body": "Retries."}}
+        )
+        answer = reply["replyToComment"]["commentId"]
+        theirs = {"workflowId": wid, "commentId": answer}
+        assert (await refused(viewer, EDIT, {"i": {**theirs, "body": "x"}}))["code"] == "FORBIDDEN"
+        assert (await refused(viewer, DELETE, {"i": theirs}))["code"] == "FORBIDDEN"
+        await editor.execute(EDIT, {"i": {**theirs, "body": "Retries, see node b."}})
+        await owner.execute(DELETE, {"i": theirs})  # an admin (the owner) may delete it
+        resolved = await viewer.execute(RESOLVE, {"i": {"workflowId": wid, "threadId": thread}})
+        version = resolved["resolveThread"]["version"]
+        await owner.execute(LOCKS, {"id": wid, "v": version})  # the read model caught up
+        assert (await owner.execute(COMMENTS, {"w": wid}))["comments"] == []
+        [seen] = (await owner.execute(COMMENTS, {"w": wid, "n": "a", "r": True}))["comments"]
+        assert seen["resolved"] and seen["resolvedBy"] == viewer.actor
+        first, tombstone = seen["comments"]
+        assert first["author"] == viewer.actor and first["mentions"] == [editor.actor]
+        assert tombstone == {"id": answer, "author": editor.actor, "body": None, "mentions": [],
+                             "deleted": True, "deletedBy": owner.actor,
+                             "editedAt": tombstone["editedAt"]}  # fmt: skip
+        await editor.execute(REOPEN, {"i": {"workflowId": wid, "threadId": thread}})
+        removed = await owner.execute(REMOVE, {"i": {"workflowId": wid, "nodeId": "a"}})
+        await owner.execute(LOCKS, {"id": wid, "v": removed["removeNode"]["version"]})
+        [orphan] = (await owner.execute(COMMENTS, {"w": wid}))["comments"]
+        assert orphan["id"] == thread and orphan["orphaned"] and not orphan["resolved"]
+    finally:
+        await viewer.close()

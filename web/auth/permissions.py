@@ -56,6 +56,14 @@ PERMISSIONS: dict[str, str] = {
     "Mutation.renewLock": "editor",
     "Mutation.unlockNode": "editor",
     "Mutation.breakLock": "admin",
+    # Viewers review: they may comment, reply and resolve (docs: web/graphql/comments.py).
+    "Mutation.addComment": "viewer",
+    "Mutation.replyToComment": "viewer",
+    "Mutation.editComment": "viewer",
+    "Mutation.deleteComment": "viewer",
+    "Mutation.resolveThread": "viewer",
+    "Mutation.reopenThread": "viewer",
+    "Query.comments": "viewer",
     # executions
     "Query.executions": "viewer",
     "Query.execution": "viewer",

@@ -20,6 +20,7 @@ from strawberry.tools import merge_types
 from infra.settings import Settings
 from web.graphql.account import AccountMutation
 from web.graphql.account_query import AccountQuery
+from web.graphql.comments import CommentMutation, CommentQuery
 from web.graphql.cost import CostLimiter
 from web.graphql.errors import MaskInternalErrors, label_client_errors
 from web.graphql.execution_mutation import ExecutionMutation
@@ -30,8 +31,12 @@ from web.graphql.node_types import NodeTypeQuery
 from web.graphql.query import WorkflowQuery
 from web.graphql.subscription import Subscription as WorkflowSubscription
 
-Query = merge_types("Query", (AccountQuery, WorkflowQuery, NodeTypeQuery, ExecutionQuery))
-Mutation = merge_types("Mutation", (AccountMutation, WorkflowMutation, ExecutionMutation))
+Query = merge_types(
+    "Query", (AccountQuery, WorkflowQuery, CommentQuery, NodeTypeQuery, ExecutionQuery)
+)
+Mutation = merge_types(
+    "Mutation", (AccountMutation, WorkflowMutation, CommentMutation, ExecutionMutation)
+)
 Subscription = merge_types("Subscription", (WorkflowSubscription, ExecutionSubscription))
 
 
