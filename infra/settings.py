@@ -210,6 +210,12 @@ class Settings:
     desktop_kill_file: str | None = None
     """While this file exists every desktop step stops (default `<data dir>/desktop.kill`)."""
 
+    presence_timeout_s: float = 15.0
+    """An editor whose connection has not been heard of for this long drops out of presence."""
+
+    presence_throttle_ms: int = 50
+    """Cursor moves of one editor are announced at most this often (the last one wins)."""
+
     webhook_max_body_bytes: int = 1024 * 1024
     """Largest body `/hooks/...` accepts."""
 
@@ -327,6 +333,8 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         "webhook_rate_per_s",
         "browser_session_idle_s",
         "browser_max_download_bytes",
+        "presence_timeout_s",
+        "presence_throttle_ms",
         "scheduler_interval_s",
     ):
         if getattr(settings, name) <= 0:

@@ -27,6 +27,7 @@ from projections.schema import READER_ROLE
 from query_side import views
 from web.auth import LoginLimits, LoginThrottle, RequestRate, Revocations, Tokens
 from web.hub import Hub
+from web.presence import Presence
 from web.tail import EventTail
 
 
@@ -50,6 +51,8 @@ class Services:
     starter: ExecutionStarter
     #: Webhook deliveries per workspace and second.
     webhook_rate: RequestRate
+    #: Who has which workflow open (Redis, across api processes).
+    presence: Presence
 
     @classmethod
     async def start(cls, settings: Settings) -> Services:
@@ -144,6 +147,7 @@ class Services:
             execution_tail,
             ExecutionStarter(ExecutionService(execution_store, store)),
             RequestRate(redis, settings.webhook_rate_per_s, "webhook deliveries"),
+            Presence(redis, settings.presence_timeout_s, settings.presence_throttle_ms / 1000),
         )
 
     def reader(self, who: Any) -> Any:
@@ -152,6 +156,7 @@ class Services:
         return scoped(self.pool, who.workspace_id, who.actor_id)
 
     async def close(self) -> None:
+        await self.presence.close()
         await self.hub.close()
         await self.tail.close()
         await self.execution_tail.close()

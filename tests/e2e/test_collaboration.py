@@ -4,6 +4,8 @@ holder gone, recorded by the scheduler)."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,9 @@ DELETE = "mutation($i: CommentInput!) { deleteComment(input: $i) { version } }"
 RESOLVE = "mutation($i: ThreadInput!) { resolveThread(input: $i) { version } }"
 REOPEN = "mutation($i: ThreadInput!) { reopenThread(input: $i) { version } }"
 REMOVE = "mutation($i: RemoveNodeInput!) { removeNode(input: $i) { version } }"
+PRESENCE = """subscription($w: ID!, $n: ID) { presence(workflowId: $w, selectedNodeId: $n)
+  { sessionId members { sessionId userId selectedNodeId cursor } } }"""
+CURSOR = "mutation($i: UpdateCursorInput!) { updateCursor(input: $i) }"
 COMMENTS = """query($w: ID!, $n: ID, $r: Boolean) {
   comments(workflowId: $w, nodeId: $n, includeResolved: $r) { id nodeId orphaned resolved
     resolvedBy comments { id author body mentions deleted deletedBy editedAt } } }"""
@@ -57,6 +62,7 @@ def stack(
             redis_db(redis_url),
             Path(tmp_path_factory.mktemp("stack")),
             AUTOOPS_SCHEDULER_INTERVAL_S="0.2",
+            AUTOOPS_PRESENCE_TIMEOUT_S="1.5",
         )
         with running_stack(settings, ("relay", "projector", "scheduler", "api")) as running:
             running.wait_ready()
@@ -188,3 +194,62 @@ async def test_comment_threads_with_mentions_tombstones_resolution_and_orphans(
         assert orphan["id"] == thread and orphan["orphaned"] and not orphan["resolved"]
     finally:
         await viewer.close()
+
+
+async def next_update(stream: AsyncIterator[dict[str, Any]], want: Any) -> dict[str, Any]:
+    """The first presence update for which `want(members)` holds."""
+
+    async def scan() -> dict[str, Any]:
+        async for data in stream:
+            if want(data["presence"]["members"]):
+                return dict(data["presence"])
+        raise AssertionError("the subscription ended")
+
+    return await asyncio.wait_for(scan(), 15)
+
+
+async def test_presence_spans_two_api_processes_and_drops_a_silent_member(
+    stack: Stack, team: tuple[GraphQLClient, GraphQLClient]
+) -> None:
+    owner, editor = team
+    wid = await two_nodes(owner)
+    second = dataclasses.replace(stack.settings, api_port=embedded.free_port())
+    with running_stack(second, ("api",)) as other:
+        other.wait_ready()
+        elsewhere = GraphQLClient(other.url)
+        elsewhere.access_token = editor.access_token  # the editor, on the other api process
+        try:
+            async with owner.subscribe(PRESENCE, {"w": wid}) as mine:
+                first = await next_update(mine, lambda m: len(m) == 1)
+                assert first["members"][0]["userId"] == owner.actor
+                async with elsewhere.subscribe(PRESENCE, {"w": wid, "n": "a"}) as theirs:
+                    joined = await next_update(theirs, lambda m: len(m) == 2)
+                    both = await next_update(mine, lambda m: len(m) == 2)
+                    [peer] = [m for m in both["members"] if m["userId"] == editor.actor]
+                    assert peer["selectedNodeId"] == "a" and peer["cursor"] is None
+                    session = joined["sessionId"]
+                    # Many moves, few announcements: the last position arrives.
+                    for x in range(30):
+                        await elsewhere.execute(
+                            CURSOR, {"i": {"workflowId": wid, "sessionId": session,
+                                           "x": x, "y": 5, "selectedNodeId": "b"}},
+                        )  # fmt: skip
+                    seen = []
+
+                    def moved(members: list[dict[str, Any]]) -> bool:
+                        peer = next(m for m in members if m["userId"] == editor.actor)
+                        seen.append(peer["cursor"])
+                        return peer["cursor"] == {"x": 29.0, "y": 5.0}
+
+                    last = await next_update(mine, moved)
+                    assert len(seen) < 30
+                    assert [m["selectedNodeId"] for m in last["members"]
+                            if m["userId"] == editor.actor] == ["b"]  # fmt: skip
+                    stranger = {"workflowId": wid, "sessionId": session, "x": 1, "y": 1}
+                    assert (await refused(owner, CURSOR, {"i": stranger}))["code"] == "NOT_FOUND"
+                    # The other api process dies without a word: the editor drops out.
+                    other.supervisor.children["api"].kill()
+                    alone = await next_update(mine, lambda m: len(m) == 1)
+                    assert alone["members"][0]["userId"] == owner.actor
+        finally:
+            await elsewhere.close()

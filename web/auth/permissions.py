@@ -64,6 +64,8 @@ PERMISSIONS: dict[str, str] = {
     "Mutation.resolveThread": "viewer",
     "Mutation.reopenThread": "viewer",
     "Query.comments": "viewer",
+    "Subscription.presence": "viewer",
+    "Mutation.updateCursor": "viewer",
     # executions
     "Query.executions": "viewer",
     "Query.execution": "viewer",

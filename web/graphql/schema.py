@@ -28,6 +28,7 @@ from web.graphql.execution_query import ExecutionQuery
 from web.graphql.execution_subscription import ExecutionSubscription
 from web.graphql.mutation import WorkflowMutation
 from web.graphql.node_types import NodeTypeQuery
+from web.graphql.presence import PresenceMutation, PresenceSubscription
 from web.graphql.query import WorkflowQuery
 from web.graphql.subscription import Subscription as WorkflowSubscription
 
@@ -35,9 +36,12 @@ Query = merge_types(
     "Query", (AccountQuery, WorkflowQuery, CommentQuery, NodeTypeQuery, ExecutionQuery)
 )
 Mutation = merge_types(
-    "Mutation", (AccountMutation, WorkflowMutation, CommentMutation, ExecutionMutation)
+    "Mutation",
+    (AccountMutation, WorkflowMutation, CommentMutation, PresenceMutation, ExecutionMutation),
 )
-Subscription = merge_types("Subscription", (WorkflowSubscription, ExecutionSubscription))
+Subscription = merge_types(
+    "Subscription", (WorkflowSubscription, ExecutionSubscription, PresenceSubscription)
+)
 
 
 class Schema(strawberry.Schema):
