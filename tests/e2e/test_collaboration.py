@@ -5,14 +5,20 @@ holder gone, recorded by the scheduler)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from command_side.store import WorkflowStore
 from infra import embedded
+from infra.settings import eventsourcing_env_for
 from tests import services
 from tests.graphql_client import GraphQLClient, GraphQLError
 from tests.stack import Stack, redis_db, running_stack, stack_settings
@@ -253,3 +259,134 @@ async def test_presence_spans_two_api_processes_and_drops_a_silent_member(
                     assert alone["members"][0]["userId"] == owner.actor
         finally:
             await elsewhere.close()
+
+
+EVENTS = """subscription($id: ID!) { workflowEvents(workflowId: $id, afterVersion: 0)
+  { version type payload } }"""
+UPDATE = "mutation($i: UpdateNodeInput!) { updateNode(input: $i) { version } }"
+CONNECT = "mutation($i: ConnectNodesInput!) { connectNodes(input: $i) { version } }"
+NODE_IDS = ["n1", "n2", "n3"]
+OPERATION = st.tuples(
+    st.integers(0, 2),  # which client
+    st.sampled_from(["add", "move", "rename", "remove", "connect", "lock", "unlock", "comment"]),
+    st.sampled_from(NODE_IDS),
+    st.sampled_from(NODE_IDS),
+    st.integers(0, 500),
+)
+
+
+class Replica:
+    """A client's copy of the workflow, folded from the events its subscription delivers."""
+
+    def __init__(self) -> None:
+        self.version = 0
+        self.nodes: dict[str, dict[str, Any]] = {}
+        self.edges: dict[str, tuple[str, str]] = {}
+        self.locks: dict[str, str] = {}
+
+    def apply(self, event: dict[str, Any]) -> None:
+        assert event["version"] == self.version + 1, "a gap or a repeat in the stream"
+        self.version = event["version"]
+        kind, d = event["type"], event["payload"]
+        if kind == "NodeAdded":
+            self.nodes[d["node_id"]] = {"type": d["node_type"], "name": d["name"],
+                                        "x": d["x"], "y": d["y"]}  # fmt: skip
+        elif kind == "NodeUpdated" and d.get("name") is not None:
+            self.nodes[d["node_id"]]["name"] = d["name"]
+        elif kind == "NodeMoved":
+            self.nodes[d["node_id"]].update(x=d["x"], y=d["y"])
+        elif kind == "NodeRemoved":
+            del self.nodes[d["node_id"]]
+            for edge_id in d["removed_edge_ids"]:
+                self.edges.pop(edge_id, None)
+            self.locks.pop(d["node_id"], None)
+        elif kind == "NodesConnected":
+            self.edges[d["edge_id"]] = (d["source_id"], d["target_id"])
+        elif kind == "NodesDisconnected":
+            self.edges.pop(d["edge_id"], None)
+        elif kind == "NodeLocked":
+            self.locks[d["node_id"]] = d["holder"]
+        elif kind in ("NodeUnlocked", "LockBroken", "LockExpired"):
+            self.locks.pop(d["node_id"], None)
+
+    def state(self) -> tuple[Any, ...]:
+        return self.version, self.nodes, sorted(self.edges.items()), self.locks
+
+
+async def _perform(client: GraphQLClient, wid: str, op: tuple[int, str, str, str, int]) -> None:
+    _, kind, node, other, n = op
+    target = {"workflowId": wid, "nodeId": node}
+    calls = {
+        "add": (ADD, {**target, "type": "data.transform", "x": n, "y": n}),
+        "move": (MOVE, {**target, "x": n, "y": -n}),
+        "rename": (UPDATE, {**target, "name": f"name {n}"}),
+        "remove": (REMOVE, target),
+        "connect": (CONNECT, {"workflowId": wid, "sourceId": node, "targetId": other}),
+        "lock": (LOCK, {**target, "ttlSeconds": 60}),
+        "unlock": (UNLOCK, target),
+        "comment": (COMMENT, {**target, "body": f"note {n}"}),
+    }
+    query, variables = calls[kind]
+    try:
+        await client.execute(query, {"i": variables})
+    except GraphQLError as refused:  # a real conflict, a lock, a missing node: a typed no
+        assert set(refused.codes) <= {"NOT_FOUND", "VALIDATION", "LOCKED", "CONFLICT"}, refused
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck))
+@given(operations=st.lists(OPERATION, min_size=5, max_size=24))
+def test_concurrent_editors_end_with_the_same_workflow_as_the_store(
+    stack: Stack, operations: list[tuple[int, str, str, str, int]]
+) -> None:
+    """Three members edit one workflow at once, each following `workflowEvents`; afterwards
+    every client's copy, built from its own stream, equals the others' and the aggregate
+    folded from the event store."""
+
+    async def scenario() -> None:
+        owner = await GraphQLClient.signed_up(stack.url)
+        members = [owner, await join(owner, stack, "EDITOR"), await join(owner, stack, "ADMIN")]
+        wid = (await owner.execute(CREATE, {"i": {"name": "Together"}}))["createWorkflow"]
+        wid = wid["workflowId"]
+        for node_id in NODE_IDS:  # a graph to fight over (an `add` re-adds a removed one)
+            await owner.execute(ADD, {"i": {"workflowId": wid, "nodeId": node_id,
+                                            "type": "data.transform"}})  # fmt: skip
+        replicas = [Replica() for _ in members]
+        try:
+            async with contextlib.AsyncExitStack() as streams:
+                feeds = [await streams.enter_async_context(m.subscribe(EVENTS, {"id": wid}))
+                         for m in members]  # fmt: skip
+
+                async def edit(i: int) -> None:
+                    for op in (o for o in operations if o[0] == i):
+                        await _perform(members[i], wid, op)
+
+                await asyncio.gather(*(edit(i) for i in range(len(members))))
+                store = WorkflowStore(env=eventsourcing_env_for(stack.settings.database_url))
+                try:
+                    truth = store.load(UUID(wid))
+                finally:
+                    store.close()
+
+                async def follow(replica: Replica, feed: AsyncIterator[dict[str, Any]]) -> None:
+                    while replica.version < truth.version:
+                        replica.apply((await anext(feed))["workflowEvents"])
+
+                await asyncio.wait_for(
+                    asyncio.gather(*(follow(r, f) for r, f in zip(replicas, feeds, strict=True))),
+                    30,
+                )
+            graph = truth.graph()
+            expected = (
+                truth.version,
+                {k: {"type": v["type"], "name": v["name"], "x": v["x"], "y": v["y"]}
+                 for k, v in graph["nodes"].items()},
+                sorted((k, (v["source"], v["target"])) for k, v in graph["edges"].items()),
+                {k: v["holder"] for k, v in truth.locks.items()},
+            )  # fmt: skip
+            for replica in replicas:
+                assert replica.state() == expected
+        finally:
+            for member in members:
+                await member.close()
+
+    asyncio.run(scenario())
