@@ -6,7 +6,7 @@ import os
 import platform
 import sys
 
-from bench import append, browser, desktop, executions, lag, latency, replay
+from bench import append, browser, collab, desktop, executions, lag, latency, replay
 
 
 def main() -> None:
@@ -19,6 +19,7 @@ def main() -> None:
         executions.run,
         browser.run,
         desktop.run,
+        collab.run,
     ):
         print(bench(), flush=True)
 

@@ -210,6 +210,9 @@ class Settings:
     desktop_kill_file: str | None = None
     """While this file exists every desktop step stops (default `<data dir>/desktop.kill`)."""
 
+    redis_max_connections: int = 200
+    """Connections an api process keeps to Redis at most (more requests wait their turn)."""
+
     presence_timeout_s: float = 15.0
     """An editor whose connection has not been heard of for this long drops out of presence."""
 
@@ -334,6 +337,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         "browser_session_idle_s",
         "browser_max_download_bytes",
         "presence_timeout_s",
+        "redis_max_connections",
         "presence_throttle_ms",
         "scheduler_interval_s",
     ):

@@ -78,7 +78,13 @@ class Services:
             configure=_as_reader,
         )
         await pool.open(wait=True, timeout=30)
-        redis = aioredis.from_url(settings.redis_url)
+        # Waits for a free connection rather than failing: a burst of websocket connects (each
+        # checks its token's revocation) must queue, not answer INTERNAL.
+        redis = aioredis.Redis.from_pool(
+            aioredis.BlockingConnectionPool.from_url(
+                settings.redis_url, max_connections=settings.redis_max_connections, timeout=10
+            )
+        )
 
         async def version(workspace_id: str, workflow_id: UUID) -> int | None:
             async with scoped(pool, workspace_id) as conn:

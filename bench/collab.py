@@ -1,0 +1,184 @@
+"""Live editing under load: N editors and M watchers on one workflow, all real GraphQL
+websocket clients (`graphql-transport-ws`) of one api process.
+
+Every editor subscribes to `workflowEvents` like every watcher, and moves its own node at a
+steady pace over HTTP (`moveNode`; no locks, so no edit is refused). For each edit the time
+from sending the mutation to each subscriber receiving its event is recorded; each
+subscriber's stream is checked for lost, repeated or reordered versions; any 5xx or
+transport error is counted. Usage: `python -m bench.collab [editors] [watchers] [seconds]`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import websockets
+
+from bench.harness import percentile, platform, services, settings_for
+from bench.latency import REGISTER, SIGN_UP
+
+EVENTS = """subscription($id: ID!, $after: Int) {
+  workflowEvents(workflowId: $id, afterVersion: $after) { version } }"""
+CREATE = "mutation($i: CreateWorkflowInput!) { createWorkflow(input: $i) { workflowId version } }"
+ADD = "mutation($i: AddNodeInput!) { addNode(input: $i) { version } }"
+MOVE = "mutation($i: MoveNodeInput!) { moveNode(input: $i) { version } }"
+
+
+@dataclass
+class Watcher:
+    """One subscriber: when it received each version."""
+
+    received: dict[int, float] = field(default_factory=dict)
+    order_errors: int = 0
+    last: int = 0
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def got(self, version: int, at: float) -> None:
+        if version != self.last + 1:
+            self.order_errors += 1
+        self.last = max(self.last, version)
+        self.received[version] = at
+
+
+async def watch(url: str, token: str, wid: str, after: int, watcher: Watcher) -> None:
+    ws_url = url.replace("http", "ws", 1) + "/graphql"
+    async with websockets.connect(
+        ws_url, subprotocols=["graphql-transport-ws"], max_queue=None, ping_interval=None
+    ) as ws:  # type: ignore[arg-type]
+        await ws.send(json.dumps({"type": "connection_init",
+                                  "payload": {"Authorization": f"Bearer {token}"}}))  # fmt: skip
+        assert json.loads(await ws.recv())["type"] == "connection_ack"
+        await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {
+            "query": EVENTS, "variables": {"id": wid, "after": after}}}))  # fmt: skip
+        watcher.last = after
+        watcher.ready.set()
+        async for raw in ws:
+            message = json.loads(raw)
+            if message["type"] == "next" and message["payload"].get("data"):
+                watcher.got(message["payload"]["data"]["workflowEvents"]["version"], time.time())
+            elif message["type"] in ("error", "complete"):
+                raise RuntimeError(f"subscription ended: {message}")
+            elif message["type"] == "ping":
+                await ws.send(json.dumps({"type": "pong"}))
+
+
+@dataclass
+class Result:
+    editors: int
+    watchers: int
+    edits: int
+    seconds: float
+    latencies: list[float]
+    lost: int
+    reordered: int
+    server_errors: int
+
+    def line(self) -> str:
+        p = self.latencies
+        return (
+            f"live editing, {self.editors} editors + {self.watchers} watchers: edit → every "
+            f"subscriber p50 {percentile(p, 50):.1f} / p99 {percentile(p, 99):.1f} ms over "
+            f"{self.edits} edits ({self.edits / self.seconds:.0f}/s, {len(p)} deliveries); "
+            f"lost {self.lost}, reordered {self.reordered}, 5xx {self.server_errors}"
+        )
+
+
+async def run_load(url: str, editors: int, watchers: int, seconds: float) -> Result:
+    async with aiohttp.ClientSession(base_url=url) as http:
+
+        async def gql(query: str, variables: dict[str, Any], token: str = "") -> Any:
+            headers = {"authorization": f"Bearer {token}"} if token else {}
+            async with http.post("/graphql", json={"query": query, "variables": variables},
+                                 headers=headers) as response:  # fmt: skip
+                if response.status >= 500:
+                    raise RuntimeError(f"5xx: {response.status}")
+                body = await response.json()
+            if body.get("errors"):
+                raise RuntimeError(body["errors"])
+            return body["data"]
+
+        token = (await gql(REGISTER, {"i": SIGN_UP}))["register"]["accessToken"]
+        created = (await gql(CREATE, {"i": {"name": "Load"}}, token))["createWorkflow"]
+        wid = created["workflowId"]
+        for i in range(editors):
+            node = {"workflowId": wid, "type": "data.transform", "nodeId": f"e{i}"}
+            await gql(ADD, {"i": node}, token)
+        start_version = created["version"] + editors
+        subscribers = [Watcher() for _ in range(editors + watchers)]
+        tasks = [asyncio.create_task(watch(url, token, wid, start_version, w)) for w in subscribers]
+        await asyncio.wait_for(asyncio.gather(*(w.ready.wait() for w in subscribers)), 120)
+        await asyncio.sleep(1.0)  # every subscription registered its watch server-side
+        sent: dict[int, float] = {}
+        server_errors = 0
+        stop_at = time.monotonic() + seconds
+
+        async def edit(i: int) -> None:
+            nonlocal server_errors
+            n = 0
+            while time.monotonic() < stop_at:
+                n += 1
+                at = time.time()
+                try:
+                    moved = await gql(MOVE, {"i": {"workflowId": wid, "nodeId": f"e{i}",
+                                                   "x": n, "y": i}}, token)  # fmt: skip
+                    sent[moved["moveNode"]["version"]] = at
+                except RuntimeError as exc:
+                    server_errors += "5xx" in str(exc)
+                await asyncio.sleep(0.5)  # two edits a second per editor
+
+        began = time.monotonic()
+        await asyncio.gather(*(edit(i) for i in range(editors)))
+        elapsed = time.monotonic() - began
+        last = max(sent) if sent else start_version
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(w.last < last for w in subscribers):
+            await asyncio.sleep(0.1)
+        for task in tasks:
+            task.cancel()
+        crashed = sum(1 for t in tasks if t.done() and not t.cancelled() and t.exception())
+        latencies = [
+            (w.received[v] - at) * 1000
+            for w in subscribers
+            for v, at in sent.items()
+            if v in w.received
+        ]
+        expected = set(range(start_version + 1, last + 1))
+        lost = sum(len(expected - set(w.received)) for w in subscribers)
+        reordered = sum(w.order_errors for w in subscribers)
+        return Result(editors, watchers, len(sent), elapsed, latencies, lost, reordered,
+                      server_errors + crashed)  # fmt: skip
+
+
+def measure(editors: int = 50, watchers: int = 500, seconds: float = 15.0) -> Result:
+    with services() as svc:
+        settings = settings_for(svc)
+        with platform(settings):
+            url = f"http://127.0.0.1:{settings.api_port}"
+            return asyncio.run(run_load(url, editors, watchers, seconds))
+
+
+def run() -> str:
+    """One line for `make bench`."""
+    return measure().line()
+
+
+def main() -> None:
+    args = [float(a) for a in sys.argv[1:]]
+    editors, watchers, seconds = (int(args[0]) if args else 50,
+                                  int(args[1]) if len(args) > 1 else 500,
+                                  args[2] if len(args) > 2 else 15.0)  # fmt: skip
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"# {socket.gethostname()} · {os.cpu_count()} cpus · load average before: {load}")
+    print(measure(editors, watchers, seconds).line(), flush=True)
+
+
+if __name__ == "__main__":
+    main()
