@@ -86,6 +86,7 @@ class Presence:
         return True
 
     async def leave(self, workspace_id: str, workflow_id: str, session: str) -> None:
+        self._last_announced.pop(session, None)
         await self._redis.hdel(_key(workspace_id, workflow_id), session)
         await self._announce(workspace_id, workflow_id)
 
