@@ -7,7 +7,6 @@ admin deletes it, which leaves a tombstone. Mentions must be members of the work
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime
 from typing import Any
 
@@ -20,7 +19,8 @@ from command_side.workflow import commands as c
 from query_side import identity_views, views
 from web.auth import SECURED
 from web.graphql.context import caller, services
-from web.graphql.errors import mapped_errors, not_found, parse_id
+from web.graphql.errors import not_found, parse_id
+from web.graphql.mutation import run_command, workflow_payload
 from web.graphql.types import WorkflowPayload
 
 
@@ -125,13 +125,6 @@ async def _members(info: Info[Any, Any]) -> frozenset[str]:
     return frozenset(str(r["user_id"]) for r in rows if r["user_id"] and r["status"] == "active")
 
 
-async def _run(info: Info[Any, Any], command: Any, client_op_id: str | None) -> c.CommandResult:
-    who = caller(info)
-    meta = c.Meta(actor_id=who.actor_id, workspace_id=who.workspace_id, client_op_id=client_op_id)
-    with mapped_errors():
-        return await asyncio.wrap_future(services(info).bus.submit(command, meta))
-
-
 @strawberry.type
 class CommentQuery:
     @strawberry.field(
@@ -168,7 +161,7 @@ class CommentMutation:
             mentions=tuple(str(m) for m in input.mentions),
             members=await _members(info),
         )
-        result = await _run(info, command, input.client_op_id)
+        result = await run_command(info, command, input.client_op_id)
         return _comment_payload(result)
 
     @strawberry.mutation(permission_classes=SECURED, description="Reply in a thread.")
@@ -182,7 +175,7 @@ class CommentMutation:
             mentions=tuple(str(m) for m in input.mentions),
             members=await _members(info),
         )
-        result = await _run(info, command, input.client_op_id)
+        result = await run_command(info, command, input.client_op_id)
         return _comment_payload(result)
 
     @strawberry.mutation(permission_classes=SECURED, description="Its author only.")
@@ -194,7 +187,7 @@ class CommentMutation:
             mentions=tuple(str(m) for m in input.mentions),
             members=await _members(info),
         )
-        return _payload(await _run(info, command, None))
+        return workflow_payload(await run_command(info, command, None))
 
     @strawberry.mutation(
         permission_classes=SECURED, description="Its author or an admin; a tombstone stays."
@@ -205,14 +198,14 @@ class CommentMutation:
             comment_id=str(input.comment_id),
             as_admin=rank(caller(info).role) >= rank("admin"),
         )
-        return _payload(await _run(info, command, None))
+        return workflow_payload(await run_command(info, command, None))
 
     @strawberry.mutation(permission_classes=SECURED)
     async def resolve_thread(self, info: Info[Any, Any], input: ThreadInput) -> WorkflowPayload:
         command = c.ResolveThread(
             workflow_id=parse_id(input.workflow_id), thread_id=str(input.thread_id)
         )
-        return _payload(await _run(info, command, None))
+        return workflow_payload(await run_command(info, command, None))
 
     @strawberry.mutation(permission_classes=SECURED)
     async def reopen_thread(self, info: Info[Any, Any], input: ThreadInput) -> WorkflowPayload:
@@ -221,7 +214,7 @@ class CommentMutation:
             thread_id=str(input.thread_id),
             resolved=False,
         )
-        return _payload(await _run(info, command, None))
+        return workflow_payload(await run_command(info, command, None))
 
 
 def _comment_payload(result: c.CommandResult) -> CommentPayload:
@@ -229,10 +222,4 @@ def _comment_payload(result: c.CommandResult) -> CommentPayload:
         workflow_id=strawberry.ID(str(result.workflow_id)),
         version=result.version,
         comment_id=strawberry.ID(result.created_id or ""),
-    )
-
-
-def _payload(result: c.CommandResult) -> WorkflowPayload:
-    return WorkflowPayload(
-        workflow_id=strawberry.ID(str(result.workflow_id)), version=result.version
     )

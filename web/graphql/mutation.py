@@ -150,14 +150,16 @@ def _lock_payload(
     )
 
 
-async def _run(info: Info[Any, Any], command: Any, client_op_id: str | None) -> c.CommandResult:
+async def run_command(
+    info: Info[Any, Any], command: Any, client_op_id: str | None
+) -> c.CommandResult:
     who = caller(info)
     meta = c.Meta(actor_id=who.actor_id, workspace_id=who.workspace_id, client_op_id=client_op_id)
     with mapped_errors():
         return await asyncio.wrap_future(services(info).bus.submit(command, meta))
 
 
-def _payload(result: c.CommandResult, **created: Any) -> WorkflowPayload:
+def workflow_payload(result: c.CommandResult, **created: Any) -> WorkflowPayload:
     return WorkflowPayload(
         workflow_id=strawberry.ID(str(result.workflow_id)), version=result.version, **created
     )
@@ -174,21 +176,21 @@ class WorkflowMutation:
         self, info: Info[Any, Any], input: CreateWorkflowInput
     ) -> WorkflowPayload:
         command = c.CreateWorkflow(name=input.name, description=input.description)
-        return _payload(await _run(info, command, input.client_op_id))
+        return workflow_payload(await run_command(info, command, input.client_op_id))
 
     @strawberry.mutation(permission_classes=SECURED)
     async def rename_workflow(
         self, info: Info[Any, Any], input: RenameWorkflowInput
     ) -> WorkflowPayload:
         command = c.RenameWorkflow(**_target(input), name=input.name)
-        return _payload(await _run(info, command, input.client_op_id))
+        return workflow_payload(await run_command(info, command, input.client_op_id))
 
     @strawberry.mutation(permission_classes=SECURED)
     async def change_workflow_description(
         self, info: Info[Any, Any], input: ChangeWorkflowDescriptionInput
     ) -> WorkflowPayload:
         command = c.ChangeDescription(**_target(input), description=input.description)
-        return _payload(await _run(info, command, input.client_op_id))
+        return workflow_payload(await run_command(info, command, input.client_op_id))
 
     @strawberry.mutation(permission_classes=SECURED)
     async def add_node(self, info: Info[Any, Any], input: AddNodeInput) -> WorkflowPayload:
@@ -201,8 +203,8 @@ class WorkflowMutation:
             y=input.y,
             node_id=str(input.node_id) if input.node_id else None,
         )
-        result = await _run(info, command, input.client_op_id)
-        return _payload(result, node_id=strawberry.ID(result.created_id or ""))
+        result = await run_command(info, command, input.client_op_id)
+        return workflow_payload(result, node_id=strawberry.ID(result.created_id or ""))
 
     @strawberry.mutation(permission_classes=SECURED)
     async def update_node(self, info: Info[Any, Any], input: UpdateNodeInput) -> WorkflowPayload:
@@ -212,17 +214,17 @@ class WorkflowMutation:
             name=input.name,
             config=cast(dict[str, Any] | None, input.config),
         )
-        return _payload(await _run(info, command, input.client_op_id))
+        return workflow_payload(await run_command(info, command, input.client_op_id))
 
     @strawberry.mutation(permission_classes=SECURED)
     async def move_node(self, info: Info[Any, Any], input: MoveNodeInput) -> WorkflowPayload:
         command = c.MoveNode(**_target(input), node_id=str(input.node_id), x=input.x, y=input.y)
-        return _payload(await _run(info, command, input.client_op_id))
+        return workflow_payload(await run_command(info, command, input.client_op_id))
 
     @strawberry.mutation(permission_classes=SECURED)
     async def remove_node(self, info: Info[Any, Any], input: RemoveNodeInput) -> WorkflowPayload:
         command = c.RemoveNode(**_target(input), node_id=str(input.node_id))
-        return _payload(await _run(info, command, input.client_op_id))
+        return workflow_payload(await run_command(info, command, input.client_op_id))
 
     @strawberry.mutation(permission_classes=SECURED)
     async def connect_nodes(
@@ -235,15 +237,15 @@ class WorkflowMutation:
             label=input.label,
             condition=input.condition,
         )
-        result = await _run(info, command, input.client_op_id)
-        return _payload(result, edge_id=strawberry.ID(result.created_id or ""))
+        result = await run_command(info, command, input.client_op_id)
+        return workflow_payload(result, edge_id=strawberry.ID(result.created_id or ""))
 
     @strawberry.mutation(permission_classes=SECURED)
     async def disconnect_nodes(
         self, info: Info[Any, Any], input: DisconnectNodesInput
     ) -> WorkflowPayload:
         command = c.DisconnectNodes(**_target(input), edge_id=str(input.edge_id))
-        return _payload(await _run(info, command, input.client_op_id))
+        return workflow_payload(await run_command(info, command, input.client_op_id))
 
     @strawberry.mutation(
         permission_classes=SECURED,
@@ -256,26 +258,26 @@ class WorkflowMutation:
             node_id=str(input.node_id),
             ttl_s=input.ttl_seconds,
         )
-        result = await _run(info, command, input.client_op_id)
+        result = await run_command(info, command, input.client_op_id)
         return _lock_payload(result, input.node_id, caller(info).actor_id, True)
 
     @strawberry.mutation(permission_classes=SECURED, description="Extend your lock's lease.")
     async def renew_lock(self, info: Info[Any, Any], input: NodeLockInput) -> LockPayload:
         command = c.RenewLock(workflow_id=parse_id(input.workflow_id), node_id=str(input.node_id))
-        result = await _run(info, command, None)
+        result = await run_command(info, command, None)
         return _lock_payload(result, input.node_id, caller(info).actor_id, True)
 
     @strawberry.mutation(permission_classes=SECURED, description="Let go of your lock.")
     async def unlock_node(self, info: Info[Any, Any], input: NodeLockInput) -> WorkflowPayload:
         command = c.UnlockNode(workflow_id=parse_id(input.workflow_id), node_id=str(input.node_id))
-        return _payload(await _run(info, command, None))
+        return workflow_payload(await run_command(info, command, None))
 
     @strawberry.mutation(
         permission_classes=SECURED, description="Admins: take a lock away from its holder."
     )
     async def break_lock(self, info: Info[Any, Any], input: NodeLockInput) -> LockPayload:
         command = c.BreakLock(workflow_id=parse_id(input.workflow_id), node_id=str(input.node_id))
-        result = await _run(info, command, None)
+        result = await run_command(info, command, None)
         return _lock_payload(result, input.node_id, result.created_id, False)
 
     @strawberry.mutation(permission_classes=SECURED)
@@ -283,5 +285,5 @@ class WorkflowMutation:
         self, info: Info[Any, Any], input: PublishWorkflowInput
     ) -> WorkflowPayload:
         command = c.PublishWorkflow(**_target(input), note=input.note)
-        result = await _run(info, command, input.client_op_id)
-        return _payload(result, version_number=int(result.created_id or 0))
+        result = await run_command(info, command, input.client_op_id)
+        return workflow_payload(result, version_number=int(result.created_id or 0))
