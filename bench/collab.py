@@ -5,14 +5,18 @@ Every editor subscribes to `workflowEvents` like every watcher, and moves its ow
 steady pace over HTTP (`moveNode`; no locks, so no edit is refused). For each edit the time
 from sending the mutation to each subscriber receiving its event is recorded; each
 subscriber's stream is checked for lost, repeated or reordered versions; any 5xx or
-transport error is counted. Usage: `python -m bench.collab [editors] [watchers] [seconds]`.
+transport error is counted. Editors edit independently (Poisson arrivals), as people do.
+Usage: `python -m bench.collab [editors] [watchers] [seconds] [edits/s per editor]` (defaults
+50, 500, 15, 2).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import multiprocessing
 import os
+import random
 import socket
 import sys
 import time
@@ -80,18 +84,52 @@ class Result:
     lost: int
     reordered: int
     server_errors: int
+    offered: float
+    answered: list[float]
 
     def line(self) -> str:
         p = self.latencies
         return (
             f"live editing, {self.editors} editors + {self.watchers} watchers: edit → every "
             f"subscriber p50 {percentile(p, 50):.1f} / p99 {percentile(p, 99):.1f} ms over "
-            f"{self.edits} edits ({self.edits / self.seconds:.0f}/s, {len(p)} deliveries); "
+            f"{self.edits} edits ({self.edits / self.seconds:.0f}/s, {self.offered:.0f}/s "
+            f"offered, {len(p)} deliveries; mutation answered p50 "
+            f"{percentile(self.answered, 50):.1f} / p99 {percentile(self.answered, 99):.1f} ms); "
             f"lost {self.lost}, reordered {self.reordered}, 5xx {self.server_errors}"
         )
 
 
-async def run_load(url: str, editors: int, watchers: int, seconds: float) -> Result:
+#: Client processes the subscribers are spread over (each real client is a machine of its own;
+#: one Python process parsing every subscriber's messages would queue them behind each other).
+CLIENT_PROCESSES = 2
+
+
+def subscriber_process(
+    url: str, token: str, wid: str, after: int, count: int, ready: Any, last: Any, out: Any
+) -> None:
+    """`count` subscribers in one process: reports ready, waits for the last version sent,
+    then sends back (received times, order errors, crashed) per subscriber."""
+
+    async def main() -> None:
+        subscribers = [Watcher() for _ in range(count)]
+        tasks = [asyncio.create_task(watch(url, token, wid, after, w)) for w in subscribers]
+        await asyncio.wait_for(asyncio.gather(*(w.ready.wait() for w in subscribers)), 120)
+        ready.set()
+        final = await asyncio.to_thread(last.get)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(w.last < final for w in subscribers):
+            await asyncio.sleep(0.1)
+        for task in tasks:
+            task.cancel()
+        crashed = sum(1 for t in tasks if t.done() and not t.cancelled() and t.exception())
+        out.put(([(w.received, w.order_errors) for w in subscribers], crashed))
+
+    asyncio.run(main())
+
+
+async def run_load(
+    url: str, editors: int, watchers: int, seconds: float, rate: float = 2.0
+) -> Result:
     async with aiohttp.ClientSession(base_url=url) as http:
 
         async def gql(query: str, variables: dict[str, Any], token: str = "") -> Any:
@@ -112,17 +150,31 @@ async def run_load(url: str, editors: int, watchers: int, seconds: float) -> Res
             node = {"workflowId": wid, "type": "data.transform", "nodeId": f"e{i}"}
             await gql(ADD, {"i": node}, token)
         start_version = created["version"] + editors
-        subscribers = [Watcher() for _ in range(editors + watchers)]
-        tasks = [asyncio.create_task(watch(url, token, wid, start_version, w)) for w in subscribers]
-        await asyncio.wait_for(asyncio.gather(*(w.ready.wait() for w in subscribers)), 120)
+        # Every editor subscribes like every watcher: editors + watchers subscriptions.
+        mp = multiprocessing.get_context("spawn")
+        total = editors + watchers
+        shares = [total // CLIENT_PROCESSES + (i < total % CLIENT_PROCESSES)
+                  for i in range(CLIENT_PROCESSES)]  # fmt: skip
+        clients = []
+        for share in shares:
+            ready, last, out = mp.Event(), mp.Queue(), mp.Queue()
+            args = (url, token, wid, start_version, share, ready, last, out)
+            process = mp.Process(target=subscriber_process, args=args, daemon=True)
+            process.start()
+            clients.append((process, ready, last, out))
+        for _, ready, _, _ in clients:
+            if not await asyncio.to_thread(ready.wait, 180):
+                raise RuntimeError("subscribers did not connect")
         await asyncio.sleep(1.0)  # every subscription registered its watch server-side
         sent: dict[int, float] = {}
+        answered: list[float] = []
         server_errors = 0
         stop_at = time.monotonic() + seconds
 
         async def edit(i: int) -> None:
             nonlocal server_errors
             n = 0
+            await asyncio.sleep(random.expovariate(rate))
             while time.monotonic() < stop_at:
                 n += 1
                 at = time.time()
@@ -130,39 +182,45 @@ async def run_load(url: str, editors: int, watchers: int, seconds: float) -> Res
                     moved = await gql(MOVE, {"i": {"workflowId": wid, "nodeId": f"e{i}",
                                                    "x": n, "y": i}}, token)  # fmt: skip
                     sent[moved["moveNode"]["version"]] = at
+                    answered.append((time.time() - at) * 1000)
                 except RuntimeError as exc:
                     server_errors += "5xx" in str(exc)
-                await asyncio.sleep(0.5)  # two edits a second per editor
+                await asyncio.sleep(random.expovariate(rate))
 
         began = time.monotonic()
         await asyncio.gather(*(edit(i) for i in range(editors)))
         elapsed = time.monotonic() - began
-        last = max(sent) if sent else start_version
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and any(w.last < last for w in subscribers):
-            await asyncio.sleep(0.1)
-        for task in tasks:
-            task.cancel()
-        crashed = sum(1 for t in tasks if t.done() and not t.cancelled() and t.exception())
+        last_version = max(sent) if sent else start_version
+        streams: list[tuple[dict[int, float], int]] = []
+        crashed = 0
+        for _, _, last, _ in clients:
+            last.put(last_version)
+        for process, _, _, out in clients:
+            got, failed = await asyncio.to_thread(out.get, True, 120)
+            streams += got
+            crashed += failed
+            process.join(10)
         latencies = [
-            (w.received[v] - at) * 1000
-            for w in subscribers
+            (received[v] - at) * 1000
+            for received, _ in streams
             for v, at in sent.items()
-            if v in w.received
+            if v in received
         ]
-        expected = set(range(start_version + 1, last + 1))
-        lost = sum(len(expected - set(w.received)) for w in subscribers)
-        reordered = sum(w.order_errors for w in subscribers)
+        expected = set(range(start_version + 1, last_version + 1))
+        lost = sum(len(expected - set(received)) for received, _ in streams)
+        reordered = sum(errors for _, errors in streams)
         return Result(editors, watchers, len(sent), elapsed, latencies, lost, reordered,
-                      server_errors + crashed)  # fmt: skip
+                      server_errors + crashed, editors * rate, answered)  # fmt: skip
 
 
-def measure(editors: int = 50, watchers: int = 500, seconds: float = 15.0) -> Result:
+def measure(
+    editors: int = 50, watchers: int = 500, seconds: float = 15.0, rate: float = 2.0
+) -> Result:
     with services() as svc:
         settings = settings_for(svc)
         with platform(settings):
             url = f"http://127.0.0.1:{settings.api_port}"
-            return asyncio.run(run_load(url, editors, watchers, seconds))
+            return asyncio.run(run_load(url, editors, watchers, seconds, rate))
 
 
 def run() -> str:
@@ -172,12 +230,13 @@ def run() -> str:
 
 def main() -> None:
     args = [float(a) for a in sys.argv[1:]]
-    editors, watchers, seconds = (int(args[0]) if args else 50,
-                                  int(args[1]) if len(args) > 1 else 500,
-                                  args[2] if len(args) > 2 else 15.0)  # fmt: skip
+    editors, watchers, seconds, rate = (int(args[0]) if args else 50,
+                                        int(args[1]) if len(args) > 1 else 500,
+                                        args[2] if len(args) > 2 else 15.0,
+                                        args[3] if len(args) > 3 else 2.0)  # fmt: skip
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"# {socket.gethostname()} · {os.cpu_count()} cpus · load average before: {load}")
-    print(measure(editors, watchers, seconds).line(), flush=True)
+    print(measure(editors, watchers, seconds, rate).line(), flush=True)
 
 
 if __name__ == "__main__":

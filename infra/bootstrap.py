@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 import signal
+import sys
 import threading
 from typing import Any
 
@@ -185,12 +186,20 @@ def run_runner(settings: Settings, pool: str | None, concurrency: int | None) ->
         os._exit(0)
 
 
+#: How long a thread may hold the GIL before a waiting one gets it, in the api process.
+API_SWITCH_INTERVAL_S = 0.0005
+
+
 def run_api(settings: Settings) -> None:
     import uvicorn
 
     from web.app import create_app
 
     require(settings, "database_url", "redis_url")
+    # The command writer and the event tails are threads beside a busy event loop: with the
+    # default 5 ms switch interval each of their wake-ups waited up to 5 ms for the GIL
+    # (measured: command-bus p50 17 → 6-9 ms under the collaboration load at 0.5 ms).
+    sys.setswitchinterval(API_SWITCH_INTERVAL_S)
     uvicorn.run(
         create_app(settings),
         host=settings.api_host,

@@ -23,6 +23,7 @@ from infra.settings import Settings
 from web.artifacts import artifact, upload_artifact
 from web.auth import authenticate
 from web.graphql.context import context_getter
+from web.graphql.fanout import FanoutTransportWSHandler
 from web.graphql.schema import build_schema
 from web.health import readiness
 from web.security import cors_config, security_headers
@@ -46,6 +47,10 @@ def metrics() -> Response[bytes]:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
+#: The collector's generation thresholds in the api (Python's default: 700, 10, 10).
+GC_THRESHOLDS = (20_000, 20, 10)
+
+
 def create_app(settings: Settings) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -53,6 +58,10 @@ def create_app(settings: Settings) -> Litestar:
         # Everything built so far lives as long as the process: keep it out of the
         # collector's full passes, which otherwise stall requests for tens of milliseconds.
         gc.freeze()
+        # Hundreds of live subscriptions keep many objects alive: a full pass over them took
+        # ~100 ms every few seconds under the collaboration load (bench/collab.py); collect
+        # young objects in larger, rarer rounds so full passes come seldom.
+        gc.set_threshold(*GC_THRESHOLDS)
         try:
             yield
         finally:
@@ -72,6 +81,8 @@ def create_app(settings: Settings) -> Litestar:
         # Strawberry resolves this dependency with sync_to_thread=True: a thread-pool hop on
         # every request for building an empty Response.
         dependencies = {**graphql.dependencies, "response": Provide(_empty_response)}
+        # Subscriptions of plain data share one rendering per event (web/graphql/fanout.py).
+        graphql_transport_ws_handler_class = FanoutTransportWSHandler
 
         async def on_ws_connect(self, context: dict[str, Any]) -> Any:
             """A websocket needs a valid access token in `connection_params.Authorization`

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
@@ -26,6 +26,7 @@ from projections.applier import ensure_read_models
 from projections.schema import READER_ROLE
 from query_side import views
 from web.auth import LoginLimits, LoginThrottle, RequestRate, Revocations, Tokens
+from web.graphql.fanout import Renderings
 from web.hub import Hub
 from web.presence import Presence
 from web.tail import EventTail
@@ -53,6 +54,8 @@ class Services:
     webhook_rate: RequestRate
     #: Who has which workflow open (Redis, across api processes).
     presence: Presence
+    #: Subscription events rendered once per process and selection (shared delivery).
+    renderings: Renderings = field(default_factory=Renderings)
 
     @classmethod
     async def start(cls, settings: Settings) -> Services:

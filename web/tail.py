@@ -46,34 +46,63 @@ def row_of(event: Any, position: int = 0, context: str = "workflow") -> Row:
 
 #: Batches a subscriber may fall behind by before it is told to read from the store instead.
 WATCH_BACKLOG = 64
+#: Subscribers handed a batch per turn of the event loop: between two handfuls the loop
+#: serves everything else (mutations, reads), so a fan-out to hundreds of subscribers does
+#: not queue every other request behind all of its wake-ups.
+DELIVERY_CHUNK = 32
 
 
 class Watch:
     """One subscriber's inbox. A subscriber that stops reading (a stalled websocket) does not
-    grow it without bound: past the backlog, deliveries stop and `behind` tells the
-    subscriber to catch up from the store, which has everything."""
+    grow it without bound: past the backlog, deliveries stop and `next` tells the subscriber
+    to catch up from the store, which has everything."""
 
     def __init__(self) -> None:
-        self.queue: asyncio.Queue[list[Row]] = asyncio.Queue(maxsize=WATCH_BACKLOG)
+        self._rows: list[Row] = []
+        self._batches = 0
+        self._waiter: asyncio.Future[None] | None = None
         self.behind = False
 
+    @property
+    def pending(self) -> int:
+        """Batches delivered and not yet taken."""
+        return self._batches
+
     def deliver(self, rows: list[Row]) -> None:
-        try:
-            self.queue.put_nowait(rows)
-        except asyncio.QueueFull:
+        if self.behind:
+            return
+        if self._batches >= WATCH_BACKLOG:
             self.behind = True
+            self._rows, self._batches = [], 0
+        else:
+            self._rows.extend(rows)
+            self._batches += 1
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     async def next(self, timeout: float) -> list[Row] | None:
-        """New rows; None when it fell behind (read the store) or nothing came in time."""
+        """New rows; None when it fell behind (read the store), [] when nothing came in
+        time. Waits on one future with a timer (no task per wait: this is every
+        subscriber's per-event path)."""
+        if not self._rows and not self.behind:
+            loop = asyncio.get_running_loop()
+            self._waiter = waiter = loop.create_future()
+            timer = loop.call_later(timeout, _wake, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
         if self.behind:
             self.behind = False
-            while not self.queue.empty():
-                self.queue.get_nowait()
             return None
-        try:
-            return await asyncio.wait_for(self.queue.get(), timeout)
-        except TimeoutError:
-            return []
+        rows, self._rows, self._batches = self._rows, [], 0
+        return rows
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class EventTail:
@@ -177,9 +206,13 @@ class EventTail:
             if batch is None:
                 return
             self._position, rows = batch
+            handed = 0
             for aggregate_id, new in rows.items():
-                for watch in self._watchers.get(aggregate_id, ()):
+                for watch in list(self._watchers.get(aggregate_id, ())):
                     watch.deliver(new)
+                    handed += 1
+                    if handed % DELIVERY_CHUNK == 0:
+                        await asyncio.sleep(0)
 
     def _select(self, after: int) -> tuple[int, dict[UUID, list[Row]]] | None:
         """The next round of notifications: its last position and the decoded events of the

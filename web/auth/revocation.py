@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 
 import redis.asyncio as aioredis
+from strawberry.dataloader import DataLoader
 
 from command_side.contracts.envelope import Envelope
 from web.auth.tokens import Principal
@@ -56,23 +57,42 @@ class Revocations:
         self._rebuilding = asyncio.Lock()
         self._server: str | None = None
         self._server_checked = 0.0
+        self._reads: DataLoader[str, bytes | str | None] | None = None
+
+    async def _mget(self, keys: list[str]) -> list[bytes | str | None]:
+        """The keys' values. Reads asked for in one turn of the event loop (every live
+        subscription of an api process re-checks its caller every few seconds, mostly
+        together) share one MGET of their distinct keys."""
+        loop = asyncio.get_running_loop()
+        if self._reads is None or self._reads.loop is not loop:
+            self._reads = DataLoader(self._read_many, cache=False, loop=loop)
+        return await self._reads.load_many(keys)
+
+    async def _read_many(self, keys: list[str]) -> list[bytes | str | None]:
+        distinct = list(dict.fromkeys(keys))
+        values = dict(zip(distinct, await self._redis.mget(distinct), strict=True))
+        return [values[key] for key in keys]
 
     async def _server_id(self) -> str:
         """The run id of the Redis server (a new one after every restart)."""
         if self._server is None or time.monotonic() - self._server_checked > SERVER_CHECK_S:
-            self._server = str((await self._redis.info("server"))["run_id"])
+            # Checks meanwhile keep the id read a moment ago instead of asking again.
             self._server_checked = time.monotonic()
+            self._server = str((await self._redis.info("server"))["run_id"])
         return self._server
 
-    async def check(self, principal: Principal) -> str | None:
-        """Why the token may no longer be used, or None."""
+    async def check(self, principal: Principal, *, batched: bool = False) -> str | None:
+        """Why the token may no longer be used, or None. `batched`: share one Redis read with
+        the other checks of this turn of the event loop (a live subscription's re-check; a
+        request's own check goes straight out, a batch costs it two turns of the loop)."""
         keys = [
             BUILT,
             _session_key(principal.session_id),
             _member_key(principal.workspace_id, principal.user_id),
             _user_key(principal.user_id),
         ]
-        built, session, member, user = await self._redis.mget(keys)
+        read = self._mget if batched else self._redis.mget
+        built, session, member, user = await read(keys)
         server = await self._server_id()
         if _text(built) != server:
             await self.rebuild()

@@ -73,7 +73,7 @@ def access_check(svc: Services, principal: Principal) -> Callable[[], Awaitable[
         next_check = time.monotonic() + ACCESS_CHECK_S
         if time.time() > principal.expires_at:
             raise unauthenticated("the access token has expired; resubscribe with a new one")
-        reason = await svc.revocations.check(principal)
+        reason = await svc.revocations.check(principal, batched=True)
         if reason is not None:
             raise unauthenticated(reason)
 

@@ -97,7 +97,7 @@ class PresenceSubscription:
                         next_check = time.monotonic() + ACCESS_CHECK_S
                         if time.time() > principal.expires_at:
                             raise unauthenticated("the access token has expired")
-                        reason = await svc.revocations.check(principal)
+                        reason = await svc.revocations.check(principal, batched=True)
                         if reason is not None:
                             raise unauthenticated(reason)
             finally:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import aclosing
+from functools import partial
 from typing import Any
+from uuid import UUID
 
 import strawberry
 from strawberry.types import Info
@@ -13,8 +16,9 @@ from web.auth import SECURED
 from web.auth.permissions import unauthenticated
 from web.graphql.context import caller, services
 from web.graphql.errors import not_found, parse_id
+from web.graphql.fanout import direct_sender
 from web.graphql.types import WorkflowEvent
-from web.tail import READ_LIMIT
+from web.tail import READ_LIMIT, EventTail, Row
 
 #: How often a live subscription re-checks that its caller still has access.
 ACCESS_CHECK_S = 5.0
@@ -44,7 +48,7 @@ class Subscription:
             next_check = time.monotonic() + ACCESS_CHECK_S
             if time.time() > principal.expires_at:
                 raise unauthenticated("the access token has expired; resubscribe with a new one")
-            reason = await svc.revocations.check(principal)
+            reason = await svc.revocations.check(principal, batched=True)
             if reason is not None:
                 raise unauthenticated(reason)
 
@@ -53,28 +57,42 @@ class Subscription:
         # Straight from the event store: a workflow is watchable the moment it is created.
         if await svc.tail.workspace_of(wid) != who.workspace_id:
             raise not_found(f"workflow {workflow_id}")
-        # Watch before reading what was missed: nothing falls in between (repeats are
-        # skipped by version).
-        async with svc.tail.watch(wid) as watch:
-            last = max(after_version, 0)
-            rows = await svc.tail.events_after(wid, last)
-            while True:
-                for row in rows:
-                    while row["version"] > last + 1:  # missed rows: read them from the store
-                        page = await svc.tail.events_after(wid, last)
-                        missed = [m for m in page if m["version"] < row["version"]]
-                        if not missed:
-                            break
-                        for m in missed:
-                            yield WorkflowEvent.from_row(key, m)
-                            last = m["version"]
-                    if row["version"] > last:
-                        yield WorkflowEvent.from_row(key, row)
-                        last = row["version"]
-                if len(rows) >= READ_LIMIT:
-                    rows = await svc.tail.events_after(wid, last)
-                    continue
-                news = await watch.next(ACCESS_CHECK_S)
-                # None: this subscriber fell behind its inbox; the store has what it missed.
-                rows = await svc.tail.events_after(wid, last) if news is None else news
-                await still_allowed()
+        direct = direct_sender(info, svc.renderings)
+        async with aclosing(_rows(svc.tail, wid, max(after_version, 0), still_allowed)) as rows:
+            async for row in rows:
+                if direct is None:
+                    yield WorkflowEvent.from_row(key, row)
+                else:  # the same rendered text for every subscriber with this selection
+                    await direct.send(
+                        key, row["version"], partial(WorkflowEvent.from_row, key, row)
+                    )
+
+
+async def _rows(
+    tail: EventTail, wid: UUID, last: int, still_allowed: Callable[[], Awaitable[None]]
+) -> AsyncGenerator[Row, None]:
+    """The workflow's events after version `last`, then live ones: each once, in order."""
+    # Watch before reading what was missed: nothing falls in between (repeats are skipped
+    # by version).
+    async with tail.watch(wid) as watch:
+        rows = await tail.events_after(wid, last)
+        while True:
+            for row in rows:
+                while row["version"] > last + 1:  # missed rows: read them from the store
+                    page = await tail.events_after(wid, last)
+                    missed = [m for m in page if m["version"] < row["version"]]
+                    if not missed:
+                        break
+                    for m in missed:
+                        yield m
+                        last = m["version"]
+                if row["version"] > last:
+                    yield row
+                    last = row["version"]
+            if len(rows) >= READ_LIMIT:
+                rows = await tail.events_after(wid, last)
+                continue
+            news = await watch.next(ACCESS_CHECK_S)
+            # None: this subscriber fell behind its inbox; the store has what it missed.
+            rows = await tail.events_after(wid, last) if news is None else news
+            await still_allowed()

@@ -1,0 +1,176 @@
+"""Shared delivery for subscriptions whose events are plain data.
+
+Strawberry executes and serialises each event once per subscription: with 500 editors and
+watchers on one workflow, one edit is 500 GraphQL executions and 500 JSON encodings of the
+same result. When a subscription selects only plain stored fields of its event type (no
+resolvers, permissions, arguments, directives or fragments), the result depends only on the
+event and the selection, so it is rendered once per api process and selection and the same
+text goes to every subscriber: each one costs a string concatenation and a websocket send.
+
+The subscription resolver stays the single place that decides what a subscriber gets (access,
+catch-up, gapless order); it only asks `direct_sender(info)` whether it may send rows itself
+instead of yielding objects for Strawberry to execute. Anything else takes the ordinary path.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from graphql import FieldNode, GraphQLLeafType, GraphQLNonNull, GraphQLObjectType
+from litestar.exceptions import WebSocketDisconnect
+from prometheus_client import Counter
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+    Operation,
+)
+from strawberry.types import Info
+
+#: The graphql-transport-ws operation the current task runs (set by `FanoutTransportWSHandler`).
+_operation: contextvars.ContextVar[
+    tuple[BaseGraphQLTransportWSHandler[Any, Any], Operation[Any, Any]] | None
+] = contextvars.ContextVar("autoops_ws_operation", default=None)
+
+#: Strawberry keeps each schema element's definition under this key of the graphql-core one.
+_DEFINITION = "strawberry-definition"
+
+# Metrics are process-wide by nature (prometheus_client's registry); the ratio of the two
+# says how much the sharing saves.
+RENDERED = Counter(
+    "autoops_subscription_renderings", "Subscription events rendered for shared delivery"
+)
+SHARED_SENDS = Counter(
+    "autoops_subscription_shared_messages", "Subscription messages sent from a shared rendering"
+)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How to render one subscription's events: its response key and, per selected field,
+    (response key, attribute of the event, how graphql-core serialises its value)."""
+
+    response_key: str
+    fields: tuple[tuple[str, str | None, Callable[[Any], Any] | str], ...]
+
+    def render(self, event: Any) -> dict[str, Any]:
+        """The `payload` of a `next` message for `event`, as graphql-core would build it."""
+        item: dict[str, Any] = {}
+        for key, attribute, serialize in self.fields:
+            if attribute is None:  # __typename: `serialize` holds the type's name
+                item[key] = serialize
+                continue
+            value = getattr(event, attribute)
+            item[key] = None if value is None else serialize(value)  # type: ignore[operator]
+        return {"data": {self.response_key: item}}
+
+
+def plan_of(info: Info[Any, Any]) -> Plan | None:
+    """A plan when the subscription's selection is plain stored data, None otherwise."""
+    raw = info._raw_info
+    if len(raw.field_nodes) != 1:
+        return None
+    node = raw.field_nodes[0]
+    event_type = raw.return_type.of_type if isinstance(raw.return_type, GraphQLNonNull) else None
+    if (
+        node.directives
+        or node.selection_set is None
+        or not isinstance(event_type, GraphQLObjectType)
+    ):
+        return None
+    fields: list[tuple[str, str | None, Callable[[Any], Any] | str]] = []
+    for selection in node.selection_set.selections:
+        if not isinstance(selection, FieldNode) or selection.directives or selection.arguments:
+            return None
+        name = selection.name.value
+        key = selection.alias.value if selection.alias else name
+        if name == "__typename":
+            fields.append((key, None, event_type.name))
+            continue
+        field = event_type.fields.get(name)
+        leaf = field.type.of_type if field and isinstance(field.type, GraphQLNonNull) else None
+        leaf = leaf or (field.type if field else None)
+        definition = field.extensions.get(_DEFINITION) if field else None
+        if (
+            not isinstance(leaf, GraphQLLeafType)
+            or definition is None
+            or definition.base_resolver is not None
+            or definition.permission_classes
+            or definition.extensions
+        ):
+            return None
+        fields.append((key, definition.python_name, leaf.serialize))
+    key = node.alias.value if node.alias else node.name.value
+    return Plan(key, tuple(fields))
+
+
+class Renderings:
+    """Rendered payloads by (stream, event, plan), bounded: an event is rendered once per
+    process and selection however many subscribers it has."""
+
+    def __init__(self, capacity: int = 4096) -> None:
+        self._capacity = capacity
+        self._texts: OrderedDict[tuple[str, int, Plan], str] = OrderedDict()
+
+    def text(self, stream: str, version: int, plan: Plan, make: Callable[[], Any]) -> str:
+        key = (stream, version, plan)
+        text = self._texts.get(key)
+        if text is None:
+            text = json.dumps(plan.render(make()), separators=(",", ":"))
+            RENDERED.inc()
+            self._texts[key] = text
+            if len(self._texts) > self._capacity:
+                self._texts.popitem(last=False)
+        return text
+
+
+class DirectSender:
+    """Sends one subscription's `next` messages straight to its websocket, pre-rendered."""
+
+    def __init__(
+        self,
+        handler: BaseGraphQLTransportWSHandler[Any, Any],
+        operation: Operation[Any, Any],
+        plan: Plan,
+        renderings: Renderings,
+    ) -> None:
+        self.plan = plan
+        self._handler = handler
+        self._operation = operation
+        self._renderings = renderings
+        self._prefix = '{"id":' + json.dumps(operation.id) + ',"type":"next","payload":'
+        self._gone = False
+
+    async def send(self, stream: str, version: int, make: Callable[[], Any]) -> None:
+        """Send the event `version` of `stream` (built by `make` if not rendered yet)."""
+        if self._gone or self._operation.completed:
+            return
+        text = self._renderings.text(stream, version, self.plan, make)
+        try:
+            await self._handler.websocket.ws.send_data(self._prefix + text + "}")  # type: ignore[attr-defined]
+            SHARED_SENDS.inc()
+        except (WebSocketDisconnect, OSError):
+            # The connection's own loop sees the disconnect and cancels this operation.
+            self._gone = True
+
+
+def direct_sender(info: Info[Any, Any], renderings: Renderings) -> DirectSender | None:
+    """A sender for this subscription when it runs over graphql-transport-ws and selects
+    plain data; None: yield objects as usual."""
+    current = _operation.get()
+    if current is None:
+        return None
+    plan = plan_of(info)
+    return DirectSender(*current, plan, renderings) if plan else None
+
+
+class FanoutTransportWSHandler(BaseGraphQLTransportWSHandler[Any, Any]):
+    """graphql-transport-ws, with each operation's task knowing its operation (for
+    `direct_sender`)."""
+
+    async def run_operation(self, operation: Operation[Any, Any]) -> None:
+        _operation.set((self, operation))  # the operation's own task: no reset needed
+        await super().run_operation(operation)
