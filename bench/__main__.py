@@ -6,7 +6,17 @@ import os
 import platform
 import sys
 
-from bench import append, browser, collab, desktop, executions, lag, latency, replay
+from bench import (
+    append,
+    browser,
+    collab,
+    desktop,
+    executions,
+    fanout_floor,
+    lag,
+    latency,
+    replay,
+)
 
 
 def main() -> None:
@@ -20,6 +30,7 @@ def main() -> None:
         browser.run,
         desktop.run,
         collab.run,
+        fanout_floor.run,
     ):
         print(bench(), flush=True)
 
