@@ -35,7 +35,8 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             await send({"type": "lifespan.startup.complete"})
         await send({"type": "lifespan.shutdown.complete"})
     elif scope["type"] == "http":
-        asyncio.get_running_loop().create_task(_emit())
+        if scope["path"] == "/go":
+            asyncio.get_running_loop().create_task(_emit())
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"started"})
     else:
