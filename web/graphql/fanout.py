@@ -108,11 +108,13 @@ def plan_of(info: Info[Any, Any]) -> Plan | None:
 
 
 class Renderings:
-    """Rendered payloads by (stream, event, plan), bounded: an event is rendered once per
-    process and selection however many subscribers it has."""
+    """Rendered payloads by (stream, event, plan), the oldest dropped past `max_chars` in
+    all: an event is rendered once per process and selection however many subscribers it
+    has, and a burst of large events (node configs run to 64 KiB) cannot grow it unbounded."""
 
-    def __init__(self, capacity: int = 4096) -> None:
-        self._capacity = capacity
+    def __init__(self, max_chars: int = 16_000_000) -> None:
+        self._max_chars = max_chars
+        self._chars = 0
         self._texts: OrderedDict[tuple[str, int, Plan], str] = OrderedDict()
 
     def text(self, stream: str, version: int, plan: Plan, make: Callable[[], Any]) -> str:
@@ -122,9 +124,13 @@ class Renderings:
             text = json.dumps(plan.render(make()), separators=(",", ":"))
             RENDERED.inc()
             self._texts[key] = text
-            if len(self._texts) > self._capacity:
-                self._texts.popitem(last=False)
+            self._chars += len(text)
+            while self._chars > self._max_chars and len(self._texts) > 1:
+                self._chars -= len(self._texts.popitem(last=False)[1])
         return text
+
+    def __len__(self) -> int:
+        return len(self._texts)
 
 
 class DirectSender:

@@ -1,0 +1,38 @@
+"""Shared renderings: one per event and selection, bounded in size."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from web.graphql.fanout import Plan, Renderings
+
+VERSION = Plan("workflowEvents", (("version", "version", int), ("t", None, "WorkflowEvent")))
+PAYLOAD = Plan("e", (("payload", "payload", lambda v: v),))
+
+
+def test_an_event_is_rendered_once_per_selection_however_often_it_is_sent() -> None:
+    renderings = Renderings()
+    made: list[int] = []
+
+    def make() -> SimpleNamespace:
+        made.append(1)
+        return SimpleNamespace(version=7, payload={"x": "ä"})
+
+    texts = {renderings.text("w", 7, VERSION, make) for _ in range(500)}
+    assert texts == {'{"data":{"workflowEvents":{"version":7,"t":"WorkflowEvent"}}}'}
+    assert renderings.text("w", 7, PAYLOAD, make) == '{"data":{"e":{"payload":{"x":"\\u00e4"}}}}'
+    assert len(made) == 2  # one per selection
+    assert len(renderings) == 2
+
+
+def test_renderings_drop_the_oldest_past_their_size() -> None:
+    renderings = Renderings(max_chars=10_000)
+    for version in range(1, 201):
+        big = SimpleNamespace(payload="x" * 1_000)
+        renderings.text("w", version, PAYLOAD, lambda big=big: big)
+    assert 1 <= len(renderings) <= 10  # ~1 KB each
+    made: list[int] = []
+    renderings.text("w", 200, PAYLOAD, lambda: made.append(1) or big)  # the newest stayed
+    assert made == []
+    renderings.text("w", 1, PAYLOAD, lambda: made.append(1) or big)  # the oldest went
+    assert made == [1]
