@@ -11,10 +11,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import redis.asyncio as aioredis
-from strawberry.dataloader import DataLoader
 
 from command_side.contracts.envelope import Envelope
 from web.auth.tokens import Principal
@@ -49,6 +50,14 @@ if tonumber(ARGV[1]) > current then redis.call('SET', KEYS[1], ARGV[1], 'EX', AR
 SERVER_CHECK_S = 5.0
 
 
+@dataclass
+class Batch:
+    """Keys wanted in one turn of the event loop, and their values once read."""
+
+    values: asyncio.Future[dict[str, bytes | str | None]]
+    keys: dict[str, None] = field(default_factory=dict)
+
+
 class Revocations:
     def __init__(self, redis: aioredis.Redis, token_ttl_s: int, read_log: IdentityLogReader):
         self._redis = redis
@@ -57,28 +66,51 @@ class Revocations:
         self._rebuilding = asyncio.Lock()
         self._server: str | None = None
         self._server_checked = 0.0
-        self._reads: DataLoader[str, bytes | str | None] | None = None
+        self._batch: Batch | None = None
+        self._reading: set[asyncio.Future[Any]] = set()
 
     async def _mget(self, keys: list[str]) -> list[bytes | str | None]:
         """The keys' values. Reads asked for in one turn of the event loop (every live
         subscription of an api process re-checks its caller every few seconds, mostly
-        together) share one MGET of their distinct keys."""
-        loop = asyncio.get_running_loop()
-        if self._reads is None or self._reads.loop is not loop:
-            self._reads = DataLoader(self._read_many, cache=False, loop=loop)
-        return await self._reads.load_many(keys)
-
-    async def _read_many(self, keys: list[str]) -> list[bytes | str | None]:
-        distinct = list(dict.fromkeys(keys))
-        values = dict(zip(distinct, await self._redis.mget(distinct), strict=True))
+        together) share one MGET of their distinct keys. A caller cancelled meanwhile
+        (its subscription ended) leaves the shared read to the others."""
+        if self._batch is None:
+            loop = asyncio.get_running_loop()
+            self._batch = Batch(loop.create_future())
+            loop.call_soon(self._dispatch, self._batch)  # after this turn's other callers
+        batch = self._batch
+        batch.keys.update(dict.fromkeys(keys))
+        values = await asyncio.shield(batch.values)
         return [values[key] for key in keys]
+
+    def _dispatch(self, batch: Batch) -> None:
+        self._batch = None
+        distinct = list(batch.keys)
+        read = asyncio.ensure_future(self._redis.mget(distinct))
+        self._reading.add(read)
+
+        def done(read: asyncio.Future[list[bytes | str | None]]) -> None:
+            self._reading.discard(read)
+            if read.cancelled():
+                batch.values.cancel()
+            elif (error := read.exception()) is not None:
+                batch.values.set_exception(error)
+            else:
+                batch.values.set_result(dict(zip(distinct, read.result(), strict=True)))
+
+        read.add_done_callback(done)
 
     async def _server_id(self) -> str:
         """The run id of the Redis server (a new one after every restart)."""
         if self._server is None or time.monotonic() - self._server_checked > SERVER_CHECK_S:
-            # Checks meanwhile keep the id read a moment ago instead of asking again.
-            self._server_checked = time.monotonic()
-            self._server = str((await self._redis.info("server"))["run_id"])
+            # Checks meanwhile keep the id read a moment ago instead of asking again; a
+            # failed read lets the next check ask again.
+            checked, self._server_checked = self._server_checked, time.monotonic()
+            try:
+                self._server = str((await self._redis.info("server"))["run_id"])
+            except BaseException:
+                self._server_checked = checked
+                raise
         return self._server
 
     async def check(self, principal: Principal, *, batched: bool = False) -> str | None:

@@ -51,21 +51,36 @@ SHARED_SENDS = Counter(
 @dataclass(frozen=True)
 class Plan:
     """How to render one subscription's events: its response key and, per selected field,
-    (response key, attribute of the event, how graphql-core serialises its value)."""
+    (response key, attribute of the event, how graphql-core serialises its value, whether
+    it may be null)."""
 
     response_key: str
-    fields: tuple[tuple[str, str | None, Callable[[Any], Any] | str], ...]
+    fields: tuple[tuple[str, str | None, Callable[[Any], Any] | str, bool], ...]
 
     def render(self, event: Any) -> dict[str, Any]:
-        """The `payload` of a `next` message for `event`, as graphql-core would build it."""
+        """The `payload` of a `next` message for `event`, as graphql-core would build it.
+        Raises `Unshareable` where graphql-core would answer with an error instead."""
         item: dict[str, Any] = {}
-        for key, attribute, serialize in self.fields:
+        for key, attribute, serialize, nullable in self.fields:
             if attribute is None:  # __typename: `serialize` holds the type's name
                 item[key] = serialize
                 continue
             value = getattr(event, attribute)
-            item[key] = None if value is None else serialize(value)  # type: ignore[operator]
+            if value is None:
+                if not nullable:
+                    raise Unshareable(f"{key} is null")
+                item[key] = None
+                continue
+            try:
+                item[key] = serialize(value)  # type: ignore[operator]
+            except Exception as exc:
+                raise Unshareable(f"{key}: {exc}") from exc
         return {"data": {self.response_key: item}}
+
+
+class Unshareable(Exception):
+    """An event whose result graphql-core would give with errors: it takes the ordinary
+    path, so the subscriber gets exactly those errors."""
 
 
 def plan_of(info: Info[Any, Any]) -> Plan | None:
@@ -81,14 +96,14 @@ def plan_of(info: Info[Any, Any]) -> Plan | None:
         or not isinstance(event_type, GraphQLObjectType)
     ):
         return None
-    fields: list[tuple[str, str | None, Callable[[Any], Any] | str]] = []
+    fields: list[tuple[str, str | None, Callable[[Any], Any] | str, bool]] = []
     for selection in node.selection_set.selections:
         if not isinstance(selection, FieldNode) or selection.directives or selection.arguments:
             return None
         name = selection.name.value
         key = selection.alias.value if selection.alias else name
         if name == "__typename":
-            fields.append((key, None, event_type.name))
+            fields.append((key, None, event_type.name, False))
             continue
         field = event_type.fields.get(name)
         leaf = field.type.of_type if field and isinstance(field.type, GraphQLNonNull) else None
@@ -102,7 +117,8 @@ def plan_of(info: Info[Any, Any]) -> Plan | None:
             or definition.extensions
         ):
             return None
-        fields.append((key, definition.python_name, leaf.serialize))
+        nullable = not isinstance(field.type, GraphQLNonNull)  # type: ignore[union-attr]
+        fields.append((key, definition.python_name, leaf.serialize, nullable))
     key = node.alias.value if node.alias else node.name.value
     return Plan(key, tuple(fields))
 
@@ -150,17 +166,23 @@ class DirectSender:
         self._prefix = '{"id":' + json.dumps(operation.id) + ',"type":"next","payload":'
         self._gone = False
 
-    async def send(self, stream: str, version: int, make: Callable[[], Any]) -> None:
-        """Send the event `version` of `stream` (built by `make` if not rendered yet)."""
+    async def send(self, stream: str, version: int, make: Callable[[], Any]) -> bool:
+        """Send the event `version` of `stream` (built by `make` if not rendered yet); False
+        when it cannot be shared (yield it to Strawberry instead)."""
         if self._gone or self._operation.completed:
-            return
-        text = self._renderings.text(stream, version, self.plan, make)
+            return True
+        try:
+            text = self._renderings.text(stream, version, self.plan, make)
+        except Unshareable:
+            return False
         try:
             await self._handler.websocket.ws.send_data(self._prefix + text + "}")  # type: ignore[attr-defined]
             SHARED_SENDS.inc()
-        except (WebSocketDisconnect, OSError):
-            # The connection's own loop sees the disconnect and cancels this operation.
+        except (WebSocketDisconnect, OSError, RuntimeError):
+            # Gone, or closed by the server (another operation's protocol error): the
+            # connection's own loop ends and cancels this operation.
             self._gone = True
+        return True
 
 
 def direct_sender(info: Info[Any, Any], renderings: Renderings) -> DirectSender | None:

@@ -60,12 +60,11 @@ class Subscription:
         direct = direct_sender(info, svc.renderings)
         async with aclosing(_rows(svc.tail, wid, max(after_version, 0), still_allowed)) as rows:
             async for row in rows:
-                if direct is None:
-                    yield WorkflowEvent.from_row(key, row)
-                else:  # the same rendered text for every subscriber with this selection
-                    await direct.send(
-                        key, row["version"], partial(WorkflowEvent.from_row, key, row)
-                    )
+                # The same rendered text for every subscriber with this selection; Strawberry
+                # executes the rest (and what it would answer with errors).
+                make = partial(WorkflowEvent.from_row, key, row)
+                if direct is None or not await direct.send(key, row["version"], make):
+                    yield make()
 
 
 async def _rows(

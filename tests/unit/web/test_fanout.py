@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from types import SimpleNamespace
+from typing import Any
 
-from web.graphql.fanout import Plan, Renderings
+import pytest
 
-VERSION = Plan("workflowEvents", (("version", "version", int), ("t", None, "WorkflowEvent")))
-PAYLOAD = Plan("e", (("payload", "payload", lambda v: v),))
+from web.graphql.fanout import Plan, Renderings, Unshareable
+
+VERSION = Plan(
+    "workflowEvents", (("version", "version", int, False), ("t", None, "WorkflowEvent", False))
+)
+PAYLOAD = Plan("e", (("payload", "payload", lambda v: v, True),))
 
 
 def test_an_event_is_rendered_once_per_selection_however_often_it_is_sent() -> None:
@@ -36,3 +41,20 @@ def test_renderings_drop_the_oldest_past_their_size() -> None:
     assert made == []
     renderings.text("w", 1, PAYLOAD, lambda: made.append(1) or big)  # the oldest went
     assert made == [1]
+
+
+def test_an_event_graphql_would_answer_with_an_error_is_not_shared() -> None:
+    renderings = Renderings()
+    with pytest.raises(Unshareable):  # null in a non-null field
+        renderings.text("w", 1, VERSION, lambda: SimpleNamespace(version=None))
+    with pytest.raises(Unshareable):  # a value the scalar refuses
+
+        def refuse(value: Any) -> Any:
+            raise ValueError("Int cannot represent non 32-bit signed integer value")
+
+        plan = Plan("e", (("version", "version", refuse, False),))
+        renderings.text("w", 2, plan, lambda: SimpleNamespace(version=2**40))
+    assert renderings.text("w", 3, PAYLOAD, lambda: SimpleNamespace(payload=None)) == (
+        '{"data":{"e":{"payload":null}}}'
+    )
+    assert len(renderings) == 1
