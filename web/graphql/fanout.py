@@ -18,7 +18,7 @@ import contextvars
 import json
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from graphql import FieldNode, GraphQLLeafType, GraphQLNonNull, GraphQLObjectType
@@ -56,6 +56,15 @@ class Plan:
 
     response_key: str
     fields: tuple[tuple[str, str | None, Callable[[Any], Any] | str, bool], ...]
+
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Part of the renderings' key, looked up once per subscriber and event: hash once.
+        object.__setattr__(self, "_hash", hash((self.response_key, self.fields)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     def render(self, event: Any) -> dict[str, Any]:
         """The `payload` of a `next` message for `event`, as graphql-core would build it.
@@ -105,10 +114,10 @@ def plan_of(info: Info[Any, Any]) -> Plan | None:
         if name == "__typename":
             fields.append((key, None, event_type.name, False))
             continue
-        field = event_type.fields.get(name)
-        leaf = field.type.of_type if field and isinstance(field.type, GraphQLNonNull) else None
-        leaf = leaf or (field.type if field else None)
-        definition = field.extensions.get(_DEFINITION) if field else None
+        member = event_type.fields.get(name)
+        leaf = member.type.of_type if member and isinstance(member.type, GraphQLNonNull) else None
+        leaf = leaf or (member.type if member else None)
+        definition = member.extensions.get(_DEFINITION) if member else None
         if (
             not isinstance(leaf, GraphQLLeafType)
             or definition is None
@@ -117,7 +126,7 @@ def plan_of(info: Info[Any, Any]) -> Plan | None:
             or definition.extensions
         ):
             return None
-        nullable = not isinstance(field.type, GraphQLNonNull)  # type: ignore[union-attr]
+        nullable = not isinstance(member.type, GraphQLNonNull)  # type: ignore[union-attr]
         fields.append((key, definition.python_name, leaf.serialize, nullable))
     key = node.alias.value if node.alias else node.name.value
     return Plan(key, tuple(fields))

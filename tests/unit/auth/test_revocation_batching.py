@@ -20,7 +20,7 @@ class FakeRedis:
 
     async def mget(self, keys: list[str]) -> list[Any]:
         self.mgets.append(keys)
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # a read suspends its caller, as a network round trip does
         return [self.values.get(k) for k in keys]
 
     async def info(self, section: str) -> dict[str, str]:
