@@ -30,7 +30,7 @@ import psycopg
 from kafka import TopicPartition
 
 from bench.harness import percentile, platform, services, settings_for
-from bench.latency import REGISTER, SIGN_UP, gql
+from bench.latency import REGISTER, SIGN_UP
 from command_side.execution.store import ExecutionStore
 from infra import kafka
 from infra.settings import eventsourcing_env_for
@@ -54,6 +54,17 @@ CHAIN = {
     f"s{k}": {"n": f"{{{{ {'inputs' if k == 1 else f'steps.s{k - 1}.output'}.n + 1 }}}}"}
     for k in range(1, 7)
 }
+
+
+async def gql(
+    http: httpx.AsyncClient, query: str, variables: dict[str, object]
+) -> dict[str, object]:
+    """One GraphQL call of the set-up (the measured starts go through aiohttp)."""
+    response = await http.post("/graphql", json={"query": query, "variables": variables})
+    body = response.json()
+    if body.get("errors"):
+        raise RuntimeError(body["errors"])
+    return dict(body["data"])
 
 
 @dataclass

@@ -149,3 +149,14 @@ def test_development_generates_one_private_secret_and_keeps_it(tmp_path: Path) -
     first = signing_keys(settings)
     assert signing_keys(settings) == first and len(first.signing_key) >= 32
     assert (tmp_path / "jwt-secret").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_token_verified_before_still_expires(monkeypatch: pytest.MonkeyPatch) -> None:
+    t = tokens()
+    token = jwt.encode(claims(exp=int(time.time()) + 30), SECRET, algorithm="HS256")
+    assert t.verify(token).user_id == "u"
+    assert t.verify(token).user_id == "u"  # remembered, not decoded again
+    later = time.time() + 30 + 6  # past expiry and the leeway
+    monkeypatch.setattr(time, "time", lambda: later)
+    with pytest.raises(InvalidToken, match="expired"):
+        t.verify(token)
