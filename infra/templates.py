@@ -138,6 +138,32 @@ def template_errors(config: Any) -> list[str]:
     return errors
 
 
+def step_references(config: Any) -> list[tuple[str, str]]:
+    """(key, node id) for each `steps.<id>` or `steps['<id>']` a config's templates read.
+    Templates that do not parse, and steps looked up by a computed key, are not listed."""
+    found: list[tuple[str, str]] = []
+    for path, text in _strings(config):
+        if not is_template(text):
+            continue
+        try:
+            tree = _ENV.parse(text)
+        except TemplateError:
+            continue
+        for ref in tree.find_all((nodes.Getattr, nodes.Getitem)):
+            target = ref.node  # type: ignore[attr-defined]
+            if not (isinstance(target, nodes.Name) and target.name == "steps"):
+                continue
+            if isinstance(ref, nodes.Getattr):
+                found.append((path, ref.attr))
+            elif (
+                isinstance(ref, nodes.Getitem)
+                and isinstance(ref.arg, nodes.Const)
+                and isinstance(ref.arg.value, str)
+            ):
+                found.append((path, ref.arg.value))
+    return list(dict.fromkeys(found))
+
+
 def condition_errors(condition: str) -> list[str]:
     """Why an edge condition will not do: it must be a template (plain text would always
     hold) that parses."""

@@ -433,7 +433,7 @@ class Execution(Aggregate):
                     continue
                 try:
                     if context is None:
-                        context = self.template_context(env)
+                        context = self.template_context(env, node_id, including=True)
                         output = step.output
                         if node_id != self.plan.start:
                             output = env.resolve(self.workspace_id, output)
@@ -594,23 +594,30 @@ class Execution(Aggregate):
         later = {k: config.pop(k) for k in PER_ITEM.get(node["type"], ()) if k in config}
         config.pop("notes", None)
         config.pop("retry", None)
-        rendered = render(config, self.template_context(env))
+        rendered = render(config, self.template_context(env, node_id))
         if later:
             rendered.update(later)
             rendered["vars"] = self.vars
         return dict(rendered)
 
-    def template_context(self, env: Surroundings) -> dict[str, Any]:
+    def template_context(
+        self, env: Surroundings, node_id: str, *, including: bool = False
+    ) -> dict[str, Any]:
+        """What `node_id`'s templates see: `steps` holds the outputs of the steps upstream of
+        it (and its own when `including`, for its edges' conditions), plus those of the
+        enclosing execution upstream of the loop or subworkflow step that started this one."""
         outputs = {
             n: {"output": env.resolve(self.workspace_id, (v or {}).get("output"))}
             for n, v in self.outer_steps.items()
         }
-        for node_id, step in self.steps.items():
-            if step.status == "succeeded":
+        visible = self.plan.upstream(node_id) | ({node_id} if including else set())
+        for seen_id in sorted(visible):
+            step = self.steps.get(seen_id)
+            if step is not None and step.status == "succeeded":
                 output = step.output
-                if node_id != self.plan.start:  # inputs are the caller's: never a reference
+                if seen_id != self.plan.start:  # inputs are the caller's: never a reference
                     output = env.resolve(self.workspace_id, output)
-                outputs[node_id] = {"output": output}
+                outputs[seen_id] = {"output": output}
         return {
             "inputs": self.inputs,
             "steps": outputs,
@@ -855,9 +862,14 @@ class Execution(Aggregate):
                 node_id, attempt, key, str(cid), pinned.workflow_id, pinned.version,
                 actor_id, self.workspace_id,
             )  # fmt: skip
-            outer = {
-                n: {"output": s.output} for n, s in self.steps.items() if s.status == "succeeded"
-            }
+            # What the loop or subworkflow step itself sees (see template_context).
+            upstream = self.plan.upstream(node_id)
+            outer = dict(self.outer_steps)
+            outer.update(
+                (n, {"output": s.output})
+                for n, s in self.steps.items()
+                if s.status == "succeeded" and n in upstream
+            )
             self.new_children.append(
                 ChildSpec(
                     cid,

@@ -7,12 +7,18 @@ is the branch the source took (if/switch choose one; other nodes take the unlabe
 It is *dead* when its source was skipped, or took another branch. A node runs once every
 incoming edge is decided and one is live (a `control.merge` in mode `any` runs on the first
 live one); when every incoming edge is dead it is skipped, and so on downstream.
+
+A node's templates see the outputs of the nodes *upstream* of it (those with a path to it):
+they have all finished when it runs, so what it reads does not depend on which parallel
+branch happened to finish first. (After a `control.merge` in mode `any`, the branches that
+had not finished yet are absent: that merge waits for whichever comes first.)
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 ERROR_LABEL = "error"
@@ -50,6 +56,42 @@ class Plan:
 
     def outgoing(self, node_id: str) -> list[Edge]:
         return [e for e in self.edges if e.source == node_id]
+
+    def upstream(self, node_id: str) -> frozenset[str]:
+        """The nodes with a path to `node_id` (itself not included)."""
+        found = self._upstream.get(node_id)
+        if found is None:
+            found = self._upstream[node_id] = frozenset(upstream_of(self._predecessors, node_id))
+        return found
+
+    @cached_property
+    def _predecessors(self) -> dict[str, list[str]]:
+        return predecessors_of(self.nodes, self.edges)
+
+    @cached_property
+    def _upstream(self) -> dict[str, frozenset[str]]:
+        return {}
+
+
+def predecessors_of(nodes: Mapping[str, Any], edges: Sequence[Edge]) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {n: [] for n in nodes}
+    for e in edges:
+        if e.source in nodes and e.target in nodes:
+            found[e.target].append(e.source)
+    return found
+
+
+def upstream_of(predecessors: Mapping[str, list[str]], node_id: str) -> set[str]:
+    """The nodes with a path to `node_id` in the graph `predecessors` describes."""
+    seen: set[str] = set()
+    frontier = list(predecessors.get(node_id, ()))
+    while frontier:
+        n = frontier.pop()
+        if n not in seen:
+            seen.add(n)
+            frontier.extend(predecessors.get(n, ()))
+    seen.discard(node_id)
+    return seen
 
 
 @dataclass(frozen=True)

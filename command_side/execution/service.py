@@ -64,7 +64,7 @@ def _verdicts(blocked: tuple[str, ...] | None) -> list[str] | None:
 
 
 def _checked(pinned: Pinned) -> tuple[Pinned, list[Any]]:
-    edges = [(e["source"], e["target"]) for e in pinned.edges]
+    edges = [(e["source"], e["target"], e.get("label")) for e in pinned.edges]
     conditions = {
         (e["source"], e["target"]): e["condition"] for e in pinned.edges if e.get("condition")
     }

@@ -1,8 +1,9 @@
 """Whether a workflow graph can run: every problem at once, each naming its nodes.
 
-Pure: nodes (id → type and config) and edges (source, target) in, problems out. Cycles are
-allowed only through a loop node (its body returns to it); every node must be reachable from a
-trigger; configs must be complete for their type.
+Pure: nodes (id → type and config) and edges (source, target[, label]) in, problems out.
+Cycles are allowed only through a loop node (its body returns to it); every node must be
+reachable from a trigger; configs must be complete for their type; templates may read only the
+steps that run before theirs (upstream: see `command_side.execution.decide`).
 """
 
 from __future__ import annotations
@@ -11,30 +12,34 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from command_side.execution.decide import Edge, predecessors_of, split_loops, upstream_of
 from command_side.workflow.node_types import config_errors
-from infra.templates import condition_errors
+from infra.templates import condition_errors, step_references
 
 LOOP = "control.loop"
+LOOP_ITEM = "item"  # a loop body's own trigger (the item and its index are its output)
 
 
 @dataclass(frozen=True)
 class Problem:
-    code: str  # MISSING_TRIGGER, CYCLE, UNREACHABLE, INVALID_CONFIG, INVALID_CONDITION
+    # MISSING_TRIGGER, CYCLE, UNREACHABLE, INVALID_CONFIG, INVALID_CONDITION, NOT_UPSTREAM
+    code: str
     message: str
     node_ids: tuple[str, ...] = ()
 
 
 def check_graph(
     nodes: Mapping[str, Mapping[str, Any]],
-    edges: Iterable[tuple[str, str]],
+    edges: Iterable[tuple[str, str] | tuple[str, str, str | None]],
     conditions: Mapping[tuple[str, str], str] | None = None,
 ) -> list[Problem]:
-    """`nodes`: id → {"type", "config"}; `edges`: (source id, target id); `conditions`: the
-    condition of each conditional edge."""
+    """`nodes`: id → {"type", "config"}; `edges`: (source id, target id[, label]);
+    `conditions`: the condition of each conditional edge."""
+    labelled = [Edge(e[0], e[1], e[2] if len(e) > 2 else None) for e in edges]
     successors: dict[str, list[str]] = {n: [] for n in nodes}
-    for source, target in edges:
-        if source in successors and target in nodes:
-            successors[source].append(target)
+    for edge in labelled:
+        if edge.source in successors and edge.target in nodes:
+            successors[edge.source].append(edge.target)
     problems: list[Problem] = []
     triggers = sorted(n for n, node in nodes.items() if str(node["type"]).startswith("trigger."))
     if nodes and not triggers:
@@ -68,7 +73,64 @@ def check_graph(
             problems.append(
                 Problem("INVALID_CONDITION", f"edge {source} → {target}: {error}", (source, target))
             )
+    return problems + _unseen_steps(nodes, labelled, conditions or {})
+
+
+def _unseen_steps(
+    nodes: Mapping[str, Mapping[str, Any]],
+    edges: list[Edge],
+    conditions: Mapping[tuple[str, str], str],
+) -> list[Problem]:
+    """Templates reading a step that does not run before theirs: on a parallel branch, further
+    down, or not in the workflow. At run time such a step is never in `steps` (it would be
+    there or not depending on which branch finished first)."""
+    seen = _visible(nodes, edges, frozenset())
+    problems = []
+    for node_id in sorted(nodes):
+        config = dict(nodes[node_id].get("config") or {})
+        for path, step in step_references(config):
+            if step not in seen.get(node_id, ()):
+                problems.append(
+                    Problem(
+                        "NOT_UPSTREAM",
+                        f"{node_id}.{path} reads steps.{step}, {_why(nodes, step, node_id)}",
+                        (node_id, step) if step in nodes else (node_id,),
+                    )
+                )
+    for (source, target), condition in sorted(conditions.items()):
+        for _, step in step_references({"condition": condition}):
+            if step != source and step not in seen.get(source, ()):
+                problems.append(
+                    Problem(
+                        "NOT_UPSTREAM",
+                        f"the condition of edge {source} → {target} reads steps.{step}, "
+                        f"{_why(nodes, step, source)}",
+                        (source, target),
+                    )
+                )
     return problems
+
+
+def _why(nodes: Mapping[str, Any], step: str, reader: str) -> str:
+    if step not in nodes:
+        return "which is not a node of this workflow"
+    return f"which is not upstream of {reader} (no path of edges leads from {step} to it)"
+
+
+def _visible(
+    nodes: Mapping[str, Mapping[str, Any]], edges: list[Edge], outer: frozenset[str]
+) -> dict[str, frozenset[str]]:
+    """Per node, the steps its templates can read, as an execution will run it: a loop's
+    body runs apart, once per item, after a trigger of its own, and sees what the loop sees."""
+    plain, plain_edges, bodies = split_loops(nodes, edges)
+    predecessors = predecessors_of(plain, plain_edges)
+    seen = {n: frozenset(upstream_of(predecessors, n)) | outer for n in plain}
+    for loop, body in bodies.items():
+        body_nodes = {LOOP_ITEM: {"type": "trigger.manual"}, **body.nodes}
+        body_edges = [*body.edges, *(Edge(LOOP_ITEM, entry) for entry in body.entries)]
+        seen.update(_visible(body_nodes, body_edges, seen[loop]))
+    seen.pop(LOOP_ITEM, None)
+    return seen
 
 
 def _plain_cycles(

@@ -470,7 +470,7 @@ async def test_bad_inputs_configs_and_templates_fail_clearly(client: GraphQLClie
                     }
                 },
             ),
-            "use": ("data.transform", {"fields": {"x": "{{ steps.nowhere.output.y }}"}}),
+            "use": ("data.transform", {"fields": {"x": "{{ steps.start.output.none.y }}"}}),
         },
         [("start", "use")],
     )
@@ -487,6 +487,19 @@ async def test_bad_inputs_configs_and_templates_fail_clearly(client: GraphQLClie
     with pytest.raises(GraphQLError) as invalid:
         await start(client, incomplete)
     assert invalid.value.codes == ["VALIDATION"] and "call (http.request)" in str(invalid.value)
+    beside = build(
+        client,
+        {
+            "start": MANUAL,
+            "a": ("data.transform", {"fields": {}}),
+            "b": ("data.transform", {"fields": {"a": "{{ steps.a.output }}"}}),
+        },
+        [("start", "a"), ("start", "b")],
+    )
+    with pytest.raises(GraphQLError) as unordered:  # a runs beside b, not before it
+        await start(client, await beside)
+    assert unordered.value.codes == ["VALIDATION"]
+    assert "b.fields.a reads steps.a, which is not upstream of b" in str(unordered.value)
 
 
 UPDATES = """subscription($id: ID!) { executionUpdates(executionId: $id)

@@ -431,17 +431,20 @@ async def test_node_types_list_their_schemas_and_validation_reports_every_proble
     start = (await add(client, wid, "trigger.manual"))["nodeId"]
     fetch = (await add(client, wid, "http.request"))["nodeId"]  # no url yet
     a, b, orphan = [(await add(client, wid, "data.transform"))["nodeId"] for _ in range(3)]
-    for source, target in ((start, fetch), (fetch, a), (a, b), (b, a)):
+    beside = "{{ steps['" + fetch + "'].output }}"  # fetch runs beside it, not before
+    reader = await add(client, wid, "data.transform", config={"fields": {"x": beside}})
+    for source, target in ((start, fetch), (fetch, a), (a, b), (b, a), (start, reader["nodeId"])):
         await client.execute(
             CONNECT, {"i": {"workflowId": wid, "sourceId": source, "targetId": target}}
         )
     query = """query($id: ID!, $v: Int) { validateWorkflow(id: $id, atLeastVersion: $v)
       { valid problems { code message nodeIds } } }"""
-    report = (await client.execute(query, {"id": wid, "v": 10}))["validateWorkflow"]
+    report = (await client.execute(query, {"id": wid, "v": 12}))["validateWorkflow"]
     assert report["valid"] is False
     assert {(p["code"], tuple(p["nodeIds"])) for p in report["problems"]} == {
         ("CYCLE", tuple(sorted((a, b)))),
         ("UNREACHABLE", (orphan,)),
         ("INVALID_CONFIG", (fetch,)),
+        ("NOT_UPSTREAM", (reader["nodeId"], fetch)),
     }
     assert any("url" in p["message"] for p in report["problems"])

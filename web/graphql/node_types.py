@@ -29,7 +29,8 @@ class NodeType:
 @strawberry.type
 class WorkflowProblem:
     code: str = strawberry.field(
-        description="MISSING_TRIGGER, CYCLE, UNREACHABLE or INVALID_CONFIG."
+        description="MISSING_TRIGGER, CYCLE, UNREACHABLE, INVALID_CONFIG, INVALID_CONDITION "
+        "or NOT_UPSTREAM (a template reads a step that does not run before its own)."
     )
     message: str
     node_ids: list[strawberry.ID]
@@ -60,7 +61,8 @@ class NodeTypeQuery:
         permission_classes=SECURED,
         description="Everything that keeps the workflow's current draft from running: "
         "cycles (except through a loop node), nodes no trigger reaches, a missing trigger, "
-        "incomplete or invalid configs.",
+        "incomplete or invalid configs and conditions, templates reading a step that is not "
+        "upstream of theirs.",
     )
     async def validate_workflow(
         self, info: Info[Any, Any], id: strawberry.ID, at_least_version: int | None = None
@@ -74,7 +76,7 @@ class NodeTypeQuery:
         if row is None:
             raise not_found(f"workflow {id}")
         nodes = {n["node_id"]: {"type": n["type"], "config": n["config"]} for n in row["nodes"]}
-        edges = [(e["source_id"], e["target_id"]) for e in row["edges"]]
+        edges = [(e["source_id"], e["target_id"], e["label"]) for e in row["edges"]]
         conditions = {
             (e["source_id"], e["target_id"]): e["condition"] for e in row["edges"] if e["condition"]
         }

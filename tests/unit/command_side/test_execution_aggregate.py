@@ -8,9 +8,12 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from command_side.errors import Conflict
 from command_side.execution.aggregate import Execution, Isolated, Pinned, StepProblem
+from command_side.workflow.graph_check import check_graph
 
 
 def node(kind: str = "data.transform", **config: Any) -> dict[str, Any]:
@@ -429,3 +432,123 @@ def test_a_retry_keeps_the_routes_its_reused_steps_chose() -> None:
     assert retry.steps["c"].status == "skipped"
     assert retry.steps["b"].status == "scheduled"
     assert "EdgesRouted" not in [type(e).__name__ for e in retry.collect_events()]
+
+
+def test_a_step_sees_only_the_steps_upstream_of_it_whatever_finished_first() -> None:
+    # start → a → c and start → b: b runs beside a, so c cannot count on it.
+    nodes = {
+        "start": node("trigger.manual"),
+        "a": node(),
+        "b": node(),
+        "c": node(fields={"a": "{{ steps.a.output }}", "seen": "{{ steps | sort | join(',') }}"}),
+    }
+    edges = [("start", "a"), ("start", "b"), ("a", "c")]
+    for b_first in (True, False):
+        execution = started(nodes, edges)
+        execution.admit(0.0, "o")
+        order = [("b", "from b"), ("a", "from a")] if b_first else [("a", "from a")]
+        for node_id, output in order:
+            execution.record_success(node_id, 1, output, None, "runner")
+            execution.advance(1.0, "o")
+        assert execution.steps["c"].input == {"fields": {"a": "from a", "seen": "a,start"}}
+    reading_b = dict(nodes, c=node(fields={"b": "{{ steps.b.output }}"}))
+    execution = started(reading_b, edges)
+    execution.admit(0.0, "o")
+    execution.record_success("b", 1, "from b", None, "runner")
+    execution.record_success("a", 1, "from a", None, "runner")
+    execution.advance(1.0, "o")
+    assert execution.steps["c"].error["type"] == "TemplateError"  # every time, not by luck
+
+
+def test_a_condition_sees_its_source_and_what_is_upstream_of_it() -> None:
+    nodes = {
+        "start": node("trigger.manual"),
+        "a": node(),
+        "side": node(),
+        "next": node(),
+    }
+    execution = Execution(
+        execution_id=uuid4(),
+        workflow_id="w1",
+        workflow_version=3,
+        nodes=nodes,
+        edges=[
+            {"source": "start", "target": "a", "label": None},
+            {"source": "start", "target": "side", "label": None},
+            {
+                "source": "a",
+                "target": "next",
+                "label": None,
+                "condition": "{{ steps.a.output == output and 'side' not in steps }}",
+            },
+        ],
+        start="start",
+        inputs={},
+        actor_id="u1",
+        workspace_id="ws1",
+    )
+    execution.admit(0.0, "o")
+    execution.record_success("side", 1, "done first", None, "runner")
+    execution.record_success("a", 1, 7, None, "runner")
+    execution.advance(1.0, "o")
+    assert execution.steps["a"].blocked == ()
+    assert execution.steps["next"].status == "scheduled"
+
+
+def test_a_loop_body_sees_what_its_loop_step_sees() -> None:
+    execution = started(
+        {
+            "start": node("trigger.manual"),
+            "before": node(),
+            "beside": node(),
+            "each": node("control.loop", items="{{ [1, 2] }}", concurrency=1),
+            "body": node(fields={"x": "{{ steps.before.output }}"}),
+        },
+        [("start", "before"), ("start", "beside"), ("before", "each"), ("each", "body"),
+         ("body", "each")],
+    )  # fmt: skip
+    execution.admit(0.0, "o")
+    execution.record_success("before", 1, "b4", None, "runner")
+    execution.advance(1.0, "o")
+    first = execution.new_children
+    execution.new_children = []
+    record = execution.children["each"]
+    execution.record_success("beside", 1, "late", None, "runner")  # while item 0 runs
+    execution.child_finished(
+        "each", 1, 0, record[0]["child_id"], "SUCCEEDED", {"body": 1}, None, 2.0, "o"
+    )
+    second = execution.new_children
+    assert [set(c.outer_steps) for c in first + second] == [{"start", "before"}] * 2
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_what_the_graph_check_accepts_is_what_every_run_sees(data: st.DataObject) -> None:
+    """Whatever order parallel steps finish in, a run succeeds exactly when validateWorkflow
+    finds no template reading a step that is not upstream, and then each step saw every step
+    it read."""
+    names = [f"n{i}" for i in range(data.draw(st.integers(2, 6)))]
+    edges = {
+        (a, b)
+        for a, b in data.draw(st.sets(st.tuples(st.sampled_from(names), st.sampled_from(names))))
+        if a < b  # a DAG
+    }
+    edges |= {("start", n) for n in names if not any(t == n for _, t in edges)}
+    reads = {n: data.draw(st.sets(st.sampled_from(names))) - {n} for n in names}
+    nodes = {"start": node("trigger.manual")} | {
+        n: node(fields={r: f"{{{{ steps.{r}.output }}}}" for r in sorted(reads[n])}) for n in names
+    }
+    accepted = not check_graph(nodes, sorted(edges))
+    execution = started(nodes, sorted(edges))
+    execution.admit(0.0, "o")
+    now = 1.0
+    while not execution.finished:
+        running = sorted(n for n, s in execution.steps.items() if s.status == "scheduled")
+        done = data.draw(st.sampled_from(running[::-1]))  # any of them may finish first
+        execution.record_success(done, 1, f"out of {done}", None, "runner")
+        execution.advance(now, "o")
+        now += 1
+    assert (execution.status == "SUCCEEDED") == accepted, execution.error
+    if accepted:
+        for n in names:
+            assert execution.steps[n].input == {"fields": {r: f"out of {r}" for r in reads[n]}}

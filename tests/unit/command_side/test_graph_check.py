@@ -125,3 +125,57 @@ def test_a_condition_that_does_not_parse_names_its_edge() -> None:
     problems = check_graph(nodes, edges, {("t", "a"): "{{ output.x > 1 }}", ("t", "b"): "{% if %}"})
     assert [(p.code, p.node_ids) for p in problems] == [("INVALID_CONDITION", ("t", "b"))]
     assert problems[0].message.startswith("edge t → b: condition: template does not parse")
+
+
+def transform(**fields: str) -> dict[str, object]:
+    return {"type": "data.transform", "config": {"fields": fields}}
+
+
+def test_templates_reading_a_step_that_is_not_upstream_are_named() -> None:
+    nodes = {
+        "t": {"type": "trigger.manual", "config": {}},
+        "a": transform(x="{{ steps.t.output }}"),
+        "side": transform(),
+        "c": transform(a="{{ steps.a.output }}", side="{{ steps['side'].output }}"),
+        "d": transform(later="{{ steps.e.output }}", gone="{{ steps.nowhere }}"),
+        "e": transform(),
+    }
+    edges = [("t", "a"), ("t", "side"), ("a", "c"), ("c", "d"), ("d", "e")]
+    problems = check_graph(nodes, edges, {("a", "c"): "{{ steps.side.output and output }}"})
+    assert [(p.code, p.node_ids) for p in problems] == [
+        ("NOT_UPSTREAM", ("c", "side")),
+        ("NOT_UPSTREAM", ("d", "e")),
+        ("NOT_UPSTREAM", ("d",)),
+        ("NOT_UPSTREAM", ("a", "c")),
+    ]
+    assert problems[0].message == (
+        "c.fields.side reads steps.side, which is not upstream of c "
+        "(no path of edges leads from side to it)"
+    )
+    assert problems[2].message.endswith("steps.nowhere, which is not a node of this workflow")
+    assert problems[3].message.startswith("the condition of edge a → c reads steps.side")
+
+
+def test_a_loop_body_reads_what_its_loop_reads_and_its_own_earlier_steps() -> None:
+    nodes = {
+        "t": {"type": "trigger.manual", "config": {}},
+        "before": transform(),
+        "each": {"type": "control.loop", "config": {"items": "{{ steps.before.output }}"}},
+        "first": transform(v="{{ steps.before.output }} {{ steps.item.output.index }}"),
+        "second": transform(v="{{ steps.first.output }} {{ steps.after.output }}"),
+        "after": transform(v="{{ steps.each.output }} {{ steps.first.output }}"),
+    }
+    edges = [
+        ("t", "before"),
+        ("before", "each"),
+        ("each", "first", "body"),
+        ("first", "second"),
+        ("second", "each"),
+        ("each", "after"),
+    ]
+    problems = check_graph(nodes, edges)
+    # `after` is not in the body: it cannot read a step of one iteration
+    assert [(p.code, p.node_ids) for p in problems] == [
+        ("NOT_UPSTREAM", ("after", "first")),
+        ("NOT_UPSTREAM", ("second", "after")),
+    ]
