@@ -181,6 +181,8 @@ class Orchestrator:
         self._lagging = False
         self._next_sweep = 0.0
         self._producer: kafka.KafkaProducer | None = None
+        #: What was sent since the last flush, to check it arrived.
+        self._sent: list[tuple[tuple[str, bytes, bytes], Any]] = []
         self.ready = threading.Event()
         self.saves = 0
 
@@ -258,6 +260,7 @@ class Orchestrator:
             except KafkaError as exc:
                 log.debug("orchestrator: closing the Kafka clients failed: %s", exc)
             self._producer = None
+            self._sent.clear()
 
     # -- one batch ---------------------------------------------------------------------------
 
@@ -312,12 +315,41 @@ class Orchestrator:
     def _send(self, topic: str, key: str, value: dict[str, Any]) -> None:
         if self._producer is None:
             self._producer = kafka.make_producer(self.config.bootstrap, "autoops-orchestrator")
-        self._producer.send(topic, key=key.encode(), value=json.dumps(value).encode())
+        message = (topic, key.encode(), json.dumps(value).encode())
+        self._sent.append((message, self._producer.send(topic, key=message[1], value=message[2])))
 
     def _flush(self) -> None:
-        """Tasks sent before offsets are committed: a kill in between re-reads the batch."""
-        if self._producer is not None:
-            self._producer.flush(timeout=10)
+        """Tasks sent before offsets are committed: a kill in between re-reads the batch.
+
+        A send that failed is made once more from a new producer. A broker that restarted
+        empty no longer knows the old producer's id, and kafka-python then fails every later
+        send of that producer (a fatal state it never leaves), so a task would never reach a
+        runner again. One that still fails is sent again when no runner reports taking it."""
+        if self._producer is None:
+            return
+        self._producer.flush(timeout=10)
+        failed = [message for message, future in self._sent if future.failed()]
+        self._sent.clear()
+        if not failed:
+            return
+        log.warning("orchestrator: %d sends failed; sending them from a new producer", len(failed))
+        self._drop_producer()
+        kafka.ensure_topics(self.config.bootstrap, self.config.partitions)
+        producer = self._producer = kafka.make_producer(
+            self.config.bootstrap, "autoops-orchestrator"
+        )
+        again = [producer.send(topic, key=key, value=value) for topic, key, value in failed]
+        producer.flush(timeout=10)
+        if any(future.failed() for future in again):
+            self._drop_producer()
+
+    def _drop_producer(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                producer.close(timeout=1)
+            except KafkaError as exc:
+                log.debug("orchestrator: closing the producer failed: %s", exc)
 
     def _mine(self, eid: UUID) -> bool:
         return partition_of(str(eid), self._partitions) in self._assigned

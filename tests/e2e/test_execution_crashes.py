@@ -17,6 +17,7 @@ from uuid import UUID
 import pytest
 
 from command_side.execution.store import ExecutionStore
+from infra import embedded
 from infra.settings import eventsourcing_env_for
 from tests import services
 from tests.api_server import ApiServer, running_api_server
@@ -284,3 +285,62 @@ async def test_two_orchestrators_share_the_executions(
     assert not thread.is_alive()  # it left the group: the next stack's orchestrator joins at once
     after = await start(client, workflow)  # the first one alone again
     assert (await wait_for(client, after, timeout=60))["status"] == "SUCCEEDED"
+
+
+async def test_executions_survive_a_broker_that_restarts_empty(
+    pg_admin_url: str, redis_url: str, tmp_path: Path, api: ApiServer
+) -> None:
+    """Tansu keeps nothing: a restart loses every topic, message and committed offset. Steps
+    in flight when it went away, and executions started after, still finish, each once."""
+    with services.kafka_broker() as first, services.fresh_database(pg_admin_url) as database:
+        port = int(first.url.rsplit(":", 1)[1])
+        settings = stack_settings(
+            database,
+            first.url,
+            redis_db(redis_url),
+            tmp_path,
+            AUTOOPS_STEP_HEARTBEAT_INTERVAL_S="0.5",
+            AUTOOPS_STEP_HEARTBEAT_TIMEOUT_S="3",
+            AUTOOPS_STEP_QUEUE_TIMEOUT_S="4",
+            AUTOOPS_KAFKA_GROUP_TIMEOUT_MS="2000",
+        )
+        with running_stack(settings, PROCESSES) as stack:
+            stack.wait_ready()
+            client = await GraphQLClient.signed_up(stack.url)
+            try:
+                workflow = await build(
+                    client,
+                    {
+                        "start": MANUAL,
+                        "one": (
+                            "http.request",
+                            {
+                                "method": "POST",
+                                "url": api.url + "/effect/{{ execution.id }}?ms=300",
+                            },
+                        ),
+                        "two": ("data.transform", {"fields": {"done": True}}),
+                    },
+                    [("start", "one"), ("one", "two")],
+                )
+                warm = await wait_for(client, await start(client, workflow), timeout=60)
+                assert warm["status"] == "SUCCEEDED", failure(warm)
+                before = [await start(client, workflow) for _ in range(5)]
+                first.stop()  # while their steps run
+                second = await asyncio.to_thread(embedded.start_tansu, port)
+                try:
+                    after = [await start(client, workflow) for _ in range(5)]
+                    finished = [await wait_for(client, i, timeout=90) for i in before + after]
+                    assert Counter(e["status"] for e in finished) == {"SUCCEEDED": 10}, [
+                        ("before" if e["id"] in before else "after", failure(e))
+                        for e in finished
+                        if e["status"] != "SUCCEEDED"
+                    ]
+                    for execution in finished:  # a step that reported ran once
+                        ones = [s for s in execution["steps"] if s["nodeId"] == "one"]
+                        if len(ones) == 1:
+                            assert api.count(execution["id"]) == 1
+                finally:
+                    second.stop()
+            finally:
+                await client.close()
