@@ -103,6 +103,8 @@ def projector_config(settings: Settings) -> Any:
         batch_size=settings.projector_batch_size,
         batch_window_s=settings.projector_batch_window_ms / 1000,
         fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+        idle_fetch_max_wait_ms=settings.kafka_idle_fetch_max_wait_ms,
+        idle_after_s=settings.kafka_idle_after_s,
         group_timeout_ms=settings.kafka_group_timeout_ms,
         data_dir=str(settings.data_dir),
     )
@@ -133,6 +135,8 @@ def orchestrator_config(settings: Settings) -> Any:
         step_timeout_s=settings.step_timeout_s,
         batch_size=settings.orchestrator_batch_size,
         fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+        idle_fetch_max_wait_ms=settings.kafka_idle_fetch_max_wait_ms,
+        idle_after_s=settings.kafka_idle_after_s,
         group_timeout_ms=settings.kafka_group_timeout_ms,
     )
 

@@ -48,6 +48,15 @@ class Settings:
     """Longest a consumer fetch waits for data; small keeps latency low on brokers that
     answer a waiting fetch late (Tansu)."""
 
+    kafka_idle_fetch_max_wait_ms: int = 100
+    """Fetch wait of the orchestrator's, runners' and projector's consumers once their topics
+    have been quiet for `KAFKA_IDLE_AFTER_S` (at least `KAFKA_FETCH_MAX_WAIT_MS`): an idle
+    platform then costs little CPU, and the first message after a quiet spell arrives up to
+    this much later."""
+
+    kafka_idle_after_s: float = 5.0
+    """Seconds without a message after which a consumer's fetch wait becomes the idle one."""
+
     kafka_group_timeout_ms: int = 6000
     """Consumer-group session timeout; rebalances wait about this long."""
 
@@ -315,6 +324,9 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         "relay_batch_size",
         "projector_batch_size",
         "projector_batch_window_ms",
+        "kafka_fetch_max_wait_ms",
+        "kafka_idle_fetch_max_wait_ms",
+        "kafka_idle_after_s",
         "command_batch_size",
         "access_token_ttl_s",
         "refresh_token_ttl_s",

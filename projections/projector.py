@@ -41,6 +41,9 @@ class ProjectorConfig:
     partitions: int = 4
     batch_size: int = 500
     fetch_max_wait_ms: int = 5
+    #: The fetch wait once the topics have been quiet for `idle_after_s` (`kafka.FetchWait`).
+    idle_fetch_max_wait_ms: int = 100
+    idle_after_s: float = 5.0
     group_timeout_ms: int = 6000
     batch_window_s: float = 0.001
     data_dir: str = ".autoops"
@@ -68,6 +71,8 @@ class Projector:
             "autoops-projector",
             broker=f"kafka://{cfg.bootstrap}",
             fetch_max_wait_ms=cfg.fetch_max_wait_ms,
+            idle_fetch_max_wait_ms=cfg.idle_fetch_max_wait_ms,
+            idle_after_s=cfg.idle_after_s,
             web_enabled=False,
             datadir=f"{cfg.data_dir}/projector",
             key_serializer="raw",

@@ -198,6 +198,7 @@ class Runner:
         self._clock_wake = threading.Event()
         self._control_ready = threading.Event()
         self._consumer: kafka.KafkaConsumer | None = None
+        self._fetch_wait: kafka.FetchWait | None = None
         self._backoff = 0.2
         self._kafka_state = "connecting"
         self._beat: Callable[..., None] = (
@@ -307,6 +308,12 @@ class Runner:
             max_poll_records=self.concurrency,
         )
         self._consumer.subscribe([topic])
+        self._fetch_wait = kafka.fetch_wait_of(
+            self._consumer,
+            self.settings.kafka_fetch_max_wait_ms,
+            self.settings.kafka_idle_fetch_max_wait_ms,
+            self.settings.kafka_idle_after_s,
+        )
 
     def _close_consumer(self) -> None:
         consumer, self._consumer = self._consumer, None
@@ -334,6 +341,8 @@ class Runner:
     def _take(self, consumer: kafka.KafkaConsumer, executor: ThreadPoolExecutor, free: int) -> None:
         consumer.resume(*consumer.paused())
         records = self._poll(consumer, 100, free)
+        if self._fetch_wait is not None:
+            self._fetch_wait.polled(bool(records))
         if not records:
             return
         taken = records[:free]

@@ -107,6 +107,9 @@ class OrchestratorConfig:
     step_timeout_s: float = 3600.0
     batch_size: int = 500
     fetch_max_wait_ms: int = 5
+    #: The fetch wait once the topics have been quiet for `idle_after_s` (`kafka.FetchWait`).
+    idle_fetch_max_wait_ms: int = 100
+    idle_after_s: float = 5.0
     group_timeout_ms: int = 6000
     timer_poll_s: float = 0.05
 
@@ -230,6 +233,9 @@ class Orchestrator:
         self._partitions = len(consumer.partitions_for_topic(RESULTS_TOPIC) or ()) or (
             cfg.partitions
         )
+        fetch_wait = kafka.fetch_wait_of(
+            consumer, cfg.fetch_max_wait_ms, cfg.idle_fetch_max_wait_ms, cfg.idle_after_s
+        )
         try:
             next_timers = 0.0
             while not stop.is_set():
@@ -238,6 +244,7 @@ class Orchestrator:
                 if self._assigned:
                     self.ready.set()
                 records = [r for batch in polled.values() for r in batch]
+                fetch_wait.polled(bool(records))
                 self._lagging = len(records) >= cfg.batch_size
                 if records:
                     self.handle(conn, records)

@@ -1,0 +1,39 @@
+"""A consumer's fetch wait: short while messages flow, long after a quiet spell."""
+
+from __future__ import annotations
+
+from infra.kafka import FetchWait
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_wait_grows_after_a_quiet_spell_and_shrinks_with_the_next_message() -> None:
+    clock, applied = Clock(), []
+    wait = FetchWait(applied.append, busy_ms=10, idle_ms=100, quiet_s=5.0, clock=clock)
+    wait.polled(False)
+    clock.now += 4.9
+    wait.polled(False)
+    assert (applied, wait.current) == ([], 10)  # not quiet long enough
+    clock.now += 0.2
+    wait.polled(False)
+    wait.polled(False)
+    assert (applied, wait.current) == ([100], 100)  # set once
+    wait.polled(True)
+    assert (applied, wait.current) == ([100, 10], 10)
+    clock.now += 4.0
+    wait.polled(False)  # the quiet spell counts from the last message
+    assert applied == [100, 10]
+
+
+def test_an_idle_wait_below_the_busy_one_is_the_busy_one() -> None:
+    clock, applied = Clock(), []
+    wait = FetchWait(applied.append, busy_ms=100, idle_ms=20, quiet_s=1.0, clock=clock)
+    clock.now += 2
+    wait.polled(False)
+    assert applied == [] and wait.current == 100
