@@ -18,7 +18,7 @@ import pytest
 
 from command_side.execution.store import ExecutionStore
 from infra import embedded
-from infra.settings import eventsourcing_env_for
+from infra.settings import Settings, eventsourcing_env_for
 from tests import services
 from tests.api_server import ApiServer, running_api_server
 from tests.execution_client import build, failure, start, steps_of, wait_for
@@ -38,6 +38,21 @@ def api() -> Iterator[ApiServer]:
         yield server
 
 
+def crash_settings(database: str, bootstrap: str, redis_url: str, data_dir: Path) -> Settings:
+    """A stack that notices lost runners and lost tasks within seconds."""
+    return stack_settings(
+        database,
+        bootstrap,
+        redis_db(redis_url),
+        data_dir,
+        AUTOOPS_STEP_HEARTBEAT_INTERVAL_S="0.5",
+        AUTOOPS_STEP_HEARTBEAT_TIMEOUT_S="3",
+        # A step killed before its first heartbeat (50 ms) waits for this, not 2 minutes.
+        AUTOOPS_STEP_QUEUE_TIMEOUT_S="4",
+        AUTOOPS_KAFKA_GROUP_TIMEOUT_MS="2000",
+    )
+
+
 @pytest.fixture(scope="module")
 def stack(
     pg_admin_url: str,
@@ -47,16 +62,8 @@ def stack(
     # A broker of its own: members killed -9 here must not linger in the consumer groups the
     # other modules' stacks join on the session's broker.
     with services.kafka_broker() as broker, services.fresh_database(pg_admin_url) as database:
-        settings = stack_settings(
-            database,
-            broker.url,
-            redis_db(redis_url),
-            Path(tmp_path_factory.mktemp("stack")),
-            AUTOOPS_STEP_HEARTBEAT_INTERVAL_S="0.5",
-            AUTOOPS_STEP_HEARTBEAT_TIMEOUT_S="3",
-            # A step killed before its first heartbeat (50 ms) waits for this, not 2 minutes.
-            AUTOOPS_STEP_QUEUE_TIMEOUT_S="4",
-            AUTOOPS_KAFKA_GROUP_TIMEOUT_MS="2000",
+        settings = crash_settings(
+            database, broker.url, redis_url, Path(tmp_path_factory.mktemp("stack"))
         )
         with running_stack(settings, PROCESSES) as running:
             running.wait_ready()
@@ -294,16 +301,7 @@ async def test_executions_survive_a_broker_that_restarts_empty(
     in flight when it went away, and executions started after, still finish, each once."""
     with services.kafka_broker() as first, services.fresh_database(pg_admin_url) as database:
         port = int(first.url.rsplit(":", 1)[1])
-        settings = stack_settings(
-            database,
-            first.url,
-            redis_db(redis_url),
-            tmp_path,
-            AUTOOPS_STEP_HEARTBEAT_INTERVAL_S="0.5",
-            AUTOOPS_STEP_HEARTBEAT_TIMEOUT_S="3",
-            AUTOOPS_STEP_QUEUE_TIMEOUT_S="4",
-            AUTOOPS_KAFKA_GROUP_TIMEOUT_MS="2000",
-        )
+        settings = crash_settings(database, first.url, redis_url, tmp_path)
         with running_stack(settings, PROCESSES) as stack:
             stack.wait_ready()
             client = await GraphQLClient.signed_up(stack.url)

@@ -23,17 +23,25 @@ def node(kind: str = "data.transform", **config: Any) -> dict[str, Any]:
 def started(
     nodes: dict[str, dict[str, Any]] | None = None,
     edges: list[tuple[str, str] | tuple[str, str, str]] | None = None,
+    conditions: dict[tuple[str, str], str] | None = None,
     **extra: Any,
 ) -> Execution:
     nodes = nodes or {"start": node("trigger.manual"), "a": node(), "b": node()}
     edges = edges if edges is not None else [("start", "a"), ("a", "b")]
+    conditions = conditions or {}
     execution = Execution(
         execution_id=uuid4(),
         workflow_id="w1",
         workflow_version=3,
         nodes=nodes,
         edges=[
-            {"source": e[0], "target": e[1], "label": e[2] if len(e) > 2 else None} for e in edges
+            {
+                "source": e[0],
+                "target": e[1],
+                "label": e[2] if len(e) > 2 else None,
+                "condition": conditions.get((e[0], e[1])),
+            }
+            for e in edges
         ],
         start="start",
         inputs={"n": 1},
@@ -467,25 +475,10 @@ def test_a_condition_sees_its_source_and_what_is_upstream_of_it() -> None:
         "side": node(),
         "next": node(),
     }
-    execution = Execution(
-        execution_id=uuid4(),
-        workflow_id="w1",
-        workflow_version=3,
-        nodes=nodes,
-        edges=[
-            {"source": "start", "target": "a", "label": None},
-            {"source": "start", "target": "side", "label": None},
-            {
-                "source": "a",
-                "target": "next",
-                "label": None,
-                "condition": "{{ steps.a.output == output and 'side' not in steps }}",
-            },
-        ],
-        start="start",
-        inputs={},
-        actor_id="u1",
-        workspace_id="ws1",
+    execution = started(
+        nodes,
+        [("start", "a"), ("start", "side"), ("a", "next")],
+        {("a", "next"): "{{ steps.a.output == output and 'side' not in steps }}"},
     )
     execution.admit(0.0, "o")
     execution.record_success("side", 1, "done first", None, "runner")
