@@ -152,8 +152,14 @@ def fetch_wait_of(consumer: KafkaConsumer, busy_ms: int, idle_ms: int, quiet_s: 
     """The adaptive fetch wait of a kafka-python consumer (its fetcher reads the setting at
     each fetch request it builds)."""
 
+    config = getattr(getattr(consumer, "_fetcher", None), "config", None)
+    if not isinstance(config, dict) or "fetch_max_wait_ms" not in config:
+        # kafka-python moved it: keep the configured wait rather than fail the consumer.
+        log.warning("this kafka-python has no fetcher config to adapt; fetch wait stays fixed")
+        config = {}
+
     def apply(ms: int) -> None:
-        consumer._fetcher.config["fetch_max_wait_ms"] = ms  # type: ignore[attr-defined]
+        config["fetch_max_wait_ms"] = ms
 
     return FetchWait(apply, busy_ms, idle_ms, quiet_s)
 

@@ -301,6 +301,9 @@ def _coerce(name: str, raw: str, annotation: Any) -> Any:
     return raw or None if "None" in kind else raw
 
 
+MAX_FETCH_WAIT_MS = 10_000
+
+
 def load_settings(environ: Mapping[str, str]) -> Settings:
     """Build settings from a mapping shaped like `os.environ`; bad values raise ConfigError."""
     values: dict[str, Any] = {}
@@ -324,7 +327,6 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         "relay_batch_size",
         "projector_batch_size",
         "projector_batch_window_ms",
-        "kafka_fetch_max_wait_ms",
         "kafka_idle_fetch_max_wait_ms",
         "kafka_idle_after_s",
         "command_batch_size",
@@ -355,6 +357,13 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     ):
         if getattr(settings, name) <= 0:
             raise ConfigError(f"{PREFIX}{name.upper()} must be positive")
+    if settings.kafka_fetch_max_wait_ms < 0:
+        raise ConfigError(f"{PREFIX}KAFKA_FETCH_MAX_WAIT_MS must be 0 or more")
+    if settings.kafka_idle_fetch_max_wait_ms > MAX_FETCH_WAIT_MS:
+        # A fetch must come back well inside the consumers' request timeouts (30 s and up).
+        raise ConfigError(
+            f"{PREFIX}KAFKA_IDLE_FETCH_MAX_WAIT_MS must be at most {MAX_FETCH_WAIT_MS}"
+        )
     if settings.scheduler_catch_up_s < 0:
         raise ConfigError(f"{PREFIX}SCHEDULER_CATCH_UP_S must be 0 or more")
     if settings.production:

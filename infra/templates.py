@@ -138,9 +138,18 @@ def template_errors(config: Any) -> list[str]:
     return errors
 
 
+#: `steps.items()` and the like read the mapping, not a step called `items`.
+_MAPPING_METHODS = frozenset({"get", "items", "keys", "values"})
+
+
+def _is_steps(node: Any) -> bool:
+    return isinstance(node, nodes.Name) and node.name == "steps"
+
+
 def step_references(config: Any) -> list[tuple[str, str]]:
-    """(key, node id) for each `steps.<id>` or `steps['<id>']` a config's templates read.
-    Templates that do not parse, and steps looked up by a computed key, are not listed."""
+    """(key, node id) for each `steps.<id>`, `steps['<id>']` or `steps.get('<id>')` a
+    config's templates read. Templates that do not parse, and steps looked up by a computed
+    key, are not listed."""
     found: list[tuple[str, str]] = []
     for path, text in _strings(config):
         if not is_template(text):
@@ -149,12 +158,23 @@ def step_references(config: Any) -> list[tuple[str, str]]:
             tree = _ENV.parse(text)
         except TemplateError:
             continue
-        for ref in tree.find_all((nodes.Getattr, nodes.Getitem)):
-            target = ref.node  # type: ignore[attr-defined]
-            if not (isinstance(target, nodes.Name) and target.name == "steps"):
+        for ref in tree.find_all((nodes.Getattr, nodes.Getitem, nodes.Call)):
+            if isinstance(ref, nodes.Call):  # steps.get('<id>')
+                method = ref.node
+                if (
+                    isinstance(method, nodes.Getattr)
+                    and _is_steps(method.node)
+                    and method.attr == "get"
+                    and ref.args
+                    and isinstance(ref.args[0], nodes.Const)
+                    and isinstance(ref.args[0].value, str)
+                ):
+                    found.append((path, ref.args[0].value))
+            elif not _is_steps(ref.node):  # type: ignore[attr-defined]
                 continue
-            if isinstance(ref, nodes.Getattr):
-                found.append((path, ref.attr))
+            elif isinstance(ref, nodes.Getattr):
+                if ref.attr not in _MAPPING_METHODS:
+                    found.append((path, ref.attr))
             elif (
                 isinstance(ref, nodes.Getitem)
                 and isinstance(ref.arg, nodes.Const)

@@ -132,6 +132,7 @@ _DATA.update(
             "max_concurrency": _OPT_INT,
             "timeout_s": _OPT_NUM,
             "outer_steps": _OPT_OBJ,
+            "steps_scope": _OPT_STR,
         },
         "execution.ExecutionAdmitted": {"admitted_at": _NUM},
         "execution.StepScheduled": {

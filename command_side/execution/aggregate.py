@@ -53,6 +53,9 @@ INTERNAL = frozenset(
 #: Config keys a runner renders itself, per item.
 PER_ITEM = {"data.filter": ("condition",)}
 LOOP_ITEM_NODE = "item"
+#: `Execution.steps_scope`: only the steps upstream of a node, or (before 2026-12-04) all.
+STEPS_UPSTREAM = "upstream"
+STEPS_ALL = "all"
 #: How long a dispatched task no runner has reported taking may wait before it is sent again.
 QUEUE_TIMEOUT_S = 120.0
 #: Deepest nesting of subworkflows and loops (a workflow calling itself stops here).
@@ -157,6 +160,7 @@ class Execution(Aggregate):
         max_concurrency: int | None = None,
         timeout_s: float | None = None,
         outer_steps: dict[str, Any] | None = None,
+        steps_scope: str = STEPS_ALL,
     ) -> None:
         self.workflow_id = workflow_id
         self.workflow_version = workflow_version
@@ -176,6 +180,10 @@ class Execution(Aggregate):
         self.max_concurrency = max_concurrency
         self.timeout_s = timeout_s
         self.outer_steps = dict(outer_steps or {})
+        #: What a step's templates see of the others: STEPS_UPSTREAM for executions started
+        #: since 2026-12-04; STEPS_ALL (every step succeeded so far) for those recorded before,
+        #: which keep running and replaying as they were recorded.
+        self.steps_scope = steps_scope
         self.status = "QUEUED"
         self.error: str | None = None
         self.output: Any = None
@@ -600,6 +608,11 @@ class Execution(Aggregate):
             rendered["vars"] = self.vars
         return dict(rendered)
 
+    def _visible(self, node_id: str) -> frozenset[str]:
+        if self.steps_scope == STEPS_ALL:
+            return frozenset(self.steps)
+        return self.plan.upstream(node_id)
+
     def template_context(
         self, env: Surroundings, node_id: str, *, including: bool = False
     ) -> dict[str, Any]:
@@ -610,7 +623,7 @@ class Execution(Aggregate):
             n: {"output": env.resolve(self.workspace_id, (v or {}).get("output"))}
             for n, v in self.outer_steps.items()
         }
-        visible = self.plan.upstream(node_id) | ({node_id} if including else set())
+        visible = self._visible(node_id) | ({node_id} if including else set())
         for seen_id in sorted(visible):
             step = self.steps.get(seen_id)
             if step is not None and step.status == "succeeded":
@@ -863,12 +876,12 @@ class Execution(Aggregate):
                 actor_id, self.workspace_id,
             )  # fmt: skip
             # What the loop or subworkflow step itself sees (see template_context).
-            upstream = self.plan.upstream(node_id)
+            visible = self._visible(node_id)
             outer = dict(self.outer_steps)
             outer.update(
                 (n, {"output": s.output})
                 for n, s in self.steps.items()
-                if s.status == "succeeded" and n in upstream
+                if s.status == "succeeded" and n in visible
             )
             self.new_children.append(
                 ChildSpec(

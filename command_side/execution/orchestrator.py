@@ -184,8 +184,9 @@ class Orchestrator:
         self._lagging = False
         self._next_sweep = 0.0
         self._producer: kafka.KafkaProducer | None = None
-        #: What was sent since the last flush, to check it arrived.
-        self._sent: list[tuple[tuple[str, bytes, bytes], Any]] = []
+        #: Sends since the last flush (their futures), to check they arrived.
+        self._sent: list[Any] = []
+        self._send_failures = 0
         self.ready = threading.Event()
         self.saves = 0
 
@@ -320,35 +321,47 @@ class Orchestrator:
         self._process(conn, work, now)
 
     def _send(self, topic: str, key: str, value: dict[str, Any]) -> None:
-        if self._producer is None:
-            self._producer = kafka.make_producer(self.config.bootstrap, "autoops-orchestrator")
-        message = (topic, key.encode(), json.dumps(value).encode())
-        self._sent.append((message, self._producer.send(topic, key=message[1], value=message[2])))
+        try:
+            if self._producer is None:
+                self._producer = kafka.make_producer(self.config.bootstrap, "autoops-orchestrator")
+            future = self._producer.send(topic, key=key.encode(), value=json.dumps(value).encode())
+        except KafkaError as exc:  # e.g. no metadata for a topic the broker lost
+            log.warning("orchestrator: a task could not be sent (%s)", exc)
+            self._send_failures += 1
+            return
+        self._sent.append(future)
 
     def _flush(self) -> None:
         """Tasks sent before offsets are committed: a kill in between re-reads the batch.
 
-        A send that failed is made once more from a new producer. A broker that restarted
-        empty no longer knows the old producer's id, and kafka-python then fails every later
-        send of that producer (a fatal state it never leaves), so a task would never reach a
-        runner again. One that still fails is sent again when no runner reports taking it."""
-        if self._producer is None:
-            return
-        self._producer.flush(timeout=10)
-        failed = [message for message, future in self._sent if future.failed()]
-        self._sent.clear()
+        When sends failed, the producer is replaced: a broker that restarted empty no longer
+        knows its id, and kafka-python then fails every later send of that producer (a fatal
+        state it never leaves), so no task would reach a runner again. The tasks lost go
+        again, as a new attempt, when no runner reports taking them (the queue timeout);
+        never re-sent here, since a send reported failed may still have been stored, and a
+        task reaches runners at most once."""
+        failed, self._send_failures = self._send_failures, 0
+        try:
+            if self._producer is not None:
+                self._producer.flush(timeout=10)
+            failed += sum(1 for future in self._sent if not future.succeeded())
+        except KafkaError as exc:
+            log.warning("orchestrator: flushing tasks failed (%s)", exc)
+            failed += len(self._sent) or 1
+        finally:
+            self._sent.clear()
         if not failed:
             return
-        log.warning("orchestrator: %d sends failed; sending them from a new producer", len(failed))
-        self._drop_producer()
-        kafka.ensure_topics(self.config.bootstrap, self.config.partitions)
-        producer = self._producer = kafka.make_producer(
-            self.config.bootstrap, "autoops-orchestrator"
+        log.warning(
+            "orchestrator: %d task sends failed; a new producer takes over (they go again "
+            "after the queue timeout)",
+            failed,
         )
-        again = [producer.send(topic, key=key, value=value) for topic, key, value in failed]
-        producer.flush(timeout=10)
-        if any(future.failed() for future in again):
-            self._drop_producer()
+        self._drop_producer()
+        try:
+            kafka.ensure_topics(self.config.bootstrap, self.config.partitions)
+        except KafkaError as exc:
+            log.warning("orchestrator: cannot recreate topics yet (%s)", exc)
 
     def _drop_producer(self) -> None:
         producer, self._producer = self._producer, None
@@ -607,6 +620,7 @@ class Orchestrator:
                         trigger=spec.trigger,
                         parent=spec.parent,
                         outer_steps=spec.outer_steps,
+                        steps_scope=execution.steps_scope,
                     )
                     child.new_children = []
                     child.children_to_cancel = []

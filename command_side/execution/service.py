@@ -23,7 +23,13 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
 from command_side.errors import Conflict, NotFound, ValidationFailed
-from command_side.execution.aggregate import Execution, Isolated, Pinned, StepProblem
+from command_side.execution.aggregate import (
+    STEPS_UPSTREAM,
+    Execution,
+    Isolated,
+    Pinned,
+    StepProblem,
+)
 from command_side.execution.credentials import KINDS, Credential, credential_id
 from command_side.execution.decide import Edge
 from command_side.execution.store import ExecutionStore
@@ -247,6 +253,7 @@ class ExecutionService:
             max_concurrency=min(limits) if limits else None,
             timeout_s=float(timeout) if timeout else None,
             vars=self.variables(workspace_id),
+            steps_scope=STEPS_UPSTREAM,
         )
         return execution
 
@@ -351,6 +358,8 @@ class ExecutionService:
             reused=reused,
             max_concurrency=original.max_concurrency,
             timeout_s=original.timeout_s,
+            # As the original ran: the reused outputs were rendered under its rule.
+            steps_scope=original.steps_scope,
         )
         self._save_new(execution)
         return execution.id

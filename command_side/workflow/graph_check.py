@@ -12,12 +12,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from command_side.execution.aggregate import LOOP_ITEM_NODE, PER_ITEM
 from command_side.execution.decide import Edge, predecessors_of, split_loops, upstream_of
 from command_side.workflow.node_types import config_errors
 from infra.templates import condition_errors, step_references
 
 LOOP = "control.loop"
-LOOP_ITEM = "item"  # a loop body's own trigger (the item and its index are its output)
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,9 @@ def _unseen_steps(
     problems = []
     for node_id in sorted(nodes):
         config = dict(nodes[node_id].get("config") or {})
+        # Keys never rendered with `steps`: notes, the retry policy, per-item templates.
+        for key in ("notes", "retry", *PER_ITEM.get(str(nodes[node_id]["type"]), ())):
+            config.pop(key, None)
         for path, step in step_references(config):
             if step not in seen.get(node_id, ()):
                 problems.append(
@@ -126,10 +129,11 @@ def _visible(
     predecessors = predecessors_of(plain, plain_edges)
     seen = {n: frozenset(upstream_of(predecessors, n)) | outer for n in plain}
     for loop, body in bodies.items():
-        body_nodes = {LOOP_ITEM: {"type": "trigger.manual"}, **body.nodes}
-        body_edges = [*body.edges, *(Edge(LOOP_ITEM, entry) for entry in body.entries)]
-        seen.update(_visible(body_nodes, body_edges, seen[loop]))
-    seen.pop(LOOP_ITEM, None)
+        body_nodes = {LOOP_ITEM_NODE: {"type": "trigger.manual"}, **body.nodes}
+        body_edges = [*body.edges, *(Edge(LOOP_ITEM_NODE, entry) for entry in body.entries)]
+        inside = _visible(body_nodes, body_edges, seen[loop])
+        inside.pop(LOOP_ITEM_NODE, None)  # the body's own trigger, not a node of the workflow
+        seen.update(inside)
     return seen
 
 

@@ -334,10 +334,13 @@ async def test_executions_survive_a_broker_that_restarts_empty(
                         for e in finished
                         if e["status"] != "SUCCEEDED"
                     ]
-                    for execution in finished:  # a step that reported ran once
+                    for execution in finished:
                         ones = [s for s in execution["steps"] if s["nodeId"] == "one"]
+                        calls = api.count(execution["id"])
                         if len(ones) == 1:
-                            assert api.count(execution["id"]) == 1
+                            assert calls == 1  # reported once: ran once
+                        else:  # lost tasks went again as new attempts, never twice each
+                            assert 1 <= calls <= len(ones), (execution["id"], calls, ones)
                 finally:
                     second.stop()
             finally:

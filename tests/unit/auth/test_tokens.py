@@ -154,8 +154,12 @@ def test_development_generates_one_private_secret_and_keeps_it(tmp_path: Path) -
 def test_a_token_verified_before_still_expires(monkeypatch: pytest.MonkeyPatch) -> None:
     t = tokens()
     token = jwt.encode(claims(exp=int(time.time()) + 30), SECRET, algorithm="HS256")
+    decoded = []
+    real_decode = jwt.decode
+    monkeypatch.setattr(jwt, "decode", lambda *a, **k: decoded.append(1) or real_decode(*a, **k))
     assert t.verify(token).user_id == "u"
-    assert t.verify(token).user_id == "u"  # remembered, not decoded again
+    assert t.verify(token).user_id == "u"
+    assert len(decoded) == 1  # remembered, not decoded again
     later = time.time() + 30 + 6  # past expiry and the leeway
     monkeypatch.setattr(time, "time", lambda: later)
     with pytest.raises(InvalidToken, match="expired"):

@@ -3,16 +3,32 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
+import json
 from functools import reduce
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pytest
+from eventsourcing.persistence import (
+    DatetimeAsISO,
+    DecimalAsStr,
+    JSONTranscoder,
+    Mapper,
+    UUIDAsHex,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from command_side.errors import Conflict
-from command_side.execution.aggregate import Execution, Isolated, Pinned, StepProblem
+from command_side.execution.aggregate import (
+    STEPS_ALL,
+    STEPS_UPSTREAM,
+    Execution,
+    Isolated,
+    Pinned,
+    StepProblem,
+)
 from command_side.workflow.graph_check import check_graph
 
 
@@ -47,7 +63,7 @@ def started(
         inputs={"n": 1},
         actor_id="u1",
         workspace_id="ws1",
-        **extra,
+        **{"steps_scope": STEPS_UPSTREAM, **extra},
     )
     return execution
 
@@ -545,3 +561,31 @@ def test_what_the_graph_check_accepts_is_what_every_run_sees(data: st.DataObject
     if accepted:
         for n in names:
             assert execution.steps[n].input == {"fields": {r: f"out of {r}" for r in reads[n]}}
+
+
+def test_executions_recorded_before_the_upstream_rule_keep_seeing_every_step() -> None:
+    """Their events carry no scope: they run on, and replay, as they were recorded."""
+    nodes = {
+        "start": node("trigger.manual"),
+        "a": node(),
+        "b": node(),
+        "c": node(fields={"b": "{{ steps.b.output }}"}),
+    }
+    execution = started(nodes, [("start", "a"), ("start", "b"), ("a", "c")], steps_scope=STEPS_ALL)
+    execution.admit(0.0, "o")
+    execution.record_success("b", 1, "from b", None, "runner")
+    execution.record_success("a", 1, "from a", None, "runner")
+    execution.advance(1.0, "o")
+    assert execution.steps["c"].input == {"fields": {"b": "from b"}}
+    # Stored, then read back by the library, as an event stored before the field existed.
+    transcoder = JSONTranscoder()
+    for transcoding in (UUIDAsHex(), DatetimeAsISO(), DecimalAsStr()):
+        transcoder.register(transcoding)
+    mapper: Mapper[UUID] = Mapper(transcoder=transcoder)
+    stored = mapper.to_stored_event(execution.collect_events()[0])
+    state = json.loads(stored.state)
+    del state["steps_scope"]
+    older = dataclasses.replace(stored, state=json.dumps(state).encode())
+    again = mapper.to_domain_event(older).mutate(None)  # type: ignore[attr-defined]
+    assert again.steps_scope == STEPS_ALL
+    assert started(nodes, [("start", "a")]).steps_scope == STEPS_UPSTREAM

@@ -179,3 +179,27 @@ def test_a_loop_body_reads_what_its_loop_reads_and_its_own_earlier_steps() -> No
         ("NOT_UPSTREAM", ("after", "first")),
         ("NOT_UPSTREAM", ("second", "after")),
     ]
+
+
+def test_mapping_methods_notes_and_per_item_templates_are_not_step_reads() -> None:
+    nodes = {
+        "t": {"type": "trigger.manual", "config": {}},
+        "a": transform(),
+        "item": transform(  # a node may be called `item` outside loop bodies
+            every="{{ steps.items() | list }}",
+            known="{{ steps.keys() | list }} {{ steps.get('a') }}",
+        ),
+        "beside": transform(later="{{ steps.get('b') }}"),
+        "b": {
+            "type": "data.filter",
+            "config": {
+                "items": "{{ [1, 2] }}",
+                "condition": "{{ item > 1 and steps.nothing }}",  # rendered per item
+                "notes": "{{ steps.whatever }}",
+            },
+        },
+    }
+    edges = [("t", "a"), ("a", "item"), ("t", "beside"), ("t", "b")]
+    assert [(p.code, p.node_ids) for p in check_graph(nodes, edges)] == [
+        ("NOT_UPSTREAM", ("beside", "b"))  # steps.get('b') of a step beside it
+    ]

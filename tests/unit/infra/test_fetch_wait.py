@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from infra.kafka import FetchWait
+from kafka import KafkaConsumer
+
+from infra.kafka import FetchWait, fetch_wait_of
 
 
 class Clock:
@@ -37,3 +39,16 @@ def test_an_idle_wait_below_the_busy_one_is_the_busy_one() -> None:
     clock.now += 2
     wait.polled(False)
     assert applied == [] and wait.current == 100
+
+
+def test_a_kafka_python_consumer_fetches_with_the_wait_it_is_given() -> None:
+    # No broker needed: the fetcher reads this setting each time it builds a fetch request.
+    consumer = KafkaConsumer(api_version=(3, 9), fetch_max_wait_ms=10)
+    try:
+        wait = fetch_wait_of(consumer, busy_ms=10, idle_ms=100, quiet_s=0.0)
+        wait.polled(False)
+        assert consumer._fetcher.config["fetch_max_wait_ms"] == 100
+        wait.polled(True)
+        assert consumer._fetcher.config["fetch_max_wait_ms"] == 10
+    finally:
+        consumer.close()

@@ -29,12 +29,20 @@ def test_defaults_are_the_embedded_development_setup() -> None:
         ("AUTOOPS_GRAPHIQL", "maybe"),
         ("AUTOOPS_DATABASE_URL", "mysql://x"),
         ("AUTOOPS_KAFKA_PARTITIONS", "-1"),
+        ("AUTOOPS_KAFKA_FETCH_MAX_WAIT_MS", "-1"),
+        ("AUTOOPS_KAFKA_IDLE_FETCH_MAX_WAIT_MS", "0"),
+        ("AUTOOPS_KAFKA_IDLE_FETCH_MAX_WAIT_MS", "60000"),
+        ("AUTOOPS_KAFKA_IDLE_AFTER_S", "0"),
     ],
 )
 def test_bad_values_name_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_settings({name: value})
     assert name in str(info.value) or "database URL" in str(info.value)
+
+
+def test_a_fetch_wait_of_zero_is_allowed() -> None:
+    assert load_settings({"AUTOOPS_KAFKA_FETCH_MAX_WAIT_MS": "0"}).kafka_fetch_max_wait_ms == 0
 
 
 def test_production_refuses_to_start_without_real_services() -> None:
