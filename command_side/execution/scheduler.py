@@ -27,7 +27,7 @@ from zoneinfo import ZoneInfo
 from croniter import croniter
 from eventsourcing.persistence import IntegrityError
 
-from command_side.errors import CommandError
+from command_side.errors import CommandError, Conflict
 from command_side.execution.service import ExecutionService
 from command_side.execution.store import ExecutionStore
 from command_side.store import WorkflowStore
@@ -110,10 +110,15 @@ class Scheduler:
                         execution_id=execution_id,
                     )
                     started.append(execution_id)
-                except CommandError as exc:
-                    # A duplicate fire (another scheduler took it) or a workflow that cannot
-                    # run any more: either way nothing to start.
+                except Conflict as exc:  # a duplicate fire: another scheduler took it
                     log.info("cron %s/%s at %s: %s", trigger.workflow_id, trigger.node_id, at, exc)
+                except CommandError as exc:
+                    # A workflow that cannot run any more (e.g. it no longer validates): its
+                    # owner needs to hear of it, and the next fire is tried again.
+                    log.warning(
+                        "cron %s/%s at %s not started: %s",
+                        trigger.workflow_id, trigger.node_id, at, exc,
+                    )  # fmt: skip
         self.started += started
         return started
 

@@ -3,8 +3,11 @@ only as far back as its catch-up window, each once however many schedulers run."
 
 from __future__ import annotations
 
+import logging
 import time
 from uuid import uuid4
+
+import pytest
 
 from command_side.execution.aggregate import Execution
 from command_side.execution.scheduler import Scheduler
@@ -15,7 +18,7 @@ from command_side.workflow.commands import Meta
 from infra.settings import eventsourcing_env_for
 
 
-def every_second(database_url: str) -> str:
+def every_second(database_url: str, fields: dict[str, str] | None = None) -> str:
     """A published workflow whose cron trigger fires every second."""
     workflows = WorkflowStore(env=eventsourcing_env_for(database_url))
     meta = Meta(actor_id="u1", workspace_id="ws1", client_op_id=None)
@@ -23,7 +26,7 @@ def every_second(database_url: str) -> str:
     workflow.add_node(
         "trigger.cron", "cron", {"expression": "* * * * * *"}, 0, 0, meta, node_id="cron"
     )
-    workflow.add_node("data.transform", "t", {"fields": {}}, 0, 0, meta, node_id="t")
+    workflow.add_node("data.transform", "t", {"fields": fields or {}}, 0, 0, meta, node_id="t")
     workflow.connect("cron", "t", None, None, meta)
     workflow.publish("", meta)
     workflows.save(workflow)
@@ -49,6 +52,25 @@ def test_missed_fires_are_made_up_within_the_window_only(database_url: str) -> N
         for scheduler in (window, none):
             scheduler.workflows.close()
             scheduler.executions.close()
+
+
+def test_a_fire_of_a_workflow_that_cannot_run_is_logged_as_a_warning(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    env = eventsourcing_env_for(database_url)
+    every_second(database_url, {"x": "{{ steps.elsewhere.output }}"})  # no such step
+    now = float(int(time.time()))
+    scheduler = Scheduler(env, catch_up_s=0)
+    try:
+        scheduler.tick(now)  # learns the trigger; the next fire is due a second later
+        with caplog.at_level(logging.INFO, logger="command_side.execution.scheduler"):
+            assert scheduler.tick(now + 1) == []
+        refused = [r for r in caplog.records if "not started" in r.getMessage()]
+        assert refused and all(r.levelno == logging.WARNING for r in refused)
+        assert "steps.elsewhere" in refused[0].getMessage()
+    finally:
+        scheduler.workflows.close()
+        scheduler.executions.close()
 
 
 def test_a_lease_nobody_renews_is_recorded_expired_once(database_url: str) -> None:
