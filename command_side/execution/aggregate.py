@@ -631,6 +631,16 @@ class Execution(Aggregate):
                 if seen_id != self.plan.start:  # inputs are the caller's: never a reference
                     output = env.resolve(self.workspace_id, output)
                 outputs[seen_id] = {"output": output}
+            elif (
+                step is not None
+                and step.status == "failed"
+                and step.error
+                and self.steps_scope == STEPS_UPSTREAM
+                and gave_up(self.plan, seen_id, step)
+            ):
+                # Upstream and failed for good: the node runs behind its `error` edge.
+                error = {"type": step.error.get("type"), "message": step.error.get("message")}
+                outputs[seen_id] = {"error": error}
         return {
             "inputs": self.inputs,
             "steps": outputs,

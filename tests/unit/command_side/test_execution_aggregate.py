@@ -589,3 +589,18 @@ def test_executions_recorded_before_the_upstream_rule_keep_seeing_every_step() -
     again = mapper.to_domain_event(older).mutate(None)  # type: ignore[attr-defined]
     assert again.steps_scope == STEPS_ALL
     assert started(nodes, [("start", "a")]).steps_scope == STEPS_UPSTREAM
+
+
+def test_the_handler_behind_an_error_edge_reads_the_error_it_handles() -> None:
+    execution = started(
+        {
+            "start": node("trigger.manual"),
+            "charge": node(),
+            "apologise": node(fields={"why": "{{ steps.charge.error.message }}"}),
+        },
+        [("start", "charge"), ("charge", "apologise", "error")],
+    )
+    execution.admit(0.0, "o")
+    execution.record_failure("charge", 1, "CardDeclined", "card declined", "runner")
+    execution.advance(1.0, "o")
+    assert execution.steps["apologise"].input == {"fields": {"why": "card declined"}}
