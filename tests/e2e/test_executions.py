@@ -213,7 +213,7 @@ async def test_a_failing_step_takes_its_error_edge(client: GraphQLClient, api: A
         {
             "start": MANUAL,
             "call": ("http.request", {"url": api.url + "/missing/x"}),
-            "handled": ("data.transform", {"fields": {"why": "{{ inputs }}"}}),
+            "handled": ("data.transform", {"fields": {"why": "{{ steps.call.error.type }}"}}),
             "fail": ("control.stop", {"outcome": "fail", "message": "gave up on {{ inputs.who }}"}),
         },
         [("start", "call"), ("call", "handled", "error"), ("handled", "fail")],
@@ -224,6 +224,7 @@ async def test_a_failing_step_takes_its_error_edge(client: GraphQLClient, api: A
     call = steps_of(done)["call"]
     assert call["error"]["type"] == "HttpStatusError" and not call["error"]["retryable"]
     assert call["attempt"] == 1  # a 404 is not retried
+    assert steps_of(done)["handled"]["input"] == {"fields": {"why": "HttpStatusError"}}
 
 
 async def test_a_loop_runs_its_body_per_item_and_collects_results(client: GraphQLClient) -> None:
