@@ -624,16 +624,16 @@ class Execution(Aggregate):
             for n, v in self.outer_steps.items()
         }
         visible = self._visible(node_id) | ({node_id} if including else set())
-        for seen_id in sorted(visible):
-            step = self.steps.get(seen_id)
-            if step is not None and step.status == "succeeded":
+        for seen_id, step in self.steps.items():  # in the order they began, as always
+            if seen_id not in visible:
+                continue
+            if step.status == "succeeded":
                 output = step.output
                 if seen_id != self.plan.start:  # inputs are the caller's: never a reference
                     output = env.resolve(self.workspace_id, output)
                 outputs[seen_id] = {"output": output}
             elif (
-                step is not None
-                and step.status == "failed"
+                step.status == "failed"
                 and step.error
                 and self.steps_scope == STEPS_UPSTREAM
                 and gave_up(self.plan, seen_id, step)
@@ -887,7 +887,8 @@ class Execution(Aggregate):
             )  # fmt: skip
             # What the loop or subworkflow step itself sees (see template_context).
             visible = self._visible(node_id)
-            outer = dict(self.outer_steps)
+            # Recorded before the upstream rule: a child saw its parent's steps only.
+            outer = dict(self.outer_steps) if self.steps_scope == STEPS_UPSTREAM else {}
             outer.update(
                 (n, {"output": s.output})
                 for n, s in self.steps.items()
