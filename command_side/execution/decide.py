@@ -83,15 +83,7 @@ def predecessors_of(nodes: Mapping[str, Any], edges: Sequence[Edge]) -> dict[str
 
 def upstream_of(predecessors: Mapping[str, list[str]], node_id: str) -> set[str]:
     """The nodes with a path to `node_id` in the graph `predecessors` describes."""
-    seen: set[str] = set()
-    frontier = list(predecessors.get(node_id, ()))
-    while frontier:
-        n = frontier.pop()
-        if n not in seen:
-            seen.add(n)
-            frontier.extend(predecessors.get(n, ()))
-    seen.discard(node_id)
-    return seen
+    return _reach(predecessors, predecessors.get(node_id, []), stop=node_id)
 
 
 @dataclass(frozen=True)
