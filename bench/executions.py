@@ -1,10 +1,11 @@
 """Executions end to end: throughput of a two-step workflow and step-to-step overhead.
 
 One run, side by side: starts through GraphQL with only relay, projector and api up (the api
-alone); orchestrator and runner draining that backlog; 6-transform chains one at a time (step
-→ step with no load); then a burst of executions started as fast as the api takes them, with
-chains beside it (end to end, and step → step under load). CPU per process is charged to each
-phase, so the reader sees which part costs what.
+alone); orchestrator and runner draining that backlog; chains of 6 runner steps one at a time
+(step → step with no load), and chains of 6 transforms (which the orchestrator completes
+itself); then a burst of executions started as fast as the api takes them, with runner chains
+beside it (end to end, and step → step under load). CPU per process is charged to each phase,
+so the reader sees which part costs what.
 
 Every time comes from the event store, not from polling GraphQL: `ExecutionFinished` marks an
 execution done, event timestamps say when the orchestrator decided, and `StepSucceeded` carries
@@ -44,14 +45,35 @@ TOPIC = "command_side.execution.aggregate:Execution."
 FINISHED = TOPIC + "ExecutionFinished"
 OTHER = "other processes on the host"
 HOST = "host"
+Steps = dict[str, tuple[str, dict[str, Any]]]
 #: trigger.manual → data.transform → data.transform, templates on the inputs and the last step.
-PAIR = {
-    "t1": {"n": "{{ inputs.n * 2 }}", "who": "{{ inputs.who }}"},
-    "t2": {"text": "{{ steps.t1.output.n }} for {{ steps.t1.output.who }}"},
+PAIR: Steps = {
+    "t1": ("data.transform", {"fields": {"n": "{{ inputs.n * 2 }}", "who": "{{ inputs.who }}"}}),
+    "t2": (
+        "data.transform",
+        {"fields": {"text": "{{ steps.t1.output.n }} for {{ steps.t1.output.who }}"}},
+    ),
 }
 #: Six transforms in a row, each adding one to the previous step's number.
-CHAIN = {
-    f"s{k}": {"n": f"{{{{ {'inputs' if k == 1 else f'steps.s{k - 1}.output'}.n + 1 }}}}"}
+TRANSFORMS: Steps = {
+    f"s{k}": (
+        "data.transform",
+        {"fields": {"n": f"{{{{ {'inputs' if k == 1 else f'steps.s{k - 1}.output'}.n + 1 }}}}"}},
+    )
+    for k in range(1, 7)
+}
+#: Six steps in a row that runners execute (a filter of the previous step's items): what a
+#: step → step gap costs when the step is work for a runner (http, sql, llm, ...).
+CHAIN: Steps = {
+    f"f{k}": (
+        "data.filter",
+        {
+            "items": "{{ [inputs.n, 1] }}"
+            if k == 1
+            else f"{{{{ steps.f{k - 1}.output['items'] }}}}",
+            "condition": "{{ item >= 0 }}",
+        },
+    )
     for k in range(1, 7)
 }
 
@@ -81,9 +103,14 @@ class Timeline:
     def steps(self) -> list[dict[str, Any]]:
         return [d for k, _, d in self.events if k == "StepSucceeded"]
 
+    @property
+    def total(self) -> float:
+        """Started (committed by the api) → finished, seconds."""
+        return self.at("ExecutionFinished")[0] - self.at("ExecutionStarted")[0]
+
     def gaps(self) -> list[float]:
-        """Runner finish of step k → runner start of step k+1."""
-        s = self.steps
+        """Runner finish of step k → runner start of step k+1 (steps a runner ran)."""
+        s = [step for step in self.steps if step.get("runner_id")]
         return [b["started_at"] - a["finished_at"] for a, b in itertools.pairwise(s)]
 
     def stages(self, sent: dict[tuple[str, str], float]) -> dict[str, list[float]]:
@@ -101,6 +128,9 @@ class Timeline:
         add("started → admitted (relay, Kafka, orchestrator)", admitted - begun)
         add("admitted → first step scheduled", scheduled[0] - admitted)
         for decided, step, noted in zip(scheduled, self.steps, recorded, strict=True):
+            if not step.get("runner_id"):
+                add("completed in the orchestrator as it began", noted - decided)
+                continue
             task_id = f"{self.execution_id}:{step['node_id']}:{step['attempt']}"
             task, result = sent[("task", task_id)], sent[("result", task_id)]
             add("scheduled → orchestrator sends the task (commit)", task - decided)
@@ -199,13 +229,13 @@ def client(url: str, token: str, connections: int = 10) -> httpx.AsyncClient:
     )
 
 
-async def publish(http: httpx.AsyncClient, transforms: dict[str, dict[str, str]]) -> str:
-    """A published workflow: trigger.manual, then the transforms in a row."""
+async def publish(http: httpx.AsyncClient, steps: Steps) -> str:
+    """A published workflow: trigger.manual, then the steps in a row."""
     created = await gql(http, 'mutation { createWorkflow(input: {name: "b"}) { workflowId } }', {})
     wid = str(created["createWorkflow"]["workflowId"])  # type: ignore[index]
     nodes = [
         ("start", "trigger.manual", {}),
-        *((n, "data.transform", {"fields": f}) for n, f in transforms.items()),
+        *((n, kind, config) for n, (kind, config) in steps.items()),
     ]
     for node_id, kind, config in nodes:
         await gql(
@@ -413,6 +443,7 @@ class Results:
     loaded: Burst
     e2e_rate: float
     gaps: dict[str, list[float]]
+    totals: dict[str, list[float]]
     stages: tuple[dict[str, list[float]], dict[str, list[float]]]
     cpu: tuple[Usage, Usage, Usage]  # api alone, backlog drain, end to end
 
@@ -443,6 +474,10 @@ class Results:
             "    p50     p90     p99      n",
         ]
         rows += [f"  {name:58}{ms(values)}" for name, values in self.gaps.items()]
+        rows.append(
+            f"{'whole executions (started → finished), ms':60}    p50     p90     p99      n"
+        )
+        rows += [f"  {name:58}{ms(values)}" for name, values in self.totals.items()]
         rows.append(f"{'stages, ms: chain one at a time / load':60}    p50     p90     p99      n")
         idle, load = self.stages
         for stage, values in load.items():
@@ -480,24 +515,32 @@ def measure(
             url = f"http://127.0.0.1:{settings.api_port}"
             token = asyncio.run(signed_up(url))
 
-            async def workflows() -> tuple[str, str]:
+            async def workflows() -> tuple[str, str, str]:
                 async with client(url, token) as http:
-                    return await publish(http, PAIR), await publish(http, CHAIN)
+                    return (
+                        await publish(http, PAIR),
+                        await publish(http, CHAIN),
+                        await publish(http, TRANSFORMS),
+                    )
 
-            pair, chain = asyncio.run(workflows())
+            pair, chain, transforms = asyncio.run(workflows())
             alone = asyncio.run(burst(url, token, pair, backlog, clients, in_flight))
             with supervised(settings, ("orchestrator", "runner")):
                 asyncio.run(events.wait(alone.ids, timeout=120))
 
-                async def idle() -> list[str]:
+                async def idle() -> tuple[list[str], list[str]]:
                     async with client(url, token) as http:
-                        return await one_at_a_time(http, events, chain, chains, 0.005)
+                        return (
+                            await one_at_a_time(http, events, chain, chains, 0.005),
+                            await one_at_a_time(http, events, transforms, chains // 2, 0.005),
+                        )
 
-                idle_ids = asyncio.run(idle())
+                idle_ids, transform_ids = asyncio.run(idle())
                 args = (url, token, events, pair, chain, n, clients, in_flight, side)
                 loaded, side_ids = asyncio.run(under_load(*args))
         drained = events.timelines(alone.ids)
         idle_runs = events.timelines(idle_ids)
+        transform_runs = events.timelines(transform_ids)
         load_runs = events.timelines(loaded.ids)
         side_runs = events.timelines(side_ids)
         events.close()
@@ -520,11 +563,15 @@ def measure(
         loaded=loaded,
         e2e_rate=n / (load_end - loaded.first_sent),
         gaps={
-            f"6-transform chain, one at a time ({len(idle_runs)} runs)": [
+            f"6 runner steps in a row, one chain at a time ({len(idle_runs)} runs)": [
                 g for t in idle_runs for g in t.gaps()
             ],
             f"the same beside the load ({len(during)} runs)": [g for t in during for g in t.gaps()],
-            "t1 → t2 of the load's own executions": [g for t in load_runs for g in t.gaps()],
+        },
+        totals={
+            "6 runner steps in a row, one at a time": [t.total for t in idle_runs],
+            "6 transforms in a row, one at a time": [t.total for t in transform_runs],
+            "trigger → 2 transforms, the load's own": [t.total for t in load_runs],
         },
         stages=(merged(idle_runs, sent), merged(load_runs, sent)),
         cpu=(

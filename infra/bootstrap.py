@@ -133,6 +133,7 @@ def orchestrator_config(settings: Settings) -> Any:
         heartbeat_timeout_s=settings.step_heartbeat_timeout_s,
         queue_timeout_s=settings.step_queue_timeout_s,
         step_timeout_s=settings.step_timeout_s,
+        output_inline_limit=settings.output_inline_limit,
         batch_size=settings.orchestrator_batch_size,
         fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
         idle_fetch_max_wait_ms=settings.kafka_idle_fetch_max_wait_ms,

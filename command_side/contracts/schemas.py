@@ -133,6 +133,7 @@ _DATA.update(
             "timeout_s": _OPT_NUM,
             "outer_steps": _OPT_OBJ,
             "steps_scope": _OPT_STR,
+            "inline_steps": {"type": ["array", "null"], "items": _STR},
         },
         "execution.ExecutionAdmitted": {"admitted_at": _NUM},
         "execution.StepScheduled": {

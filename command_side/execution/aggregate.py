@@ -50,6 +50,11 @@ INTERNAL = frozenset(
         "control.subworkflow",
     }
 )
+#: Node types the orchestrator completes itself as it begins them, for executions that record
+#: them in `ExecutionStarted.inline_steps` (every execution started since 2026-12-05): the
+#: rendered config is the whole of a `data.transform`, so a runner would only echo it back,
+#: two Kafka hops later. Executions recorded before keep giving transforms to runners.
+INLINE = ("data.transform",)
 #: Config keys a runner renders itself, per item.
 PER_ITEM = {"data.filter": ("condition",)}
 LOOP_ITEM_NODE = "item"
@@ -90,6 +95,10 @@ class Surroundings(Protocol):
     def resolve(self, workspace_id: str, value: Any) -> Any:
         """`value` with artifact references replaced by their content."""
 
+    def keep(self, workspace_id: str, value: Any) -> Any:
+        """An output as a step's event carries it: `value`, or a reference to it in the
+        artifact store when it is large; StepProblem("OutputError") when it is not JSON."""
+
     def credentials(self, workspace_id: str, names: list[str]) -> dict[str, dict[str, Any]]:
         """{name: {"kind", "ciphertext"}}; StepProblem when one does not exist."""
 
@@ -104,6 +113,10 @@ class Isolated:
     step_timeout_s = 3600.0
 
     def resolve(self, workspace_id: str, value: Any) -> Any:
+        return value
+
+    def keep(self, workspace_id: str, value: Any) -> Any:
+        output_size(value)
         return value
 
     def credentials(self, workspace_id: str, names: list[str]) -> dict[str, dict[str, Any]]:
@@ -161,6 +174,7 @@ class Execution(Aggregate):
         timeout_s: float | None = None,
         outer_steps: dict[str, Any] | None = None,
         steps_scope: str = STEPS_ALL,
+        inline_steps: list[str] | None = None,
     ) -> None:
         self.workflow_id = workflow_id
         self.workflow_version = workflow_version
@@ -184,6 +198,9 @@ class Execution(Aggregate):
         #: since 2026-12-04; STEPS_ALL (every step succeeded so far) for those recorded before,
         #: which keep running and replaying as they were recorded.
         self.steps_scope = steps_scope
+        #: Node types this execution completes in the orchestrator (INLINE since 2026-12-05;
+        #: none for executions recorded before, which replay as they ran).
+        self.inline_steps = frozenset(inline_steps or ())
         self.status = "QUEUED"
         self.error: str | None = None
         self.output: Any = None
@@ -551,6 +568,22 @@ class Execution(Aggregate):
                 return self._cannot_start(
                     node_id, kind, attempt, now, actor_id, waited, problem, config
                 )
+        if kind in self.inline_steps:
+            try:
+                output = env.keep(self.workspace_id, _inline_output(kind, config))
+            except StepProblem as problem:
+                return self._cannot_start(
+                    node_id, kind, attempt, now, actor_id, waited, problem, config
+                )
+            if not waited:
+                self._step_scheduled(
+                    node_id, kind, attempt, now, _public(config), None, None, True,
+                    actor_id, self.workspace_id,
+                )  # fmt: skip
+            self._step_succeeded(
+                node_id, attempt, output, None, None, now, now, actor_id, self.workspace_id
+            )
+            return True
         try:
             # Names come from the config as written, never from a template: whoever sends
             # the inputs must not choose which of the workspace's secrets a step gets.
@@ -1161,6 +1194,25 @@ def _lapse(
     if last is None:
         return step.dispatched_at + max(queue_s, heartbeat_s)
     return max(last, step.dispatched_at) + heartbeat_s
+
+
+def _inline_output(kind: str, config: dict[str, Any]) -> Any:
+    """The output of an INLINE step from its rendered config (as its runner would give it)."""
+    if kind == "data.transform":
+        fields = config.get("fields") or {}
+        if not isinstance(fields, dict):
+            raise StepProblem("ConfigError", "fields must be an object")
+        return fields
+    raise StepProblem("ConfigError", f"{kind} does not run in the orchestrator")
+
+
+def output_size(value: Any) -> int:
+    """The size of `value` as JSON, in bytes; StepProblem("OutputError") when it is not JSON
+    (the check a runner makes of what a step returned)."""
+    try:
+        return len(json.dumps(value, separators=(",", ":"), allow_nan=False).encode())
+    except (TypeError, ValueError) as exc:
+        raise StepProblem("OutputError", f"the output is not JSON: {exc}") from None
 
 
 def _credential_names(config: dict[str, Any]) -> list[str]:

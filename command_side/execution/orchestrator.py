@@ -42,7 +42,7 @@ from kafka.errors import KafkaError
 from kafka.partitioner.default import murmur2
 
 from command_side.errors import NotFound
-from command_side.execution.aggregate import Execution, Pinned, StepProblem
+from command_side.execution.aggregate import Execution, Pinned, StepProblem, output_size
 from command_side.execution.dispatch import task_message
 from command_side.execution.service import ExecutionService
 from command_side.execution.store import ExecutionStore, Statement
@@ -105,6 +105,9 @@ class OrchestratorConfig:
     heartbeat_timeout_s: float = 30.0
     queue_timeout_s: float = 120.0
     step_timeout_s: float = 3600.0
+    #: Outputs of steps completed here (INLINE) larger than this, as JSON, go to the
+    #: artifact store, as a runner's do (`AUTOOPS_OUTPUT_INLINE_LIMIT`).
+    output_inline_limit: int = 64 * 1024
     batch_size: int = 500
     fetch_max_wait_ms: int = 5
     #: The fetch wait once the topics have been quiet for `idle_after_s` (`kafka.FetchWait`).
@@ -133,6 +136,7 @@ class StoreSurroundings:
         )
         self.heartbeat_s = config.heartbeat_interval_s
         self.step_timeout_s = config.step_timeout_s
+        self._inline_limit = config.output_inline_limit
 
     def resolve(self, workspace_id: str, value: Any) -> Any:
         if isinstance(value, dict) and "$artifact" in value:
@@ -141,6 +145,16 @@ class StoreSurroundings:
             except (OSError, ValueError) as exc:
                 raise StepProblem("ArtifactMissing", f"a recorded output is gone: {exc}") from exc
         return value
+
+    def keep(self, workspace_id: str, value: Any) -> Any:
+        if output_size(value) <= self._inline_limit:
+            return value
+        try:
+            return self._artifacts.put_json(workspace_id, value)
+        except OSError as exc:  # the store is unreachable: a later attempt may reach it
+            raise StepProblem(
+                "ArtifactError", f"the output could not be stored: {exc}", retryable=True
+            ) from exc
 
     def credentials(self, workspace_id: str, names: list[str]) -> dict[str, dict[str, Any]]:
         return self._service.credentials(workspace_id, names)
@@ -621,6 +635,7 @@ class Orchestrator:
                         parent=spec.parent,
                         outer_steps=spec.outer_steps,
                         steps_scope=execution.steps_scope,
+                        inline_steps=sorted(execution.inline_steps),
                     )
                     child.new_children = []
                     child.children_to_cancel = []

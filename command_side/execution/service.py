@@ -24,6 +24,7 @@ from jsonschema.exceptions import SchemaError
 
 from command_side.errors import Conflict, NotFound, ValidationFailed
 from command_side.execution.aggregate import (
+    INLINE,
     STEPS_UPSTREAM,
     Execution,
     Isolated,
@@ -254,6 +255,7 @@ class ExecutionService:
             timeout_s=float(timeout) if timeout else None,
             vars=self.variables(workspace_id),
             steps_scope=STEPS_UPSTREAM,
+            inline_steps=list(INLINE),
         )
         return execution
 
@@ -360,6 +362,8 @@ class ExecutionService:
             timeout_s=original.timeout_s,
             # As the original ran: the reused outputs were rendered under its rule.
             steps_scope=original.steps_scope,
+            # As the original ran: its transforms on runners if it gave them to runners.
+            inline_steps=sorted(original.inline_steps),
         )
         self._save_new(execution)
         return execution.id
@@ -508,8 +512,9 @@ class _Recorded(Isolated):
         raise StepProblem("WorkflowNotFound", f"workflow {workflow_id} was not recorded")
 
 
-def _decision(e: Any) -> tuple[Any, ...]:
-    """What of an event a replay must reproduce (not times: those are the clock's)."""
+def _decision(e: Any, env: Isolated) -> tuple[Any, ...]:
+    """What of an event a replay must reproduce (not times: those are the clock's). An
+    output kept in the artifact store compares by its content (a replay stores nothing)."""
     kind = type(e).__name__
 
     def j(value: Any) -> str:
@@ -518,7 +523,11 @@ def _decision(e: Any) -> tuple[Any, ...]:
     if kind == "StepScheduled":
         return (kind, e.node_id, e.attempt, j(e.input))
     if kind == "StepSucceeded":
-        return (kind, e.node_id, e.attempt, j(e.output), e.branch)
+        try:
+            output = env.resolve(e.workspace_id, e.output)
+        except StepProblem:
+            output = e.output
+        return (kind, e.node_id, e.attempt, j(output), e.branch)
     if kind == "StepFailed":
         return (kind, e.node_id, e.attempt, e.error_type, e.final)
     if kind == "ExecutionFinished":
@@ -567,12 +576,12 @@ def replay_events(
         shadow = copy.deepcopy(state)
         shadow.new_children = []
         shadow.advance(e.timestamp.timestamp(), "replay", env)
-        replayed = [_decision(d) for d in shadow.collect_events()]
-        recorded = [_decision(d) for d in events[i + 1 : i + 1 + len(replayed)]]
+        replayed = [_decision(d, env) for d in shadow.collect_events()]
+        recorded = [_decision(d, env) for d in events[i + 1 : i + 1 + len(replayed)]]
         covered = i + 1 + len(replayed)
         after = events[covered] if covered < len(events) else None
         if after is not None and _decided(after):
-            recorded.append(_decision(after))  # recorded a decision the replay did not make
+            recorded.append(_decision(after, env))  # recorded a decision the replay did not make
         for want, got in itertools.zip_longest(recorded, replayed):
             if want != got:
                 node = next((str(x) for x in (got or want or ())[1:2]), "")

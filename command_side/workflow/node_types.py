@@ -503,7 +503,7 @@ NODE_TYPES: dict[str, NodeType] = {
         ),
         _t(
             "data.transform",
-            "Build an object from templates.",
+            "Build an object from templates (the orchestrator completes it as it renders it).",
             fields={"type": "object", "additionalProperties": {}},
         ),
         _t(

@@ -22,12 +22,14 @@ from hypothesis import strategies as st
 
 from command_side.errors import Conflict
 from command_side.execution.aggregate import (
+    INLINE,
     STEPS_ALL,
     STEPS_UPSTREAM,
     Execution,
     Isolated,
     Pinned,
     StepProblem,
+    output_size,
 )
 from command_side.workflow.graph_check import check_graph
 
@@ -66,6 +68,20 @@ def started(
         **{"steps_scope": STEPS_UPSTREAM, **extra},
     )
     return execution
+
+
+def stored_without(started_event: Any, name: str) -> Execution:
+    """`ExecutionStarted` stored, then read back by the library as an event stored before the
+    field `name` existed."""
+    transcoder = JSONTranscoder()
+    for transcoding in (UUIDAsHex(), DatetimeAsISO(), DecimalAsStr()):
+        transcoder.register(transcoding)
+    mapper: Mapper[UUID] = Mapper(transcoder=transcoder)
+    stored = mapper.to_stored_event(started_event)
+    state = json.loads(stored.state)
+    del state[name]
+    older = dataclasses.replace(stored, state=json.dumps(state).encode())
+    return mapper.to_domain_event(older).mutate(None)  # type: ignore[attr-defined,no-any-return]
 
 
 def replayed(events: list[Any]) -> Execution:
@@ -577,16 +593,7 @@ def test_executions_recorded_before_the_upstream_rule_keep_seeing_every_step() -
     execution.record_success("a", 1, "from a", None, "runner")
     execution.advance(1.0, "o")
     assert execution.steps["c"].input == {"fields": {"b": "from b"}}
-    # Stored, then read back by the library, as an event stored before the field existed.
-    transcoder = JSONTranscoder()
-    for transcoding in (UUIDAsHex(), DatetimeAsISO(), DecimalAsStr()):
-        transcoder.register(transcoding)
-    mapper: Mapper[UUID] = Mapper(transcoder=transcoder)
-    stored = mapper.to_stored_event(execution.collect_events()[0])
-    state = json.loads(stored.state)
-    del state["steps_scope"]
-    older = dataclasses.replace(stored, state=json.dumps(state).encode())
-    again = mapper.to_domain_event(older).mutate(None)  # type: ignore[attr-defined]
+    again = stored_without(execution.collect_events()[0], "steps_scope")
     assert again.steps_scope == STEPS_ALL
     assert started(nodes, [("start", "a")]).steps_scope == STEPS_UPSTREAM
 
@@ -604,3 +611,127 @@ def test_the_handler_behind_an_error_edge_reads_the_error_it_handles() -> None:
     execution.record_failure("charge", 1, "CardDeclined", "card declined", "runner")
     execution.advance(1.0, "o")
     assert execution.steps["apologise"].input == {"fields": {"why": "card declined"}}
+
+
+class Kept(Isolated):
+    """Keeps outputs over 20 bytes of JSON in a dict standing for the artifact store."""
+
+    def __init__(self) -> None:
+        self.blobs: dict[str, Any] = {}
+
+    def keep(self, workspace_id: str, value: Any) -> Any:
+        if len(json.dumps(value, separators=(",", ":"))) <= 20:
+            return super().keep(workspace_id, value)
+        key = f"blob{len(self.blobs)}"
+        self.blobs[key] = value
+        return {"$artifact": {"sha256": key}}
+
+    def resolve(self, workspace_id: str, value: Any) -> Any:
+        if isinstance(value, dict) and "$artifact" in value:
+            return self.blobs[value["$artifact"]["sha256"]]
+        return value
+
+
+def chain(**extra: Any) -> Execution:
+    return started(
+        {
+            "start": node("trigger.manual"),
+            "a": node(fields={"double": "{{ inputs.n * 2 }}"}),
+            "b": node(fields={"text": "{{ steps.a.output.double }} times, " + "x" * 30}),
+        },
+        **extra,
+    )
+
+
+def test_transforms_complete_in_the_orchestrator_when_the_execution_records_so() -> None:
+    """The rendered config is the whole of a transform: no task, no runner, one decision."""
+    env = Kept()
+    execution = chain(inline_steps=list(INLINE))
+    assert execution.admit(0.0, "o", env) is True
+    assert execution.status == "SUCCEEDED"
+    assert execution.steps["a"].output == {"double": 2}
+    assert execution.steps["a"].task is None
+    # Over the (here: 20-byte) limit, the output goes to the artifact store, as a runner's.
+    assert execution.steps["b"].output == {"$artifact": {"sha256": "blob0"}}
+    assert env.blobs["blob0"] == {"text": "2 times, " + "x" * 30}
+    events = execution.collect_events()
+    kinds = [type(e).__name__ for e in events]
+    assert kinds == [
+        "ExecutionStarted",
+        "ExecutionAdmitted",
+        "StepScheduled",
+        "StepSucceeded",
+        "StepScheduled",
+        "StepSucceeded",
+        "ExecutionFinished",
+    ]
+    assert [e.pool for e in events if type(e).__name__ == "StepScheduled"] == [None, None]
+    again = replayed(events)
+    assert (again.status, again.steps["b"].output) == ("SUCCEEDED", execution.steps["b"].output)
+    assert again.inline_steps == frozenset(INLINE)
+
+
+def test_replay_compares_a_transforms_output_kept_in_the_artifact_store_by_content() -> None:
+    from command_side.execution.service import replay_events
+
+    env = Kept()
+    execution = chain(inline_steps=list(INLINE))
+    execution.admit(0.0, "o", env)
+    events = execution.collect_events()
+
+    def resolve(workspace_id: str, value: Any) -> Any:
+        return env.resolve(workspace_id, value)
+
+    assert replay_events(events, "e", "SUCCEEDED", resolve).deterministic
+    env.blobs["blob0"] = {"text": "tampered"}
+    report = replay_events(events, "e", "SUCCEEDED", resolve)
+    assert not report.deterministic and report.divergences[0].node_id == "b"
+
+
+def test_an_output_that_cannot_be_kept_fails_the_transform_where_it_ran() -> None:
+    class Full(Isolated):
+        def keep(self, workspace_id: str, value: Any) -> Any:
+            raise StepProblem("ArtifactError", "the store is full", retryable=True)
+
+    execution = started(
+        {"start": node("trigger.manual"), "a": node(fields={"x": "{{ inputs.n }}"})},
+        [("start", "a")],
+        inline_steps=list(INLINE),
+    )
+    execution.admit(0.0, "o", Full())
+    step = execution.steps["a"]
+    assert step.error is not None and step.error["type"] == "ArtifactError"
+    assert step.task is None
+    # Templates render only JSON values; the check stands for whatever else a step returns.
+    for bad in (float("nan"), {1, 2}):
+        with pytest.raises(StepProblem) as caught:
+            output_size({"x": bad})
+        assert caught.value.error_type == "OutputError"
+
+
+def test_a_transform_retried_after_its_backoff_completes_when_it_wakes() -> None:
+    """A transform waiting out a retry backoff (scheduled, not started) completes in place."""
+    execution = started(
+        {
+            "start": node("trigger.manual"),
+            "a": node("http.request", url="http://x"),
+            "b": node(fields={"after": "{{ steps.a.output }}"}),
+        },
+        [("start", "a"), ("a", "b")],
+        inline_steps=list(INLINE),
+    )
+    execution.admit(0.0, "o")
+    execution.record_success("a", 1, "got", None, "runner")
+    assert execution.advance(1.0, "o") == []
+    assert (execution.status, execution.steps["b"].output) == ("SUCCEEDED", {"after": "got"})
+
+
+def test_executions_recorded_before_inline_transforms_keep_giving_them_to_runners() -> None:
+    """Their events carry no `inline_steps`: transforms go to runners, as recorded."""
+    execution = chain()
+    execution.admit(0.0, "o")
+    assert execution.steps["a"].task is not None and execution.status == "RUNNING"
+    again = stored_without(chain(inline_steps=list(INLINE)).collect_events()[0], "inline_steps")
+    assert again.inline_steps == frozenset()
+    again.admit(0.0, "o")
+    assert again.steps["a"].task is not None

@@ -11,7 +11,7 @@ from uuid import uuid4
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from command_side.execution.aggregate import Execution
+from command_side.execution.aggregate import INLINE, Execution
 from command_side.execution.service import replay_events
 
 KINDS = ["data.transform", "http.request", "control.if", "control.merge"]
@@ -33,6 +33,8 @@ def workflows(draw: st.DrawFn) -> tuple[dict[str, Any], list[dict[str, Any]]]:
             config = {"url": "http://api/{{ execution.id }}", "retry": {"max_attempts": 2}}
         elif kind == "control.merge":
             config = {"mode": draw(st.sampled_from(["all", "any"]))}
+        elif kind == "data.transform":
+            config = {"fields": {"flag": "{{ inputs.flag }}", "id": "{{ execution.id }}"}}
         nodes[name] = {"type": kind, "config": config}
     edges = []
     everything = ["n0", *names]
@@ -65,17 +67,24 @@ def fold(events: list[Any]) -> Execution:
 @given(
     workflows(),
     st.booleans(),
+    st.booleans(),
     st.lists(
         st.sampled_from(["ok", "fail", "final", "lapse", "handback"]), min_size=40, max_size=40
     ),
 )
 def test_events_fold_back_and_replay_finds_no_divergence(
-    workflow: tuple[dict[str, Any], list[dict[str, Any]]], flag: bool, behaviour: list[str]
+    workflow: tuple[dict[str, Any], list[dict[str, Any]]],
+    flag: bool,
+    inline: bool,
+    behaviour: list[str],
 ) -> None:
+    """`inline`: transforms complete in the orchestrator (executions since 2026-12-05) or go
+    to runners (those recorded before)."""
     nodes, edges = workflow
     execution = Execution(
         execution_id=uuid4(), workflow_id="w", workflow_version=1, nodes=nodes, edges=edges,
         start="n0", inputs={"flag": flag}, actor_id="u", workspace_id="ws",
+        inline_steps=list(INLINE) if inline else None,
     )  # fmt: skip
     now = 0.0
     execution.admit(now, "o")
@@ -103,6 +112,10 @@ def test_events_fold_back_and_replay_finds_no_divergence(
         execution.wake(now + 1000.0, "o")
     assert execution.finished, execution.steps
     events = execution.collect_events()
+    if inline:  # no transform ever reached a runner
+        assert not [
+            e for e in events if getattr(e, "node_type", None) == "data.transform" and e.pool
+        ]
     kinds = [type(e).__name__ for e in events]
     assert kinds.count("ExecutionFinished") == 1 and kinds[-1] == "ExecutionFinished"
     again = fold(events)
