@@ -132,6 +132,7 @@ class Services:
                 log.close()
 
         revocations = Revocations(redis, settings.access_token_ttl_s, read_identity_log)
+        await revocations.start()
         throttle = LoginThrottle(
             redis,
             LoginLimits(
@@ -166,6 +167,7 @@ class Services:
 
     async def close(self) -> None:
         await self.presence.close()
+        await self.revocations.close()
         await self.hub.close()
         await self.tail.close()
         await self.execution_tail.close()

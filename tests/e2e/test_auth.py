@@ -328,7 +328,8 @@ async def test_logout_revokes_at_once_even_after_redis_lost_everything(stack: St
         with redis.Redis.from_url(stack.settings.redis_url) as r:
             for key in r.scan_iter("autoops:auth:*"):
                 r.delete(key)
-        # Rebuilt from the event store before the next token is trusted.
+        # The api keeps the marks it knows; any other is read only after Redis was rebuilt
+        # from the event store (tests/integration/web/test_revocations.py).
         assert await codes_of(leaving, ME) == ["UNAUTHENTICATED"]
         await staying.execute("{ workflows { nodes { id } } }")
         # A Redis restarted from an old snapshot: the "built" marker survived (from another

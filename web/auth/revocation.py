@@ -3,11 +3,19 @@ password), each kept as long as an access token issued before it could still be 
 
 The event store is the truth: when Redis comes back empty (the marker key is gone), the state
 is rebuilt from the identity events of the last token lifetime before any token is trusted.
+
+Every api process keeps the marks it has read, so a request's check needs no round trip to
+Redis: each change is written together with a message on `CHANGES` (one MULTI), and every
+process applies the messages to what it keeps. What it keeps is trusted only while its
+subscription is up: it is dropped when the subscription drops and again when it is back, and
+meanwhile checks read Redis as before. A change reaches the other api processes one pub/sub
+delivery after it was written (about a millisecond), the process that made it at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -48,6 +56,11 @@ if tonumber(ARGV[1]) > current then redis.call('SET', KEYS[1], ARGV[1], 'EX', AR
 #: How often the Redis server's identity is read: a server restarted from a snapshot keeps
 #: the BUILT marker but may have lost recent revocations.
 SERVER_CHECK_S = 5.0
+#: Pub/sub channel of changes: "<key> <value>" for a mark set, FORGET after a rebuild.
+CHANGES = f"{PREFIX}:changes"
+FORGET = "*"
+#: Most marks an api process keeps (past it, it starts again from empty).
+KEPT_MAX = 100_000
 
 
 @dataclass
@@ -68,6 +81,72 @@ class Revocations:
         self._server_checked = 0.0
         self._batch: Batch | None = None
         self._reading: set[asyncio.Future[Any]] = set()
+        #: Values of mark keys read or heard of (None: no mark), trusted while `_live`.
+        self._kept: dict[str, bytes | str | None] = {}
+        self._live = False
+        #: Counts drops of `_kept` and changes heard: a read that overlapped one keeps nothing.
+        self._changes = 0
+        self._listener: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Listen for changes (until `close`); checks read Redis until the listener is up."""
+        self._listener = asyncio.create_task(self._listen(), name="revocation-changes")
+
+    @property
+    def listening(self) -> bool:
+        """Checks are answered from the marks this process keeps (its subscription is up)."""
+        return self._live
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+            self._listener = None
+
+    async def _listen(self) -> None:
+        pubsub = self._redis.pubsub()
+        try:
+            while True:
+                try:
+                    if not pubsub.subscribed:
+                        await pubsub.subscribe(CHANGES)
+                    message = await pubsub.get_message(timeout=5.0)
+                except (aioredis.RedisError, OSError) as exc:
+                    self._forget(live=False)
+                    log.warning("revocations: change listener lost Redis (%s); retrying", exc)
+                    await pubsub.reset()  # type: ignore[no-untyped-call]
+                    await asyncio.sleep(0.5)
+                    continue
+                if message is None:
+                    continue
+                if message["type"] == "subscribe":
+                    # (Re)subscribed: what was kept before may have missed changes.
+                    self._forget(live=True)
+                elif message["type"] == "message":
+                    self._heard(_text(message["data"]) or "")
+        finally:
+            self._forget(live=False)
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    def _forget(self, *, live: bool) -> None:
+        self._kept = {}
+        self._changes += 1
+        self._live = live
+
+    def _heard(self, change: str) -> None:
+        if change == FORGET:
+            self._forget(live=self._live)
+            return
+        key, _, value = change.partition(" ")
+        self._changes += 1
+        if self._live:
+            self._keep(key, value)
+
+    def _keep(self, key: str, value: bytes | str | None) -> None:
+        if len(self._kept) >= KEPT_MAX:
+            self._kept = {}
+        self._kept[key] = value
 
     async def _mget(self, keys: list[str]) -> list[bytes | str | None]:
         """The keys' values. Reads asked for in one turn of the event loop (every live
@@ -117,18 +196,16 @@ class Revocations:
         """Why the token may no longer be used, or None. `batched`: share one Redis read with
         the other checks of this turn of the event loop (a live subscription's re-check; a
         request's own check goes straight out, a batch costs it two turns of the loop)."""
-        keys = [
-            BUILT,
+        marks = [
             _session_key(principal.session_id),
             _member_key(principal.workspace_id, principal.user_id),
             _user_key(principal.user_id),
         ]
-        read = self._mget if batched else self._redis.mget
-        built, session, member, user = await read(keys)
-        server = await self._server_id()
-        if _text(built) != server:
-            await self.rebuild()
-            built, session, member, user = await self._redis.mget(keys)
+        kept = self._kept
+        if self._live and all(key in kept for key in marks):
+            session, member, user = (kept[key] for key in marks)
+        else:
+            session, member, user = await self._read(marks, batched)
         if session is not None:
             return "the session has ended; sign in again"
         changed = max(int(member or 0), int(user or 0))
@@ -136,17 +213,42 @@ class Revocations:
             return "your access changed since this token was issued; refresh it"
         return None
 
+    async def _read(self, marks: list[str], batched: bool) -> list[bytes | str | None]:
+        """The marks' values from Redis (rebuilding it first if it lost them), kept when no
+        change was heard meanwhile."""
+        changes, live = self._changes, self._live
+        read = self._mget if batched else self._redis.mget
+        built, *values = await read([BUILT, *marks])
+        server = await self._server_id()
+        if _text(built) != server:
+            await self.rebuild()
+            built, *values = await self._redis.mget([BUILT, *marks])
+        if live and self._live and changes == self._changes:
+            for key, value in zip(marks, values, strict=True):
+                self._keep(key, value)
+        return values
+
+    async def _set(self, key: str, value: int) -> None:
+        """Set a mark and tell every api process (this one at once)."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.set(key, value, ex=self._ttl_s)
+            pipe.publish(CHANGES, f"{key} {value}")
+            await pipe.execute()
+        self._changes += 1
+        if self._live:
+            self._keep(key, str(value))
+
     async def session_ended(self, session_id: str) -> None:
-        await self._redis.set(_session_key(session_id), 1, ex=self._ttl_s)
+        await self._set(_session_key(session_id), 1)
 
     async def access_changed(self, workspace_id: str, user_id: str) -> None:
         """Tokens of the user in the workspace issued until now stop working."""
         now_ms = time.time_ns() // 1_000_000
-        await self._redis.set(_member_key(workspace_id, user_id), now_ms, ex=self._ttl_s)
+        await self._set(_member_key(workspace_id, user_id), now_ms)
 
     async def credentials_changed(self, user_id: str) -> None:
         now_ms = time.time_ns() // 1_000_000
-        await self._redis.set(_user_key(user_id), now_ms, ex=self._ttl_s)
+        await self._set(_user_key(user_id), now_ms)
 
     async def rebuild(self) -> None:
         """Restore the state from the identity events of the last token lifetime."""
@@ -164,7 +266,9 @@ class Revocations:
                     if remaining > 0:
                         pipe.eval(_SET_NEWER, 1, key, value, remaining)
                 pipe.set(BUILT, server)
+                pipe.publish(CHANGES, FORGET)  # every process reads the marks afresh
                 await pipe.execute()
+            self._forget(live=self._live)
             log.warning("revocations rebuilt from the event store (%d entries)", len(marks))
 
 
