@@ -123,24 +123,27 @@ class Timeline:
             out.setdefault(stage, []).append(seconds)
 
         begun, admitted = self.at("ExecutionStarted")[0], self.at("ExecutionAdmitted")[0]
-        scheduled, recorded = self.at("StepScheduled"), self.at("StepSucceeded")
         finished = self.at("ExecutionFinished")[0]
+        # When each step was decided: its StepScheduled, or for a step the orchestrator
+        # completed as it began it (no runner), its StepSucceeded alone.
+        scheduled = {d["node_id"]: t for k, t, d in self.events if k == "StepScheduled"}
+        done = [(t, d) for k, t, d in self.events if k == "StepSucceeded"]
+        decided = [scheduled.get(d["node_id"], t) for t, d in done]
         add("started → admitted (relay, Kafka, orchestrator)", admitted - begun)
-        add("admitted → first step scheduled", scheduled[0] - admitted)
-        for decided, step, noted in zip(scheduled, self.steps, recorded, strict=True):
+        add("admitted → first step decided", decided[0] - admitted)
+        for begun_at, (noted, step) in zip(decided, done, strict=True):
             if not step.get("runner_id"):
-                add("completed in the orchestrator as it began", noted - decided)
                 continue
             task_id = f"{self.execution_id}:{step['node_id']}:{step['attempt']}"
             task, result = sent[("task", task_id)], sent[("result", task_id)]
-            add("scheduled → orchestrator sends the task (commit)", task - decided)
+            add("scheduled → orchestrator sends the task (commit)", task - begun_at)
             add("task sent → runner starts (Kafka, runner poll)", step["started_at"] - task)
             add("runner runs the step", step["finished_at"] - step["started_at"])
             add("runner finishes → sends the result", result - step["finished_at"])
             add("result sent → orchestrator records (Kafka, poll)", noted - result)
-        for noted, decided in zip(recorded, scheduled[1:], strict=False):
-            add("recorded → next step scheduled", decided - noted)
-        add("last step recorded → finished", finished - recorded[-1])
+        for (noted, _), next_decided in zip(done, decided[1:], strict=False):
+            add("recorded → next step decided", next_decided - noted)
+        add("last step recorded → finished", finished - done[-1][0])
         add("total (started → finished)", finished - begun)
         return out
 
@@ -478,11 +481,13 @@ class Results:
             f"{'whole executions (started → finished), ms':60}    p50     p90     p99      n"
         )
         rows += [f"  {name:58}{ms(values)}" for name, values in self.totals.items()]
-        rows.append(f"{'stages, ms: chain one at a time / load':60}    p50     p90     p99      n")
+        rows.append(
+            f"{'stages, ms: runner chain one at a time / load':60}    p50     p90     p99      n"
+        )
         idle, load = self.stages
-        for stage, values in load.items():
-            rows.append(f"  {stage:58}{ms(idle[stage]) if stage in idle else ''}")
-            rows.append(f"  {'':58}{ms(values)}")
+        for stage in [*idle, *(s for s in load if s not in idle)]:
+            rows.append(f"  {stage:58}{ms(idle.get(stage, []))}")
+            rows.append(f"  {'':58}{ms(load.get(stage, []))}")
         rows.append(
             f"{'CPU: cores busy, ms per execution':60}   api alone   backlog drain    end to end"
         )

@@ -145,7 +145,14 @@ _DATA.update(
             "started": _BOOL,
         },
         "execution.StepDispatched": {**_STEP, "input": _ANY},
-        "execution.StepSucceeded": {**_STEP, **_RAN, "output": _ANY, "branch": _OPT_STR},
+        "execution.StepSucceeded": {
+            **_STEP,
+            **_RAN,
+            "output": _ANY,
+            "branch": _OPT_STR,
+            "node_type": _OPT_STR,
+            "input": _ANY,
+        },
         "execution.StepFailed": {
             **_STEP,
             **_RAN,

@@ -327,15 +327,25 @@ class Execution(Aggregate):
         finished_at: float | None,
         actor_id: str,
         workspace_id: str,
+        node_type: str | None = None,
+        input: Any = None,
     ) -> None:
-        step = self.steps[node_id]
+        """`node_type` is set when the orchestrator completed the step as it began it
+        (INLINE): nothing was recorded of the attempt before. `input`: the rendered config,
+        when the orchestrator completed the step (else what the attempt began with)."""
+        step = self.steps.get(node_id)
+        charged: int | None
+        if node_type is not None or step is None:
+            charged = _charged(step, attempt)
+        else:
+            charged, input = step.charged, step.input if input is None else input
         self.steps[node_id] = Step(
             "succeeded",
             attempt,
             output=output,
             branch=branch,
-            charged=step.charged,
-            input=step.input,
+            charged=charged,
+            input=input,
             started=True,
         )
 
@@ -575,14 +585,13 @@ class Execution(Aggregate):
                 return self._cannot_start(
                     node_id, kind, attempt, now, actor_id, waited, problem, config
                 )
-            if not waited:
-                self._step_scheduled(
-                    node_id, kind, attempt, now, _public(config), None, None, True,
-                    actor_id, self.workspace_id,
-                )  # fmt: skip
+            # One event: its StepSucceeded carries what a StepScheduled would have (the type
+            # and the rendered input). A retry that waited out its backoff has its
+            # StepScheduled; the timer that ended the wait, not a decision, completes it.
             self._step_succeeded(
-                node_id, attempt, output, None, None, now, now, actor_id, self.workspace_id
-            )
+                node_id, attempt, output, None, None, now, now, actor_id, self.workspace_id,
+                node_type=None if waited else kind, input=_public(config),
+            )  # fmt: skip
             return True
         try:
             # Names come from the config as written, never from a template: whoever sends
@@ -733,14 +742,10 @@ class Execution(Aggregate):
         actor_id: str,
         workspace_id: str,
     ) -> None:
-        previous = self.steps.get(node_id)
-        same = previous is not None and previous.attempt == attempt
         self.steps[node_id] = Step(
             "scheduled",
             attempt,
-            charged=previous.used
-            if same and previous
-            else ((previous.used + 1) if previous and previous.attempt else 1),
+            charged=_charged(self.steps.get(node_id), attempt),
             input=input,
             not_before=not_before,
             started=started,
@@ -1194,6 +1199,13 @@ def _lapse(
     if last is None:
         return step.dispatched_at + max(queue_s, heartbeat_s)
     return max(last, step.dispatched_at) + heartbeat_s
+
+
+def _charged(previous: Step | None, attempt: int) -> int:
+    """Attempts charged against the retry budget once `attempt` of a step begins."""
+    if previous is not None and previous.attempt == attempt:
+        return previous.used
+    return (previous.used + 1) if previous and previous.attempt else 1
 
 
 def _inline_output(kind: str, config: dict[str, Any]) -> Any:

@@ -527,7 +527,7 @@ def _decision(e: Any, env: Isolated) -> tuple[Any, ...]:
             output = env.resolve(e.workspace_id, e.output)
         except StepProblem:
             output = e.output
-        return (kind, e.node_id, e.attempt, j(output), e.branch)
+        return (kind, e.node_id, e.attempt, j(getattr(e, "input", None)), j(output), e.branch)
     if kind == "StepFailed":
         return (kind, e.node_id, e.attempt, e.error_type, e.final)
     if kind == "ExecutionFinished":
@@ -569,9 +569,9 @@ def replay_events(
         if kind in ("StepSucceeded", "StepFailed", "StepReused", "ChildFinished"):
             report.replayed_steps += 1
         following = events[i + 1] if i + 1 < len(events) else None
-        if i < covered or kind not in RESULTS:
+        if i < covered or not _reported(e):
             continue
-        if following is not None and type(following).__name__ in RESULTS:
+        if following is not None and _reported(following):
             continue  # decisions come after the last input of a batch
         shadow = copy.deepcopy(state)
         shadow.new_children = []
@@ -590,9 +590,18 @@ def replay_events(
     return report
 
 
+def _reported(e: Any) -> bool:
+    """An input of decisions: what a runner, a child or the admission reported (not a step the
+    orchestrator completed itself as it began it: that is a decision)."""
+    kind = type(e).__name__
+    return kind in RESULTS and not (kind == "StepSucceeded" and getattr(e, "node_type", None))
+
+
 def _decided(e: Any) -> bool:
     """Events only a decision records (a cancel, a timeout or a timer is not one)."""
     kind = type(e).__name__
+    if kind == "StepSucceeded":
+        return not _reported(e)
     if kind == "ExecutionFinished":
         return e.status in ("SUCCEEDED", "FAILED")
     return kind in ("StepScheduled", "StepSkipped", "ChildStarted", "LoopItems", "EdgesRouted")

@@ -161,12 +161,15 @@ BEGIN
             WHERE execution_id = agg AND node_id = node AND attempt = step_attempt
               AND status = 'scheduled';
         WHEN 'execution.StepSucceeded', 'execution.StepFailed' THEN
+            -- A step the orchestrator completed as it began it (its StepSucceeded carries
+            -- `node_type` and `input`) has no row yet.
             INSERT INTO read.execution_steps AS s (execution_id, node_id, attempt, workspace_id,
-                node_type, status, output, branch, error, scheduled_at, started_at,
+                node_type, status, input, output, branch, error, scheduled_at, started_at,
                 finished_at, runner_id)
-            VALUES (agg, node, step_attempt, ws, COALESCE(r_types->>node, ''),
+            VALUES (agg, node, step_attempt, ws,
+                COALESCE(d->>'node_type', r_types->>node, ''),
                 CASE WHEN kind = 'execution.StepSucceeded' THEN 'succeeded' ELSE 'failed' END,
-                NULLIF(d->'output', 'null'), d->>'branch',
+                NULLIF(d->'input', 'null'), NULLIF(d->'output', 'null'), d->>'branch',
                 CASE WHEN kind = 'execution.StepFailed' THEN jsonb_build_object(
                     'type', d->>'error_type', 'message', d->>'message',
                     'retryable', COALESCE((d->>'retryable')::boolean, false))
@@ -175,7 +178,8 @@ BEGIN
                 at, read.execution_instant(d->'started_at'),
                 COALESCE(read.execution_instant(d->'finished_at'), at), d->>'runner_id')
             ON CONFLICT (execution_id, node_id, attempt) DO UPDATE SET
-                status = EXCLUDED.status, output = EXCLUDED.output, branch = EXCLUDED.branch,
+                status = EXCLUDED.status, input = COALESCE(EXCLUDED.input, s.input),
+                output = EXCLUDED.output, branch = EXCLUDED.branch,
                 error = EXCLUDED.error, started_at = COALESCE(EXCLUDED.started_at, s.started_at),
                 finished_at = EXCLUDED.finished_at, runner_id = EXCLUDED.runner_id;
         WHEN 'execution.StepSkipped' THEN

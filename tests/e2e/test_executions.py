@@ -126,6 +126,8 @@ async def test_a_chain_of_transforms_passes_data_from_step_to_step(client: Graph
     assert done["workflowVersion"] == 1
     # The orchestrator completes a transform as it renders it: no runner takes part.
     assert steps["double"]["runnerId"] is None and steps["double"]["startedAt"]
+    assert steps["double"]["input"] == {"fields": {"n": 42}}
+    assert steps["double"]["nodeType"] == "data.transform"
 
 
 async def test_http_request_with_a_credential_retries_a_flaky_api(

@@ -656,18 +656,22 @@ def test_transforms_complete_in_the_orchestrator_when_the_execution_records_so()
     assert env.blobs["blob0"] == {"text": "2 times, " + "x" * 30}
     events = execution.collect_events()
     kinds = [type(e).__name__ for e in events]
+    # One event per step: its StepSucceeded says what a StepScheduled would have.
     assert kinds == [
         "ExecutionStarted",
         "ExecutionAdmitted",
-        "StepScheduled",
         "StepSucceeded",
-        "StepScheduled",
         "StepSucceeded",
         "ExecutionFinished",
     ]
-    assert [e.pool for e in events if type(e).__name__ == "StepScheduled"] == [None, None]
+    done = [e for e in events if type(e).__name__ == "StepSucceeded"]
+    assert [(e.node_type, e.input, e.runner_id) for e in done] == [
+        ("data.transform", {"fields": {"double": 2}}, None),
+        ("data.transform", {"fields": {"text": "2 times, " + "x" * 30}}, None),
+    ]
     again = replayed(events)
     assert (again.status, again.steps["b"].output) == ("SUCCEEDED", execution.steps["b"].output)
+    assert again.steps["a"].input == {"fields": {"double": 2}} and again.steps["a"].used == 1
     assert again.inline_steps == frozenset(INLINE)
 
 
@@ -683,6 +687,16 @@ def test_replay_compares_a_transforms_output_kept_in_the_artifact_store_by_conte
         return env.resolve(workspace_id, value)
 
     assert replay_events(events, "e", "SUCCEEDED", resolve).deterministic
+    # The steps are decisions, not reports: what they recorded is derived again and compared.
+    for change in ({"output": {"double": 3}}, {"input": {"fields": {"double": 3}}}):
+        tampered = [
+            dataclasses.replace(e, **change)  # type: ignore[type-var]
+            if type(e).__name__ == "StepSucceeded" and e.node_id == "a"
+            else e
+            for e in events
+        ]
+        report = replay_events(tampered, "e", "SUCCEEDED", resolve)
+        assert not report.deterministic and report.divergences[0].node_id == "a", change
     env.blobs["blob0"] = {"text": "tampered"}
     report = replay_events(events, "e", "SUCCEEDED", resolve)
     assert not report.deterministic and report.divergences[0].node_id == "b"
@@ -709,8 +723,7 @@ def test_an_output_that_cannot_be_kept_fails_the_transform_where_it_ran() -> Non
         assert caught.value.error_type == "OutputError"
 
 
-def test_a_transform_retried_after_its_backoff_completes_when_it_wakes() -> None:
-    """A transform waiting out a retry backoff (scheduled, not started) completes in place."""
+def test_a_transform_after_a_runner_step_completes_when_the_report_arrives() -> None:
     execution = started(
         {
             "start": node("trigger.manual"),
@@ -724,6 +737,47 @@ def test_a_transform_retried_after_its_backoff_completes_when_it_wakes() -> None
     execution.record_success("a", 1, "got", None, "runner")
     assert execution.advance(1.0, "o") == []
     assert (execution.status, execution.steps["b"].output) == ("SUCCEEDED", {"after": "got"})
+
+
+def test_a_transform_retried_after_its_backoff_completes_when_it_wakes() -> None:
+    """A retry that waits out its backoff (StepScheduled, not started) completes in place
+    when its timer fires."""
+
+    class FailsOnce(Isolated):
+        failed = False
+
+        def keep(self, workspace_id: str, value: Any) -> Any:
+            if not self.failed:
+                self.failed = True
+                raise StepProblem("ArtifactError", "the store is busy", retryable=True)
+            return value
+
+    execution = started(
+        {
+            "start": node("trigger.manual"),
+            "a": node(fields={"n": "{{ inputs.n }}"}, retry={"max_attempts": 3}),
+        },
+        [("start", "a")],
+        inline_steps=list(INLINE),
+    )
+    env = FailsOnce()
+    execution.admit(0.0, "o", env)  # attempt 1 fails; attempt 2 waits its backoff
+    assert (execution.steps["a"].status, execution.steps["a"].not_before) == ("scheduled", 1.0)
+    execution.wake(0.5, "o", env)  # too early
+    assert execution.steps["a"].status == "scheduled"
+    execution.wake(1.0, "o", env)
+    step = execution.steps["a"]
+    assert (execution.status, step.attempt, step.output, step.used) == ("SUCCEEDED", 2, {"n": 1}, 2)
+    assert step.input == {"fields": {"n": 1}}
+    events = execution.collect_events()
+    assert [type(e).__name__ for e in events][2:] == [
+        "StepScheduled",  # attempt 1 could not start: no output to carry
+        "StepFailed",
+        "StepScheduled",  # attempt 2 waits its backoff
+        "StepSucceeded",  # the timer's doing, not a decision's: it names no node type
+        "ExecutionFinished",
+    ]
+    assert events[-2].node_type is None
 
 
 def test_executions_recorded_before_inline_transforms_keep_giving_them_to_runners() -> None:
