@@ -51,7 +51,7 @@ INTERNAL = frozenset(
     }
 )
 #: Node types the orchestrator completes itself as it begins them, for executions that record
-#: them in `ExecutionStarted.inline_steps` (every execution started since 2026-12-05): the
+#: them in `ExecutionStarted.inline_steps` (every execution started since 2026-12-04): the
 #: rendered config is the whole of a `data.transform`, so a runner would only echo it back,
 #: two Kafka hops later. Executions recorded before keep giving transforms to runners.
 INLINE = ("data.transform",)
@@ -198,7 +198,7 @@ class Execution(Aggregate):
         #: since 2026-12-04; STEPS_ALL (every step succeeded so far) for those recorded before,
         #: which keep running and replaying as they were recorded.
         self.steps_scope = steps_scope
-        #: Node types this execution completes in the orchestrator (INLINE since 2026-12-05;
+        #: Node types this execution completes in the orchestrator (INLINE since 2026-12-04;
         #: none for executions recorded before, which replay as they ran).
         self.inline_steps = frozenset(inline_steps or ())
         self.status = "QUEUED"

@@ -78,7 +78,7 @@ def test_events_fold_back_and_replay_finds_no_divergence(
     inline: bool,
     behaviour: list[str],
 ) -> None:
-    """`inline`: transforms complete in the orchestrator (executions since 2026-12-05) or go
+    """`inline`: transforms complete in the orchestrator (executions since 2026-12-04) or go
     to runners (those recorded before)."""
     nodes, edges = workflow
     execution = Execution(
