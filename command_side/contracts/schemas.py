@@ -109,6 +109,8 @@ _OPT_OBJ = {"type": ["object", "null"]}
 _INT = {"type": "integer", "minimum": 0}
 _OPT_INT = {"type": ["integer", "null"]}
 _OPT_NUM = {"type": ["number", "null"]}
+#: Any JSON value, null included (a field added later: older events read with null there).
+_OPT_ANY = {"type": ["null", "boolean", "number", "string", "array", "object"]}
 _BOOL = {"type": "boolean"}
 _STATUS = {"enum": ["QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED", "TIMED_OUT"]}
 _STEP = {"node_id": _STR, "attempt": _INT}
@@ -151,7 +153,7 @@ _DATA.update(
             "output": _ANY,
             "branch": _OPT_STR,
             "node_type": _OPT_STR,
-            "input": _ANY,
+            "input": _OPT_ANY,
         },
         "execution.StepFailed": {
             **_STEP,

@@ -96,8 +96,10 @@ class Surroundings(Protocol):
         """`value` with artifact references replaced by their content."""
 
     def keep(self, workspace_id: str, value: Any) -> Any:
-        """An output as a step's event carries it: `value`, or a reference to it in the
-        artifact store when it is large; StepProblem("OutputError") when it is not JSON."""
+        """An output as a step's event carries it, and as templates read it from then on,
+        whether from memory or from the store: `value` through JSON (tuples become lists,
+        keys text), or a reference to it in the artifact store when it is large;
+        StepProblem("OutputError") when it is not JSON."""
 
     def credentials(self, workspace_id: str, names: list[str]) -> dict[str, dict[str, Any]]:
         """{name: {"kind", "ciphertext"}}; StepProblem when one does not exist."""
@@ -116,8 +118,7 @@ class Isolated:
         return value
 
     def keep(self, workspace_id: str, value: Any) -> Any:
-        output_size(value)
-        return value
+        return as_json(value)[0]
 
     def credentials(self, workspace_id: str, names: list[str]) -> dict[str, dict[str, Any]]:
         if names:
@@ -1218,13 +1219,14 @@ def _inline_output(kind: str, config: dict[str, Any]) -> Any:
     raise StepProblem("ConfigError", f"{kind} does not run in the orchestrator")
 
 
-def output_size(value: Any) -> int:
-    """The size of `value` as JSON, in bytes; StepProblem("OutputError") when it is not JSON
-    (the check a runner makes of what a step returned)."""
+def as_json(value: Any) -> tuple[Any, int]:
+    """`value` as it reads back from JSON, and its size as JSON in bytes; StepProblem
+    ("OutputError") when it is not JSON (the check a runner makes of what a step returned)."""
     try:
-        return len(json.dumps(value, separators=(",", ":"), allow_nan=False).encode())
+        text = json.dumps(value, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise StepProblem("OutputError", f"the output is not JSON: {exc}") from None
+    return json.loads(text), len(text.encode())
 
 
 def _credential_names(config: dict[str, Any]) -> list[str]:

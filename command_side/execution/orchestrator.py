@@ -42,7 +42,7 @@ from kafka.errors import KafkaError
 from kafka.partitioner.default import murmur2
 
 from command_side.errors import NotFound
-from command_side.execution.aggregate import Execution, Pinned, StepProblem, output_size
+from command_side.execution.aggregate import Execution, Pinned, StepProblem, as_json
 from command_side.execution.dispatch import task_message
 from command_side.execution.service import ExecutionService
 from command_side.execution.store import ExecutionStore, Statement
@@ -147,11 +147,12 @@ class StoreSurroundings:
         return value
 
     def keep(self, workspace_id: str, value: Any) -> Any:
-        if output_size(value) <= self._inline_limit:
-            return value
+        kept, size = as_json(value)
+        if size <= self._inline_limit:
+            return kept
         try:
-            return self._artifacts.put_json(workspace_id, value)
-        except OSError as exc:  # the store is unreachable: a later attempt may reach it
+            return self._artifacts.put_json(workspace_id, kept)
+        except (OSError, ValueError) as exc:  # ArtifactError: the store (or S3) failed
             raise StepProblem(
                 "ArtifactError", f"the output could not be stored: {exc}", retryable=True
             ) from exc

@@ -61,6 +61,11 @@ CHANGES = f"{PREFIX}:changes"
 FORGET = "*"
 #: Most marks an api process keeps (past it, it starts again from empty).
 KEPT_MAX = 100_000
+#: The listener pings its subscription this often, and kept marks are trusted only while it
+#: heard from Redis within LIVE_WITHIN_S: a connection that died without a reset (a host gone,
+#: a partition) is not noticed by the socket until TCP keepalive gives up.
+PING_EVERY_S = 1.0
+LIVE_WITHIN_S = 3.0
 
 
 @dataclass
@@ -84,6 +89,7 @@ class Revocations:
         #: Values of mark keys read or heard of (None: no mark), trusted while `_live`.
         self._kept: dict[str, bytes | str | None] = {}
         self._live = False
+        self._heard_at = 0.0  # monotonic: the subscription's last word
         #: Counts drops of `_kept` and changes heard: a read that overlapped one keeps nothing.
         self._changes = 0
         self._listener: asyncio.Task[None] | None = None
@@ -94,8 +100,9 @@ class Revocations:
 
     @property
     def listening(self) -> bool:
-        """Checks are answered from the marks this process keeps (its subscription is up)."""
-        return self._live
+        """Checks are answered from the marks this process keeps: its subscription is up and
+        answered lately."""
+        return self._live and time.monotonic() - self._heard_at < LIVE_WITHIN_S
 
     async def close(self) -> None:
         if self._listener is not None:
@@ -107,11 +114,15 @@ class Revocations:
     async def _listen(self) -> None:
         pubsub = self._redis.pubsub()
         try:
+            pinged = 0.0
             while True:
                 try:
                     if not pubsub.subscribed:
                         await pubsub.subscribe(CHANGES)
-                    message = await pubsub.get_message(timeout=5.0)
+                    if time.monotonic() - pinged >= PING_EVERY_S:
+                        pinged = time.monotonic()
+                        await pubsub.ping()
+                    message = await pubsub.get_message(timeout=PING_EVERY_S)
                 except (aioredis.RedisError, OSError) as exc:
                     self._forget(live=False)
                     log.warning("revocations: change listener lost Redis (%s); retrying", exc)
@@ -120,8 +131,11 @@ class Revocations:
                     continue
                 if message is None:
                     continue
+                self._heard_at = time.monotonic()
                 if message["type"] == "subscribe":
-                    # (Re)subscribed: what was kept before may have missed changes.
+                    # (Re)subscribed: what was kept before may have missed changes, and the
+                    # server may be another one (restarted from a snapshot): ask again.
+                    self._server = None
                     self._forget(live=True)
                 elif message["type"] == "message":
                     self._heard(_text(message["data"]) or "")
@@ -202,7 +216,7 @@ class Revocations:
             _user_key(principal.user_id),
         ]
         kept = self._kept
-        if self._live and all(key in kept for key in marks):
+        if self.listening and all(key in kept for key in marks):
             session, member, user = (kept[key] for key in marks)
         else:
             session, member, user = await self._read(marks, batched)
@@ -216,14 +230,14 @@ class Revocations:
     async def _read(self, marks: list[str], batched: bool) -> list[bytes | str | None]:
         """The marks' values from Redis (rebuilding it first if it lost them), kept when no
         change was heard meanwhile."""
-        changes, live = self._changes, self._live
+        changes, live = self._changes, self.listening
         read = self._mget if batched else self._redis.mget
         built, *values = await read([BUILT, *marks])
         server = await self._server_id()
         if _text(built) != server:
             await self.rebuild()
             built, *values = await self._redis.mget([BUILT, *marks])
-        if live and self._live and changes == self._changes:
+        if live and self.listening and changes == self._changes:
             for key, value in zip(marks, values, strict=True):
                 self._keep(key, value)
         return values
@@ -234,9 +248,10 @@ class Revocations:
             pipe.set(key, value, ex=self._ttl_s)
             pipe.publish(CHANGES, f"{key} {value}")
             await pipe.execute()
+        # Here at once: the next check reads the mark (the message, or another process's
+        # later change heard meanwhile, may not be the last word on it).
         self._changes += 1
-        if self._live:
-            self._keep(key, str(value))
+        self._kept.pop(key, None)
 
     async def session_ended(self, session_id: str) -> None:
         await self._set(_session_key(session_id), 1)

@@ -4,6 +4,7 @@ subscription was down (it may have missed changes meanwhile). Real Redis."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from tests.waiting import eventually
+from web.auth import revocation
 from web.auth.revocation import PREFIX, Revocations, _session_key
 from web.auth.tokens import Principal
 
@@ -162,3 +164,39 @@ async def test_a_process_started_after_redis_lost_everything_rebuilds_before_tru
         await revocations.close()
         await redis.aclose()
         await admin.aclose()
+
+
+async def test_kept_marks_are_trusted_only_while_the_subscription_answers(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pings keep a quiet subscription trusted; one that stopped answering (a connection
+    that died without a reset) is not, and checks read Redis again."""
+    monkeypatch.setattr(revocation, "PING_EVERY_S", 0.1)
+    monkeypatch.setattr(revocation, "LIVE_WITHIN_S", 0.5)
+    redis = Counted(redis_url)
+    revocations = Revocations(redis.client, 900, lambda: [])
+    await revocations.rebuild()
+    await revocations.start()
+    try:
+
+        async def up() -> bool:
+            return revocations.listening
+
+        await eventually(up, 5, "the change listener subscribed")
+        who = principal()
+        assert await revocations.check(who) is None
+        reads = redis.reads
+        # Three times the trust window without a change: the pings' answers keep it.
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            assert revocations.listening
+            assert await revocations.check(who) is None
+            await asyncio.sleep(0.05)
+        assert redis.reads == reads
+        revocations._heard_at = 0.0  # nothing heard for long: as if the connection hung
+        assert not revocations.listening
+        assert await revocations.check(who) is None
+        assert redis.reads == reads + 1
+    finally:
+        await revocations.close()
+        await redis.client.aclose()

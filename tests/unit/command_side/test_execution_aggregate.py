@@ -29,7 +29,7 @@ from command_side.execution.aggregate import (
     Isolated,
     Pinned,
     StepProblem,
-    output_size,
+    as_json,
 )
 from command_side.workflow.graph_check import check_graph
 
@@ -719,7 +719,7 @@ def test_an_output_that_cannot_be_kept_fails_the_transform_where_it_ran() -> Non
     # Templates render only JSON values; the check stands for whatever else a step returns.
     for bad in (float("nan"), {1, 2}):
         with pytest.raises(StepProblem) as caught:
-            output_size({"x": bad})
+            as_json({"x": bad})
         assert caught.value.error_type == "OutputError"
 
 
@@ -789,3 +789,30 @@ def test_executions_recorded_before_inline_transforms_keep_giving_them_to_runner
     assert again.inline_steps == frozenset()
     again.admit(0.0, "o")
     assert again.steps["a"].task is not None
+
+
+def test_a_transforms_output_reads_the_same_from_memory_as_from_its_event() -> None:
+    """Kept through JSON: what later steps read does not depend on whether the orchestrator
+    still holds the execution or loaded it back from the store."""
+    execution = started(
+        {
+            "start": node("trigger.manual"),
+            "t": node(
+                fields={"pairs": "{{ {'b': 1, 'a': 2} | dictsort }}", "keyed": "{{ {1: 'z'} }}"}
+            ),
+            "u": node(
+                fields={
+                    "first": "{{ steps.t.output.pairs[0] }}",
+                    "z": "{{ steps.t.output.keyed['1'] }}",
+                }
+            ),
+        },
+        [("start", "t"), ("t", "u")],
+        inline_steps=list(INLINE),
+    )
+    execution.admit(0.0, "o")
+    assert execution.status == "SUCCEEDED", execution.error
+    assert execution.steps["t"].output == {"pairs": [["a", 2], ["b", 1]], "keyed": {"1": "z"}}
+    assert execution.steps["u"].output == {"first": ["a", 2], "z": "z"}
+    again = replayed(execution.collect_events())
+    assert again.steps["t"].output == execution.steps["t"].output
