@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import subprocess
 import sys
@@ -16,9 +17,10 @@ import pytest
 import redis
 import websockets
 
+from infra import embedded
 from tests.graphql_client import AUTH_FIELDS, PASSWORD, GraphQLClient, GraphQLError
 from tests.schema_calls import calls
-from tests.stack import Stack
+from tests.stack import Stack, running_stack
 from tests.waiting import eventually
 from web.auth.permissions import PERMISSIONS, PUBLIC
 
@@ -518,3 +520,31 @@ async def test_a_stolen_token_cannot_brute_force_the_password(client: GraphQLCli
     for i in range(limit):
         assert await codes_of(client, change, {"c": f"guess-{i}"}) == ["UNAUTHENTICATED"]
     assert await codes_of(client, change, {"c": PASSWORD}) == ["RATE_LIMITED"]
+
+
+async def test_a_logout_on_one_api_process_is_refused_by_another(stack: Stack) -> None:
+    """Each api process keeps the revocation marks it read; a change made through one reaches
+    the others over Redis pub/sub, not when they next happen to read Redis."""
+    second = dataclasses.replace(stack.settings, api_port=embedded.free_port())
+    with running_stack(second, ("api",)) as other:
+        other.wait_ready()
+        here = await GraphQLClient.signed_up(stack.url)
+        there = GraphQLClient(other.url)
+        there.access_token = here.access_token  # the same caller, on the other process
+        try:
+            for _ in range(3):  # read once there, then answered from what it keeps
+                assert (await there.execute(ME))["me"]["id"]
+            logout = "mutation($t: String!) { logout(input: {refreshToken: $t}) }"
+            assert (await here.execute(logout, {"t": here.refresh_token}))["logout"] is True
+
+            async def refused() -> bool:
+                try:
+                    await there.execute(ME)
+                except GraphQLError as exc:
+                    return [str(c) for c in exc.codes] == ["UNAUTHENTICATED"]
+                return False
+
+            await eventually(refused, 2, "the other api process refused the ended session")
+        finally:
+            await here.close()
+            await there.close()
