@@ -171,10 +171,14 @@ async def run_load(
         server_errors = 0
         stop_at = time.monotonic() + seconds
 
+        def pause() -> float:
+            """A Poisson gap, cut short at the end of the run (so the run lasts `seconds`)."""
+            return min(random.expovariate(rate), max(0.0, stop_at - time.monotonic()))
+
         async def edit(i: int) -> None:
             nonlocal server_errors
             n = 0
-            await asyncio.sleep(random.expovariate(rate))
+            await asyncio.sleep(pause())
             while time.monotonic() < stop_at:
                 n += 1
                 at = time.time()
@@ -185,7 +189,7 @@ async def run_load(
                     answered.append((time.time() - at) * 1000)
                 except RuntimeError as exc:
                     server_errors += "5xx" in str(exc)
-                await asyncio.sleep(random.expovariate(rate))
+                await asyncio.sleep(pause())
 
         began = time.monotonic()
         await asyncio.gather(*(edit(i) for i in range(editors)))
