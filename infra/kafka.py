@@ -80,6 +80,14 @@ def make_producer(bootstrap: str, client_id: str) -> KafkaProducer:
     )
 
 
+def flush_timeout_s(heartbeat_timeout_s: float) -> float:
+    """How long a runner or the orchestrator waits for a flush: a third of the step heartbeat
+    timeout (1-10 s). A producer a restarted broker no longer knows hangs its flushes until
+    they time out; waiting less replaces it before the steps it reports on are given up as
+    lost (their heartbeats wait behind the flush)."""
+    return max(1.0, min(10.0, heartbeat_timeout_s / 3))
+
+
 def make_consumer(
     bootstrap: str,
     client_id: str,
@@ -196,6 +204,7 @@ __all__ = [
     "ensure_topics",
     "events_topic",
     "fetch_wait_of",
+    "flush_timeout_s",
     "make_consumer",
     "make_producer",
     "tasks_topic",

@@ -554,7 +554,9 @@ class Runner:
                 if producer is None:
                     producer = kafka.make_producer(self.bootstrap, f"autoops-runner-{self.pool}")
                 futures = [producer.send(m.topic, key=m.key, value=m.value) for m in batch]
-                producer.flush(timeout=10)
+                producer.flush(
+                    timeout=kafka.flush_timeout_s(self.settings.step_heartbeat_timeout_s)
+                )
                 unsent = [m for m, f in zip(batch, futures, strict=True) if not f.succeeded()]
             except _Errors as exc:
                 log.warning("runner: sending %d messages failed: %s", len(batch), exc)

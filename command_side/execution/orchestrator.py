@@ -358,7 +358,7 @@ class Orchestrator:
         failed, self._send_failures = self._send_failures, 0
         try:
             if self._producer is not None:
-                self._producer.flush(timeout=10)
+                self._producer.flush(timeout=kafka.flush_timeout_s(self.config.heartbeat_timeout_s))
             failed += sum(1 for future in self._sent if not future.succeeded())
         except KafkaError as exc:
             log.warning("orchestrator: flushing tasks failed (%s)", exc)

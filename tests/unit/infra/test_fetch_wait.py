@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kafka import KafkaConsumer
 
-from infra.kafka import FetchWait, fetch_wait_of
+from infra.kafka import FetchWait, fetch_wait_of, flush_timeout_s
 
 
 class Clock:
@@ -52,3 +52,13 @@ def test_a_kafka_python_consumer_fetches_with_the_wait_it_is_given() -> None:
         assert consumer._fetcher.config["fetch_max_wait_ms"] == 10
     finally:
         consumer.close()
+
+
+def test_a_flush_waits_a_third_of_the_heartbeat_timeout_within_one_to_ten_seconds() -> None:
+    """Heartbeats wait behind a flush: one that hangs on a producer the broker forgot must
+    give up well before the steps it reports on are taken for lost."""
+    assert flush_timeout_s(3.0) == 1.0
+    assert flush_timeout_s(0.5) == 1.0
+    assert flush_timeout_s(15.0) == 5.0
+    assert flush_timeout_s(30.0) == 10.0
+    assert flush_timeout_s(300.0) == 10.0
