@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import websockets
+
+from tests.waiting import eventually
 
 
 class GraphQLError(AssertionError):
@@ -90,6 +92,41 @@ class GraphQLClient:
         if body.get("errors"):
             raise GraphQLError(body["errors"])
         return dict(body["data"])
+
+    async def settled(
+        self,
+        query: str,
+        variables: dict[str, Any],
+        ready: Callable[[dict[str, Any]], bool],
+        what: str,
+        timeout: float = 30,
+    ) -> dict[str, Any]:
+        """`query`'s data once `ready(data)` holds, asking again while the read models catch
+        up (NOT_FOUND counts as not yet: the projector has not reached the aggregate)."""
+
+        async def ask() -> dict[str, Any] | None:
+            try:
+                data = await self.execute(query, variables)
+            except GraphQLError as missing:
+                if missing.codes == ["NOT_FOUND"]:
+                    return None
+                raise
+            return data if ready(data) else None
+
+        return await eventually(ask, timeout, what)
+
+    async def caught_up(
+        self, query: str, variables: dict[str, Any], version: int, timeout: float = 30
+    ) -> dict[str, Any]:
+        """A read of one aggregate (its query selects `version`, e.g. `workflow(id,
+        atLeastVersion: $v)`) once it shows `version`. `atLeastVersion` alone waits at most
+        2 s; a projector on a loaded machine can be further behind than that."""
+
+        def shows(data: dict[str, Any]) -> bool:
+            (value,) = data.values()
+            return bool(value) and int(value["version"]) >= version
+
+        return await self.settled(query, variables, shows, f"version {version}", timeout)
 
     @asynccontextmanager
     async def subscribe(

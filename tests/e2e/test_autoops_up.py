@@ -75,12 +75,14 @@ def test_up_starts_everything_embedded_and_ctrl_c_leaves_no_orphans(tmp_path: Pa
             headers=auth,
         )
         wid = created.json()["data"]["createWorkflow"]["workflowId"]
-        shown = httpx.post(
-            f"{url}/graphql",
-            json={"query": f'{{ workflow(id: "{wid}", atLeastVersion: 1) {{ name }} }}'},
-            headers=auth,
-        )
-        assert shown.json()["data"]["workflow"]["name"] == "hello"
+        query = f'{{ workflow(id: "{wid}", atLeastVersion: 1) {{ name }} }}'
+
+        def shown() -> str | None:  # the server waits 2 s at most; a cold projector may not
+            answer = httpx.post(f"{url}/graphql", json={"query": query}, headers=auth).json()
+            workflow = (answer.get("data") or {}).get("workflow")  # None with NOT_FOUND
+            return str(workflow["name"]) if workflow else None
+
+        assert wait_until(shown, 30, "the workflow in the read model") == "hello"
         assert (tmp_path / "data" / "postgres" / "PG_VERSION").exists()
         # The embedded default signs tokens with a secret it generated and keeps privately.
         assert (tmp_path / "data" / "jwt-secret").stat().st_mode & 0o777 == 0o600

@@ -22,7 +22,6 @@ from infra.settings import eventsourcing_env_for
 from tests import services
 from tests.graphql_client import GraphQLClient, GraphQLError
 from tests.stack import Stack, redis_db, running_stack, stack_settings
-from tests.waiting import eventually
 
 INVITE = """mutation($e: String!, $r: Role!)
   { inviteMember(input: {email: $e, role: $r}) { memberId invitationToken } }"""
@@ -80,6 +79,11 @@ async def join(owner: GraphQLClient, stack: Stack, role: str) -> GraphQLClient:
     invited = await owner.execute(INVITE, {"e": member.email, "r": role})
     token = invited["inviteMember"]["invitationToken"]
     member.use((await member.execute(ACCEPT, {"t": token}))["acceptInvitation"])
+
+    def listed(data: dict[str, Any]) -> bool:  # mentions are checked against this read model
+        return any(m["userId"] == member.actor and m["status"] == "active" for m in data["members"])
+
+    await owner.settled("{ members { userId status } }", {}, listed, "the new member")
     return member
 
 
@@ -124,7 +128,8 @@ async def test_a_locked_node_refuses_others_until_its_holder_lets_go_or_an_admin
     assert (await refused(editor, UNLOCK, {"i": a}))["code"] == "LOCKED"
     await editor.execute(MOVE, {"i": {**b, "x": 2, "y": 2}})  # other nodes stay open
     await owner.execute(MOVE, {"i": {**a, "x": 3, "y": 3}})  # the holder edits
-    seen = (await owner.execute(LOCKS, {"id": wid, "v": locked["version"]}))["workflow"]
+    v = locked["version"]
+    seen = (await owner.caught_up(LOCKS, {"id": wid, "v": v}, v))["workflow"]
     assert seen["locks"] == [
         {"nodeId": "a", "holder": owner.actor, "expiresAt": seen["locks"][0]["expiresAt"]}
     ]
@@ -146,17 +151,15 @@ async def test_a_lease_runs_out_with_its_holder_gone_and_the_scheduler_records_i
     await editor.execute(LOCK, {"i": {**b, "ttlSeconds": 1}})
     await editor.close()  # the holder vanishes
 
-    async def expired() -> list[dict[str, Any]] | None:
-        try:
-            nodes = (await owner.execute(HISTORY, {"id": wid}))["workflowHistory"]["nodes"]
-        except GraphQLError as missing:  # the projector has not reached the workflow yet
-            assert missing.codes == ["NOT_FOUND"], missing
-            return None
-        return nodes if nodes and nodes[0]["type"] == "LockExpired" else None
+    def expired(data: dict[str, Any]) -> bool:
+        nodes = data["workflowHistory"]["nodes"]
+        return bool(nodes) and nodes[0]["type"] == "LockExpired"
 
-    history = await eventually(expired, 20, "LockExpired in the history")
+    shown = await owner.settled(HISTORY, {"id": wid}, expired, "LockExpired in the history")
+    history = shown["workflowHistory"]["nodes"]
     assert history[0]["actorId"] == "scheduler"
-    seen = (await owner.execute(LOCKS, {"id": wid, "v": history[0]["version"]}))["workflow"]
+    v = history[0]["version"]
+    seen = (await owner.caught_up(LOCKS, {"id": wid, "v": v}, v))["workflow"]
     assert seen["locks"] == []
     assert (await owner.execute(LOCK, {"i": b}))["lockNode"]["holder"] == owner.actor
 
@@ -188,7 +191,7 @@ async def test_comment_threads_with_mentions_tombstones_resolution_and_orphans(
         await owner.execute(DELETE, {"i": theirs})  # an admin (the owner) may delete it
         resolved = await viewer.execute(RESOLVE, {"i": {"workflowId": wid, "threadId": thread}})
         version = resolved["resolveThread"]["version"]
-        await owner.execute(LOCKS, {"id": wid, "v": version})  # the read model caught up
+        await owner.caught_up(LOCKS, {"id": wid, "v": version}, version)  # read model caught up
         assert (await owner.execute(COMMENTS, {"w": wid}))["comments"] == []
         [seen] = (await owner.execute(COMMENTS, {"w": wid, "n": "a", "r": True}))["comments"]
         assert seen["resolved"] and seen["resolvedBy"] == viewer.actor
@@ -199,7 +202,8 @@ async def test_comment_threads_with_mentions_tombstones_resolution_and_orphans(
                              "editedAt": tombstone["editedAt"]}  # fmt: skip
         await editor.execute(REOPEN, {"i": {"workflowId": wid, "threadId": thread}})
         removed = await owner.execute(REMOVE, {"i": {"workflowId": wid, "nodeId": "a"}})
-        await owner.execute(LOCKS, {"id": wid, "v": removed["removeNode"]["version"]})
+        version = removed["removeNode"]["version"]
+        await owner.caught_up(LOCKS, {"id": wid, "v": version}, version)
         [orphan] = (await owner.execute(COMMENTS, {"w": wid}))["comments"]
         assert orphan["id"] == thread and orphan["orphaned"] and not orphan["resolved"]
     finally:

@@ -106,10 +106,10 @@ async def test_a_runner_killed_mid_step_has_its_task_redelivered(
         [("start", "slow")],
     )
     execution_id = await start(client, workflow)
-    await asyncio.to_thread(api.arrived["killed"].wait, 20)
+    assert await asyncio.to_thread(api.arrived["killed"].wait, 20)
     await asyncio.to_thread(kill, stack, "runner")
     api.arrived["killed"].clear()
-    await asyncio.to_thread(api.arrived["killed"].wait, 30)  # attempt 2 reached the API
+    assert await asyncio.to_thread(api.arrived["killed"].wait, 30)  # attempt 2 reached the API
     api.release["killed"].set()
     done = await wait_for(client, execution_id, timeout=30)
     assert done["status"] == "SUCCEEDED", failure(done)
@@ -280,7 +280,7 @@ async def test_two_orchestrators_share_the_executions(
     thread = threading.Thread(target=second.run, args=(stop,), daemon=True)
     thread.start()
     try:
-        await asyncio.to_thread(second.ready.wait, 30)
+        assert await asyncio.to_thread(second.ready.wait, 30)
         ids = [await start(client, workflow) for _ in range(40)]
         finished = [await wait_for(client, i, timeout=60) for i in ids]
         assert Counter(e["status"] for e in finished) == {"SUCCEEDED": 40}

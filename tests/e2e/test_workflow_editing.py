@@ -58,7 +58,7 @@ async def add(
 
 
 async def read(client: GraphQLClient, wid: str, version: int) -> dict[str, Any]:
-    data = await client.execute(WORKFLOW, {"id": wid, "v": version})
+    data = await client.caught_up(WORKFLOW, {"id": wid, "v": version}, version)
     return dict(data["workflow"])
 
 
@@ -285,7 +285,8 @@ async def test_workflow_list_searches_by_name_and_pages_with_cursors(stack: Stac
     client = await GraphQLClient.signed_up(stack.url)
     try:
         ids = [await create(client, f"{kind} {i}") for i in range(5) for kind in ("Sync", "Report")]
-        await read(client, ids[-1], 1)
+        for wid in ids:  # ten aggregates on several partitions: each read model row in place
+            await read(client, wid, 1)
         query = """query($after: String, $s: String) {
           workflows(first: 2, after: $after, search: $s)
           { nodes { id name } pageInfo { hasNextPage endCursor } } }"""
@@ -437,6 +438,7 @@ async def test_node_types_list_their_schemas_and_validation_reports_every_proble
         await client.execute(
             CONNECT, {"i": {"workflowId": wid, "sourceId": source, "targetId": target}}
         )
+    await read(client, wid, 12)
     query = """query($id: ID!, $v: Int) { validateWorkflow(id: $id, atLeastVersion: $v)
       { valid problems { code message nodeIds } } }"""
     report = (await client.execute(query, {"id": wid, "v": 12}))["validateWorkflow"]
