@@ -199,6 +199,7 @@ def run_api(settings: Settings) -> None:
     import uvicorn
 
     from web.app import create_app
+    from web.websocket import CoalescingWebSocketProtocol
 
     require(settings, "database_url", "redis_url")
     # The command writer and the event tails are threads beside a busy event loop: with the
@@ -210,7 +211,7 @@ def run_api(settings: Settings) -> None:
         host=settings.api_host,
         port=settings.api_port,
         log_level=settings.log_level.lower(),
-        ws="websockets-sansio",
+        ws=CoalescingWebSocketProtocol,  # uvicorn's websockets-sansio, writes coalesced
         ws_per_message_deflate=False,  # events are small: compressing them costs CPU, not bytes
         lifespan="on",
         loop="uvloop",

@@ -1,0 +1,116 @@
+"""The api's websocket protocol on a real uvicorn server and a real client: frames sent in one
+turn of the event loop leave in one write, in order, and a close or an error response still
+comes after everything sent before it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import uvicorn
+import websockets
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from infra.embedded import free_port
+from web.websocket import CoalescingWebSocketProtocol
+
+
+class Counting(CoalescingWebSocketProtocol):
+    """Records every write to the socket (handshake response, frames, close)."""
+
+    writes: list[bytes] = []
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        write = transport.write
+
+        def recorded(data: bytes) -> None:
+            Counting.writes.append(bytes(data))
+            write(data)
+
+        transport.write = recorded
+
+
+def frames_per_write() -> list[int]:
+    """How many `frame …` texts each write carried, writes without any left out."""
+    return [n for w in Counting.writes if (n := w.count(b"frame "))]
+
+
+async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """`/burst/N`: N frames in one turn, then a close with code 4000. `/turns/N`: N frames,
+    one per turn, then an echo of each message received. `/refused`: an HTTP 403."""
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    await receive()  # websocket.connect
+    kind, _, count = scope["path"].strip("/").partition("/")
+    if kind == "refused":
+        await send({"type": "websocket.http.response.start", "status": 403, "headers": []})
+        await send({"type": "websocket.http.response.body", "body": b"no"})
+        return
+    await send({"type": "websocket.accept"})
+    for i in range(int(count)):
+        await send({"type": "websocket.send", "text": f"frame {i}"})
+        if kind == "turns":
+            await asyncio.sleep(0)
+    if kind == "burst":
+        await send({"type": "websocket.close", "code": 4000, "reason": "done"})
+        return
+    while (message := await receive())["type"] == "websocket.receive":
+        await send({"type": "websocket.send", "bytes": message["text"].encode()})
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[str]:
+    port = free_port()
+    config = uvicorn.Config(  # as the api runs it (infra/bootstrap.py `run_api`)
+        app,
+        port=port,
+        ws=Counting,
+        ws_per_message_deflate=False,
+        lifespan="on",
+        log_level="warning",
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    Counting.writes = []
+    yield f"ws://127.0.0.1:{port}"
+    server.should_exit = True
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def test_frames_sent_in_one_turn_leave_in_one_write_and_the_close_after_them(
+    server: str,
+) -> None:
+    async with websockets.connect(f"{server}/burst/50") as ws:
+        received = [await ws.recv() for _ in range(50)]
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.recv()
+    assert received == [f"frame {i}" for i in range(50)]
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4000
+    assert frames_per_write() == [50]  # fifty frames, one write, then the close
+
+
+async def test_frames_of_separate_turns_are_not_held_back(server: str) -> None:
+    async with websockets.connect(f"{server}/turns/5") as ws:
+        received = [await asyncio.wait_for(ws.recv(), 5) for _ in range(5)]
+        await ws.send("ping")
+        echo = await asyncio.wait_for(ws.recv(), 5)  # a reply is written in its own turn
+    assert received == [f"frame {i}" for i in range(5)]
+    assert echo == b"ping"
+    assert frames_per_write() == [1, 1, 1, 1, 1]
+
+
+async def test_a_refused_handshake_is_still_answered(server: str) -> None:
+    with pytest.raises(InvalidStatus) as refused:
+        async with websockets.connect(f"{server}/refused/0"):
+            pass
+    assert refused.value.response.status_code == 403
