@@ -11,15 +11,27 @@ waits for nothing but the rest of the current turn.
 
 Order is kept: every other write of the protocol (close, pong, keepalive ping, error
 responses) drains the same outgoing buffer, so it goes after what was queued before it.
+
+The protocol also offers the application a synchronous send of one text frame, under
+`SEND_TEXT_NOW` in the scope's `extensions`: the shared fan-out (`web.graphql.fanout`) sends
+each subscriber's pre-rendered events through it instead of through three layers of awaited
+ASGI wrappers per frame. It refuses (returns False) whenever the ordinary `send` would have
+to wait or fail, and the caller then takes that path.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.exceptions import InvalidState
+from websockets.http11 import Request
+
+#: The scope extension holding the protocol's `send_text_now` (`Callable[[str], bool]`).
+SEND_TEXT_NOW = "autoops.websocket.send_text_now"
+SendTextNow = Callable[[str], bool]
 
 
 class CoalescingWebSocketProtocol(WebSocketsSansIOProtocol):
@@ -28,6 +40,12 @@ class CoalescingWebSocketProtocol(WebSocketsSansIOProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._flush_due = False
+
+    def handle_connect(self, event: Request) -> None:
+        super().handle_connect(event)
+        if self.response.status_code == 101:
+            extensions: dict[str, Any] = self.scope["extensions"]  # type: ignore[assignment]
+            extensions[SEND_TEXT_NOW] = self.send_text_now
 
     async def send(self, message: Any) -> None:
         if message["type"] != "websocket.send" or not self._open():
@@ -44,9 +62,19 @@ class CoalescingWebSocketProtocol(WebSocketsSansIOProtocol):
                 self.conn.send_text(message["text"].encode())
         except InvalidState as exc:
             raise ClientDisconnected() from exc
-        if not self._flush_due:
-            self._flush_due = True
-            self.loop.call_soon(self._flush)
+        self._flush_at_end_of_turn()
+
+    def send_text_now(self, text: str) -> bool:
+        """Queue one text frame at once, as `send` would; False (nothing queued) when the
+        connection is not open or its write buffer is full: `send` then waits or raises."""
+        if not self._open() or not self.writable.is_set():
+            return False
+        try:
+            self.conn.send_text(text.encode())
+        except InvalidState:
+            return False
+        self._flush_at_end_of_turn()
+        return True
 
     def _open(self) -> bool:
         return (
@@ -55,6 +83,11 @@ class CoalescingWebSocketProtocol(WebSocketsSansIOProtocol):
             and not self.close_sent
             and not self.disconnected
         )
+
+    def _flush_at_end_of_turn(self) -> None:
+        if not self._flush_due:
+            self._flush_due = True
+            self.loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_due = False

@@ -30,6 +30,8 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
 )
 from strawberry.types import Info
 
+from web.websocket import SEND_TEXT_NOW, SendTextNow
+
 #: The graphql-transport-ws operation the current task runs (set by `FanoutTransportWSHandler`).
 _operation: contextvars.ContextVar[
     tuple[BaseGraphQLTransportWSHandler[Any, Any], Operation[Any, Any]] | None
@@ -174,6 +176,8 @@ class DirectSender:
         self._renderings = renderings
         self._prefix = '{"id":' + json.dumps(operation.id) + ',"type":"next","payload":'
         self._gone = False
+        scope = handler.websocket.ws.scope  # type: ignore[attr-defined]
+        self._send_now: SendTextNow | None = scope.get("extensions", {}).get(SEND_TEXT_NOW)
 
     async def send(self, stream: str, version: int, make: Callable[[], Any]) -> bool:
         """Send the event `version` of `stream` (built by `make` if not rendered yet); False
@@ -184,8 +188,12 @@ class DirectSender:
             text = self._renderings.text(stream, version, self.plan, make)
         except Unshareable:
             return False
+        message = self._prefix + text + "}"
+        if self._send_now is not None and self._send_now(message):  # no awaited ASGI layers
+            SHARED_SENDS.inc()
+            return True
         try:
-            await self._handler.websocket.ws.send_data(self._prefix + text + "}")  # type: ignore[attr-defined]
+            await self._handler.websocket.ws.send_data(message)  # type: ignore[attr-defined]
             SHARED_SENDS.inc()
         except (WebSocketDisconnect, OSError, RuntimeError):
             # Gone, or closed by the server (another operation's protocol error): the

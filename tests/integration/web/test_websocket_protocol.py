@@ -15,7 +15,7 @@ import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from infra.embedded import free_port
-from web.websocket import CoalescingWebSocketProtocol
+from web.websocket import SEND_TEXT_NOW, CoalescingWebSocketProtocol
 
 
 class Counting(CoalescingWebSocketProtocol):
@@ -40,8 +40,9 @@ def frames_per_write() -> list[int]:
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """`/burst/N`: N frames in one turn, then a close with code 4000. `/turns/N`: N frames,
-    one per turn, then an echo of each message received. `/refused`: an HTTP 403."""
+    """`/burst/N`: N frames in one turn, then a close with code 4000. `/now/N`: the same,
+    every other frame through the synchronous `SEND_TEXT_NOW`. `/turns/N`: N frames, one per
+    turn, then an echo of each message received. `/refused`: an HTTP 403."""
     if scope["type"] == "lifespan":
         while (await receive())["type"] != "lifespan.shutdown":
             await send({"type": "lifespan.startup.complete"})
@@ -54,10 +55,18 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await send({"type": "websocket.http.response.body", "body": b"no"})
         return
     await send({"type": "websocket.accept"})
+    send_now = scope["extensions"][SEND_TEXT_NOW]
     for i in range(int(count)):
-        await send({"type": "websocket.send", "text": f"frame {i}"})
+        if kind == "now" and i % 2:  # every other frame without awaiting anything
+            assert send_now(f"frame {i}")
+        else:
+            await send({"type": "websocket.send", "text": f"frame {i}"})
         if kind == "turns":
             await asyncio.sleep(0)
+    if kind == "now":
+        await send({"type": "websocket.close", "code": 4000, "reason": "done"})
+        assert not send_now("after the close")  # refused: nothing is queued
+        return
     if kind == "burst":
         await send({"type": "websocket.close", "code": 4000, "reason": "done"})
         return
@@ -97,6 +106,18 @@ async def test_frames_sent_in_one_turn_leave_in_one_write_and_the_close_after_th
     assert received == [f"frame {i}" for i in range(50)]
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4000
     assert frames_per_write() == [50]  # fifty frames, one write, then the close
+
+
+async def test_frames_sent_synchronously_share_the_write_and_keep_their_order(
+    server: str,
+) -> None:
+    async with websockets.connect(f"{server}/now/20") as ws:
+        received = [await ws.recv() for _ in range(20)]
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.recv()
+    assert received == [f"frame {i}" for i in range(20)]
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4000
+    assert frames_per_write() == [20]
 
 
 async def test_frames_of_separate_turns_are_not_held_back(server: str) -> None:
