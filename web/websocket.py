@@ -32,6 +32,8 @@ from websockets.http11 import Request
 #: The scope extension holding the protocol's `send_text_now` (`Callable[[str], bool]`).
 SEND_TEXT_NOW = "autoops.websocket.send_text_now"
 SendTextNow = Callable[[str], bool]
+#: Bytes queued after which they are written at once (asyncio's default high-water mark).
+QUEUE_LIMIT = 64 * 1024
 
 
 class CoalescingWebSocketProtocol(WebSocketsSansIOProtocol):
@@ -40,6 +42,18 @@ class CoalescingWebSocketProtocol(WebSocketsSansIOProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._flush_due = False
+        self._queued = 0  # bytes of frames queued since the last flush
+        app = self.app
+
+        async def app_then_flush(scope: Any, receive: Any, send: Any) -> Any:
+            try:
+                return await app(scope, receive, send)
+            finally:
+                # uvicorn closes the transport the moment the app returns or raises: what
+                # it queued in its last turn goes first.
+                self._flush()
+
+        self.app = app_then_flush
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
@@ -55,25 +69,29 @@ class CoalescingWebSocketProtocol(WebSocketsSansIOProtocol):
         await self.writable.wait()  # the transport's buffer is over its high-water mark
         if self.disconnected:
             raise ClientDisconnected()
+        data = message.get("bytes")
+        text = message.get("text")
         try:
-            if message.get("bytes") is not None:
-                self.conn.send_binary(message["bytes"])
-            elif message.get("text") is not None:
-                self.conn.send_text(message["text"].encode())
+            if data is not None:
+                self.conn.send_binary(data)
+            elif text is not None:
+                data = text.encode()
+                self.conn.send_text(data)
         except InvalidState as exc:
             raise ClientDisconnected() from exc
-        self._flush_at_end_of_turn()
+        self._queue(len(data or b""))
 
     def send_text_now(self, text: str) -> bool:
         """Queue one text frame at once, as `send` would; False (nothing queued) when the
         connection is not open or its write buffer is full: `send` then waits or raises."""
         if not self._open() or not self.writable.is_set():
             return False
+        data = text.encode()
         try:
-            self.conn.send_text(text.encode())
+            self.conn.send_text(data)
         except InvalidState:
             return False
-        self._flush_at_end_of_turn()
+        self._queue(len(data))
         return True
 
     def _open(self) -> bool:
@@ -84,13 +102,21 @@ class CoalescingWebSocketProtocol(WebSocketsSansIOProtocol):
             and not self.disconnected
         )
 
-    def _flush_at_end_of_turn(self) -> None:
-        if not self._flush_due:
+    def _queue(self, size: int) -> None:
+        """A frame of `size` bytes was queued: written at the end of the turn, or at once
+        past the transport's high-water mark, so that a burst (a subscriber catching up on
+        a page of events) meets the transport's back-pressure as uvicorn's `send` would:
+        `pause_writing` clears `writable`, and later sends wait for it."""
+        self._queued += size
+        if self._queued >= QUEUE_LIMIT:
+            self._flush()
+        elif not self._flush_due:
             self._flush_due = True
             self.loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_due = False
+        self._queued = 0
         output = self.conn.data_to_send()
         if output and not self.transport.is_closing():
             self.transport.write(b"".join(output))

@@ -15,7 +15,7 @@ import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from infra.embedded import free_port
-from web.websocket import SEND_TEXT_NOW, CoalescingWebSocketProtocol
+from web.websocket import QUEUE_LIMIT, SEND_TEXT_NOW, CoalescingWebSocketProtocol
 
 
 class Counting(CoalescingWebSocketProtocol):
@@ -42,7 +42,9 @@ def frames_per_write() -> list[int]:
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """`/burst/N`: N frames in one turn, then a close with code 4000. `/now/N`: the same,
     every other frame through the synchronous `SEND_TEXT_NOW`. `/turns/N`: N frames, one per
-    turn, then an echo of each message received. `/refused`: an HTTP 403."""
+    turn, then an echo of each message received. `/big/N`: N frames of 10 KiB in one turn.
+    `/gone/N`: N frames in one turn, and the app returns without a close. `/refused`: an
+    HTTP 403."""
     if scope["type"] == "lifespan":
         while (await receive())["type"] != "lifespan.shutdown":
             await send({"type": "lifespan.startup.complete"})
@@ -56,7 +58,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         return
     await send({"type": "websocket.accept"})
     send_now = scope["extensions"][SEND_TEXT_NOW]
-    for i in range(int(count)):
+    for i in range(0 if kind == "big" else int(count)):
         if kind == "now" and i % 2:  # every other frame without awaiting anything
             assert send_now(f"frame {i}")
         else:
@@ -66,6 +68,13 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if kind == "now":
         await send({"type": "websocket.close", "code": 4000, "reason": "done"})
         assert not send_now("after the close")  # refused: nothing is queued
+        return
+    if kind == "big":  # 100 frames of 10 KiB in one turn
+        for i in range(int(count)):
+            await send({"type": "websocket.send", "text": f"frame {i} ".ljust(10_240, ".")})
+        await send({"type": "websocket.close", "code": 4000, "reason": "done"})
+        return
+    if kind == "gone":  # the app ends without a close: uvicorn drops the connection at once
         return
     if kind == "burst":
         await send({"type": "websocket.close", "code": 4000, "reason": "done"})
@@ -118,6 +127,25 @@ async def test_frames_sent_synchronously_share_the_write_and_keep_their_order(
     assert received == [f"frame {i}" for i in range(20)]
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4000
     assert frames_per_write() == [20]
+
+
+async def test_a_burst_past_the_high_water_mark_is_written_as_it_goes(server: str) -> None:
+    async with websockets.connect(f"{server}/big/100", max_size=None) as ws:
+        received = [await ws.recv() for _ in range(100)]
+        with pytest.raises(ConnectionClosed):
+            await ws.recv()
+    assert [r.split(" ", 2)[1] for r in received] == [str(i) for i in range(100)]  # type: ignore[union-attr]
+    writes = frames_per_write()
+    assert sum(writes) == 100 and len(writes) > 1  # not a megabyte queued in one turn
+    assert max(writes) * 10_240 <= QUEUE_LIMIT + 10_240
+
+
+async def test_frames_sent_right_before_the_app_returns_still_leave(server: str) -> None:
+    async with websockets.connect(f"{server}/gone/5") as ws:
+        received = [await asyncio.wait_for(ws.recv(), 5) for _ in range(5)]
+        with pytest.raises(ConnectionClosed):
+            await ws.recv()
+    assert received == [f"frame {i}" for i in range(5)]
 
 
 async def test_frames_of_separate_turns_are_not_held_back(server: str) -> None:
