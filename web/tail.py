@@ -62,6 +62,10 @@ class Watch:
         self._batches = 0
         self._waiter: asyncio.Future[None] | None = None
         self.behind = False
+        # One timer outlives many waits (see `next`): when the current wait ends, and the
+        # timer armed for it or for an earlier one.
+        self._due = 0.0
+        self._timer: asyncio.TimerHandle | None = None
 
     @property
     def pending(self) -> int:
@@ -82,16 +86,21 @@ class Watch:
 
     async def next(self, timeout: float) -> list[Row] | None:
         """New rows; None when it fell behind (read the store), [] when nothing came in
-        time. Waits on one future with a timer (no task per wait: this is every
-        subscriber's per-event path)."""
+        time. Waits on one future (no task per wait: this is every subscriber's per-event
+        path); the timer that ends a wait is armed once and serves the waits after it
+        (a subscriber woken every few milliseconds would otherwise arm and cancel one per
+        event): when it rings before the current wait is due, it is armed again for that."""
         if not self._rows and not self.behind:
             loop = asyncio.get_running_loop()
+            self._due = loop.time() + timeout
+            if self._timer is None or self._timer.when() > self._due:
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._timer = loop.call_at(self._due, self._ring, loop)
             self._waiter = waiter = loop.create_future()
-            timer = loop.call_later(timeout, _wake, waiter)
             try:
                 await waiter
             finally:
-                timer.cancel()
                 self._waiter = None
         if self.behind:
             self.behind = False
@@ -99,10 +108,21 @@ class Watch:
         rows, self._rows, self._batches = self._rows, [], 0
         return rows
 
+    def close(self) -> None:
+        """The subscriber is gone: its timer goes too."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
-def _wake(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
+    def _ring(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return  # between waits: the next one arms its own
+        if loop.time() >= self._due:
+            waiter.set_result(None)
+        else:
+            self._timer = loop.call_at(self._due, self._ring, loop)
 
 
 class EventTail:
@@ -143,6 +163,7 @@ class EventTail:
         try:
             yield watch
         finally:
+            watch.close()
             watchers = self._watchers.get(aggregate_id, set())
             watchers.discard(watch)
             if not watchers:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from web.tail import WATCH_BACKLOG, Watch
 
 
@@ -15,3 +17,26 @@ async def test_a_subscriber_that_falls_behind_is_told_to_read_the_store() -> Non
     watch.deliver([{"version": 99}])
     assert await watch.next(1.0) == [{"version": 99}]
     assert await watch.next(0.01) == []  # nothing new in time
+
+
+async def test_one_timer_serves_many_waits_and_each_wait_still_ends_on_time() -> None:
+    watch = Watch()
+    loop = asyncio.get_running_loop()
+    for version in range(1, 6):  # woken by deliveries long before the 5 s are up
+        loop.call_soon(watch.deliver, [{"version": version}])
+        assert await watch.next(5.0) == [{"version": version}]
+    armed = watch._timer
+    assert armed is not None
+    loop.call_soon(watch.deliver, [{"version": 6}])
+    assert await watch.next(5.0) == [{"version": 6}]
+    assert watch._timer is armed  # not one timer per wait
+    started = loop.time()
+    assert await watch.next(0.05) == []  # a shorter wait than the armed one: re-armed
+    assert 0.04 <= loop.time() - started < 1.0
+    loop.call_soon(watch.deliver, [{"version": 7}])
+    assert await watch.next(0.05) == [{"version": 7}]  # leaves a timer due in 0.05 s
+    started = loop.time()
+    assert await watch.next(0.3) == []  # that one rings first; this wait lasts its own 0.3 s
+    assert 0.25 <= loop.time() - started < 1.5
+    watch.close()
+    assert watch._timer is None
