@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from uuid import UUID
 
@@ -66,6 +66,10 @@ class Watch:
         # timer armed for it or for an earlier one.
         self._due = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        #: Set by a subscriber that can take rows synchronously (send them on itself): while
+        #: it waits with nothing pending, deliveries go straight to it, without waking its
+        #: task; it returns how many of the rows it took, and the rest wake it as usual.
+        self.push: Callable[[list[Row]], int] | None = None
 
     @property
     def pending(self) -> int:
@@ -75,14 +79,29 @@ class Watch:
     def deliver(self, rows: list[Row]) -> None:
         if self.behind:
             return
+        if self.push is not None and not self._rows and self.waiting:
+            try:
+                taken = self.push(rows)
+            except Exception:  # the subscriber's own path then meets it, in its own task
+                log.exception("event tail: a subscriber could not take its events")
+                taken = 0
+            if taken >= len(rows):
+                return
+            rows = rows[taken:]
         if self._batches >= WATCH_BACKLOG:
             self.behind = True
             self._rows, self._batches = [], 0
         else:
             self._rows.extend(rows)
             self._batches += 1
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    @property
+    def waiting(self) -> bool:
+        """The subscriber is parked in `next`."""
+        return self._waiter is not None and not self._waiter.done()
 
     async def next(self, timeout: float) -> list[Row] | None:
         """New rows; None when it fell behind (read the store), [] when nothing came in

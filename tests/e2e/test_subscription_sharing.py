@@ -69,10 +69,10 @@ def workflow(stack: Stack) -> Iterator[tuple[str, str]]:
     yield asyncio.run(make())
 
 
-async def shared_messages(url: str) -> float:
+async def shared_messages(url: str, kind: str = "shared") -> float:
     async with httpx.AsyncClient() as http:
         text = (await http.get(f"{url}/metrics")).text
-    found = re.search(r"^autoops_subscription_shared_messages_total (\S+)$", text, re.M)
+    found = re.search(rf"^autoops_subscription_{kind}_messages_total (\S+)$", text, re.M)
     return float(found.group(1)) if found else 0.0
 
 
@@ -141,3 +141,28 @@ def test_a_shared_rendering_is_byte_for_byte_what_strawberry_sends(
         assert await shared_messages(stack.url) - before == len(got["shared"])
 
     asyncio.run(scenario())
+
+
+async def test_live_events_are_pushed_from_the_tail_in_order(stack: Stack) -> None:
+    """A subscriber waiting for live events is sent them by the event tail itself (its task
+    is not woken for each): they arrive in version order, once each."""
+    client = await GraphQLClient.signed_up(stack.url)
+    try:
+        wid = (await client.execute(CREATE, {"i": {"name": "live"}}))["createWorkflow"]
+        wid = wid["workflowId"]
+        before = await shared_messages(stack.url, "pushed")
+        query = document([("version", None), ("type", None)], None, ordinary=False)
+        versions: list[int] = []
+        async with client.subscribe(query, {"id": wid, "after": 0}) as events:
+            first = await asyncio.wait_for(anext(events), 10)
+            versions.append(first["workflowEvents"]["version"])
+            for i in range(6):  # one at a time: each finds the subscriber waiting
+                node = {"workflowId": wid, "type": "data.transform", "name": f"n{i}"}
+                await client.execute(ADD, {"i": node})
+                event = await asyncio.wait_for(anext(events), 10)
+                versions.append(event["workflowEvents"]["version"])
+        assert versions == list(range(1, 8))
+        # Pushed unless the subscriber's access check fell due (every 5 s) in between.
+        assert await shared_messages(stack.url, "pushed") - before >= 3
+    finally:
+        await client.close()

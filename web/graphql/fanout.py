@@ -48,6 +48,10 @@ RENDERED = Counter(
 SHARED_SENDS = Counter(
     "autoops_subscription_shared_messages", "Subscription messages sent from a shared rendering"
 )
+PUSHED = Counter(
+    "autoops_subscription_pushed_messages",
+    "Shared subscription messages the event tail sent without waking the subscriber",
+)
 
 
 @dataclass(frozen=True)
@@ -178,6 +182,24 @@ class DirectSender:
         self._gone = False
         scope = handler.websocket.ws.scope  # type: ignore[attr-defined]
         self._send_now: SendTextNow | None = scope.get("extensions", {}).get(SEND_TEXT_NOW)
+
+    def send_now(self, stream: str, version: int, make: Callable[[], Any]) -> bool:
+        """`send` without awaiting anything, for the event tail to call (`Watch.push`); False
+        when it cannot be done so (not shareable, no synchronous send on this connection, or
+        its write buffer full): the subscriber's task then sends it with `send`."""
+        if self._gone or self._operation.completed:
+            return True
+        if self._send_now is None:
+            return False
+        try:
+            text = self._renderings.text(stream, version, self.plan, make)
+        except Unshareable:
+            return False
+        if not self._send_now(self._prefix + text + "}"):
+            return False
+        SHARED_SENDS.inc()
+        PUSHED.inc()
+        return True
 
     async def send(self, stream: str, version: int, make: Callable[[], Any]) -> bool:
         """Send the event `version` of `stream` (built by `make` if not rendered yet); False

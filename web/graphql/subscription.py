@@ -58,7 +58,20 @@ class Subscription:
         if await svc.tail.workspace_of(wid) != who.workspace_id:
             raise not_found(f"workflow {workflow_id}")
         direct = direct_sender(info, svc.renderings)
-        async with aclosing(_rows(svc.tail, wid, max(after_version, 0), still_allowed)) as rows:
+        push: Callable[[Row], bool] | None = None
+        if direct is not None:
+            sender = direct
+
+            def push(row: Row) -> bool:
+                """A live event sent from the tail itself, not by waking this task; not
+                when the access check is due (the task makes it first)."""
+                if time.monotonic() >= next_check:
+                    return False
+                make = partial(WorkflowEvent.from_row, key, row)
+                return sender.send_now(key, row["version"], make)
+
+        start = max(after_version, 0)
+        async with aclosing(_rows(svc.tail, wid, start, still_allowed, push)) as rows:
             async for row in rows:
                 # The same rendered text for every subscriber with this selection; Strawberry
                 # executes the rest (and what it would answer with errors).
@@ -68,12 +81,35 @@ class Subscription:
 
 
 async def _rows(
-    tail: EventTail, wid: UUID, last: int, still_allowed: Callable[[], Awaitable[None]]
+    tail: EventTail,
+    wid: UUID,
+    last: int,
+    still_allowed: Callable[[], Awaitable[None]],
+    push: Callable[[Row], bool] | None = None,
 ) -> AsyncGenerator[Row, None]:
-    """The workflow's events after version `last`, then live ones: each once, in order."""
+    """The workflow's events after version `last`, then live ones: each once, in order.
+
+    With `push`, live events that follow `last` without a gap are handed to it by the tail
+    while this generator waits (it sends them itself); whatever it does not take (a gap, a
+    refusal) wakes the generator, which yields it as usual, after everything pushed."""
     # Watch before reading what was missed: nothing falls in between (repeats are skipped
     # by version).
     async with tail.watch(wid) as watch:
+        if push is not None:
+            send = push
+
+            def take(rows: list[Row]) -> int:
+                nonlocal last
+                for taken, row in enumerate(rows):
+                    version = row["version"]
+                    if version <= last:
+                        continue  # a repeat
+                    if version > last + 1 or not send(row):
+                        return taken
+                    last = version
+                return len(rows)
+
+            watch.push = take
         rows = await tail.events_after(wid, last)
         while True:
             for row in rows:

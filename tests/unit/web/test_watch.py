@@ -40,3 +40,39 @@ async def test_one_timer_serves_many_waits_and_each_wait_still_ends_on_time() ->
     assert 0.25 <= loop.time() - started < 1.5
     watch.close()
     assert watch._timer is None
+
+
+async def test_a_waiting_subscriber_takes_pushed_rows_without_being_woken() -> None:
+    watch = Watch()
+    pushed: list[int] = []
+    refuse_from = 3
+
+    def push(rows: list[dict[str, int]]) -> int:
+        for taken, row in enumerate(rows):
+            if row["version"] >= refuse_from:
+                return taken
+            pushed.append(row["version"])
+        return len(rows)
+
+    watch.push = push  # type: ignore[assignment]
+    loop = asyncio.get_running_loop()
+    loop.call_soon(watch.deliver, [{"version": 1}])
+    loop.call_soon(watch.deliver, [{"version": 2}, {"version": 3}, {"version": 4}])
+    loop.call_soon(watch.deliver, [{"version": 5}])  # behind the queued ones: not pushed
+    woken = await watch.next(5.0)
+    assert pushed == [1, 2]
+    assert woken == [{"version": 3}, {"version": 4}, {"version": 5}]  # in order, after them
+    watch.deliver([{"version": 6}])  # not waiting: queued, not pushed
+    assert await watch.next(5.0) == [{"version": 6}] and pushed == [1, 2]
+    assert await watch.next(0.05) == []  # pushes alone never wake it: its timer does
+
+
+async def test_a_push_that_fails_leaves_the_rows_to_the_subscriber() -> None:
+    watch = Watch()
+
+    def broken(rows: list[dict[str, int]]) -> int:
+        raise RuntimeError("a bug")
+
+    watch.push = broken  # type: ignore[assignment]
+    asyncio.get_running_loop().call_soon(watch.deliver, [{"version": 1}])
+    assert await watch.next(5.0) == [{"version": 1}]
