@@ -83,7 +83,8 @@ class Watch:
             try:
                 taken = self.push(rows)
             except Exception:  # the subscriber's own path then meets it, in its own task
-                log.exception("event tail: a subscriber could not take its events")
+                log.exception("event tail: a subscriber could not take its events; no more pushes")
+                self.push = None  # one traceback per subscriber, not one per event
                 taken = 0
             if taken >= len(rows):
                 return

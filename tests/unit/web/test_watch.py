@@ -76,3 +76,4 @@ async def test_a_push_that_fails_leaves_the_rows_to_the_subscriber() -> None:
     watch.push = broken  # type: ignore[assignment]
     asyncio.get_running_loop().call_soon(watch.deliver, [{"version": 1}])
     assert await watch.next(5.0) == [{"version": 1}]
+    assert watch.push is None  # not tried again for every later event
