@@ -191,13 +191,9 @@ class DirectSender:
             return True
         if self._send_now is None:
             return False
-        try:
-            text = self._renderings.text(stream, version, self.plan, make)
-        except Unshareable:
+        message = self._message(stream, version, make)
+        if message is None or not self._queued(message):
             return False
-        if not self._send_now(self._prefix + text + "}"):
-            return False
-        SHARED_SENDS.inc()
         PUSHED.inc()
         return True
 
@@ -206,13 +202,10 @@ class DirectSender:
         when it cannot be shared (yield it to Strawberry instead)."""
         if self._gone or self._operation.completed:
             return True
-        try:
-            text = self._renderings.text(stream, version, self.plan, make)
-        except Unshareable:
+        message = self._message(stream, version, make)
+        if message is None:
             return False
-        message = self._prefix + text + "}"
-        if self._send_now is not None and self._send_now(message):  # no awaited ASGI layers
-            SHARED_SENDS.inc()
+        if self._queued(message):  # no awaited ASGI layers
             return True
         try:
             await self._handler.websocket.ws.send_data(message)  # type: ignore[attr-defined]
@@ -221,6 +214,21 @@ class DirectSender:
             # Gone, or closed by the server (another operation's protocol error): the
             # connection's own loop ends and cancels this operation.
             self._gone = True
+        return True
+
+    def _message(self, stream: str, version: int, make: Callable[[], Any]) -> str | None:
+        """The `next` message of the event, None when it cannot be shared."""
+        try:
+            text = self._renderings.text(stream, version, self.plan, make)
+        except Unshareable:
+            return None
+        return self._prefix + text + "}"
+
+    def _queued(self, message: str) -> bool:
+        """Queued through the protocol's synchronous send (when it has one and takes it)."""
+        if self._send_now is None or not self._send_now(message):
+            return False
+        SHARED_SENDS.inc()
         return True
 
 

@@ -15,6 +15,7 @@ import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from infra.embedded import free_port
+from tests.waiting import eventually
 from web.websocket import QUEUE_LIMIT, SEND_TEXT_NOW, CoalescingWebSocketProtocol
 
 
@@ -96,8 +97,11 @@ async def server() -> AsyncIterator[str]:
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
+
+    async def started() -> bool:
+        return server.started
+
+    await eventually(started, 10, "uvicorn started")
     Counting.writes = []
     yield f"ws://127.0.0.1:{port}"
     server.should_exit = True
@@ -105,27 +109,30 @@ async def server() -> AsyncIterator[str]:
         await task
 
 
+async def received_and_closed(url: str, count: int) -> tuple[list[str | bytes], int | None]:
+    """The first `count` messages from `url`, and the code of the close that follows them."""
+    async with websockets.connect(url) as ws:
+        received = [await ws.recv() for _ in range(count)]
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.recv()
+    return received, closed.value.rcvd.code if closed.value.rcvd else None
+
+
 async def test_frames_sent_in_one_turn_leave_in_one_write_and_the_close_after_them(
     server: str,
 ) -> None:
-    async with websockets.connect(f"{server}/burst/50") as ws:
-        received = [await ws.recv() for _ in range(50)]
-        with pytest.raises(ConnectionClosed) as closed:
-            await ws.recv()
+    received, code = await received_and_closed(f"{server}/burst/50", 50)
     assert received == [f"frame {i}" for i in range(50)]
-    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4000
+    assert code == 4000
     assert frames_per_write() == [50]  # fifty frames, one write, then the close
 
 
 async def test_frames_sent_synchronously_share_the_write_and_keep_their_order(
     server: str,
 ) -> None:
-    async with websockets.connect(f"{server}/now/20") as ws:
-        received = [await ws.recv() for _ in range(20)]
-        with pytest.raises(ConnectionClosed) as closed:
-            await ws.recv()
+    received, code = await received_and_closed(f"{server}/now/20", 20)
     assert received == [f"frame {i}" for i in range(20)]
-    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4000
+    assert code == 4000
     assert frames_per_write() == [20]
 
 
