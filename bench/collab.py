@@ -1,5 +1,5 @@
 """Live editing under load: N editors and M watchers on one workflow, all real GraphQL
-websocket clients (`graphql-transport-ws`) of one api process.
+websocket clients (`graphql-transport-ws`, `bench.subscriber`) of one api process.
 
 Every editor subscribes to `workflowEvents` like every watcher, and moves its own node at a
 steady pace over HTTP (`moveNode`; no locks, so no edit is refused). For each edit the time
@@ -13,7 +13,6 @@ Usage: `python -m bench.collab [editors] [watchers] [seconds] [edits/s per edito
 from __future__ import annotations
 
 import asyncio
-import json
 import multiprocessing
 import os
 import random
@@ -24,10 +23,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-import websockets
+import uvloop
 
 from bench.harness import percentile, platform, services, settings_for
 from bench.latency import REGISTER, SIGN_UP
+from bench.subscriber import subscribe
 
 EVENTS = """subscription($id: ID!, $after: Int) {
   workflowEvents(workflowId: $id, afterVersion: $after) { version } }"""
@@ -43,35 +43,13 @@ class Watcher:
     received: dict[int, float] = field(default_factory=dict)
     order_errors: int = 0
     last: int = 0
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def got(self, version: int, at: float) -> None:
+    def on_next(self, payload: dict[str, Any], at: float) -> None:
+        version = payload["data"]["workflowEvents"]["version"]
         if version != self.last + 1:
             self.order_errors += 1
         self.last = max(self.last, version)
         self.received[version] = at
-
-
-async def watch(url: str, token: str, wid: str, after: int, watcher: Watcher) -> None:
-    ws_url = url.replace("http", "ws", 1) + "/graphql"
-    async with websockets.connect(
-        ws_url, subprotocols=["graphql-transport-ws"], max_queue=None, ping_interval=None
-    ) as ws:  # type: ignore[arg-type]
-        await ws.send(json.dumps({"type": "connection_init",
-                                  "payload": {"Authorization": f"Bearer {token}"}}))  # fmt: skip
-        assert json.loads(await ws.recv())["type"] == "connection_ack"
-        await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {
-            "query": EVENTS, "variables": {"id": wid, "after": after}}}))  # fmt: skip
-        watcher.last = after
-        watcher.ready.set()
-        async for raw in ws:
-            message = json.loads(raw)
-            if message["type"] == "next" and message["payload"].get("data"):
-                watcher.got(message["payload"]["data"]["workflowEvents"]["version"], time.time())
-            elif message["type"] in ("error", "complete"):
-                raise RuntimeError(f"subscription ended: {message}")
-            elif message["type"] == "ping":
-                await ws.send(json.dumps({"type": "pong"}))
 
 
 @dataclass
@@ -111,20 +89,21 @@ def subscriber_process(
     then sends back (received times, order errors, crashed) per subscriber."""
 
     async def main() -> None:
-        subscribers = [Watcher() for _ in range(count)]
-        tasks = [asyncio.create_task(watch(url, token, wid, after, w)) for w in subscribers]
-        await asyncio.wait_for(asyncio.gather(*(w.ready.wait() for w in subscribers)), 120)
+        subscribers = [Watcher(last=after) for _ in range(count)]
+        connections = await asyncio.wait_for(
+            asyncio.gather(*(subscribe(url, token, EVENTS, {"id": wid, "after": after},
+                                       w.on_next) for w in subscribers)), 120)  # fmt: skip
         ready.set()
         final = await asyncio.to_thread(last.get)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and any(w.last < final for w in subscribers):
             await asyncio.sleep(0.1)
-        for task in tasks:
-            task.cancel()
-        crashed = sum(1 for t in tasks if t.done() and not t.cancelled() and t.exception())
+        crashed = sum(1 for c in connections if c.failure is not None)
+        for connection in connections:
+            connection.close()
         out.put(([(w.received, w.order_errors) for w in subscribers], crashed))
 
-    asyncio.run(main())
+    uvloop.run(main())
 
 
 async def run_load(

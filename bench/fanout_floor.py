@@ -1,9 +1,9 @@
 """The floor under live editing: a bare ASGI app on uvicorn (the api's server settings) that
 sends one small text frame per event to N websocket clients at a steady rate, and nothing else
-(no GraphQL, no database, no other process). The clients are the same kind as
-`bench.collab`'s (the `websockets` library, one JSON parse per message, in
-`bench.collab.CLIENT_PROCESSES` processes). What this machine cannot do here, the platform
-cannot do either. Usage: `python -m bench.fanout_floor [clients] [events/s] [seconds]`
+(no GraphQL, no database, no other process; it acknowledges `connection_init` and takes the
+subscription as given). The clients are `bench.collab`'s (`bench.subscriber`, one JSON parse
+per message, in `bench.collab.CLIENT_PROCESSES` processes). What this machine cannot do here,
+the platform cannot do either. Usage: `python -m bench.fanout_floor [clients] [events/s] [seconds]`
 (defaults 550, 100, 10).
 """
 
@@ -19,10 +19,11 @@ import time
 from typing import Any
 
 import httpx
-import websockets
+import uvloop
 
 from bench.collab import CLIENT_PROCESSES
 from bench.harness import percentile
+from bench.subscriber import subscribe
 from infra.embedded import free_port
 
 _clients: set[Any] = set()
@@ -44,8 +45,9 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await send({"type": "websocket.accept", "subprotocol": "graphql-transport-ws"})
         _clients.add(send)
         try:
-            while (await receive())["type"] != "websocket.disconnect":
-                pass
+            while (message := await receive())["type"] != "websocket.disconnect":
+                if "connection_init" in (message.get("text") or ""):
+                    await send({"type": "websocket.send", "text": '{"type":"connection_ack"}'})
         finally:
             _clients.discard(send)
 
@@ -66,27 +68,21 @@ async def _emit() -> None:
 def _subscribers(url: str, count: int, seconds: float, ready: Any, out: Any) -> None:
     async def main() -> None:
         latencies: list[float] = []
-        connected = 0
 
-        async def client() -> None:
-            nonlocal connected
-            async with websockets.connect(url, subprotocols=["graphql-transport-ws"],  # type: ignore[list-item]
-                                          max_queue=None, ping_interval=None) as ws:  # fmt: skip
-                connected += 1
-                async for raw in ws:
-                    event = json.loads(raw)["payload"]["data"]["workflowEvents"]
-                    latencies.append((time.time() - event["sentAt"]) * 1000)
+        def on_next(payload: dict[str, Any], at: float) -> None:
+            latencies.append((at - payload["data"]["workflowEvents"]["sentAt"]) * 1000)
 
-        tasks = [asyncio.create_task(client()) for _ in range(count)]
-        while connected < count:
-            await asyncio.sleep(0.05)
+        connections = await asyncio.gather(
+            *(subscribe(url, "", "subscription { workflowEvents }", {}, on_next)
+              for _ in range(count))
+        )  # fmt: skip
         ready.set()
         await asyncio.sleep(seconds + 5)
-        for task in tasks:
-            task.cancel()
+        for connection in connections:
+            connection.close()
         out.put(latencies)
 
-    asyncio.run(main())
+    uvloop.run(main())
 
 
 def measure(clients: int = 550, rate: float = 100.0, seconds: float = 10.0) -> str:
@@ -111,7 +107,7 @@ def measure(clients: int = 550, rate: float = 100.0, seconds: float = 10.0) -> s
         processes = []
         for share in shares:
             ready, out = mp.Event(), mp.Queue()
-            args = (f"ws://127.0.0.1:{port}/", share, seconds, ready, out)
+            args = (f"http://127.0.0.1:{port}", share, seconds, ready, out)
             process = mp.Process(target=_subscribers, args=args, daemon=True)
             process.start()
             processes.append((process, ready, out))

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import multiprocessing
 import random
 import time
 from typing import Any
 
 import aiohttp
-import websockets
+import uvloop
 
 from bench.harness import percentile, platform, services, settings_for
+from bench.subscriber import subscribe
 
 REGISTER = """mutation($i: RegisterInput!) { register(input: $i) { accessToken } }"""
 SIGN_UP = {
@@ -111,33 +111,23 @@ def _watch(url: str, token: str, wid: str, ready: Any, stop: Any, results: Any) 
 
     async def main() -> dict[float, float]:
         arrived: dict[float, float] = {}
-        async with websockets.connect(
-            url.replace("http", "ws") + "/graphql",
-            subprotocols=["graphql-transport-ws"],
-            max_queue=None,
-        ) as ws:
-            init = {"Authorization": f"Bearer {token}"}
-            await ws.send(json.dumps({"type": "connection_init", "payload": init}))
-            await ws.recv()
-            payload = {"query": SUBSCRIBE, "variables": {"id": wid}}
-            await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": payload}))
-            ready.set()
-            while not stop.is_set():
-                try:
-                    raw = await asyncio.wait_for(ws.recv(), 0.2)
-                except TimeoutError:
-                    continue
-                now = time.perf_counter()
-                message = json.loads(raw)
-                if message.get("type") == "error" or message.get("payload", {}).get("errors"):
-                    raise RuntimeError(f"subscription failed: {message}")
-                if message.get("type") == "next":
-                    event = message["payload"]["data"]["workflowEvents"]
-                    if event["type"] == "NodeMoved":
-                        arrived[event["payload"]["x"]] = now
+
+        def on_next(payload: dict[str, Any], _: float) -> None:
+            now = time.perf_counter()
+            event = payload["data"]["workflowEvents"]
+            if event["type"] == "NodeMoved":
+                arrived[event["payload"]["x"]] = now
+
+        connection = await subscribe(url, token, SUBSCRIBE, {"id": wid}, on_next)
+        ready.set()
+        while not stop.is_set() and connection.failure is None:
+            await asyncio.sleep(0.2)
+        connection.close()
+        if connection.failure is not None:
+            raise RuntimeError(f"subscription failed: {connection.failure}")
         return arrived
 
-    results.put(asyncio.run(main()))
+    results.put(uvloop.run(main()))
 
 
 def run(editors: int = 50, seconds: float = 15.0, rate_per_editor: float = 2.0) -> str:
