@@ -1,14 +1,20 @@
-"""A faust app whose Kafka consumer uses a configurable fetch wait.
+"""A faust app whose Kafka consumer uses a configurable fetch wait and whose idle agents sleep.
 
 faust-streaming hardcodes `fetch_max_wait_ms=1500` in its aiokafka driver. Brokers that answer
 a waiting fetch late (Tansu) then add up to that much latency to every event, so the worker
 consumer here gets the configured value instead, and a longer one once its topics have been
 quiet for a while (`infra.kafka.FetchWait`): an idle projector polling every few milliseconds
 cost ~10 % of a core, and Tansu as much again.
+
+faust's `Stream.take(max_, within)` wakes every `within` seconds, values or not: with a 10 ms
+window, four agents cost an idle projector 8 % of a core (11.1 % against 2.7 % with the
+window at a second). `BatchingStream.take` sleeps until a value arrives.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 import aiokafka
@@ -16,6 +22,8 @@ import faust
 from faust.transport.consumer import RecordMap
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TP
+from mode import Seconds, want_seconds
+from mode.utils.futures import notify
 
 from infra.kafka import FetchWait
 
@@ -55,8 +63,81 @@ class _Transport(driver.Transport):
     Consumer = _Consumer
 
 
+class BatchingStream(faust.Stream):  # type: ignore[type-arg]
+    """A faust stream whose `take` waits for the first value without a timer."""
+
+    async def take(self, max_: int, within: Seconds) -> AsyncGenerator[Sequence[Any], None]:
+        """Batches of at most `max_` values: each is yielded `within` seconds after its first
+        value arrived, or as soon as it is full; nothing wakes while no value comes. The events
+        of a batch are acknowledged after the consumer of the batch is done with it.
+
+        faust's own `take` (faust-streaming 0.11, faust/streams.py) with one change: its loop
+        waits for a full buffer with the timeout whether the buffer holds anything or not.
+        """
+        buffer: list[Any] = []
+        events: list[Any] = []
+        has_values = asyncio.Event()
+        full = asyncio.Event()
+        consumed = asyncio.Event()
+        timeout = want_seconds(within) if within else None
+        consuming: asyncio.Future[None] | None = None
+
+        async def add_to_buffer(value: Any) -> Any:
+            nonlocal consuming
+            try:
+                if consuming is not None:  # the batch before this value is being consumed
+                    try:
+                        await consuming
+                    finally:
+                        consuming = None
+                buffer.append(value)
+                event = self.current_event
+                if event is None:
+                    raise RuntimeError("take: a value arrived without its event")
+                events.append(event)
+                has_values.set()
+                if len(buffer) >= max_:
+                    full.set()
+                    consumed.clear()  # never more than max_ values in a batch
+                    await self.wait(consumed)  # type: ignore[arg-type]
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.log.exception("Error adding to take buffer: %r", exc)
+                await self.crash(exc)
+            return value
+
+        enable_acks = self.enable_acks
+        self.enable_acks = False  # acknowledged here, once the batch is consumed
+        self.add_processor(add_to_buffer)
+        self._enable_passive(self.channel)  # type: ignore[arg-type]
+        try:
+            while not self.should_stop:
+                if await self.wait_for_stopped(has_values):  # type: ignore[arg-type]
+                    break
+                await self.wait_for_stopped(full, timeout=timeout)  # type: ignore[arg-type]
+                if not buffer:
+                    continue
+                consuming = self.loop.create_future()
+                try:
+                    yield list(buffer)
+                finally:
+                    buffer.clear()
+                    for event in events:
+                        await self.ack(event)
+                    events.clear()
+                    has_values.clear()
+                    notify(consuming)
+                    full.clear()
+                    consumed.set()
+        finally:
+            self.enable_acks = enable_acks
+            self._processors.remove(add_to_buffer)
+
+
 class LowLatencyApp(faust.App):
-    """faust.App with its fetch waits passed through to the worker consumer."""
+    """faust.App with its fetch waits passed through to the worker consumer and agents that
+    sleep while their topics are quiet (`BatchingStream`)."""
 
     def __init__(
         self,
@@ -69,6 +150,7 @@ class LowLatencyApp(faust.App):
         self.fetch_max_wait_ms = fetch_max_wait_ms
         self.idle_fetch_max_wait_ms = idle_fetch_max_wait_ms
         self.idle_after_s = idle_after_s
+        kwargs.setdefault("Stream", BatchingStream)
         super().__init__(*args, **kwargs)
 
     def _new_transport(self) -> driver.Transport:
