@@ -25,7 +25,15 @@ from typing import Any
 import aiohttp
 import uvloop
 
-from bench.harness import percentile, platform, services, settings_for
+from bench.harness import (
+    CpuMeter,
+    database_of,
+    per_unit,
+    percentile,
+    platform,
+    services,
+    settings_for,
+)
 from bench.latency import REGISTER, SIGN_UP
 from bench.subscriber import subscribe
 
@@ -64,6 +72,8 @@ class Result:
     server_errors: int
     offered: float
     answered: list[float]
+    window: tuple[float, float]  # epoch seconds the edits were made in
+    cpu: str = ""
 
     def line(self) -> str:
         p = self.latencies
@@ -74,6 +84,7 @@ class Result:
             f"offered, {len(p)} deliveries; mutation answered p50 "
             f"{percentile(self.answered, 50):.1f} / p99 {percentile(self.answered, 99):.1f} ms); "
             f"lost {self.lost}, reordered {self.reordered}, 5xx {self.server_errors}"
+            + (f"\n  {self.cpu}" if self.cpu else "")
         )
 
 
@@ -170,9 +181,10 @@ async def run_load(
                     server_errors += "5xx" in str(exc)
                 await asyncio.sleep(pause())
 
-        began = time.monotonic()
+        began, began_at = time.monotonic(), time.time()
         await asyncio.gather(*(edit(i) for i in range(editors)))
         elapsed = time.monotonic() - began
+        window = (began_at, time.time())
         last_version = max(sent) if sent else start_version
         streams: list[tuple[dict[int, float], int]] = []
         crashed = 0
@@ -193,7 +205,7 @@ async def run_load(
         lost = sum(len(expected - set(received)) for received, _ in streams)
         reordered = sum(errors for _, errors in streams)
         return Result(editors, watchers, len(sent), elapsed, latencies, lost, reordered,
-                      server_errors + crashed, editors * rate, answered)  # fmt: skip
+                      server_errors + crashed, editors * rate, answered, window)  # fmt: skip
 
 
 def measure(
@@ -201,9 +213,11 @@ def measure(
 ) -> Result:
     with services() as svc:
         settings = settings_for(svc)
-        with platform(settings):
+        with CpuMeter(database_of(svc)) as cpu, platform(settings):
             url = f"http://127.0.0.1:{settings.api_port}"
-            return asyncio.run(run_load(url, editors, watchers, seconds, rate))
+            result = asyncio.run(run_load(url, editors, watchers, seconds, rate))
+        result.cpu = per_unit(cpu.window(*result.window), result.edits, "edit")
+        return result
 
 
 def run() -> str:

@@ -19,18 +19,25 @@ import itertools
 import json
 import os
 import socket
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import httpx
-import psutil
 import psycopg
 from kafka import TopicPartition
 
-from bench.harness import percentile, platform, services, settings_for
+from bench.harness import (
+    OTHER,
+    CpuMeter,
+    Usage,
+    database_of,
+    percentile,
+    platform,
+    services,
+    settings_for,
+)
 from bench.latency import REGISTER, SIGN_UP
 from command_side.execution.store import ExecutionStore
 from infra import kafka
@@ -43,8 +50,6 @@ PUBLISH = "mutation($i: PublishWorkflowInput!) { publishWorkflow(input: $i) { ve
 START = "mutation($i: StartExecutionInput!) { startExecution(input: $i) { executionId } }"
 TOPIC = "command_side.execution.aggregate:Execution."
 FINISHED = TOPIC + "ExecutionFinished"
-OTHER = "other processes on the host"
-HOST = "host"
 Steps = dict[str, tuple[str, dict[str, Any]]]
 #: trigger.manual → data.transform → data.transform, templates on the inputs and the last step.
 PAIR: Steps = {
@@ -310,92 +315,6 @@ async def one_at_a_time(
     return ids
 
 
-#: CPU seconds by part, and the wall seconds of the window they were used in.
-Usage = tuple[dict[str, float], float]
-
-
-class CpuMeter:
-    """Cumulative CPU seconds of each part of the system under test, sampled on a thread so
-    that any time window can be charged afterwards: the platform's processes and Tansu (this
-    process's children), this load generator, the PostgreSQL backends of the benchmark's
-    database, and everything else on the host."""
-
-    def __init__(self, database: str, every: float = 0.2) -> None:
-        self._database = database
-        self._every = every
-        self._me = psutil.Process()
-        self._parts: dict[int, tuple[str, psutil.Process] | None] = {}
-        self._seen: dict[int, float] = {}  # kept after a process exits
-        self._samples: list[tuple[float, dict[str, float]]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> CpuMeter:
-        self._sample()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._sample()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._every):
-            self._sample()
-
-    def _classify(self, pid: int) -> tuple[str, psutil.Process] | None:
-        proc = psutil.Process(pid)
-        if proc.name() == "postgres":
-            return ("postgres", proc) if self._database in " ".join(proc.cmdline()) else None
-        if pid == self._me.pid:
-            return "bench client", proc
-        child, parent = proc, proc.parent()
-        while parent is not None and parent.pid != self._me.pid:
-            child, parent = parent, parent.parent()
-        if parent is None:
-            return None
-        args = child.cmdline()
-        return (args[-1] if "infra.cli" in args else "tansu" if "broker" in args else "?"), proc
-
-    def _sample(self) -> None:
-        totals: dict[str, float] = {}
-        for pid in psutil.pids():
-            if pid not in self._parts:
-                try:
-                    part = self._classify(pid)
-                except psutil.Error:
-                    continue
-                if part is not None or psutil.Process(pid).name() != "postgres":
-                    self._parts[pid] = part  # a new backend names its database a bit later
-        for pid, entry in self._parts.items():
-            if entry is None:
-                continue
-            try:
-                times = entry[1].cpu_times()
-                self._seen[pid] = times.user + times.system
-            except psutil.Error:
-                pass
-            totals[entry[0]] = totals.get(entry[0], 0.0) + self._seen.get(pid, 0.0)
-        host = psutil.cpu_times()
-        totals[HOST] = sum(host) - host.idle - getattr(host, "iowait", 0.0)
-        self._samples.append((time.time(), totals))
-
-    def window(self, start: float, end: float) -> Usage:
-        """CPU used from about `start` to about `end` (epoch seconds; widened to samples)."""
-        samples = self._samples
-        t0, before = max((s for s in samples if s[0] <= start), key=_at, default=samples[0])
-        t1, after = min((s for s in samples if s[0] >= end), key=_at, default=samples[-1])
-        used = {p: v - before.get(p, 0.0) for p, v in after.items() if p != HOST}
-        # Whatever else runs on the machine (other test runs, say) competes for the cores.
-        used[OTHER] = after[HOST] - before[HOST] - sum(used.values())
-        return used, t1 - t0
-
-
-def _at(sample: tuple[float, dict[str, float]]) -> float:
-    return sample[0]
-
-
 async def under_load(
     url: str,
     token: str,
@@ -515,8 +434,10 @@ def measure(
     with services() as svc:
         settings = settings_for(svc)
         events = Events(svc.database_url)
-        database = svc.database_url.rsplit("/", 1)[1].split("?")[0]
-        with CpuMeter(database) as cpu, platform(settings):  # no orchestrator, no runner yet
+        with (
+            CpuMeter(database_of(svc)) as cpu,
+            platform(settings),
+        ):  # no orchestrator, no runner yet
             url = f"http://127.0.0.1:{settings.api_port}"
             token = asyncio.run(signed_up(url))
 

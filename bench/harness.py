@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -12,12 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psutil
 import psycopg
 import redis
 
 from infra import embedded
 from infra.settings import Settings, load_settings
 from infra.supervisor import Supervisor, supervised
+
+OTHER = "other processes on the host"
+HOST = "host"
 
 
 @dataclass
@@ -69,6 +74,11 @@ def services() -> Iterator[Services]:
             service.stop()
 
 
+def database_of(svc: Services) -> str:
+    """The name of the benchmark's database (its PostgreSQL backends are charged to it)."""
+    return svc.database_url.rsplit("/", 1)[1].split("?")[0]
+
+
 def settings_for(svc: Services, **extra: str) -> Settings:
     return load_settings(
         {
@@ -112,6 +122,105 @@ def wait_ready(url: str, timeout: float = 90) -> None:
             pass
         time.sleep(0.2)
     raise RuntimeError("platform did not become ready")
+
+
+#: CPU seconds by part, and the wall seconds of the window they were used in.
+Usage = tuple[dict[str, float], float]
+
+
+class CpuMeter:
+    """Cumulative CPU seconds of each part of the system under test, sampled on a thread so
+    that any time window can be charged afterwards: the platform's processes and Tansu (this
+    process's children), this load generator and its client processes ("bench client"), the
+    PostgreSQL backends of the benchmark's database, and everything else on the host."""
+
+    def __init__(self, database: str, every: float = 0.2) -> None:
+        self._database = database
+        self._every = every
+        self._me = psutil.Process()
+        self._parts: dict[int, tuple[str, psutil.Process] | None] = {}
+        self._seen: dict[int, float] = {}  # kept after a process exits
+        self._samples: list[tuple[float, dict[str, float]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> CpuMeter:
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every):
+            self._sample()
+
+    def _classify(self, pid: int) -> tuple[str, psutil.Process] | None:
+        proc = psutil.Process(pid)
+        if proc.name() == "postgres":
+            return ("postgres", proc) if self._database in " ".join(proc.cmdline()) else None
+        if pid == self._me.pid:
+            return "bench client", proc
+        child, parent = proc, proc.parent()
+        while parent is not None and parent.pid != self._me.pid:
+            child, parent = parent, parent.parent()
+        if parent is None:
+            return None
+        args = child.cmdline()
+        if "infra.cli" in args:
+            return args[-1], proc
+        return ("tansu" if "broker" in args else "bench client"), proc
+
+    def _sample(self) -> None:
+        totals: dict[str, float] = {}
+        for pid in psutil.pids():
+            if pid not in self._parts:
+                try:
+                    part = self._classify(pid)
+                except psutil.Error:
+                    continue
+                if part is not None or psutil.Process(pid).name() != "postgres":
+                    self._parts[pid] = part  # a new backend names its database a bit later
+        for pid, entry in self._parts.items():
+            if entry is None:
+                continue
+            try:
+                times = entry[1].cpu_times()
+                self._seen[pid] = times.user + times.system
+            except psutil.Error:
+                pass
+            totals[entry[0]] = totals.get(entry[0], 0.0) + self._seen.get(pid, 0.0)
+        host = psutil.cpu_times()
+        totals[HOST] = sum(host) - host.idle - getattr(host, "iowait", 0.0)
+        self._samples.append((time.time(), totals))
+
+    def window(self, start: float, end: float) -> Usage:
+        """CPU used from about `start` to about `end` (epoch seconds; widened to samples)."""
+        samples = self._samples
+        t0, before = max((s for s in samples if s[0] <= start), key=_at, default=samples[0])
+        t1, after = min((s for s in samples if s[0] >= end), key=_at, default=samples[-1])
+        used = {p: v - before.get(p, 0.0) for p, v in after.items() if p != HOST}
+        # Whatever else runs on the machine (other test runs, say) competes for the cores.
+        used[OTHER] = after[HOST] - before[HOST] - sum(used.values())
+        return used, t1 - t0
+
+
+def _at(sample: tuple[float, dict[str, float]]) -> float:
+    return sample[0]
+
+
+def per_unit(usage: Usage, units: int, unit: str) -> str:
+    """CPU milliseconds per unit of work by part, largest first, and the cores busy: how the
+    versions of a side-by-side run compare on a host whose speed varies from day to day."""
+    used, seconds = usage
+    ours = sorted((p for p in used if p != OTHER and used[p] > 0), key=lambda p: -used[p])
+    parts = ", ".join(f"{p} {used[p] * 1000 / max(units, 1):.2f}" for p in ours)
+    busy = sum(used[p] for p in ours) / max(seconds, 1e-9)
+    other = used[OTHER] / max(seconds, 1e-9)
+    return f"CPU ms per {unit}: {parts}; cores busy {busy:.2f} (other processes {other:.2f})"
 
 
 def percentile(values: list[float], p: float) -> float:

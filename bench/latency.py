@@ -12,7 +12,15 @@ from typing import Any
 import aiohttp
 import uvloop
 
-from bench.harness import percentile, platform, services, settings_for
+from bench.harness import (
+    CpuMeter,
+    database_of,
+    per_unit,
+    percentile,
+    platform,
+    services,
+    settings_for,
+)
 from bench.subscriber import subscribe
 
 REGISTER = """mutation($i: RegisterInput!) { register(input: $i) { accessToken } }"""
@@ -37,7 +45,10 @@ async def gql(
     return dict(body["data"])
 
 
-async def measure(url: str, editors: int, seconds: float, rate_per_editor: float) -> list[float]:
+async def measure(
+    url: str, editors: int, seconds: float, rate_per_editor: float
+) -> tuple[list[float], tuple[float, float]]:
+    """Each edit's latency (seconds), and the epoch seconds the edits were made in."""
     # aiohttp, as in the other load generators: the client shares the two cores with what it
     # measures, and httpx spent ~2.6 ms of CPU per request here (aiohttp about half).
     async with aiohttp.ClientSession(
@@ -95,7 +106,9 @@ async def measure(url: str, editors: int, seconds: float, rate_per_editor: float
                 await gql(http, MOVE, {"i": {"workflowId": wid, "nodeId": node, "x": x, "y": 0}})
                 await asyncio.sleep(random.expovariate(rate_per_editor))
 
+        began = time.time()
         await asyncio.gather(*(edit(n) for n in nodes))
+        window = (began, time.time())
         await asyncio.sleep(2)  # let the last edits arrive
         stop_watching.set()
         arrived = await asyncio.to_thread(results.get, True, 30)
@@ -103,7 +116,7 @@ async def measure(url: str, editors: int, seconds: float, rate_per_editor: float
     lost = [x for x in sent if x not in arrived]
     if lost:
         raise RuntimeError(f"{len(lost)} edits never reached the subscriber")
-    return [arrived[x] - t0 for x, t0 in sent.items()]
+    return [arrived[x] - t0 for x, t0 in sent.items()], window
 
 
 def _watch(url: str, token: str, wid: str, ready: Any, stop: Any, results: Any) -> None:
@@ -133,14 +146,15 @@ def _watch(url: str, token: str, wid: str, ready: Any, stop: Any, results: Any) 
 def run(editors: int = 50, seconds: float = 15.0, rate_per_editor: float = 2.0) -> str:
     with services() as svc:
         settings = settings_for(svc)
-        with platform(settings):
+        with CpuMeter(database_of(svc)) as cpu, platform(settings):
             url = f"http://127.0.0.1:{settings.api_port}"
-            latencies = asyncio.run(measure(url, editors, seconds, rate_per_editor))
+            latencies, window = asyncio.run(measure(url, editors, seconds, rate_per_editor))
+        usage = cpu.window(*window)
     ms = [x * 1000 for x in latencies]
     return (
         f"latency: edit -> other client's subscription with {editors} editors "
         f"({len(ms) / seconds:.0f} edits/s): p50 {percentile(ms, 50):.1f} ms, "
-        f"p99 {percentile(ms, 99):.1f} ms, n={len(ms)}"
+        f"p99 {percentile(ms, 99):.1f} ms, n={len(ms)}\n  {per_unit(usage, len(ms), 'edit')}"
     )
 
 
