@@ -180,10 +180,11 @@ class CpuMeter:
             if pid not in self._parts:
                 try:
                     part = self._classify(pid)
-                except psutil.Error:
+                    if part is None and psutil.Process(pid).name() == "postgres":
+                        continue  # a new backend names its database a bit later
+                except psutil.Error:  # gone meanwhile
                     continue
-                if part is not None or psutil.Process(pid).name() != "postgres":
-                    self._parts[pid] = part  # a new backend names its database a bit later
+                self._parts[pid] = part
         for pid, entry in self._parts.items():
             if entry is None:
                 continue
