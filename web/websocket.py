@@ -16,11 +16,15 @@ The protocol also offers the application a synchronous send of one text frame, u
 `SEND_TEXT_NOW` in the scope's `extensions`: the shared fan-out (`web.graphql.fanout`) sends
 each subscriber's pre-rendered events through it instead of through three layers of awaited
 ASGI wrappers per frame. It refuses (returns False) whenever the ordinary `send` would have
-to wait or fail, and the caller then takes that path.
+to wait or fail, and the caller then takes that path. It frames the text itself (`text_frame`:
+0.7 µs against 3.9 µs through the `websockets` protocol object, 550 times per edit under the
+live-editing load) and queues the frame where the protocol object queues its own, so order
+holds as above; with an extension negotiated (compression) the protocol object frames it.
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -28,12 +32,23 @@ from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.exceptions import InvalidState
 from websockets.http11 import Request
+from websockets.protocol import State
 
 #: The scope extension holding the protocol's `send_text_now` (`Callable[[str], bool]`).
 SEND_TEXT_NOW = "autoops.websocket.send_text_now"
 SendTextNow = Callable[[str], bool]
 #: Bytes queued after which they are written at once (asyncio's default high-water mark).
 QUEUE_LIMIT = 64 * 1024
+
+
+def text_frame(data: bytes) -> bytes:
+    """One final text frame as a server sends it (RFC 6455 5.2: unmasked, no extension)."""
+    size = len(data)
+    if size < 126:
+        return bytes((0x81, size)) + data
+    if size < 1 << 16:
+        return struct.pack("!BBH", 0x81, 126, size) + data
+    return struct.pack("!BBQ", 0x81, 127, size) + data
 
 
 class CoalescingWebSocketProtocol(WebSocketsSansIOProtocol):
@@ -87,10 +102,15 @@ class CoalescingWebSocketProtocol(WebSocketsSansIOProtocol):
         if not self._open() or not self.writable.is_set():
             return False
         data = text.encode()
-        try:
-            self.conn.send_text(data)
-        except InvalidState:
-            return False
+        conn = self.conn
+        writes = getattr(conn, "writes", None)  # what `data_to_send` drains
+        if conn.state is State.OPEN and not conn.extensions and isinstance(writes, list):
+            writes.append(text_frame(data))
+        else:
+            try:
+                conn.send_text(data)
+            except InvalidState:
+                return False
         self._queue(len(data))
         return True
 

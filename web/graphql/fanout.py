@@ -23,7 +23,9 @@ from typing import Any
 
 from graphql import FieldNode, GraphQLLeafType, GraphQLNonNull, GraphQLObjectType
 from litestar.exceptions import WebSocketDisconnect
-from prometheus_client import Counter
+from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
     Operation,
@@ -40,15 +42,35 @@ _operation: contextvars.ContextVar[
 #: Strawberry keeps each schema element's definition under this key of the graphql-core one.
 _DEFINITION = "strawberry-definition"
 
+
+class LoopCounter(Collector):
+    """A Prometheus counter for the event loop's hottest paths: a plain integer that only the
+    loop's thread adds to, read when the metrics are scraped. `Counter.inc` takes a lock each
+    time: two per subscriber and event were 3.6 % of the api's time under the live-editing
+    load (`bench.collab`)."""
+
+    def __init__(self, name: str, documentation: str, registry: CollectorRegistry = REGISTRY):
+        self._name = name
+        self._documentation = documentation
+        self.value = 0
+        registry.register(self)
+
+    def inc(self) -> None:
+        self.value += 1
+
+    def collect(self) -> Any:
+        yield CounterMetricFamily(self._name, self._documentation, value=self.value)
+
+
 # Metrics are process-wide by nature (prometheus_client's registry); the ratio of the two
 # says how much the sharing saves.
-RENDERED = Counter(
+RENDERED = LoopCounter(
     "autoops_subscription_renderings", "Subscription events rendered for shared delivery"
 )
-SHARED_SENDS = Counter(
+SHARED_SENDS = LoopCounter(
     "autoops_subscription_shared_messages", "Subscription messages sent from a shared rendering"
 )
-PUSHED = Counter(
+PUSHED = LoopCounter(
     "autoops_subscription_pushed_messages",
     "Shared subscription messages the event tail sent without waking the subscriber",
 )

@@ -40,11 +40,16 @@ def frames_per_write() -> list[int]:
     return [n for w in Counting.writes if (n := w.count(b"frame "))]
 
 
+#: Frame lengths around each of the three length encodings (7 bits, 16 bits, 64 bits).
+SIZES = (0, 1, 125, 126, 127, 65_535, 65_536, 200_001)
+
+
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """`/burst/N`: N frames in one turn, then a close with code 4000. `/now/N`: the same,
     every other frame through the synchronous `SEND_TEXT_NOW`. `/turns/N`: N frames, one per
     turn, then an echo of each message received. `/big/N`: N frames of 10 KiB in one turn.
-    `/gone/N`: N frames in one turn, and the app returns without a close. `/refused`: an
+    `/gone/N`: N frames in one turn, and the app returns without a close. `/sizes/0`: frames
+    of every length class (`SIZES`) through `SEND_TEXT_NOW`, then a close. `/refused`: an
     HTTP 403."""
     if scope["type"] == "lifespan":
         while (await receive())["type"] != "lifespan.shutdown":
@@ -59,6 +64,11 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         return
     await send({"type": "websocket.accept"})
     send_now = scope["extensions"][SEND_TEXT_NOW]
+    if kind == "sizes":
+        for size in SIZES:
+            assert send_now("é" * (size // 2) + "x" * (size % 2))  # two bytes per é
+        await send({"type": "websocket.close", "code": 4000, "reason": "done"})
+        return
     for i in range(0 if kind == "big" else int(count)):
         if kind == "now" and i % 2:  # every other frame without awaiting anything
             assert send_now(f"frame {i}")
@@ -163,6 +173,16 @@ async def test_frames_of_separate_turns_are_not_held_back(server: str) -> None:
     assert received == [f"frame {i}" for i in range(5)]
     assert echo == b"ping"
     assert frames_per_write() == [1, 1, 1, 1, 1]
+
+
+async def test_synchronous_frames_of_every_length_arrive_whole(server: str) -> None:
+    async with websockets.connect(f"{server}/sizes/0", max_size=None) as ws:
+        received = [await ws.recv() for _ in SIZES]
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.recv()
+    assert [len(str(text).encode()) for text in received] == list(SIZES)
+    assert all(set(str(text)) <= {"é", "x"} for text in received)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4000
 
 
 async def test_a_refused_handshake_is_still_answered(server: str) -> None:

@@ -1,4 +1,4 @@
-"""Shared renderings: one per event and selection, bounded in size."""
+"""Shared renderings: one per event and selection, bounded in size; the fan-out's counters."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 
-from web.graphql.fanout import Plan, Renderings, Unshareable
+from web.graphql.fanout import LoopCounter, Plan, Renderings, Unshareable
 
 VERSION = Plan(
     "workflowEvents", (("version", "version", int, False), ("t", None, "WorkflowEvent", False))
@@ -58,3 +59,13 @@ def test_an_event_graphql_would_answer_with_an_error_is_not_shared() -> None:
         '{"data":{"e":{"payload":null}}}'
     )
     assert len(renderings) == 1
+
+
+def test_a_loop_counter_is_scraped_as_a_prometheus_counter() -> None:
+    registry = CollectorRegistry()
+    counter = LoopCounter("autoops_test_sends", "Sends", registry)
+    for _ in range(3):
+        counter.inc()
+    text = generate_latest(registry).decode()
+    assert "# TYPE autoops_test_sends_total counter" in text
+    assert "autoops_test_sends_total 3.0" in text
