@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-import os
 import random
-import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -28,6 +26,7 @@ import uvloop
 from bench.harness import (
     CpuMeter,
     database_of,
+    host_line,
     per_unit,
     percentile,
     platform,
@@ -231,8 +230,7 @@ def main() -> None:
                                         int(args[1]) if len(args) > 1 else 500,
                                         args[2] if len(args) > 2 else 15.0,
                                         args[3] if len(args) > 3 else 2.0)  # fmt: skip
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(f"# {socket.gethostname()} · {os.cpu_count()} cpus · load average before: {load}")
+    print(host_line())
     print(measure(editors, watchers, seconds, rate).line(), flush=True)
 
 

@@ -18,7 +18,6 @@ import asyncio
 import itertools
 import json
 import os
-import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +32,7 @@ from bench.harness import (
     CpuMeter,
     Usage,
     database_of,
+    host_line,
     percentile,
     platform,
     services,
@@ -514,8 +514,7 @@ def run() -> str:
 
 
 def main() -> None:
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(f"# {socket.gethostname()} · {os.cpu_count()} cpus · load average before: {load}")
+    print(host_line())
     print(measure().table(), flush=True)
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"# load average after: {load}")

@@ -22,7 +22,7 @@ import httpx
 import uvloop
 
 from bench.collab import CLIENT_PROCESSES
-from bench.harness import percentile
+from bench.harness import host_line, percentile
 from bench.subscriber import subscribe
 from infra.embedded import free_port
 
@@ -139,8 +139,7 @@ def main() -> None:
     clients = int(args[0]) if args else 550
     rate = args[1] if len(args) > 1 else 100.0
     seconds = args[2] if len(args) > 2 else 10.0
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(f"# {os.cpu_count()} cpus · load average before: {load}")
+    print(host_line())
     print(measure(clients, rate, seconds), flush=True)
 
 

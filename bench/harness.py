@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 import threading
 import time
@@ -222,6 +223,22 @@ def per_unit(usage: Usage, units: int, unit: str) -> str:
     busy = sum(used[p] for p in ours) / max(seconds, 1e-9)
     other = used[OTHER] / max(seconds, 1e-9)
     return f"CPU ms per {unit}: {parts}; cores busy {busy:.2f} (other processes {other:.2f})"
+
+
+def host_line() -> str:
+    """A header for a benchmark's output: the host, its load, and how fast it runs plain
+    Python right now (these machines are shared: the same code ran 3-4 times slower on some
+    days than on others, and the figures of one day compare only with each other)."""
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    began = time.perf_counter()
+    total = 0
+    for i in range(2_000_000):
+        total += i
+    speed = (time.perf_counter() - began) * 1000
+    return (
+        f"# {socket.gethostname()} · {os.cpu_count()} cpus · load average before: {load} · "
+        f"2M-add Python loop {speed:.0f} ms"
+    )
 
 
 def percentile(values: list[float], p: float) -> float:

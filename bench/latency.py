@@ -15,6 +15,7 @@ import uvloop
 from bench.harness import (
     CpuMeter,
     database_of,
+    host_line,
     per_unit,
     percentile,
     platform,
@@ -159,4 +160,5 @@ def run(editors: int = 50, seconds: float = 15.0, rate_per_editor: float = 2.0) 
 
 
 if __name__ == "__main__":
+    print(host_line())
     print(run())
