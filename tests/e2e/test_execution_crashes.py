@@ -5,6 +5,7 @@ attempt had finished and reported."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import signal
@@ -15,6 +16,7 @@ from pathlib import Path
 from uuid import UUID
 
 import pytest
+import redis
 
 from command_side.execution.store import ExecutionStore
 from infra import embedded
@@ -78,7 +80,10 @@ async def client(stack: Stack) -> AsyncIterator[GraphQLClient]:
 
 
 def kill(stack: Stack, name: str) -> int:
-    """SIGKILL one process of the stack (the supervisor starts a new one); its old pid."""
+    """SIGKILL one process of the stack; its old pid. Returns once the supervisor's new one is
+    at work (its heartbeat says Kafka is up), so that a kill after it stops a working process,
+    not one still starting: that would be a crash loop, whose growing restart backoff leaves a
+    step without a runner for longer than the lapses it is allowed (a poison task)."""
     proc = stack.supervisor.children[name]
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -87,7 +92,20 @@ def kill(stack: Stack, name: str) -> int:
         30,
         f"{name} restarted",
     )
+    pid = stack.supervisor.children[name].pid
+    client = redis.Redis.from_url(stack.settings.redis_url)
+    try:
+        wait_until(lambda: _at_work(client, name, pid), 60, f"the new {name} at work")
+    finally:
+        client.close()
     return proc.pid
+
+
+def _at_work(client: redis.Redis, name: str, pid: int) -> bool:
+    """Whether process `pid`'s heartbeat (`infra.heartbeat`) says its Kafka consumer is up."""
+    keys = list(client.scan_iter(f"autoops:heartbeat:{name}*"))
+    beats = [json.loads(raw) for raw in client.mget(keys) if raw] if keys else []
+    return any(beat.get("pid") == pid and beat.get("kafka") == "up" for beat in beats)
 
 
 async def test_a_runner_killed_mid_step_has_its_task_redelivered(
