@@ -201,6 +201,7 @@ class Runner:
         self._fetch_wait: kafka.FetchWait | None = None
         self._backoff = 0.2
         self._kafka_state = "connecting"
+        self._assigned = 0  # task partitions held (for the heartbeat)
         self._beat: Callable[..., None] = (
             Heartbeat(settings.redis_url, f"runner:{self.pool}:{self.runner_id}")
             if settings.redis_url
@@ -273,7 +274,8 @@ class Runner:
                 # (and a rebalance needs polls of some milliseconds to complete).
                 self._consumer.pause(*self._consumer.assignment())
                 self._rewind(self._consumer, self._poll(self._consumer, 10, 1))
-            if self._consumer.assignment() and self._control_ready.is_set():
+            self._assigned = len(self._consumer.assignment())
+            if self._assigned and self._control_ready.is_set():
                 self.ready.set()
             self._backoff = 0.2
             self._kafka_state = "up"
@@ -317,6 +319,7 @@ class Runner:
 
     def _close_consumer(self) -> None:
         consumer, self._consumer = self._consumer, None
+        self._assigned = 0
         if consumer is not None:
             try:
                 consumer.close(autocommit=False, timeout_ms=5000)
@@ -585,7 +588,9 @@ class Runner:
         the process's own heartbeat (Redis I/O stays off the main loop)."""
         while not halt.is_set():
             self._clock_wake.clear()
-            self._beat(kafka=self._kafka_state, pool=self.pool, running=self.busy)
+            self._beat(
+                kafka=self._kafka_state, pool=self.pool, running=self.busy, assigned=self._assigned
+            )
             wall, mono = time.time(), time.monotonic()
             wake_in = 1.0
             for job in self._unreported():

@@ -252,6 +252,7 @@ class Orchestrator:
         fetch_wait = kafka.fetch_wait_of(
             consumer, cfg.fetch_max_wait_ms, cfg.idle_fetch_max_wait_ms, cfg.idle_after_s
         )
+        catch_up = CatchUp()
         try:
             next_timers = 0.0
             while not stop.is_set():
@@ -261,7 +262,7 @@ class Orchestrator:
                     self.ready.set()
                 records = [r for batch in polled.values() for r in batch]
                 fetch_wait.polled(bool(records))
-                self._lagging = len(records) >= cfg.batch_size
+                self._lagging = catch_up.behind(consumer) or len(records) >= cfg.batch_size
                 if records:
                     self.handle(conn, records)
                     self._flush()
@@ -274,7 +275,7 @@ class Orchestrator:
                     self.fire_timers(conn, now)
                     self._flush()
                     next_timers = now + cfg.timer_poll_s
-                self._heartbeat(kafka="up")
+                self._heartbeat(kafka="up", assigned=len(self._assigned))
         finally:
             try:
                 consumer.close()
@@ -848,6 +849,33 @@ class Orchestrator:
 
 #: The events of the execution topic the orchestrator acts on.
 WANTED = (b"execution.ExecutionStarted", b"execution.ExecutionFinished")
+
+
+class CatchUp:
+    """Whether the consumer is still reading what was in its partitions when it got them.
+
+    Until it has, the heartbeats and results of steps that ran while no orchestrator held the
+    partitions (a restart, a rebalance) may wait unread, and a lapse declared meanwhile would
+    send a step again that had finished and reported (its side effect twice). A first poll
+    after a join returns nothing before the first fetch, so an empty poll proves nothing:
+    the end offsets at assignment are the mark."""
+
+    def __init__(self) -> None:
+        self._assignment: set[TopicPartition] = set()
+        self._ends: dict[TopicPartition, int] = {}
+
+    def behind(self, consumer: KafkaConsumer) -> bool:
+        assignment = set(consumer.assignment())
+        if assignment != self._assignment:
+            self._assignment = assignment
+            self._ends = dict(consumer.end_offsets(list(assignment))) if assignment else {}
+        if self._ends:
+            self._ends = {
+                tp: end
+                for tp, end in self._ends.items()
+                if tp in assignment and consumer.position(tp) < end
+            }
+        return bool(self._ends)
 
 
 def _type_header(record: Any) -> bytes | None:
