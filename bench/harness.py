@@ -172,7 +172,9 @@ class CpuMeter:
             return None
         args = child.cmdline()
         if "infra.cli" in args:
-            return args[-1], proc
+            return args[args.index("infra.cli") + 1], proc  # the process kind, options aside
+        if child.name() == "redis-server":
+            return "redis", proc
         return ("tansu" if "broker" in args else "bench client"), proc
 
     def _sample(self) -> None:

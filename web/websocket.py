@@ -19,7 +19,8 @@ ASGI wrappers per frame. It refuses (returns False) whenever the ordinary `send`
 to wait or fail, and the caller then takes that path. It frames the text itself (`text_frame`:
 0.7 µs against 3.9 µs through the `websockets` protocol object, 550 times per edit under the
 live-editing load) and queues the frame where the protocol object queues its own, so order
-holds as above; with an extension negotiated (compression) the protocol object frames it.
+holds as above; with an extension negotiated (compression), a fragmented message under way or
+debug logging on, the protocol object frames it.
 """
 
 from __future__ import annotations
@@ -104,7 +105,11 @@ class CoalescingWebSocketProtocol(WebSocketsSansIOProtocol):
         data = text.encode()
         conn = self.conn
         writes = getattr(conn, "writes", None)  # what `data_to_send` drains
-        if conn.state is State.OPEN and not conn.extensions and isinstance(writes, list):
+        if (
+            conn.state is State.OPEN
+            and isinstance(writes, list)
+            and not (conn.extensions or conn.expect_continuation_frame or conn.debug)
+        ):
             writes.append(text_frame(data))
         else:
             try:

@@ -17,14 +17,14 @@ from __future__ import annotations
 import contextvars
 import json
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from graphql import FieldNode, GraphQLLeafType, GraphQLNonNull, GraphQLObjectType
 from litestar.exceptions import WebSocketDisconnect
 from prometheus_client import REGISTRY, CollectorRegistry
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
@@ -58,7 +58,7 @@ class LoopCounter(Collector):
     def inc(self) -> None:
         self.value += 1
 
-    def collect(self) -> Any:
+    def collect(self) -> Iterator[Metric]:
         yield CounterMetricFamily(self._name, self._documentation, value=self.value)
 
 

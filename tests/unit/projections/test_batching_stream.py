@@ -62,6 +62,7 @@ class Recorder:
     async def close(self) -> None:
         self.task.cancel()
         await asyncio.gather(self.task, return_exceptions=True)
+        await self.stream.stop()  # its background drain of the channel too
 
 
 async def test_an_idle_stream_does_not_wake(app: LowLatencyApp) -> None:
@@ -76,7 +77,7 @@ async def test_an_idle_stream_does_not_wake(app: LowLatencyApp) -> None:
         await recorder.close()
 
 
-async def test_full_batches_leave_at_once_and_the_rest_after_the_window(
+async def test_full_batches_leave_whole_and_the_rest_in_a_batch_of_its_own(
     app: LowLatencyApp,
 ) -> None:
     recorder = Recorder(app, max_=3, within=0.05)
