@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import jwt
@@ -120,19 +121,19 @@ def test_a_token_signed_with_another_allowed_looking_algorithm_is_refused() -> N
 
 @pytest.mark.parametrize(
     ("override", "reason"),
-    [
-        ({"exp": int(time.time()) - 60}, "expired"),
-        ({"nbf": int(time.time()) + 600}, "not valid yet"),
-        ({"iat": int(time.time()) + 600}, "not valid yet"),
-        ({"aud": "someone-else"}, "audience"),
-        ({"iss": "evil"}, "issuer"),
-        ({"wid": None}, "not valid"),
+    [  # times from when the test runs, not from when it was collected (minutes earlier)
+        (lambda now: {"exp": now - 60}, "expired"),
+        (lambda now: {"nbf": now + 600}, "not valid yet"),
+        (lambda now: {"iat": now + 600}, "not valid yet"),
+        (lambda now: {"aud": "someone-else"}, "audience"),
+        (lambda now: {"iss": "evil"}, "issuer"),
+        (lambda now: {"wid": None}, "not valid"),
     ],
 )
 def test_expired_early_and_foreign_tokens_are_refused(
-    override: dict[str, object], reason: str
+    override: Callable[[int], dict[str, object]], reason: str
 ) -> None:
-    token = jwt.encode(claims(**override), SECRET, algorithm="HS256")
+    token = jwt.encode(claims(**override(int(time.time()))), SECRET, algorithm="HS256")
     with pytest.raises(InvalidToken, match=reason):
         tokens().verify(token)
 
