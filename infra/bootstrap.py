@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import signal
 import sys
 import threading
@@ -22,6 +23,16 @@ def require(settings: Settings, *names: str) -> None:
             f"{', '.join(missing)} must be set to run this process alone "
             "(or use `autoops up`, which starts embedded services)"
         )
+
+
+def step_back(settings: Settings) -> None:
+    """Lower this process's CPU priority by `AUTOOPS_BACKGROUND_NICE` (a process may always
+    lower its own): for the catch-up consumers, which lose nothing by waiting."""
+    if settings.background_nice:
+        try:
+            os.nice(settings.background_nice)
+        except OSError as exc:  # e.g. a sandbox that forbids it: run at the usual priority
+            log.warning("could not lower this process's priority: %s", exc)
 
 
 def stop_on_signals() -> threading.Event:
@@ -46,6 +57,7 @@ def run_relay(settings: Settings) -> None:
     require(settings, "database_url", "kafka_bootstrap", "redis_url")
     assert settings.database_url and settings.kafka_bootstrap and settings.redis_url
     env = eventsourcing_env_for(settings.database_url)
+    step_back(settings)
     stop = stop_on_signals()
     heartbeat = Heartbeat(settings.redis_url, "relay")
     stores = [store_class(env=env) for store_class in STORES.values()]
@@ -113,7 +125,9 @@ def projector_config(settings: Settings) -> Any:
 def run_projector(settings: Settings) -> None:
     from projections.projector import Projector
 
-    Projector(projector_config(settings)).run()
+    config = projector_config(settings)
+    step_back(settings)
+    Projector(config).run()
 
 
 def orchestrator_config(settings: Settings) -> Any:

@@ -60,6 +60,12 @@ class Settings:
     kafka_group_timeout_ms: int = 6000
     """Consumer-group session timeout; rebalances wait about this long."""
 
+    background_nice: int = 10
+    """Niceness the relay and the projector add to themselves (0-19; 0: none). They catch up
+    in batches and lose nothing by waiting; under load the processes people wait on (api,
+    orchestrator, runners) then get the cores first, and the catch-up consumers batch more
+    (`bench/RESULTS.md`, session 11)."""
+
     relay_batch_size: int = 500
     """Most events the relay publishes per batch."""
 
@@ -302,6 +308,8 @@ def _coerce(name: str, raw: str, annotation: Any) -> Any:
 
 
 MAX_FETCH_WAIT_MS = 10_000
+#: The largest niceness Linux has.
+MAX_NICE = 19
 
 
 def load_settings(environ: Mapping[str, str]) -> Settings:
@@ -364,6 +372,8 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         raise ConfigError(
             f"{PREFIX}KAFKA_IDLE_FETCH_MAX_WAIT_MS must be at most {MAX_FETCH_WAIT_MS}"
         )
+    if not 0 <= settings.background_nice <= MAX_NICE:
+        raise ConfigError(f"{PREFIX}BACKGROUND_NICE must be between 0 and {MAX_NICE}")
     if settings.scheduler_catch_up_s < 0:
         raise ConfigError(f"{PREFIX}SCHEDULER_CATCH_UP_S must be 0 or more")
     if settings.production:

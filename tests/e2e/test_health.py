@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import httpx
@@ -70,3 +71,18 @@ def test_production_refuses_anonymous_and_unsigned_callers(
             timeout=5,
         )
         assert sign_up.json()["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+
+
+def test_relay_and_projector_run_at_a_lower_cpu_priority_than_the_api(
+    database_url: str, kafka_session: embedded.Service, redis_url: str, tmp_path: Path
+) -> None:
+    settings = stack_settings(
+        database_url, kafka_session.url, redis_db(redis_url), tmp_path, AUTOOPS_BACKGROUND_NICE="6"
+    )
+    with running_stack(settings, ("relay", "projector", "api")) as stack:
+        stack.wait_ready()  # every process is past its start-up (heartbeats)
+        priority = {
+            name: os.getpriority(os.PRIO_PROCESS, child.pid)
+            for name, child in stack.supervisor.children.items()
+        }
+    assert priority["relay"] == priority["projector"] == min(priority["api"] + 6, 19)

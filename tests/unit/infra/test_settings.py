@@ -33,6 +33,9 @@ def test_defaults_are_the_embedded_development_setup() -> None:
         ("AUTOOPS_KAFKA_IDLE_FETCH_MAX_WAIT_MS", "0"),
         ("AUTOOPS_KAFKA_IDLE_FETCH_MAX_WAIT_MS", "60000"),
         ("AUTOOPS_KAFKA_IDLE_AFTER_S", "0"),
+        ("AUTOOPS_BACKGROUND_NICE", "-1"),
+        ("AUTOOPS_BACKGROUND_NICE", "20"),
+        ("AUTOOPS_BACKGROUND_NICE", "low"),
     ],
 )
 def test_bad_values_name_the_variable(name: str, value: str) -> None:
@@ -43,6 +46,28 @@ def test_bad_values_name_the_variable(name: str, value: str) -> None:
 
 def test_a_fetch_wait_of_zero_is_allowed() -> None:
     assert load_settings({"AUTOOPS_KAFKA_FETCH_MAX_WAIT_MS": "0"}).kafka_fetch_max_wait_ms == 0
+
+
+@pytest.mark.parametrize("value", ["0", "19"])
+def test_background_niceness_takes_the_range_linux_has(value: str) -> None:
+    assert load_settings({"AUTOOPS_BACKGROUND_NICE": value}).background_nice == int(value)
+
+
+@pytest.mark.parametrize(("value", "added"), [("7", 7), ("0", 0)])
+def test_a_background_process_lowers_its_own_priority_by_the_setting(
+    value: str, added: int
+) -> None:
+    code = (
+        "import os\n"
+        "from infra.bootstrap import step_back\n"
+        "from infra.settings import load_settings\n"
+        "before = os.getpriority(os.PRIO_PROCESS, 0)\n"
+        f"step_back(load_settings({{'AUTOOPS_BACKGROUND_NICE': '{value}'}}))\n"
+        "print(before, os.getpriority(os.PRIO_PROCESS, 0))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    before, after = map(int, out.stdout.split())
+    assert after == min(before + added, 19)
 
 
 def test_production_refuses_to_start_without_real_services() -> None:
