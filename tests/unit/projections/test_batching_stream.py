@@ -29,6 +29,7 @@ class Recorder:
         self.log: list[Any] = []
         self.wakeups = 0
         self.batch_arrived = asyncio.Event()
+        self.acked = asyncio.Event()
         waits, acks = self.stream.wait_for_stopped, self.stream.ack
 
         async def counted(*args: Any, **kwargs: Any) -> bool:
@@ -37,6 +38,7 @@ class Recorder:
 
         async def ack(event: Any) -> bool:
             self.log.append(("ack", event.value))
+            self.acked.set()
             return await acks(event)
 
         self.stream.wait_for_stopped = counted  # type: ignore[method-assign]
@@ -106,4 +108,5 @@ async def test_a_batch_is_acknowledged_after_its_consumer_is_done(app: LowLatenc
 
 async def _acked(recorder: Recorder, count: int) -> None:
     while sum(1 for kind, _ in recorder.log if kind == "ack") < count:
-        await asyncio.sleep(0)
+        recorder.acked.clear()
+        await recorder.acked.wait()
