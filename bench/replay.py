@@ -29,7 +29,7 @@ def seed(store: WorkflowStore, events: int) -> None:
             elif kind == 2:
                 workflow.connect(nodes[-2], nodes[-1], None, None, META)
             else:
-                workflow.update_node(nodes[-1], "n", {"a": 1}, META)
+                workflow.update_node(nodes[-1], "n", {"url": "x", "method": "POST"}, META)
         store.save(workflow)
 
 
