@@ -27,7 +27,8 @@ def require(settings: Settings, *names: str) -> None:
 
 def step_back(settings: Settings) -> None:
     """Lower this process's CPU priority by `AUTOOPS_BACKGROUND_NICE` (a process may always
-    lower its own): for the catch-up consumers, which lose nothing by waiting."""
+    lower its own): for the catch-up consumers, which batch and catch up. Call it before any
+    thread starts: on Linux niceness is per thread, and only threads made later inherit it."""
     if settings.background_nice:
         try:
             os.nice(settings.background_nice)

@@ -61,10 +61,10 @@ class Settings:
     """Consumer-group session timeout; rebalances wait about this long."""
 
     background_nice: int = 10
-    """Niceness the relay and the projector add to themselves (0-19; 0: none). They catch up
-    in batches and lose nothing by waiting; under load the processes people wait on (api,
-    orchestrator, runners) then get the cores first, and the catch-up consumers batch more
-    (`bench/RESULTS.md`, session 11)."""
+    """Niceness the relay and the projector add to themselves (0-19; 0: none). Under load the
+    processes people wait on (api, orchestrator, runners) then get the cores first and the
+    catch-up consumers batch more; while the host is saturated, execution starts (carried
+    by the relay) and read models may lag further (`bench/RESULTS.md`, session 11)."""
 
     relay_batch_size: int = 500
     """Most events the relay publishes per batch."""

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import httpx
@@ -81,8 +80,19 @@ def test_relay_and_projector_run_at_a_lower_cpu_priority_than_the_api(
     )
     with running_stack(settings, ("relay", "projector", "api")) as stack:
         stack.wait_ready()  # every process is past its start-up (heartbeats)
-        priority = {
-            name: os.getpriority(os.PRIO_PROCESS, child.pid)
-            for name, child in stack.supervisor.children.items()
-        }
-    assert priority["relay"] == priority["projector"] == min(priority["api"] + 6, 19)
+        children = stack.supervisor.children
+        niceness = {name: _thread_niceness(child.pid) for name, child in children.items()}
+        assert all(child.poll() is None for child in children.values())
+        assert stack.supervisor.restarts == 0  # the processes read are the ones that started
+    (api,) = niceness["api"]
+    assert niceness["relay"] == niceness["projector"] == {min(api + 6, 19)}
+
+
+def _thread_niceness(pid: int) -> set[int]:
+    """The niceness of every thread of a process (on Linux it is per thread)."""
+    found = set()
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        # Fields after the command name (in parentheses, which may hold spaces): the 19th
+        # field of the line, niceness, is the 17th of these.
+        found.add(int(stat.read_text().rsplit(")", 1)[1].split()[16]))
+    return found

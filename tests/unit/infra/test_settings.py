@@ -53,23 +53,6 @@ def test_background_niceness_takes_the_range_linux_has(value: str) -> None:
     assert load_settings({"AUTOOPS_BACKGROUND_NICE": value}).background_nice == int(value)
 
 
-@pytest.mark.parametrize(("value", "added"), [("7", 7), ("0", 0)])
-def test_a_background_process_lowers_its_own_priority_by_the_setting(
-    value: str, added: int
-) -> None:
-    code = (
-        "import os\n"
-        "from infra.bootstrap import step_back\n"
-        "from infra.settings import load_settings\n"
-        "before = os.getpriority(os.PRIO_PROCESS, 0)\n"
-        f"step_back(load_settings({{'AUTOOPS_BACKGROUND_NICE': '{value}'}}))\n"
-        "print(before, os.getpriority(os.PRIO_PROCESS, 0))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    before, after = map(int, out.stdout.split())
-    assert after == min(before + added, 19)
-
-
 def test_production_refuses_to_start_without_real_services() -> None:
     with pytest.raises(ConfigError, match="AUTOOPS_DATABASE_URL"):
         load_settings({"AUTOOPS_ENV": "production"})
