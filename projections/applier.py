@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import psycopg
 from psycopg.types.json import Jsonb
 
@@ -133,7 +134,7 @@ class Applier:
                 folds = ", ".join(f"{f}(j)" for f in functions)
                 await cur.execute(
                     f"SELECT {folds} FROM (SELECT %s::jsonb AS j) AS batch",
-                    (Jsonb(batch),),
+                    (Jsonb(batch, dumps=msgspec.json.encode),),
                     prepare=True,
                 )
             await cur.executemany(
