@@ -92,7 +92,11 @@ def _thread_niceness(pid: int) -> set[int]:
     """The niceness of every thread of a process (on Linux it is per thread)."""
     found = set()
     for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        try:
+            line = stat.read_text()
+        except OSError:  # a thread that ended meanwhile
+            continue
         # Fields after the command name (in parentheses, which may hold spaces): the 19th
         # field of the line, niceness, is the 17th of these.
-        found.add(int(stat.read_text().rsplit(")", 1)[1].split()[16]))
+        found.add(int(line.rsplit(")", 1)[1].split()[16]))
     return found
