@@ -16,6 +16,7 @@ from bench import (
     lag,
     latency,
     replay,
+    step_floor,
 )
 
 
@@ -27,6 +28,7 @@ def main() -> None:
         lag.run,
         replay.run,
         executions.run,
+        step_floor.run,
         browser.run,
         desktop.run,
         collab.run,

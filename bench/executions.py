@@ -39,6 +39,7 @@ from bench.harness import (
     settings_for,
 )
 from bench.latency import REGISTER, SIGN_UP
+from bench.step_floor import measure_floor
 from command_side.execution.store import ExecutionStore
 from infra import kafka
 from infra.settings import eventsourcing_env_for
@@ -370,11 +371,13 @@ class Results:
     cpu: tuple[Usage, Usage, Usage]  # api alone, backlog drain, end to end
 
     def line(self) -> str:
-        idle = percentile([g * 1000 for g in next(iter(self.gaps.values()))], 50)
+        gaps = list(self.gaps.values())  # one chain at a time, beside the load, the floor
+        unloaded, floor = (percentile([g * 1000 for g in gaps[k]], 50) for k in (0, -1))
         return (
             f"executions: {self.e2e_rate:.0f} exec/s end to end ({self.n} of a 2-transform "
             f"workflow; api alone {self.alone.start_rate:.0f} starts/s, backlog drain "
-            f"{self.drain_rate:.0f} exec/s), step → step p50 {idle:.1f} ms unloaded"
+            f"{self.drain_rate:.0f} exec/s), step → step p50 {unloaded:.1f} ms unloaded "
+            f"(the bare floor on this broker: {floor:.1f} ms)"
         )
 
     def table(self) -> str:
@@ -471,6 +474,13 @@ def measure(
         side_runs = events.timelines(side_ids)
         events.close()
         sent = sent_at(svc.bootstrap)
+        # The same broker and database with every platform process stopped.
+        floor = measure_floor(
+            svc.bootstrap,
+            svc.database_url,
+            settings.kafka_fetch_max_wait_ms,
+            partitions=settings.kafka_partitions,
+        )
     first_admit = min(t.at("ExecutionAdmitted")[0] for t in drained)
     drain_end = max(t.at("ExecutionFinished")[0] for t in drained)
     load_end = max(t.at("ExecutionFinished")[0] for t in load_runs)
@@ -493,6 +503,9 @@ def measure(
                 g for t in idle_runs for g in t.gaps()
             ],
             f"the same beside the load ({len(during)} runs)": [g for t in during for g in t.gaps()],
+            "the floor: kafka-python ↔ Tansu, one commit (step_floor)": [
+                g / 1000 for g in floor.gaps_ms
+            ],
         },
         totals={
             "6 runner steps in a row, one at a time": [t.total for t in idle_runs],
