@@ -16,7 +16,6 @@ from bench import (
     lag,
     latency,
     replay,
-    step_floor,
 )
 
 
@@ -28,7 +27,6 @@ def main() -> None:
         lag.run,
         replay.run,
         executions.run,
-        step_floor.run,
         browser.run,
         desktop.run,
         collab.run,

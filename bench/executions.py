@@ -39,7 +39,7 @@ from bench.harness import (
     settings_for,
 )
 from bench.latency import REGISTER, SIGN_UP
-from bench.step_floor import measure_floor
+from bench.step_floor import Floor, measure_floor
 from command_side.execution.store import ExecutionStore
 from infra import kafka
 from infra.settings import eventsourcing_env_for
@@ -366,13 +366,15 @@ class Results:
     loaded: Burst
     e2e_rate: float
     gaps: dict[str, list[float]]
+    #: The same gap with nothing of the platform in it (`bench.step_floor`).
+    floor: Floor
     totals: dict[str, list[float]]
     stages: tuple[dict[str, list[float]], dict[str, list[float]]]
     cpu: tuple[Usage, Usage, Usage]  # api alone, backlog drain, end to end
 
     def line(self) -> str:
-        gaps = list(self.gaps.values())  # one chain at a time, beside the load, the floor
-        unloaded, floor = (percentile([g * 1000 for g in gaps[k]], 50) for k in (0, -1))
+        unloaded = percentile([g * 1000 for g in next(iter(self.gaps.values()))], 50)
+        floor = percentile(self.floor.gaps_ms, 50)
         return (
             f"executions: {self.e2e_rate:.0f} exec/s end to end ({self.n} of a 2-transform "
             f"workflow; api alone {self.alone.start_rate:.0f} starts/s, backlog drain "
@@ -399,6 +401,8 @@ class Results:
             "    p50     p90     p99      n",
         ]
         rows += [f"  {name:58}{ms(values)}" for name, values in self.gaps.items()]
+        floor = "the floor: kafka-python ↔ Tansu, one commit (step_floor)"
+        rows.append(f"  {floor:58}{ms([g / 1000 for g in self.floor.gaps_ms])}")
         rows.append(
             f"{'whole executions (started → finished), ms':60}    p50     p90     p99      n"
         )
@@ -503,10 +507,8 @@ def measure(
                 g for t in idle_runs for g in t.gaps()
             ],
             f"the same beside the load ({len(during)} runs)": [g for t in during for g in t.gaps()],
-            "the floor: kafka-python ↔ Tansu, one commit (step_floor)": [
-                g / 1000 for g in floor.gaps_ms
-            ],
         },
+        floor=floor,
         totals={
             "6 runner steps in a row, one at a time": [t.total for t in idle_runs],
             "6 transforms in a row, one at a time": [t.total for t in transform_runs],
