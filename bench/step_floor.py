@@ -204,7 +204,8 @@ def _next(out: Queue[Report], procs: list[Any], deadline: float, kind: str) -> o
 
 
 def run(steps: int = 300) -> str:
-    """One line for `make bench`."""
+    """The floor on a broker and database of its own, in one line (`make bench` has it from
+    `bench.executions`, side by side with the chain)."""
     with services() as svc:
         settings = settings_for(svc)
         floor = measure_floor(
