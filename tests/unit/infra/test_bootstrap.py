@@ -5,6 +5,8 @@ import sys
 
 import pytest
 
+from infra.settings import MAX_NICE
+
 
 @pytest.mark.parametrize(("value", "added"), [("7", 7), ("0", 0)])
 def test_a_background_process_lowers_its_own_priority_by_the_setting(
@@ -24,4 +26,4 @@ def test_a_background_process_lowers_its_own_priority_by_the_setting(
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     before, after, thread_made_later = map(int, out.stdout.split())
-    assert after == thread_made_later == min(before + added, 19)
+    assert after == thread_made_later == min(before + added, MAX_NICE)
