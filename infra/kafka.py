@@ -56,6 +56,11 @@ def ensure_topics(
         admin.close()
 
 
+#: kafka-python's own metrics (sensors updated on every request and record): nothing of ours
+#: reads them, and they cost an idle consumer about 15 % of its CPU (130 against 155 ms a
+#: second at a 10 ms fetch wait, measured on Tansu).
+METRICS = False
+
 #: kafka-python backs off reconnecting up to 30 s by default: after a broker restart, clients
 #: would sit idle long after it is back.
 RECONNECT_BACKOFF_MAX_MS = 1000
@@ -77,6 +82,7 @@ def make_producer(bootstrap: str, client_id: str) -> KafkaProducer:
         request_timeout_ms=10_000,
         max_block_ms=10_000,
         reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
+        metrics_enabled=METRICS,
     )
 
 
@@ -113,6 +119,7 @@ def make_consumer(
         request_timeout_ms=max(group_timeout_ms * 2, 30_000),
         max_poll_records=max_poll_records,
         reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
+        metrics_enabled=METRICS,
     )
 
 
@@ -176,7 +183,9 @@ class OffsetReader:
     """Reads end offsets over one long-lived connection (cheap enough to ask every second)."""
 
     def __init__(self, bootstrap: str) -> None:
-        self._consumer = KafkaConsumer(bootstrap_servers=bootstrap, client_id="autoops-offsets")
+        self._consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap, client_id="autoops-offsets", metrics_enabled=METRICS
+        )
 
     def end_offsets(self, topic: str) -> dict[int, int] | None:
         """The end offset of each partition of `topic`, or None when the topic does not exist."""

@@ -244,6 +244,7 @@ class Orchestrator:
             # Partition p of both topics must go to the same instance: range assignment.
             partition_assignment_strategy=(RangePartitionAssignor,),
             reconnect_backoff_max_ms=kafka.RECONNECT_BACKOFF_MAX_MS,
+            metrics_enabled=kafka.METRICS,
         )
         consumer.subscribe([EVENTS_TOPIC, RESULTS_TOPIC])
         self._partitions = len(consumer.partitions_for_topic(RESULTS_TOPIC) or ()) or (
