@@ -86,6 +86,11 @@ MAX_QUIET_S = 300.0
 CHILD_CHECK_S = 30.0
 #: How often queues with free slots are admitted without a finish to trigger it.
 QUEUE_SWEEP_S = 2.0
+#: Offsets are committed at most this often. Each commit is a request to the broker, and one
+#: step at a time brings a batch every few milliseconds (its result, then the relay's copies
+#: of its events): about 9 % of the orchestrator's CPU in a chain of steps (session 13,
+#: bench/RESULTS.md). A kill re-reads at most this much more, and re-reading is harmless.
+COMMIT_EVERY_S = 0.2
 
 Work = OrderedDict[UUID, list[tuple[str, dict[str, Any]]]]
 Touched = dict[UUID, "Execution"]
@@ -255,7 +260,8 @@ class Orchestrator:
         )
         catch_up = CatchUp()
         try:
-            next_timers = 0.0
+            next_timers = next_commit = 0.0
+            uncommitted = False
             while not stop.is_set():
                 polled = consumer.poll(timeout_ms=int(cfg.timer_poll_s * 1000))
                 self._assigned = {tp.partition for tp in consumer.assignment()}
@@ -267,10 +273,14 @@ class Orchestrator:
                 if records:
                     self.handle(conn, records)
                     self._flush()
-                    # Not waited for: the next poll starts at once. A commit lost with a kill
-                    # re-reads batches whose effects are saved, and applying them again is a
-                    # no-op (DESIGN: idempotent consumers).
+                    uncommitted = True
+                if uncommitted and time.monotonic() >= next_commit:
+                    # Not waited for: the next poll starts at once. A commit not made or lost
+                    # with a kill re-reads batches whose effects are saved, and applying them
+                    # again is a no-op (DESIGN: idempotent consumers).
                     consumer.commit_async(callback=_commit_failed)
+                    uncommitted = False
+                    next_commit = time.monotonic() + COMMIT_EVERY_S
                 now = self._clock()
                 if now >= next_timers and self._assigned:
                     self.fire_timers(conn, now)
