@@ -86,10 +86,11 @@ MAX_QUIET_S = 300.0
 CHILD_CHECK_S = 30.0
 #: How often queues with free slots are admitted without a finish to trigger it.
 QUEUE_SWEEP_S = 2.0
-#: Offsets are committed at most this often. Each commit is a request to the broker, and one
-#: step at a time brings a batch every few milliseconds (its result, then the relay's copies
-#: of its events): about 9 % of the orchestrator's CPU in a chain of steps (session 13,
-#: bench/RESULTS.md). A kill re-reads at most this much more, and re-reading is harmless.
+#: Offsets are committed at most this often (and at a clean stop). Each commit is a request to
+#: the broker, and one step at a time brings a batch every few milliseconds (its result, then
+#: the relay's copies of its events): about 9 % of the orchestrator's CPU in a chain of steps
+#: (session 13, bench/RESULTS.md). After a kill, a rebalance or a broker error, the next owner
+#: of a partition re-reads up to this much more, and re-reading is harmless.
 COMMIT_EVERY_S = 0.2
 
 Work = OrderedDict[UUID, list[tuple[str, dict[str, Any]]]]
@@ -287,6 +288,13 @@ class Orchestrator:
                     self._flush()
                     next_timers = now + cfg.timer_poll_s
                 self._heartbeat(kafka="up", assigned=len(self._assigned))
+            if uncommitted:
+                # A clean stop: what was handled is not read again by the next owner. Not in
+                # `finally`: after a failed batch the positions are past what was not saved.
+                try:
+                    consumer.commit(timeout_ms=5000)
+                except KafkaError as exc:
+                    log.info("orchestrator: the last offset commit failed (%s)", exc)
         finally:
             try:
                 consumer.close()
