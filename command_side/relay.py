@@ -122,7 +122,7 @@ class Relay:
                         lock_conn.execute("SELECT 1")
                         self._check_broker(conn, offsets)
                         next_broker_check = time.monotonic() + cfg.broker_check_interval_s
-                    published = self._publish_batch(conn, producer)
+                    more = self._publish_batch(conn, producer)
                     self._heartbeat(kafka="up")
                 except (KafkaError, OSError) as exc:
                     log.warning("relay: broker unavailable (%s); retrying", exc)
@@ -131,9 +131,12 @@ class Relay:
                     producer, offsets = None, None
                     stop.wait(1.0)
                     continue
-                if published:
+                if more:
                     continue
-                # Nothing new: sleep until the store NOTIFYs an insert, or poll again.
+                # Nothing more for now: sleep until the store NOTIFYs an insert, or poll again.
+                # A NOTIFY sent while the batch went out is kept (psycopg holds those that come
+                # between two `notifies()`, or they wait unread on the socket), so this returns
+                # at once for it: no second query just to find the log empty.
                 for _ in conn.notifies(timeout=cfg.poll_interval_s, stop_after=1):
                     pass
             _close_quietly(producer, offsets)
@@ -158,13 +161,15 @@ class Relay:
         )
         self._saved = (position, published)
 
-    def _publish_batch(self, conn: psycopg.Connection, producer: kafka.KafkaProducer) -> int:
+    def _publish_batch(self, conn: psycopg.Connection, producer: kafka.KafkaProducer) -> bool:
+        """Publish one batch from the log past our position. Returns whether more may be
+        waiting (a full batch, or a broker that lost everything): read again at once."""
         position, published = self._position(conn)
         notifications = self._store.recorder.select_notifications(
             start=position, limit=self._config.batch_size, inclusive_of_start=False
         )
         if not notifications:
-            return 0
+            return False
         futures = []
         routed = self._routed_up_to(conn)
         messages = []
@@ -201,10 +206,10 @@ class Relay:
             self._high[meta.partition] = max(self._high.get(meta.partition, -1), meta.offset)
         if went_back:
             self._start_over(conn)
-            return len(notifications)
+            return True
         self._acked.update(acked)
         self._save_position(conn, notifications[-1].id, published + len(notifications))
-        return len(notifications)
+        return len(notifications) >= self._config.batch_size
 
     def _routed_up_to(self, conn: psycopg.Connection) -> int:
         if self._routed is None:

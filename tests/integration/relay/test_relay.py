@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+from uuid import UUID
 
 import jsonschema
 import pytest
@@ -86,6 +89,61 @@ def test_every_event_reaches_kafka_as_a_valid_envelope_keyed_by_aggregate(
         assert m.pop("_headers") == {"type": m["type"]}  # consumers may filter on it
         jsonschema.validate(m, schema_for(m["type"]))
         assert m["actor_id"] == "alice" and m["workspace_id"] == "ws1"
+
+
+def test_a_commit_made_while_a_batch_goes_out_wakes_the_relay(
+    store: WorkflowStore, database_url: str, broker: embedded.Service
+) -> None:
+    """After a batch the relay waits for the next NOTIFY without querying again: the one a
+    commit sends while the relay is busy publishing must still wake it (no poll to fall
+    back on here)."""
+    wid = edit_some(store, 0)
+    config = replace(relay_config(database_url, broker), poll_interval_s=60.0)
+
+    class EditsMidBatch(Relay):
+        edited = False
+
+        def _save_position(self, conn: Any, position: int, published: int) -> None:
+            if not self.edited:  # the first batch is out, its position not yet saved
+                self.edited = True
+                bus = CommandBus(store)
+                bus.start()
+                try:
+                    bus.execute(
+                        c.AddNode(workflow_id=UUID(wid), node_type="http.request", name="late"),
+                        META,
+                    )
+                finally:
+                    bus.stop()
+            super()._save_position(conn, position, published)
+
+    relay = EditsMidBatch(store, config)
+    stop = threading.Event()
+    thread = threading.Thread(target=relay.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        messages = read_topic(broker.url, TOPIC, 2, timeout=10)
+    finally:
+        stop.set()
+        thread.join(10)
+    assert relay.edited
+    assert sorted(m["aggregate_version"] for m in messages) == [1, 2]
+
+
+def test_a_full_batch_is_followed_at_once_by_the_next(
+    store: WorkflowStore, database_url: str, broker: embedded.Service
+) -> None:
+    """A full batch means more may be waiting: the relay reads again at once, not at the
+    next NOTIFY or poll (neither comes here)."""
+    edit_some(store, 20)  # 21 events: three batches of 7
+    config = replace(relay_config(database_url, broker), poll_interval_s=60.0, batch_size=7)
+    _, stop, thread = start_relay(store, config)
+    try:
+        messages = read_topic(broker.url, TOPIC, 21, timeout=10)
+    finally:
+        stop.set()
+        thread.join(10)
+    assert sorted(m["aggregate_version"] for m in messages) == list(range(1, 22))
 
 
 def test_only_one_relay_is_active_and_a_standby_takes_over(
