@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from dataclasses import replace
 from typing import Any
 from uuid import UUID
 
@@ -37,13 +36,15 @@ def broker() -> Iterator[embedded.Service]:
     service.stop()
 
 
-def relay_config(database_url: str, broker: embedded.Service, **extra: float) -> RelayConfig:
+def relay_config(
+    database_url: str, broker: embedded.Service, poll_interval_s: float = 0.2, **extra: Any
+) -> RelayConfig:
     return RelayConfig(
         context="workflow",
         database_url=database_url,
         bootstrap=broker.url,
         partitions=4,
-        poll_interval_s=0.2,
+        poll_interval_s=poll_interval_s,
         **extra,
     )
 
@@ -98,7 +99,7 @@ def test_a_commit_made_while_a_batch_goes_out_wakes_the_relay(
     commit sends while the relay is busy publishing must still wake it (no poll to fall
     back on here)."""
     wid = edit_some(store, 0)
-    config = replace(relay_config(database_url, broker), poll_interval_s=60.0)
+    config = relay_config(database_url, broker, poll_interval_s=60.0)
 
     class EditsMidBatch(Relay):
         edited = False
@@ -136,7 +137,7 @@ def test_a_full_batch_is_followed_at_once_by_the_next(
     """A full batch means more may be waiting: the relay reads again at once, not at the
     next NOTIFY or poll (neither comes here)."""
     edit_some(store, 20)  # 21 events: three batches of 7
-    config = replace(relay_config(database_url, broker), poll_interval_s=60.0, batch_size=7)
+    config = relay_config(database_url, broker, poll_interval_s=60.0, batch_size=7)
     _, stop, thread = start_relay(store, config)
     try:
         messages = read_topic(broker.url, TOPIC, 21, timeout=10)
