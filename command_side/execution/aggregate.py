@@ -1058,9 +1058,11 @@ class Execution(Aggregate):
         step = self.steps.get(action.node_id or "")
         if status == "FAILED" and step and (step.error or {}).get("type") == "StepTimeout":
             status = "TIMED_OUT"
+        # Steps still running when it ends (a stop node beside a running branch, a failure
+        # elsewhere) are told to stop: their side effects are no longer wanted.
         self._finished(
             status, action.error, self._output(action), "orchestrator", self.workspace_id,
-            None, self._session_pools(),
+            self._running_tasks() or None, self._session_pools(),
         )  # fmt: skip
 
     def _output(self, action: Finish) -> Any:

@@ -495,7 +495,9 @@ NODE_TYPES: dict[str, NodeType] = {
         ),
         _t(
             "sql.query",
-            "Run a parameterised query on PostgreSQL through a workspace credential.",
+            "Run a parameterised query on PostgreSQL through a workspace credential: the "
+            "query is fixed SQL with %s placeholders, the values (templates allowed) go in "
+            "parameters.",
             ("credential", "query"),
             credential=_STR,
             query=_STR,
@@ -586,6 +588,12 @@ def _meaning_errors(node_type: str, config: dict[str, Any], complete: bool) -> l
                 "credential: must name a credential, not a template (the inputs of an "
                 "execution must not choose which secret a step gets)"
             )
+    if node_type == "sql.query" and is_template(config.get("query")):
+        errors.append(
+            "query: must be fixed SQL, not a template (a value rendered into the statement is "
+            "SQL injection); put %s placeholders in the query and the values, templates "
+            "allowed, in parameters"
+        )
     typed = {"browser.fill": "value", "desktop.type_text": "text"}.get(node_type)
     if typed and typed in config and "credential" in config:
         errors.append(f"{typed}: give {typed} or credential (the secret to type), not both")

@@ -211,6 +211,9 @@ BEGIN
             WHERE execution_id = agg AND node_id = node AND attempt = step_attempt
               AND jsonb_array_length(children) > 0;
         WHEN 'execution.ExecutionFinished' THEN
+            -- Steps still under way when it ended were told to stop (or never began).
+            UPDATE read.execution_steps SET status = 'cancelled', finished_at = at
+            WHERE execution_id = agg AND status IN ('scheduled', 'running');
             p_status := d->>'status';
             p_finished := at;
             p_output := NULLIF(d->'output', 'null');

@@ -19,6 +19,7 @@ from tests import services
 from tests.api_server import ApiServer, running_api_server
 from tests.display import xvfb
 from tests.execution_client import (
+    ADD,
     CANCEL,
     CREDENTIAL,
     REPLAY,
@@ -327,6 +328,16 @@ async def test_sql_query_through_a_postgres_credential(
     done = await run(client, workflow, {"n": 41})
     assert done["status"] == "SUCCEEDED", failure(done)
     assert steps_of(done)["q"]["output"]["rows"] == [{"answer": 42, "word": "it's; DROP TABLE x"}]
+    # Parameterised only: a template in the statement itself would be SQL injection.
+    injectable = {"credential": "warehouse", "query": "SELECT '{{ inputs.word }}' AS word"}
+    with pytest.raises(GraphQLError) as refused:
+        await client.execute(
+            ADD,
+            {"i": {"workflowId": workflow, "nodeId": "q2", "type": "sql.query",
+                   "config": injectable}},
+        )  # fmt: skip
+    assert refused.value.codes == ["VALIDATION"]
+    assert "query: must be fixed SQL, not a template" in str(refused.value)
 
 
 async def test_llm_and_extract_through_an_openai_compatible_server(
@@ -371,6 +382,7 @@ async def test_cancel_stops_a_running_step(
     assert answer["cancelExecution"]["status"] == "CANCELLED"
     done = await wait_for(client, execution_id)
     assert done["status"] == "CANCELLED" and done["error"] == "enough"
+    assert steps_of(done)["slow"]["status"] == "CANCELLED"
     with pytest.raises(GraphQLError) as again:
         await client.execute(CANCEL, {"i": {"executionId": execution_id}})
     assert again.value.codes == ["CONFLICT"]
@@ -386,6 +398,37 @@ async def test_cancel_stops_a_running_step(
 
     wait_until(stopped, 20, "the runner stopped the step")  # told, not left to run on
     api.release["cancelled"].set()
+
+
+async def test_a_stop_node_that_succeeds_stops_the_branch_running_beside_it(
+    stack: Stack, client: GraphQLClient, api: ApiServer
+) -> None:
+    workflow = await build(
+        client,
+        {
+            "start": MANUAL,
+            "slow": ("http.request", {"url": api.url + "/hold/beside-stop"}),
+            "end": ("control.stop", {"outcome": "succeed", "output": {"done": True}}),
+        },
+        [("start", "slow"), ("start", "end")],
+    )
+    execution_id = await start(client, workflow)
+    done = await wait_for(client, execution_id)
+    assert done["status"] == "SUCCEEDED" and done["output"] == {"done": True}, failure(done)
+    assert steps_of(done)["slow"]["status"] == "CANCELLED"
+
+    def stopped() -> list[dict[str, object]] | None:
+        results = read_topic_raw(stack.settings.kafka_bootstrap or "", "autoops.runner.results")
+        return [
+            r
+            for r in results
+            if r.get("execution_id") == execution_id
+            and (r.get("error") or {}).get("type") == "Cancelled"  # type: ignore[union-attr]
+        ] or None
+
+    # Told to stop whether its task reached the runner before the cancel or after.
+    wait_until(stopped, 20, "the runner stopped the step beside the stop node")
+    api.release["beside-stop"].set()
 
 
 async def test_a_large_output_goes_to_the_artifact_store_and_stays_usable(

@@ -25,7 +25,9 @@ class ExecutionStatus(Enum):
 
 @strawberry.enum(
     description="SCHEDULED: waiting for its time (a retry's backoff); RUNNING: its task left "
-    "for a runner, or the orchestrator began it; SKIPPED and REUSED steps ran no attempt."
+    "for a runner, or the orchestrator began it; SKIPPED and REUSED steps ran no attempt; "
+    "CANCELLED: still scheduled or running when the execution ended (cancelled, timed out, "
+    "failed elsewhere, or a stop node), and its runner was told to stop."
 )
 class StepStatus(Enum):
     SCHEDULED = "scheduled"
@@ -34,6 +36,7 @@ class StepStatus(Enum):
     FAILED = "failed"
     SKIPPED = "skipped"
     REUSED = "reused"
+    CANCELLED = "cancelled"
 
 
 @strawberry.type(

@@ -37,3 +37,28 @@ def test_an_execution_that_used_the_browser_releases_its_session_however_it_ends
 
 def test_an_execution_without_sessions_sends_nothing_when_it_succeeds() -> None:
     assert finished({"start": node("trigger.manual"), "a": node(), "b": node()}) == []
+
+
+def test_a_stop_node_that_succeeds_stops_the_steps_still_running_beside_it() -> None:
+    execution = started(
+        {
+            "start": node("trigger.manual"),
+            "slow": node("http.request", url="http://example.test/slow"),
+            "end": node("control.stop", outcome="succeed"),
+        },
+        [("start", "slow"), ("start", "end")],
+    )
+    execution.admit(0.0, "o")
+    events = execution.collect_events()
+    (end,) = [e for e in events if type(e).__name__ == "ExecutionFinished"]
+    assert end.status == "SUCCEEDED"
+    (task_id,) = [e.task["task_id"] for e in events if getattr(e, "task", None)]
+    (cancel,) = runner_messages(end)
+    assert cancel[0] == CONTROL_TOPIC
+    assert cancel[2] == {
+        "kind": "cancel",
+        "execution_id": str(execution.id),
+        "task_id": None,
+        "reason": "SUCCEEDED",
+    }
+    assert end.abandoned == [task_id]
