@@ -1,9 +1,11 @@
 """Config values are templates over `inputs`, `steps.<nodeId>.output`, `vars` and `execution`.
 
-Jinja2's sandbox evaluates them: no access to Python internals (`__class__`, `mro`, …), an
-undefined name is an error rather than an empty string. Work and size are bounded: the
-operations that can build a huge value in one step (repetition, powers, padding, `format`)
-are checked before they run, loops share one budget of iterations, and text stops at
+Jinja2's immutable sandbox evaluates them: no access to Python internals (`__class__`, `mro`,
+…), no changing a list or mapping in place (a template must not alter the outputs it reads),
+and an undefined name is an error rather than an empty string. Work and size are bounded: the
+operations that can build a huge value in one step (repetition, concatenation with `+` or
+`~`, joins, powers, padding, `format` and `%` on text) are checked against the size of what
+they would build before they run, loops share one budget of iterations, and text stops at
 MAX_RENDERED. A value that is one expression (`"{{ steps.fetch.output.body.items }}"`) keeps
 its type (a list stays a list) and must be JSON data; anything else renders to text.
 """
@@ -17,9 +19,10 @@ from contextvars import ContextVar
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError, Undefined, nodes
+from jinja2 import StrictUndefined, TemplateError, Undefined, nodes, pass_eval_context
+from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import SecurityError
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 MAX_RENDERED = 256 * 1024
 #: Loop iterations (`range`) one render may use in all.
@@ -37,10 +40,56 @@ class TemplateFailed(ValueError):
         self.path = path
 
 
-class _Environment(SandboxedEnvironment):
-    """The sandbox, plus limits on the operators that can build huge values in one step."""
+def _size(value: Any, limit: int = MAX_RENDERED) -> int:
+    """About how many characters `value` takes as text or JSON, counted only until it passes
+    `limit` (so measuring a huge value stays cheap). A list repeated by reference counts once
+    per repetition: that is what rendering it would write."""
+    if isinstance(value, (str, bytes)):
+        return len(value)
+    if isinstance(value, Mapping):
+        total = 2
+        for key, item in value.items():
+            total += _size(key, limit) + _size(item, limit) + 2
+            if total > limit:
+                break
+        return total
+    if isinstance(value, (list, tuple)):
+        total = 2
+        for item in value:
+            total += _size(item, limit) + 1
+            if total > limit:
+                break
+        return total
+    return 8
 
-    intercepted_binops = frozenset({"*", "**"})
+
+def _over(size: int, what: str) -> None:
+    if size > MAX_RENDERED:
+        raise SecurityError(f"{what} would exceed the output limit")
+
+
+class _Generator(CodeGenerator):
+    """Compiles `a ~ b` to a join that checks the size of its result before building it."""
+
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        self.write("environment.bounded_concat((")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write("))")
+
+
+class _Environment(ImmutableSandboxedEnvironment):
+    """The sandbox, plus limits on the operations that can build huge values in one step."""
+
+    code_generator_class = _Generator
+    intercepted_binops = frozenset({"*", "**", "+", "%"})
+
+    @staticmethod
+    def bounded_concat(parts: tuple[Any, ...]) -> str:
+        texts = [part if isinstance(part, str) else str(part) for part in parts]
+        _over(sum(len(t) for t in texts), "joining text with ~")
+        return "".join(texts)
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         # Data first: `body.items` is the "items" key of a JSON body, not dict.items.
@@ -53,9 +102,14 @@ class _Environment(SandboxedEnvironment):
             raise SecurityError("the power is too large")
         if operator == "*":
             sized, count = (left, right) if isinstance(right, int) else (right, left)
-            repeated = isinstance(sized, (str, list, tuple)) and isinstance(count, int)
-            if repeated and len(sized) * count > MAX_RENDERED:
-                raise SecurityError("repetition would exceed the output limit")
+            if isinstance(sized, (str, bytes, list, tuple)) and isinstance(count, int):
+                _over(_size(sized) * count, "repetition")
+        elif operator == "+":
+            kinds = (str, bytes, list, tuple)
+            if isinstance(left, kinds) and isinstance(right, kinds):
+                _over(_size(left) + _size(right), "concatenation")
+        elif operator == "%" and isinstance(left, (str, bytes)):
+            raise SecurityError("% formatting is not allowed; join text with ~")
         return super().call_binop(context, operator, left, right)
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
@@ -65,11 +119,25 @@ class _Environment(SandboxedEnvironment):
                 raise SecurityError("str.format is not allowed; join text with ~")
             if name in _PADDING and any(isinstance(a, int) and a > MAX_RENDERED for a in args):
                 raise SecurityError(f"{name} would exceed the output limit")
+            if name == "join" and args and isinstance(args[0], (str, list, tuple)):
+                _over(_joined_size(__obj.__self__, args[0]), "join")
             if name == "replace" and len(args) >= 2:
                 text, old, new = __obj.__self__, str(args[0]), str(args[1])
                 if (text.count(old) if old else len(text) + 1) * len(new) > MAX_RENDERED:
                     raise SecurityError("replace would exceed the output limit")
         return super().call(__context, __obj, *args, **kwargs)
+
+
+def _joined_size(separator: Any, items: Any) -> int:
+    count = len(items) if isinstance(items, (str, list, tuple)) else 0
+    return len(str(separator)) * max(count - 1, 0) + _size(items)
+
+
+@pass_eval_context
+def _bounded_join(eval_ctx: Any, value: Any, d: str = "", attribute: Any = None) -> Any:
+    if attribute is None and isinstance(value, (str, list, tuple)):
+        _over(_joined_size(d, value), "join")
+    return _join_filter(eval_ctx, value, d, attribute)
 
 
 def _huge_power(base: Any, exponent: Any) -> bool:
@@ -100,6 +168,9 @@ def _padded(filter_name: str) -> Any:
 
 _ENV = _Environment(undefined=StrictUndefined, autoescape=False)
 _ENV.globals["range"] = _budgeted_range
+_ENV.globals.pop("lipsum", None)  # lorem ipsum by the megabyte: nothing a workflow needs
+_join_filter = _ENV.filters["join"]
+_ENV.filters["join"] = _bounded_join
 for _name in ("center", "indent", "wordwrap", "truncate"):
     _ENV.filters[_name] = _padded(_name)
 

@@ -67,6 +67,19 @@ def test_syntax_errors_are_found_before_anything_runs() -> None:
         "{{ inputs.name + 1 }}",
         "{{ range(5) }}",
         "{{ lipsum }}",
+        "{{ lipsum(100000) }}",
+        # A small list repeated holds references, but renders every copy.
+        "{{ ['x' * 200000] * 2000 }}",
+        "{{ [range(1000) | list] * 250 }}",
+        "{{ '%0200000000d' % 1 }}",
+        "{% set a = 'x' * 200000 %}{% set b = a ~ a %}{% set c = b ~ b %}{{ c | length }}",
+        "{% set a = 'x' * 200000 %}{% set b = a + a %}{% set c = b + b %}{{ c | length }}",
+        "{{ ('x' * 200000).join('y' * 200000) }}",
+        "{{ ('y' * 200000) | join('x' * 2000) }}",
+        # No changing what a template reads: outputs must stay as they were recorded.
+        "{% set l = [1] %}{{ (l.extend(l), l.extend(l)) }}",
+        "{{ steps.fetch.output.body['items'].append('c') }}",
+        "{{ inputs.update({'name': 'Eve'}) }}",
     ],
 )
 def test_templates_cannot_exhaust_memory_or_time_and_fail_cleanly(template: str) -> None:
@@ -77,3 +90,28 @@ def test_templates_cannot_exhaust_memory_or_time_and_fail_cleanly(template: str)
 
 def test_whitespace_control_in_a_single_expression_keeps_its_type() -> None:
     assert render("{{- inputs.ids -}}", CONTEXT) == [1, 2, 3]
+
+
+def test_the_bounded_operations_still_do_their_ordinary_work() -> None:
+    config = {
+        "modulo": "{{ 7 % 3 }}",
+        "joined": "{{ inputs.ids | join(',') }}",
+        "method": "{{ '-'.join(['a', 'b']) }}",
+        "tilde": "{{ inputs.name ~ '!' ~ vars.limit }}",
+        "plus": "{{ inputs.ids + [4] }}",
+        "times": "{{ 'ab' * 3 }}",
+        "counted": (
+            "{% set ns = namespace(n=0) %}{% for i in inputs.ids %}"
+            "{% set ns.n = ns.n + i %}{% endfor %}{{ ns.n }}"
+        ),
+    }
+    assert render(config, CONTEXT) == {
+        "modulo": 1,
+        "joined": "1,2,3",
+        "method": "a-b",
+        "tilde": "Ada!10",
+        "plus": [1, 2, 3, 4],
+        "times": "ababab",
+        "counted": "6",
+    }
+    assert CONTEXT["steps"]["fetch"]["output"]["body"]["items"] == ["a", "b"]
