@@ -20,6 +20,8 @@ from typing import Any, Protocol
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
 
 from command_side.errors import Conflict
 from command_side.execution.decide import (
@@ -841,6 +843,9 @@ class Execution(Aggregate):
         if kind == "control.subworkflow":
             pinned = env.workflow(self.workspace_id, config["workflow_id"], config.get("version"))
             items: list[Any] = [config.get("inputs") or {}]
+            problem = inputs_problem(pinned.nodes.get(pinned.start), items[0])
+            if problem:
+                raise StepProblem("InputsInvalid", f"{node_id}: the subworkflow's {problem}")
         else:
             items = config.get("items")  # type: ignore[assignment]
             if not isinstance(items, list):
@@ -848,6 +853,12 @@ class Execution(Aggregate):
                     "ConfigError", f"{node_id}.items must be a list, not {type(items).__name__}"
                 )
             pinned = self._body(node_id, config, env)
+            for index, item in enumerate(items):
+                problem = inputs_problem(
+                    pinned.nodes.get(pinned.start), {"item": item, "index": index}
+                )
+                if problem:
+                    raise StepProblem("InputsInvalid", f"{node_id}: item {index}'s {problem}")
         self._step_scheduled(
             node_id, kind, attempt, now, _public(config), None, None, True,
             actor_id, self.workspace_id,
@@ -1239,6 +1250,22 @@ def _credential_names(config: dict[str, Any]) -> list[str]:
     if isinstance(auth, dict) and isinstance(auth.get("credential"), str):
         names.append(auth["credential"])
     return names
+
+
+def inputs_problem(trigger: Any, inputs: Any) -> str | None:
+    """What is wrong with `inputs` for a trigger node's `inputs_schema`, None when nothing is
+    (or it declares none)."""
+    schema = ((trigger or {}).get("config") or {}).get("inputs_schema")
+    if not schema:
+        return None
+    try:
+        errors = sorted(Draft202012Validator(schema).iter_errors(inputs), key=str)
+    except SchemaError as exc:
+        return f"the trigger's inputs_schema is invalid: {exc.message}"
+    if not errors:
+        return None
+    where = ".".join(str(p) for p in errors[0].absolute_path)
+    return f"inputs{'.' + where if where else ''}: {errors[0].message}"
 
 
 def _public(config: Any) -> Any:

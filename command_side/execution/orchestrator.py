@@ -168,11 +168,19 @@ class StoreSurroundings:
 
     def workflow(self, workspace_id: str, workflow_id: str, version: int | None) -> Pinned:
         try:
-            pinned = self._service.pinned(workspace_id, workflow_id, version)
+            pinned, problems = self._service.checked(workspace_id, workflow_id, version)
         except (NotFound, ValueError) as exc:
             raise StepProblem("WorkflowNotFound", str(exc)) from None
         except Exception as exc:  # ValidationFailed: not published
             raise StepProblem("WorkflowNotFound", str(exc)) from None
+        if problems:
+            # What would stop it being started on its own stops it here too (a plain cycle
+            # would leave the child, and its parent, waiting for ever).
+            listed = "; ".join(p.message for p in problems)
+            raise StepProblem(
+                "WorkflowInvalid",
+                f"workflow {workflow_id} version {pinned.version} cannot run: {listed}",
+            )
         triggers = sorted(n for n, v in pinned.nodes.items() if v["type"] == "trigger.manual")
         if not triggers:
             raise StepProblem(

@@ -19,8 +19,6 @@ from typing import Any
 from uuid import UUID, uuid4
 
 from eventsourcing.persistence import IntegrityError
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
 
 from command_side.errors import Conflict, NotFound, ValidationFailed
 from command_side.execution.aggregate import (
@@ -30,6 +28,7 @@ from command_side.execution.aggregate import (
     Isolated,
     Pinned,
     StepProblem,
+    inputs_problem,
 )
 from command_side.execution.credentials import KINDS, Credential, credential_id
 from command_side.execution.decide import Edge
@@ -124,6 +123,13 @@ class ExecutionService:
     ) -> Pinned:
         """The graph of a published version (the latest unless given), or the current draft."""
         return self._pinned(workspace_id, workflow_id, version, draft)[0]
+
+    def checked(
+        self, workspace_id: str, workflow_id: str, version: int | None
+    ) -> tuple[Pinned, list[Any]]:
+        """A published version (the latest unless given) and what `validateWorkflow` finds
+        wrong with it: what a subworkflow or loop body about to run is checked against."""
+        return self._pinned(workspace_id, workflow_id, version, False)
 
     def _pinned(
         self, workspace_id: str, workflow_id: str, version: int | None, draft: bool
@@ -280,20 +286,9 @@ class ExecutionService:
 
     @staticmethod
     def _check_inputs(trigger: Mapping[str, Any], inputs: dict[str, Any]) -> None:
-        schema = (trigger.get("config") or {}).get("inputs_schema")
-        if not schema:
-            return
-        try:
-            errors = sorted(Draft202012Validator(schema).iter_errors(inputs), key=str)
-        except SchemaError as exc:
-            raise ValidationFailed(
-                f"the trigger's inputs_schema is invalid: {exc.message}"
-            ) from None
-        if errors:
-            where = ".".join(str(p) for p in errors[0].absolute_path)
-            raise ValidationFailed(
-                f"inputs{'.' + where if where else ''}: {errors[0].message}", field="inputs"
-            )
+        problem = inputs_problem(trigger, inputs)
+        if problem:
+            raise ValidationFailed(problem, field="inputs")
 
     # -- control -----------------------------------------------------------------------------
 

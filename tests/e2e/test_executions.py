@@ -274,6 +274,59 @@ async def test_a_subworkflow_runs_and_returns_its_output(client: GraphQLClient) 
     assert steps_of(done)["use"]["output"] == {"said": "hi ann"}
 
 
+async def test_a_published_body_runs_per_item_and_what_cannot_run_fails_its_step(
+    client: GraphQLClient,
+) -> None:
+    integer = {"type": "integer"}
+    body = await build(
+        client,
+        {
+            "item": (
+                "trigger.manual",
+                {"inputs_schema": {"type": "object", "properties": {"item": integer}}},
+            ),
+            "double": ("data.transform", {"fields": {"d": "{{ inputs.item * 2 }}"}}),
+        },
+        [("item", "double")],
+    )
+    looping = await build(
+        client,
+        {
+            "start": MANUAL,
+            "a": ("data.transform", {"fields": {}}),
+            "b": ("data.transform", {"fields": {}}),
+        },
+        [("start", "a"), ("a", "b"), ("b", "a")],
+    )
+    parent = await build(
+        client,
+        {
+            "start": MANUAL,
+            "each": (
+                "control.loop",
+                {"items": "{{ inputs.items }}", "body_workflow_id": body, "concurrency": 2},
+            ),
+        },
+        [("start", "each")],
+    )
+    done = await run(client, parent, {"items": [1, 2, 3]})
+    assert done["status"] == "SUCCEEDED", failure(done)
+    assert steps_of(done)["each"]["output"] == [{"double": {"d": d}} for d in (2, 4, 6)]
+    wrong = await run(client, parent, {"items": [1, "two"]})
+    assert wrong["status"] == "FAILED"
+    error = steps_of(wrong)["each"]["error"]
+    assert error["type"] == "InputsInvalid" and "item 1's inputs.item" in error["message"]
+    caller = await build(
+        client,
+        {"start": MANUAL, "call": ("control.subworkflow", {"workflow_id": looping})},
+        [("start", "call")],
+    )
+    stuck = await run(client, caller)  # fails at once rather than waiting for ever
+    assert stuck["status"] == "FAILED"
+    error = steps_of(stuck)["call"]["error"]
+    assert error["type"] == "WorkflowInvalid" and "cycle" in error["message"].lower(), error
+
+
 async def test_filter_files_and_delay(client: GraphQLClient) -> None:
     workflow = await build(
         client,
