@@ -19,7 +19,7 @@ from contextvars import ContextVar
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError, Undefined, nodes, pass_eval_context
+from jinja2 import StrictUndefined, TemplateError, Undefined, meta, nodes, pass_eval_context
 from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -207,6 +207,19 @@ def template_errors(config: Any) -> list[str]:
             except TemplateError as exc:
                 errors.append(f"{path}: template does not parse: {exc}")
     return errors
+
+
+def template_names(config: Any) -> set[str]:
+    """The top-level names a config's templates read (`inputs`, `steps`, `item`, …);
+    templates that do not parse are left out."""
+    names: set[str] = set()
+    for _, text in _strings(config):
+        if is_template(text):
+            try:
+                names |= meta.find_undeclared_variables(_ENV.parse(text))
+            except TemplateError:
+                continue
+    return names
 
 
 #: `steps.items()` and the like read the mapping, not a step called `items`.

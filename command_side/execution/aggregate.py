@@ -38,7 +38,7 @@ from command_side.execution.decide import (
     unrouted,
 )
 from command_side.workflow.node_types import NODE_TYPES, SESSION_POOLS
-from infra.templates import TemplateFailed, render, truthy
+from infra.templates import TemplateFailed, render, step_references, template_names, truthy
 
 FINAL = ("SUCCEEDED", "FAILED", "CANCELLED", "TIMED_OUT")
 INTERNAL = frozenset(
@@ -606,7 +606,11 @@ class Execution(Aggregate):
             return self._cannot_start(
                 node_id, kind, attempt, now, actor_id, waited, problem, config
             )
-        task = self._task(node_id, kind, attempt, config, credentials, now, env)
+        scope = self._per_item_scope(node_id, env)
+        task = self._task(
+            node_id, kind, attempt, {**config, "scope": scope} if scope else config,
+            credentials, now, env,
+        )  # fmt: skip
         if waited:
             self._step_dispatched(
                 node_id, attempt, _public(config), task, actor_id, self.workspace_id
@@ -652,6 +656,24 @@ class Execution(Aggregate):
             rendered.update(later)
             rendered["vars"] = self.vars
         return dict(rendered)
+
+    def _per_item_scope(self, node_id: str, env: Surroundings) -> dict[str, Any] | None:
+        """What a runner needs to render a node's per-item templates besides `item`, `index`
+        and `vars`: the `inputs`, `execution` and `steps.<id>` they read (steps named in the
+        template; one looked up by a computed key is not there), so the task does not carry
+        every output upstream."""
+        node = self.plan.nodes[node_id]
+        config = node.get("config") or {}
+        per_item = {k: config[k] for k in PER_ITEM.get(node["type"], ()) if k in config}
+        names = template_names(per_item) & {"inputs", "execution", "steps"}
+        if not names:
+            return None
+        context = self.template_context(env, node_id)
+        scope = {name: context[name] for name in names if name != "steps"}
+        if "steps" in names:
+            read = {step for _, step in step_references(per_item)}
+            scope["steps"] = {k: v for k, v in context["steps"].items() if k in read}
+        return scope
 
     def _visible(self, node_id: str) -> frozenset[str]:
         if self.steps_scope == STEPS_ALL:

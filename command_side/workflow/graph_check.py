@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from command_side.execution.aggregate import LOOP_ITEM_NODE, PER_ITEM
+from command_side.execution.aggregate import LOOP_ITEM_NODE
 from command_side.execution.decide import Edge, predecessors_of, split_loops, upstream_of
 from command_side.workflow.node_types import config_errors
 from infra.templates import condition_errors, step_references
@@ -88,8 +88,9 @@ def _unseen_steps(
     problems = []
     for node_id in sorted(nodes):
         config = dict(nodes[node_id].get("config") or {})
-        # Keys never rendered with `steps`: notes, the retry policy, per-item templates.
-        for key in ("notes", "retry", *PER_ITEM.get(str(nodes[node_id]["type"]), ())):
+        # Keys never rendered: notes, the retry policy. (Per-item templates, such as a
+        # filter's condition, see the same steps as the rest of their node's config.)
+        for key in ("notes", "retry"):
             config.pop(key, None)
         for path, step in step_references(config):
             if step not in seen.get(node_id, ()):

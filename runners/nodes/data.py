@@ -25,11 +25,13 @@ def data_filter(config: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
     if not isinstance(condition, str):
         raise StepError("ConfigError", "condition must be a template")
     variables = config.get("vars") or {}
+    # `inputs`, `execution` and the `steps` the condition reads, as the orchestrator saw them.
+    scope = config.get("scope") or {}
     kept = []
     for index, item in enumerate(items):
         if ctx.cancelled.is_set():
             raise StepError("Cancelled", "the step was cancelled")
-        context = {"item": item, "index": index, "vars": variables}
+        context = {**scope, "item": item, "index": index, "vars": variables}
         try:
             holds = truthy(render(condition, context))
         except TemplateFailed as exc:

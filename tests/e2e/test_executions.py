@@ -332,9 +332,14 @@ async def test_filter_files_and_delay(client: GraphQLClient) -> None:
         client,
         {
             "start": MANUAL,
+            "floor": ("data.transform", {"fields": {"min": "{{ inputs.min }}"}}),
             "keep": (
                 "data.filter",
-                {"items": "{{ inputs.rows }}", "condition": "{{ item.n > 1 }}"},
+                {
+                    "items": "{{ inputs.rows }}",
+                    # Rendered per item on the runner, with the inputs and the steps upstream.
+                    "condition": "{{ steps.floor.output.min < item.n < inputs.max }}",
+                },
             ),
             "save": (
                 "file.write",
@@ -344,16 +349,39 @@ async def test_filter_files_and_delay(client: GraphQLClient) -> None:
                     "content": "{{ steps.keep.output['items'] }}",
                 },
             ),
+            "save_json": (
+                "file.write",
+                {"path": "out/kept.json", "format": "json", "content": "{{ steps.keep.output }}"},
+            ),
+            "save_text": (
+                "file.write",
+                {"path": "out/note.txt", "format": "text", "content": "kept {{ inputs.max }}"},
+            ),
             "wait": ("control.delay", {"seconds": 0.3}),
             "load": ("file.read", {"path": "out/kept.csv", "format": "csv"}),
+            "load_json": ("file.read", {"path": "out/kept.json", "format": "json"}),
+            "load_text": ("file.read", {"path": "out/note.txt", "format": "text"}),
         },
-        [("start", "keep"), ("keep", "save"), ("save", "wait"), ("wait", "load")],
+        [
+            ("start", "floor"),
+            ("floor", "keep"),
+            ("keep", "save"),
+            ("save", "save_json"),
+            ("save_json", "save_text"),
+            ("save_text", "wait"),
+            ("wait", "load"),
+            ("load", "load_json"),
+            ("load_json", "load_text"),
+        ],
     )
-    done = await run(client, workflow, {"rows": [{"n": 1}, {"n": 2}, {"n": 3}]})
+    rows = [{"n": 1}, {"n": 2}, {"n": 3}, {"n": 4}]
+    done = await run(client, workflow, {"rows": rows, "min": 1, "max": 4})
     assert done["status"] == "SUCCEEDED", failure(done)
     steps = steps_of(done)
-    assert steps["keep"]["output"]["count"] == 2
+    assert steps["keep"]["output"] == {"items": [{"n": 2}, {"n": 3}], "count": 2}
     assert steps["load"]["output"] == [{"n": "2"}, {"n": "3"}]
+    assert steps["load_json"]["output"] == {"items": [{"n": 2}, {"n": 3}], "count": 2}
+    assert steps["load_text"]["output"] == "kept 4"
 
 
 async def test_sql_query_through_a_postgres_credential(

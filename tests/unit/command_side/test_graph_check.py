@@ -181,7 +181,7 @@ def test_a_loop_body_reads_what_its_loop_reads_and_its_own_earlier_steps() -> No
     ]
 
 
-def test_mapping_methods_notes_and_per_item_templates_are_not_step_reads() -> None:
+def test_mapping_methods_and_notes_are_not_step_reads_and_per_item_templates_are() -> None:
     nodes = {
         "t": {"type": "trigger.manual", "config": {}},
         "a": transform(),
@@ -194,12 +194,15 @@ def test_mapping_methods_notes_and_per_item_templates_are_not_step_reads() -> No
             "type": "data.filter",
             "config": {
                 "items": "{{ [1, 2] }}",
-                "condition": "{{ item > 1 and steps.nothing }}",  # rendered per item
+                # Rendered per item by the runner, with the steps upstream of `b`.
+                "condition": "{{ item > 1 and steps.nothing and steps.a }}",
                 "notes": "{{ steps.whatever }}",
             },
         },
     }
     edges = [("t", "a"), ("a", "item"), ("t", "beside"), ("t", "b")]
     assert [(p.code, p.node_ids) for p in check_graph(nodes, edges)] == [
-        ("NOT_UPSTREAM", ("beside", "b"))  # steps.get('b') of a step beside it
+        ("NOT_UPSTREAM", ("b",)),  # steps.nothing: no such step
+        ("NOT_UPSTREAM", ("b", "a")),  # steps.a: beside b, not before it
+        ("NOT_UPSTREAM", ("beside", "b")),  # steps.get('b') of a step beside it
     ]
