@@ -176,6 +176,8 @@ _DATA.update(
             "output": _ANY,
             "branch": _OPT_STR,
             "from_execution": _STR,
+            # Reused as failed for good ({type, message}); null for a reused output.
+            "error": _OPT_OBJ,
         },
         "execution.LoopItems": {"node_id": _STR, "items": {"type": "array"}, "body": _OBJ},
         "execution.ChildStarted": {

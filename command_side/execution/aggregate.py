@@ -247,6 +247,7 @@ class Execution(Aggregate):
                     str(self.retry_of or ""),
                     actor_id,
                     self.workspace_id,
+                    recorded.get("error"),
                 )
         self.advance(now, actor_id, env)
         return True
@@ -265,7 +266,15 @@ class Execution(Aggregate):
         from_execution: str,
         actor_id: str,
         workspace_id: str,
+        error: dict[str, Any] | None = None,
     ) -> None:
+        """`error`: the step failed for good there (behind it, its `error` edge ran): it
+        fails for good here too, without running again."""
+        if error is not None:
+            self.steps[node_id] = Step(
+                "failed", 1, error={**error, "retryable": False}, started=True
+            )
+            return
         self.steps[node_id] = Step(
             "succeeded",
             1,

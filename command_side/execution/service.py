@@ -31,7 +31,7 @@ from command_side.execution.aggregate import (
     inputs_problem,
 )
 from command_side.execution.credentials import KINDS, Credential, credential_id
-from command_side.execution.decide import Edge
+from command_side.execution.decide import Edge, gave_up
 from command_side.execution.store import ExecutionStore
 from command_side.execution.variables import Variables, variables_id
 from command_side.store import WorkflowStore
@@ -319,23 +319,42 @@ class ExecutionService:
         if not original.finished:
             raise ValidationFailed("only a finished execution can be retried", field="executionId")
         plan = original.plan
+        handled = {e.source for e in plan.edges if e.label == "error"}
         if from_node is None:
             failed = [n for n, s in original.steps.items() if s.status == "failed"]
             if not failed:
                 raise ValidationFailed(
                     "the execution has no failed step; name fromNodeId", field="fromNodeId"
                 )
-            from_node = failed[0]
+            # The failure that ended it, rather than one its error edge took care of.
+            from_node = next((n for n in failed if n not in handled), failed[0])
         if from_node not in plan.nodes or from_node == plan.start:
             raise ValidationFailed(
                 f"{from_node!r} is not a step of this execution", field="fromNodeId"
             )
         again = {from_node} | _downstream(plan.edges, from_node)
+        outside = {n: s for n, s in original.steps.items() if n not in again and n != plan.start}
         reused: dict[str, dict[str, Any]] = {
             n: {"output": s.output, "branch": s.branch, "blocked": _verdicts(s.blocked)}
-            for n, s in original.steps.items()
-            if s.status == "succeeded" and n not in again and n != plan.start
+            for n, s in outside.items()
+            if s.status == "succeeded"
         }
+        # A step that failed for good keeps its failure (its error edge's steps are reused
+        # behind it): running it again would repeat whatever it did before failing.
+        given_up = sorted(
+            n for n, s in outside.items() if s.status == "failed" and gave_up(plan, n, s)
+        )
+        for node_id in given_up:
+            if node_id not in handled:
+                raise ValidationFailed(
+                    f"{node_id!r} failed for good and does not run after {from_node!r}, so "
+                    f"the retry would fail on it again: retry from {node_id!r}",
+                    field="fromNodeId",
+                )
+            error = original.steps[node_id].error or {}
+            reused[node_id] = {
+                "error": {"type": error.get("type"), "message": error.get("message")}
+            }
         # Reused steps keep the routes their conditions chose (evaluated again, they could
         # see a different execution: a retry's trigger, steps not run yet).
         reused[plan.start] = {"blocked": _verdicts(original.steps[plan.start].blocked)}

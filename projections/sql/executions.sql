@@ -189,10 +189,14 @@ BEGIN
             ON CONFLICT (execution_id, node_id, attempt) DO NOTHING;
         WHEN 'execution.StepReused' THEN
             INSERT INTO read.execution_steps (execution_id, node_id, attempt, workspace_id,
-                node_type, status, output, branch, scheduled_at, finished_at, reused_from)
+                node_type, status, output, branch, error, scheduled_at, finished_at,
+                reused_from)
             VALUES (agg, node, 0, ws, COALESCE(r_types->>node, ''), 'reused',
-                NULLIF(d->'output', 'null'),
-                d->>'branch', at, at, NULLIF(d->>'from_execution', '')::uuid)
+                NULLIF(d->'output', 'null'), d->>'branch',
+                CASE WHEN jsonb_typeof(d->'error') = 'object' THEN jsonb_build_object(
+                    'type', d->'error'->>'type', 'message', d->'error'->>'message',
+                    'retryable', false) END,
+                at, at, NULLIF(d->>'from_execution', '')::uuid)
             ON CONFLICT (execution_id, node_id, attempt) DO NOTHING;
         WHEN 'execution.ChildStarted' THEN
             UPDATE read.execution_steps SET

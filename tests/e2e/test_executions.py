@@ -584,6 +584,44 @@ async def test_retry_from_a_failed_step_skips_earlier_side_effects(
     assert report["replayExecution"]["deterministic"], report
 
 
+async def test_retry_keeps_a_failure_its_error_edge_handled_and_refuses_one_it_would_repeat(
+    client: GraphQLClient, api: ApiServer
+) -> None:
+    once = {"max_attempts": 1}
+    workflow = await build(
+        client,
+        {
+            "start": MANUAL,
+            "reserve": ("http.request", {"url": api.url + "/flaky/reserve", "retry": once}),
+            "release": ("data.transform", {"fields": {"why": "{{ steps.reserve.error.type }}"}}),
+            "notify": ("http.request", {"url": api.url + "/flaky/notify", "retry": once}),
+            "side": ("data.transform", {"fields": {"n": 1}}),
+        },
+        [("start", "reserve"), ("reserve", "release", "error"), ("release", "notify"),
+         ("start", "side")],
+    )  # fmt: skip
+    api.fail_first.update(reserve=1, notify=1)
+    failed = await run(client, workflow)
+    assert failed["status"] == "FAILED" and failed["error"].startswith("notify"), failure(failed)
+    # From `side`, `notify` would keep its failure and end the retry at once: refused.
+    with pytest.raises(GraphQLError) as refused:
+        await client.execute(RETRY, {"i": {"executionId": failed["id"], "fromNodeId": "side"}})
+    assert refused.value.codes == ["VALIDATION"] and "retry from 'notify'" in str(refused.value)
+    # By default the retry starts at the failure that ended the execution, not at the one
+    # the error edge handled: `reserve` keeps its failure and is not called again.
+    answer = await client.execute(RETRY, {"i": {"executionId": failed["id"]}})
+    retried = await wait_for(client, answer["retryExecution"]["executionId"])
+    assert retried["status"] == "SUCCEEDED", failure(retried)
+    assert api.count("reserve") == 1 and api.count("notify") == 2
+    steps = steps_of(retried)
+    assert steps["reserve"]["status"] == "REUSED"
+    assert steps["reserve"]["error"]["type"] == "HttpStatusError"
+    assert steps["release"]["status"] == "REUSED"
+    assert steps["release"]["output"] == {"why": "HttpStatusError"}
+    report = await client.execute(REPLAY, {"id": retried["id"]})
+    assert report["replayExecution"]["deterministic"], report
+
+
 async def test_bad_inputs_configs_and_templates_fail_clearly(client: GraphQLClient) -> None:
     typed = await build(
         client,
