@@ -1198,6 +1198,8 @@ class Execution(Aggregate):
                 continue
             if not step.started:
                 times.append(step.not_before)
+            elif (waiting := self._children_deadline(node_id, step)) is not None:
+                times.append(waiting)
             elif step.task is not None:
                 times.append(float(step.task["deadline"]))
                 times.append(_lapse(step, node_id, heard, heartbeat_timeout_s, queue_timeout_s))
@@ -1217,6 +1219,20 @@ class Execution(Aggregate):
             self.time_out(f"the execution ran longer than {self.timeout_s} s", "orchestrator")
             return
         for node_id, step in list(self.steps.items()):
+            waiting = self._children_deadline(node_id, step)
+            if waiting is not None and now >= waiting:
+                # Its children are stopped with it: nothing waits for what they would return.
+                self.children_to_cancel += [
+                    r["child_id"]
+                    for r in self.children.get(node_id, {}).values()
+                    if r["status"] == "RUNNING"
+                ]
+                timeout = waiting - step.not_before
+                self.record_failure(
+                    node_id, step.attempt, "StepTimeout",
+                    f"{node_id} ran longer than {timeout:g} s", "orchestrator",
+                )  # fmt: skip
+                continue
             if step.status != "scheduled" or step.task is None:
                 continue
             task = step.task
@@ -1232,6 +1248,20 @@ class Execution(Aggregate):
                     f"no word from the runner of {node_id} for {heartbeat_timeout_s:g} s",
                     "orchestrator", retryable=True, charged=False,
                 )  # fmt: skip
+
+    def _children_deadline(self, node_id: str, step: Step) -> float | None:
+        """When a loop or subworkflow step waiting for its children times out: its node's
+        `timeout_s` after it began (only when set: a loop over many items may rightly take
+        long, and each child's steps have their own timeouts)."""
+        if step.status != "scheduled" or not step.started or step.task is not None:
+            return None
+        node = self.plan.nodes.get(node_id) or {}
+        if node.get("type") not in ("control.loop", "control.subworkflow"):
+            return None
+        timeout = (node.get("config") or {}).get("timeout_s")
+        if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
+            return None
+        return step.not_before + float(timeout)
 
 
 def _lapse(

@@ -274,6 +274,37 @@ async def test_a_subworkflow_runs_and_returns_its_output(client: GraphQLClient) 
     assert steps_of(done)["use"]["output"] == {"said": "hi ann"}
 
 
+async def test_a_subworkflow_past_its_timeout_times_out_and_its_child_is_cancelled(
+    client: GraphQLClient, api: ApiServer
+) -> None:
+    child = await build(
+        client,
+        {"start": MANUAL, "slow": ("http.request", {"url": api.url + "/hold/slow-child"})},
+        [("start", "slow")],
+    )
+    parent = await build(
+        client,
+        {
+            "start": MANUAL,
+            "call": ("control.subworkflow", {"workflow_id": child, "timeout_s": 1}),
+        },
+        [("start", "call")],
+    )
+    try:
+        done = await run(client, parent)
+        assert done["status"] == "TIMED_OUT", failure(done)
+        assert steps_of(done)["call"]["error"]["type"] == "StepTimeout"
+        listed = await client.execute(
+            "query($w: ID) { executions(workflowId: $w, first: 5) { nodes { id status } } }",
+            {"w": child},
+        )
+        (child_run,) = listed["executions"]["nodes"]
+        stopped = await wait_for(client, child_run["id"])
+        assert stopped["status"] == "CANCELLED"
+    finally:
+        api.release["slow-child"].set()
+
+
 async def test_a_published_body_runs_per_item_and_what_cannot_run_fails_its_step(
     client: GraphQLClient,
 ) -> None:

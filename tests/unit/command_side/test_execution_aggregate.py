@@ -335,6 +335,34 @@ def test_a_subworkflow_waits_for_its_child_and_a_missing_one_fails_the_step() ->
     assert missing.status == "FAILED" and "no workflow x" in (missing.error or "")
 
 
+def test_a_subworkflow_or_loop_step_past_its_timeout_fails_and_stops_its_children() -> None:
+    execution = started(
+        {
+            "start": node("trigger.manual"),
+            "sub": node("control.subworkflow", workflow_id="child", timeout_s=30),
+            "each": node("control.loop", items="{{ [1, 2] }}", concurrency=2),
+            "body": node(fields={"x": "{{ inputs.item }}"}),
+        },
+        [("start", "sub"), ("start", "each"), ("each", "body"), ("body", "each")],
+    )
+    execution.admit(100.0, "o", WithWorkflow())
+    assert len(execution.new_children) == 3
+    # Only the step with a timeout has a deadline; the loop without one waits as long as
+    # its children take.
+    assert execution.next_wake(60, {}) == 130.0
+    execution.overdue(129.0, 60, {})
+    assert execution.steps["sub"].status == "scheduled" and not execution.children_to_cancel
+    execution.overdue(130.0, 60, {})
+    sub = execution.steps["sub"]
+    assert sub.status == "failed" and sub.error is not None
+    assert (sub.error["type"], sub.error["message"]) == ("StepTimeout", "sub ran longer than 30 s")
+    assert execution.children_to_cancel == [execution.children["sub"][None]["child_id"]]
+    execution.advance(130.0, "o")
+    assert execution.status == "TIMED_OUT"
+    again = replayed(execution.collect_events())
+    assert again.steps["sub"].status == "failed" and again.status == "TIMED_OUT"
+
+
 def test_a_retry_reuses_recorded_outputs() -> None:
     execution = started(reused={"a": {"output": {"x": 1}, "branch": None}}, retry_of="e0")
     execution.admit(0.0, "o")
