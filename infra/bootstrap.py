@@ -171,6 +171,7 @@ def run_orchestrator(settings: Settings) -> None:
 def run_scheduler(settings: Settings) -> None:
     """`autoops scheduler`: starts cron-triggered executions (any number may run)."""
     from command_side.execution.scheduler import Scheduler
+    from infra.heartbeat import Heartbeat
 
     require(settings, "database_url")
     assert settings.database_url
@@ -178,6 +179,7 @@ def run_scheduler(settings: Settings) -> None:
         eventsourcing_env_for(settings.database_url),
         interval_s=settings.scheduler_interval_s,
         catch_up_s=settings.scheduler_catch_up_s,
+        heartbeat=Heartbeat(settings.redis_url, "scheduler") if settings.redis_url else None,
     ).run(stop_on_signals())
 
 

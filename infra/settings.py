@@ -193,7 +193,8 @@ class Settings:
 
     llm_base_url: str | None = None
     """OpenAI-compatible endpoint of `ai.*` steps (e.g. `http://localhost:11434/v1`). Unset:
-    the openai client's default."""
+    OpenAI's own, which needs `llm_api_key`; with neither (and no credential in the step) an
+    `ai.*` step fails with ConfigError saying so."""
 
     llm_api_key: str | None = None
     """API key of the LLM endpoint when a step names no credential."""

@@ -44,14 +44,20 @@ async def _processes(svc: Services) -> dict[str, str]:
 
 
 async def _workers(svc: Services) -> dict[str, Any]:
-    """Orchestrators and runners, for operators: they do not decide the api's readiness
-    (it serves reads and takes commands without them; executions wait in the log)."""
+    """Orchestrators, the cron scheduler and runners, for operators: they do not decide the
+    api's readiness (it serves reads and takes commands without them; executions, fires and
+    lock expiries wait in the log)."""
     orchestrator = await svc.redis.get("autoops:heartbeat:orchestrator")
+    scheduler = await svc.redis.get("autoops:heartbeat:scheduler")
     runners: dict[str, int] = {}
     async for key in svc.redis.scan_iter(match="autoops:heartbeat:runner:*", count=200):
         pool = (key.decode() if isinstance(key, bytes) else str(key)).split(":")[3]
         runners[pool] = runners.get(pool, 0) + 1
-    return {"orchestrator": "up" if orchestrator else "down: no heartbeat", "runners": runners}
+    return {
+        "orchestrator": "up" if orchestrator else "down: no heartbeat",
+        "scheduler": "up" if scheduler else "down: no heartbeat",
+        "runners": runners,
+    }
 
 
 async def readiness(svc: Services) -> dict[str, Any]:

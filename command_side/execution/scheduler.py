@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -66,7 +67,9 @@ class Scheduler:
         eventsourcing_env: dict[str, str],
         interval_s: float = 1.0,
         catch_up_s: float = 60.0,
+        heartbeat: Callable[..., None] | None = None,
     ) -> None:
+        self._heartbeat = heartbeat or (lambda **_: None)
         self.workflows = WorkflowStore(env=eventsourcing_env)
         self.executions = ExecutionStore(env=eventsourcing_env)
         self.service = ExecutionService(self.executions, self.workflows)
@@ -83,6 +86,7 @@ class Scheduler:
         try:
             while not stop.is_set():
                 self.tick(time.time())
+                self._heartbeat(triggers=len(self.triggers), leases=len(self.leases))
                 stop.wait(self.interval_s)
         finally:
             self.workflows.close()
@@ -153,17 +157,25 @@ class Scheduler:
         for (workflow_id, node_id), ends in sorted(self.leases.items(), key=lambda kv: kv[1]):
             if ends > now:
                 continue
+            settled = False
             for _ in range(3):  # another writer may append in between: load and try again
                 try:
                     workflow = self.workflows.load(UUID(workflow_id))
                     if workflow.expire_lock(node_id, ends, now):
                         self.workflows.save(workflow)
+                    settled = True  # expired now, or renewed, released or broken meanwhile
                     break
                 except IntegrityError:
                     continue
                 except CommandError:  # the workflow is gone
+                    settled = True
                     break
-            self.leases.pop((workflow_id, node_id), None)
+            if settled:
+                self.leases.pop((workflow_id, node_id), None)
+            else:
+                # Editors kept winning the race: the lease stays, and the next tick tries
+                # again, so a vanished holder's lock still ends with its LockExpired.
+                log.info("lock %s/%s: expiry lost three races; trying again", workflow_id, node_id)
 
     def _reload(self, workflow_id: str, now: float) -> None:
         for key in [k for k in self.triggers if k[0] == workflow_id]:

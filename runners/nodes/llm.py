@@ -66,11 +66,20 @@ def _complete(
     seconds = ctx.time_left(config)
     name = config.get("credential")
     secret = ctx.credential(name, "openai") if name else {}
+    base_url = secret.get("base_url") or ctx.settings.llm_base_url
+    api_key = secret.get("api_key") or ctx.settings.llm_api_key
+    if not base_url and not api_key:
+        # Neither an endpoint nor a key: OpenAI's own endpoint would only refuse it.
+        raise StepError(
+            "ConfigError",
+            "no model endpoint: set AUTOOPS_LLM_BASE_URL (any OpenAI-compatible server) or "
+            "AUTOOPS_LLM_API_KEY (OpenAI's), or name an openai credential in the step",
+        )
     aborter = SocketAborter()
     client = openai.OpenAI(
-        base_url=secret.get("base_url") or ctx.settings.llm_base_url,
+        base_url=base_url,
         # Local endpoints (Ollama, vLLM) want no key, but the client insists on one.
-        api_key=secret.get("api_key") or ctx.settings.llm_api_key or "no-key",
+        api_key=api_key or "no-key",
         timeout=seconds,
         max_retries=0,  # the orchestrator retries, with backoff and attempts it records
         http_client=openai.DefaultHttpxClient(event_hooks={"request": [aborter.on_request]}),

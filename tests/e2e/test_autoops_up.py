@@ -85,6 +85,55 @@ def test_up_starts_everything_embedded_and_ctrl_c_leaves_no_orphans(tmp_path: Pa
             return str(answer["data"]["workflow"]["name"])
 
         assert wait_until(shown, 30, "the workflow in the read model") == "hello"
+
+        def workers() -> dict[str, object] | None:
+            found = httpx.get(f"{url}/health/ready").json().get("workers") or {}
+            up = found.get("orchestrator") == found.get("scheduler") == "up"
+            return found if up and (found.get("runners") or {}).get("default") == 1 else None
+
+        # Workflows run under `up` alone: its orchestrator, scheduler and default runner.
+        wait_until(workers, 60, "the orchestrator, the scheduler and a default runner reporting")
+
+        def gql(query: str, **variables: object) -> dict[str, object]:
+            answer = httpx.post(
+                f"{url}/graphql",
+                json={"query": query, "variables": variables},
+                headers=auth,
+                timeout=30,
+            ).json()
+            assert not answer.get("errors"), answer
+            return dict(answer["data"])
+
+        add = "mutation($i: AddNodeInput!) { addNode(input: $i) { nodeId } }"
+        gql(add, i={"workflowId": wid, "nodeId": "go", "type": "trigger.manual", "config": {}})
+        keep = {"items": "{{ inputs.rows }}", "condition": "{{ item > 1 }}"}
+        gql(add, i={"workflowId": wid, "nodeId": "keep", "type": "data.filter", "config": keep})
+        gql(
+            "mutation($i: ConnectNodesInput!) { connectNodes(input: $i) { edgeId } }",
+            i={"workflowId": wid, "sourceId": "go", "targetId": "keep"},
+        )
+        gql(
+            "mutation($i: PublishWorkflowInput!) { publishWorkflow(input: $i) { versionNumber } }",
+            i={"workflowId": wid},
+        )
+        started = gql(
+            "mutation($i: StartExecutionInput!) { startExecution(input: $i) { executionId } }",
+            i={"workflowId": wid, "inputs": {"rows": [1, 2, 3]}},
+        )
+        execution_id = started["startExecution"]["executionId"]  # type: ignore[index]
+
+        def finished() -> dict[str, object] | None:
+            found = gql(
+                "query($id: ID!) { execution(id: $id) { status steps { nodeId output } } }",
+                id=execution_id,
+            )["execution"]
+            done = isinstance(found, dict) and found["status"] not in ("QUEUED", "RUNNING")
+            return found if done else None  # type: ignore[return-value]
+
+        execution = wait_until(finished, 60, "the execution finished")
+        assert execution["status"] == "SUCCEEDED", execution
+        (kept,) = [s for s in execution["steps"] if s["nodeId"] == "keep"]  # type: ignore[attr-defined]
+        assert kept["output"] == {"items": [2, 3], "count": 2}
         assert (tmp_path / "data" / "postgres" / "PG_VERSION").exists()
         # The embedded default signs tokens with a secret it generated and keeps privately.
         assert (tmp_path / "data" / "jwt-secret").stat().st_mode & 0o777 == 0o600

@@ -455,7 +455,7 @@ async def test_sql_query_through_a_postgres_credential(
 async def test_llm_and_extract_through_an_openai_compatible_server(
     client: GraphQLClient, llm: LlmServer
 ) -> None:
-    llm.reply("a haiku", json.dumps({"name": "Ann", "age": 31}))
+    llm.reply("a haiku", json.dumps({"name": "Ann", "age": 31}), '{"score": 7}')
     workflow = await build(
         client,
         {
@@ -468,16 +468,26 @@ async def test_llm_and_extract_through_an_openai_compatible_server(
                     "fields": {"name": "the person's name", "age": "age in years"},
                 },
             ),
+            "rate": (
+                "ai.llm",
+                {"prompt": "Rate: {{ steps.ask.output.text }}", "json_output": True},
+            ),
         },
-        [("start", "ask"), ("ask", "pull")],
+        [("start", "ask"), ("ask", "pull"), ("pull", "rate")],
     )
     done = await run(client, workflow, {"topic": "rain", "bio": "Ann is 31."})
     assert done["status"] == "SUCCEEDED", failure(done)
     steps = steps_of(done)
     assert steps["ask"]["output"]["text"] == "a haiku"
+    assert steps["ask"]["output"]["json"] is None
     assert steps["pull"]["output"] == {"name": "Ann", "age": 31}
-    prompts = [m["content"] for r in llm.requests[-2:] for m in r["messages"]]
-    assert "Write about rain" in prompts
+    assert steps["rate"]["output"]["json"] == {"score": 7}
+    ask, _, rate = llm.requests[-3:]
+    assert [m["content"] for m in ask["messages"]] == ["Write about rain"]
+    assert "response_format" not in ask
+    # JSON mode: asked of the endpoint, and the prompt says JSON (OpenAI requires it).
+    assert rate["response_format"] == {"type": "json_object"}
+    assert "JSON" in rate["messages"][0]["content"]
 
 
 async def test_cancel_stops_a_running_step(

@@ -105,3 +105,43 @@ def test_a_lease_nobody_renews_is_recorded_expired_once(database_url: str) -> No
         for scheduler in (first, second):
             scheduler.workflows.close()
             scheduler.executions.close()
+
+
+def test_a_lease_whose_expiry_keeps_losing_races_is_expired_on_a_later_tick(
+    database_url: str,
+) -> None:
+    env = eventsourcing_env_for(database_url)
+    workflows, editor = WorkflowStore(env=env), WorkflowStore(env=env)
+    meta = Meta(actor_id="ada", workspace_id="ws1", client_op_id=None)
+    workflow = Workflow.create(uuid4(), "busy", "", meta)
+    for node_id in ("a", "b"):
+        workflow.add_node("data.transform", node_id, {}, 0, 0, meta, node_id=node_id)
+    now = time.time()
+    workflow.lock_node("a", 5, meta, now)  # its holder then vanishes
+    workflows.save(workflow)
+    scheduler = Scheduler(env)
+    load = scheduler.workflows.load
+    races = [3]
+
+    def load_then_lose_the_race(originator_id, *args, **kwargs):  # type: ignore[no-untyped-def]
+        loaded = load(originator_id, *args, **kwargs)
+        if races[0]:  # another editor's write lands between the scheduler's load and save
+            races[0] -= 1
+            busy = editor.load(originator_id)
+            busy.move_node("b", races[0], 0, meta)
+            editor.save(busy)
+        return loaded
+
+    scheduler.workflows.load = load_then_lose_the_race  # type: ignore[method-assign]
+    try:
+        scheduler.tick(now + 1)
+        scheduler.tick(now + 6)  # three lost races: nothing recorded yet, the lease kept
+        assert "a" in workflows.load(workflow.id).locks
+        assert (str(workflow.id), "a") in scheduler.leases
+        scheduler.tick(now + 7)
+        assert "a" not in workflows.load(workflow.id).locks
+        kinds = [type(e).__name__ for e in workflows.events_after(workflow.id, 0)]
+        assert kinds.count("LockExpired") == 1 and kinds.count("NodeMoved") == 3
+    finally:
+        for store in (workflows, editor, scheduler.workflows, scheduler.executions):
+            store.close()
