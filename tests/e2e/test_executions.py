@@ -211,6 +211,37 @@ async def test_branches_merge_and_stop(client: GraphQLClient) -> None:
     assert steps["end"]["status"] == "SKIPPED"
 
 
+async def test_merge_all_waits_for_every_branch_and_non_retryable_errors_stop_retries(
+    client: GraphQLClient, api: ApiServer
+) -> None:
+    retry = {"max_attempts": 3, "initial_interval_s": 0.1, "non_retryable": ["HttpStatusError"]}
+    workflow = await build(
+        client,
+        {
+            "start": MANUAL,
+            "fast": ("data.transform", {"fields": {"at": "fast"}}),
+            "slow": ("http.request", {"url": api.url + "/effect/slow?ms=300"}),
+            "both": ("control.merge", {"mode": "all"}),
+            "flaky": (
+                "http.request",
+                {"url": api.url + "/flaky/gate", "retry": retry},
+            ),
+        },
+        [("start", "fast"), ("start", "slow"), ("fast", "both"), ("slow", "both"),
+         ("both", "flaky")],
+    )  # fmt: skip
+    api.fail_first["gate"] = 1
+    done = await run(client, workflow)
+    steps = steps_of(done)
+    # `all`: the merge waited for the slow branch too, and outputs both.
+    assert set(steps["both"]["output"]) == {"fast", "slow"}
+    assert steps["both"]["output"]["slow"]["body"]["name"] == "slow"
+    # A 503 is retryable by default; listed in non_retryable it fails at once.
+    assert done["status"] == "FAILED" and steps["flaky"]["attempt"] == 1
+    assert steps["flaky"]["error"]["type"] == "HttpStatusError"
+    assert api.count("gate") == 1
+
+
 async def test_a_failing_step_takes_its_error_edge(client: GraphQLClient, api: ApiServer) -> None:
     workflow = await build(
         client,
