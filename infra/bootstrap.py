@@ -230,6 +230,11 @@ def run_api(settings: Settings) -> None:
         log_level=settings.log_level.lower(),
         ws=CoalescingWebSocketProtocol,  # uvicorn's websockets-sansio, writes coalesced
         ws_per_message_deflate=False,  # events are small: compressing them costs CPU, not bytes
+        # The heartbeat over every subscription connection: a ping each third of the presence
+        # timeout, and a peer that has not answered a third later is gone. Its subscriptions
+        # end, so an editor whose network died leaves presence within the timeout.
+        ws_ping_interval=settings.presence_timeout_s / 3,
+        ws_ping_timeout=settings.presence_timeout_s / 3,
         lifespan="on",
         loop="uvloop",
         http="httptools",

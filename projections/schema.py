@@ -74,6 +74,7 @@ WORKFLOWS = [
         resolved_by text,
         resolved_at timestamptz,
         created_at timestamptz NOT NULL,
+        orphaned boolean NOT NULL DEFAULT false,
         PRIMARY KEY (workflow_id, thread_id)
     )""",
     """
@@ -91,6 +92,18 @@ WORKFLOWS = [
         deleted_by text,
         PRIMARY KEY (workflow_id, comment_id)
     )""",
+    # `orphaned` came later: added where it is missing (only then, since an ALTER TABLE
+    # takes the table's strongest lock), set for the threads whose node is gone.
+    """
+    DO $orphaned$ BEGIN
+        IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = 'read'
+                       AND table_name = 'workflow_threads' AND column_name = 'orphaned') THEN
+            ALTER TABLE read.workflow_threads ADD COLUMN orphaned boolean NOT NULL DEFAULT false;
+            UPDATE read.workflow_threads t SET orphaned = true
+            WHERE t.node_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM read.workflow_nodes n
+                WHERE n.workflow_id = t.workflow_id AND n.node_id = t.node_id);
+        END IF;
+    END $orphaned$""",
     """
     CREATE TABLE IF NOT EXISTS read.workflow_versions (
         workflow_id uuid NOT NULL,

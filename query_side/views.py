@@ -100,7 +100,8 @@ async def comment_threads(
     include_resolved: bool,
 ) -> list[Row] | None:
     """A workflow's comment threads (on one node when `node_id`), oldest first, each with its
-    comments; a thread on a node that was removed is `orphaned`. None: no such workflow."""
+    comments; a thread on a node that was removed is `orphaned`, and is not one of the threads
+    of a node given the same id later. None: no such workflow."""
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             "SELECT 1 FROM read.workflows WHERE id = %s AND workspace_id = %s",
@@ -110,11 +111,9 @@ async def comment_threads(
             return None
         await cur.execute(
             "SELECT t.thread_id, t.node_id, t.resolved, t.resolved_by, t.resolved_at,"
-            " t.created_at, (t.node_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM"
-            " read.workflow_nodes n WHERE n.workflow_id = t.workflow_id AND n.node_id ="
-            " t.node_id)) AS orphaned FROM read.workflow_threads t WHERE t.workflow_id = %s"
-            " AND (%s::text IS NULL OR t.node_id = %s) AND (%s OR NOT t.resolved)"
-            " ORDER BY t.created_at, t.thread_id",
+            " t.created_at, t.orphaned FROM read.workflow_threads t WHERE t.workflow_id = %s"
+            " AND (%s::text IS NULL OR (t.node_id = %s AND NOT t.orphaned))"
+            " AND (%s OR NOT t.resolved) ORDER BY t.created_at, t.thread_id",
             (workflow_id, node_id, node_id, include_resolved),
         )
         threads = await cur.fetchall()

@@ -1,10 +1,12 @@
 """Presence: who has a workflow open, what node each has selected, where each cursor is.
 
 Ephemeral, so in Redis and never in the event store. Each open editor is a session in one
-hash per workflow (`autoops:<workspace>:presence:<workflow>`, field = session id), stamped
-with when it was last seen; its api process refreshes the stamp while the session's
-subscription lives. A session whose stamp is older than the timeout (its process died, its
-network went) is dropped by whichever reader notices first. Changes are announced on a Redis
+hash per workflow (`autoops:<workspace>:presence:<workflow>`, field = session id); when each
+was last seen is a field of a second hash (`…:seen`), so refreshing it never rewrites (and
+never races with) a cursor move. Its api process refreshes the stamp while the session's
+subscription lives, and the subscription ends when its websocket stops answering pings. A
+session whose stamp is older than the timeout (its api process died) is dropped by whichever
+reader notices first. Changes are announced on a Redis
 channel, so every api process's subscribers hear of sessions on the others; one pattern
 subscription per process fans them out. Cursor updates are throttled: however often a client
 sends them, a session's changes are announced at most once per throttle interval (the last
@@ -31,6 +33,10 @@ PATTERN = "autoops:*:presence:*:changes"
 
 def _key(workspace_id: str, workflow_id: str) -> str:
     return f"autoops:{workspace_id}:presence:{workflow_id}"
+
+
+def _seen_key(workspace_id: str, workflow_id: str) -> str:
+    return f"autoops:{workspace_id}:presence:{workflow_id}:seen"
 
 
 @dataclass
@@ -61,10 +67,11 @@ class Presence:
 
     async def touch(self, workspace_id: str, workflow_id: str, session: str) -> None:
         """The session is still there (its subscription lives)."""
-        entry = await self._entry(workspace_id, workflow_id, session)
-        if entry is not None:
-            entry["seen"] = time.time()
-            await self._write(workspace_id, workflow_id, session, entry)
+        key = _seen_key(workspace_id, workflow_id)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hset(key, session, repr(time.time()))
+            pipe.expire(key, max(int(self.timeout_s * 10), 60))
+            await pipe.execute()
 
     async def move(
         self,
@@ -87,28 +94,38 @@ class Presence:
 
     async def leave(self, workspace_id: str, workflow_id: str, session: str) -> None:
         self._last_announced.pop(session, None)
-        await self._redis.hdel(_key(workspace_id, workflow_id), session)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hdel(_key(workspace_id, workflow_id), session)
+            pipe.hdel(_seen_key(workspace_id, workflow_id), session)
+            await pipe.execute()
         await self._announce(workspace_id, workflow_id)
 
     async def members(self, workspace_id: str, workflow_id: str) -> list[dict[str, Any]]:
         """The sessions seen within the timeout, oldest arrival first; older ones are dropped
         (and the drop announced)."""
-        key = _key(workspace_id, workflow_id)
-        raw: dict[bytes, bytes] = await self._redis.hgetall(key)  # type: ignore[misc,assignment]
+        key, seen_key = _key(workspace_id, workflow_id), _seen_key(workspace_id, workflow_id)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(key)
+            pipe.hgetall(seen_key)
+            raw, stamps = await pipe.execute()
         limit = time.time() - self.timeout_s
         alive, stale = [], []
         for session, value in raw.items():
             try:
                 entry = json.loads(value)
+                seen = max(float(entry.get("seen", 0)), float(stamps.get(session, 0)))
             except ValueError:
                 stale.append(session)
                 continue
-            if float(entry.get("seen", 0)) < limit:
+            if seen < limit:
                 stale.append(session)
             else:
-                alive.append({"session_id": session.decode(), **entry})
+                alive.append({"session_id": session.decode(), **entry, "seen": seen})
         if stale:
-            await self._redis.hdel(key, *stale)
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.hdel(key, *stale)
+                pipe.hdel(seen_key, *stale)
+                await pipe.execute()
             await self._announce(workspace_id, workflow_id)
         return sorted(alive, key=lambda e: (e["user_id"], e["session_id"]))
 

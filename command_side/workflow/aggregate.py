@@ -314,7 +314,8 @@ class Workflow(Aggregate):
             "expires_at": expires_at,
             "ttl_s": ttl_s,
         }
-        self._remember(client_op_id, None)
+        # A repeated lockNode answers the lease it got the first time.
+        self._remember(client_op_id, repr(expires_at))
 
     @event("LockRenewed")
     def _lock_renewed(
@@ -579,6 +580,9 @@ class Workflow(Aggregate):
         for edge_id in removed_edge_ids:
             self.edges.pop(edge_id, None)
         self._locks().pop(node_id, None)
+        for thread in self._threads().values():  # they stay, and stay apart from any new
+            if thread["node_id"] == node_id:  # node given the same id later
+                thread["orphaned"] = True
         self._remember(client_op_id, None)
 
     def connect(

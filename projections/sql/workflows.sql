@@ -88,6 +88,9 @@ BEGIN
             DELETE FROM read.workflow_nodes WHERE workflow_id = wid AND node_id = d->>'node_id';
             DELETE FROM read.workflow_edges WHERE workflow_id = wid AND edge_id = ANY(removed);
             DELETE FROM read.workflow_locks WHERE workflow_id = wid AND node_id = d->>'node_id';
+            -- Its threads stay, orphaned: a node added later with the same id starts afresh.
+            UPDATE read.workflow_threads SET orphaned = true
+            WHERE workflow_id = wid AND node_id = d->>'node_id' AND NOT orphaned;
             t_nodes := t_nodes - 1;
             t_edges := t_edges - cardinality(removed);
         WHEN 'workflow.NodesConnected' THEN

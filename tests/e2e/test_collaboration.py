@@ -7,11 +7,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import picows
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -187,6 +189,12 @@ async def test_comment_threads_with_mentions_tombstones_resolution_and_orphans(
         theirs = {"workflowId": wid, "commentId": answer}
         assert (await refused(viewer, EDIT, {"i": {**theirs, "body": "x"}}))["code"] == "FORBIDDEN"
         assert (await refused(viewer, DELETE, {"i": theirs}))["code"] == "FORBIDDEN"
+        # An editor edits the workflow, not other people's words.
+        first_comment = {"workflowId": wid, "commentId": thread}
+        assert (await refused(editor, DELETE, {"i": first_comment}))["code"] == "FORBIDDEN"
+        assert (await refused(editor, EDIT, {"i": {**first_comment, "body": "x"}}))[
+            "code"
+        ] == "FORBIDDEN"
         await editor.execute(EDIT, {"i": {**theirs, "body": "Retries, see node b."}})
         await owner.execute(DELETE, {"i": theirs})  # an admin (the owner) may delete it
         resolved = await viewer.execute(RESOLVE, {"i": {"workflowId": wid, "threadId": thread}})
@@ -206,6 +214,15 @@ async def test_comment_threads_with_mentions_tombstones_resolution_and_orphans(
         await owner.caught_up(LOCKS, {"id": wid, "v": version}, version)
         [orphan] = (await owner.execute(COMMENTS, {"w": wid}))["comments"]
         assert orphan["id"] == thread and orphan["orphaned"] and not orphan["resolved"]
+        # A new node given the old id starts without the old node's threads.
+        added = await owner.execute(
+            ADD, {"i": {"workflowId": wid, "type": "data.transform", "nodeId": "a"}}
+        )
+        version = added["addNode"]["version"]
+        await owner.caught_up(LOCKS, {"id": wid, "v": version}, version)
+        assert (await owner.execute(COMMENTS, {"w": wid, "n": "a"}))["comments"] == []
+        [still] = (await owner.execute(COMMENTS, {"w": wid}))["comments"]
+        assert still["id"] == thread and still["orphaned"]
     finally:
         await viewer.close()
 
@@ -269,6 +286,61 @@ async def test_presence_spans_two_api_processes_and_drops_a_silent_member(
             await elsewhere.close()
 
 
+class Unanswering(picows.WSListener):
+    """A client whose network went quiet with its process still there: it subscribes, then
+    answers nothing, not even the server's pings (its socket stays open)."""
+
+    def __init__(self, token: str, workflow_id: str) -> None:
+        self.init = json.dumps(
+            {"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}}
+        ).encode()
+        self.subscribe = json.dumps(
+            {"id": "1", "type": "subscribe",
+             "payload": {"query": PRESENCE, "variables": {"w": workflow_id}}}
+        ).encode()  # fmt: skip
+        self.subscribed = asyncio.Event()
+        self.closed = asyncio.Event()
+
+    def on_ws_connected(self, transport: Any) -> None:
+        transport.send(picows.WSMsgType.TEXT, self.init)
+
+    def on_ws_frame(self, transport: Any, frame: Any) -> None:
+        text = frame.msg_type == picows.WSMsgType.TEXT
+        if text and json.loads(frame.get_payload_as_bytes()).get("type") == "connection_ack":
+            transport.send(picows.WSMsgType.TEXT, self.subscribe)
+            self.subscribed.set()
+
+    def on_ws_disconnected(self, transport: Any) -> None:
+        self.closed.set()
+
+
+async def test_a_member_whose_connection_stops_answering_drops_out(
+    stack: Stack, team: tuple[GraphQLClient, GraphQLClient]
+) -> None:
+    owner, editor = team
+    wid = await two_nodes(owner)
+    assert editor.access_token
+    quiet = Unanswering(editor.access_token, wid)
+    url = stack.url.replace("http", "ws", 1) + "/graphql"
+    transport, _ = await picows.ws_connect(
+        lambda: quiet,
+        url,
+        enable_auto_pong=False,
+        extra_headers={"Sec-WebSocket-Protocol": "graphql-transport-ws"},
+    )
+    try:
+        await asyncio.wait_for(quiet.subscribed.wait(), 10)
+        async with owner.subscribe(PRESENCE, {"w": wid}) as mine:
+            await next_update(mine, lambda m: len(m) == 2)
+            # Its api process lives and keeps its session fresh while the subscription does:
+            # the unanswered pings end the connection, and with it the session.
+            alone = await next_update(mine, lambda m: len(m) == 1)
+            assert alone["members"][0]["userId"] == owner.actor
+        await asyncio.wait_for(quiet.closed.wait(), 10)  # closed by the server
+    finally:
+        transport.disconnect()
+
+
 EVENTS = """subscription($id: ID!) { workflowEvents(workflowId: $id, afterVersion: 0)
   { version type payload } }"""
 UPDATE = "mutation($i: UpdateNodeInput!) { updateNode(input: $i) { version } }"
@@ -290,7 +362,9 @@ class Replica:
         self.version = 0
         self.nodes: dict[str, dict[str, Any]] = {}
         self.edges: dict[str, tuple[str, str]] = {}
-        self.locks: dict[str, str] = {}
+        self.locks: dict[str, tuple[str, float]] = {}  # node → holder, lease end
+        self.threads: dict[str, tuple[str | None, bool]] = {}  # thread → node, orphaned
+        self.comments: dict[str, str] = {}  # comment → its thread
 
     def apply(self, event: dict[str, Any]) -> None:
         assert event["version"] == self.version + 1, "a gap or a repeat in the stream"
@@ -308,17 +382,27 @@ class Replica:
             for edge_id in d["removed_edge_ids"]:
                 self.edges.pop(edge_id, None)
             self.locks.pop(d["node_id"], None)
+            for thread_id, (node_id, _) in self.threads.items():
+                if node_id == d["node_id"]:
+                    self.threads[thread_id] = (node_id, True)
         elif kind == "NodesConnected":
             self.edges[d["edge_id"]] = (d["source_id"], d["target_id"])
         elif kind == "NodesDisconnected":
             self.edges.pop(d["edge_id"], None)
         elif kind == "NodeLocked":
-            self.locks[d["node_id"]] = d["holder"]
+            self.locks[d["node_id"]] = (d["holder"], d["expires_at"])
+        elif kind == "LockRenewed":
+            self.locks[d["node_id"]] = (self.locks[d["node_id"]][0], d["expires_at"])
         elif kind in ("NodeUnlocked", "LockBroken", "LockExpired"):
             self.locks.pop(d["node_id"], None)
+        elif kind == "CommentAdded":
+            if d["thread_id"] == d["comment_id"]:
+                self.threads[d["thread_id"]] = (d["node_id"], False)
+            self.comments[d["comment_id"]] = d["thread_id"]
 
     def state(self) -> tuple[Any, ...]:
-        return self.version, self.nodes, sorted(self.edges.items()), self.locks
+        edges = sorted(self.edges.items())
+        return self.version, self.nodes, edges, self.locks, self.threads, self.comments
 
 
 async def _perform(client: GraphQLClient, wid: str, op: tuple[int, str, str, str, int]) -> None:
@@ -389,7 +473,10 @@ def test_concurrent_editors_end_with_the_same_workflow_as_the_store(
                 {k: {"type": v["type"], "name": v["name"], "x": v["x"], "y": v["y"]}
                  for k, v in graph["nodes"].items()},
                 sorted((k, (v["source"], v["target"])) for k, v in graph["edges"].items()),
-                {k: v["holder"] for k, v in truth.locks.items()},
+                {k: (v["holder"], v["expires_at"]) for k, v in truth.locks.items()},
+                {k: (v["node_id"], v.get("orphaned", False))
+                 for k, v in vars(truth).get("threads", {}).items()},
+                {k: v["thread_id"] for k, v in vars(truth).get("comments", {}).items()},
             )  # fmt: skip
             for replica in replicas:
                 assert replica.state() == expected

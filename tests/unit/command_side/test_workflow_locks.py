@@ -150,3 +150,12 @@ def test_any_sequence_keeps_one_holder_per_node_and_folds_back_the_same(
         assert held is None or held["expires_at"] > t
     live = {n: dict(lock) for n, lock in w.locks.items()}
     assert folded(w).locks == live
+
+
+def test_a_repeated_lock_request_answers_the_lease_it_got_the_first_time() -> None:
+    w, now = graph(), time.time()
+    once = Meta(actor_id="ada", workspace_id="ws1", client_op_id="lock-1")
+    expires = w.lock_node("a", 30, once, now)
+    version, remembered = w.op_results["lock-1"]
+    assert (version, remembered) == (w.version, repr(expires))
+    assert folded(w).op_results["lock-1"] == (version, repr(expires))
