@@ -215,11 +215,17 @@ def template_names(config: Any) -> set[str]:
     names: set[str] = set()
     for _, text in _strings(config):
         if is_template(text):
-            try:
-                names |= meta.find_undeclared_variables(_ENV.parse(text))
-            except TemplateError:
-                continue
+            names |= _names(text)
     return names
+
+
+@lru_cache(maxsize=4096)
+def _names(text: str) -> frozenset[str]:
+    # Asked at every dispatch of a node with per-item templates: parse each text once.
+    try:
+        return frozenset(meta.find_undeclared_variables(_ENV.parse(text)))
+    except TemplateError:
+        return frozenset()
 
 
 #: `steps.items()` and the like read the mapping, not a step called `items`.
