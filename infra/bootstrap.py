@@ -179,7 +179,11 @@ def run_scheduler(settings: Settings) -> None:
         eventsourcing_env_for(settings.database_url),
         interval_s=settings.scheduler_interval_s,
         catch_up_s=settings.scheduler_catch_up_s,
-        heartbeat=Heartbeat(settings.redis_url, "scheduler") if settings.redis_url else None,
+        heartbeat=(
+            Heartbeat(settings.redis_url, "scheduler", every_s=settings.scheduler_interval_s)
+            if settings.redis_url
+            else None
+        ),
     ).run(stop_on_signals())
 
 

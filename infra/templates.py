@@ -12,6 +12,7 @@ its type (a list stays a list) and must be JSON data; anything else renders to t
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections.abc import Iterator, Mapping
@@ -63,6 +64,11 @@ def _size(value: Any, limit: int = MAX_RENDERED) -> int:
     return 8
 
 
+def size_of(value: Any, limit: int = MAX_RENDERED) -> int:
+    """About how many characters `value` takes as JSON, counted only until it passes `limit`."""
+    return _size(value, limit)
+
+
 def _over(size: int, what: str) -> None:
     if size > MAX_RENDERED:
         raise SecurityError(f"{what} would exceed the output limit")
@@ -87,9 +93,8 @@ class _Environment(ImmutableSandboxedEnvironment):
 
     @staticmethod
     def bounded_concat(parts: tuple[Any, ...]) -> str:
-        texts = [part if isinstance(part, str) else str(part) for part in parts]
-        _over(sum(len(t) for t in texts), "joining text with ~")
-        return "".join(texts)
+        _over(sum(_text_size(part) for part in parts), "joining text with ~")
+        return "".join(part if isinstance(part, str) else str(part) for part in parts)
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         # Data first: `body.items` is the "items" key of a JSON body, not dict.items.
@@ -119,8 +124,10 @@ class _Environment(ImmutableSandboxedEnvironment):
                 raise SecurityError("str.format is not allowed; join text with ~")
             if name in _PADDING and any(isinstance(a, int) and a > MAX_RENDERED for a in args):
                 raise SecurityError(f"{name} would exceed the output limit")
-            if name == "join" and args and isinstance(args[0], (str, list, tuple)):
-                _over(_joined_size(__obj.__self__, args[0]), "join")
+            if name == "join" and args:
+                items = _listed(args[0])
+                _over(_joined_size(__obj.__self__, items), "join")
+                args = (items, *args[1:])
             if name == "replace" and len(args) >= 2:
                 text, old, new = __obj.__self__, str(args[0]), str(args[1])
                 if (text.count(old) if old else len(text) + 1) * len(new) > MAX_RENDERED:
@@ -128,16 +135,79 @@ class _Environment(ImmutableSandboxedEnvironment):
         return super().call(__context, __obj, *args, **kwargs)
 
 
-def _joined_size(separator: Any, items: Any) -> int:
-    count = len(items) if isinstance(items, (str, list, tuple)) else 0
-    return len(str(separator)) * max(count - 1, 0) + _size(items)
+def _text_size(value: Any) -> int:
+    """About how long `str(value)` is, measured without building it."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, (int, float, bool)) or value is None:
+        return len(str(value))
+    return _size(value)
+
+
+def _listed(items: Any) -> list[Any]:
+    """The items of any iterable (a range, a generator, a `map`), refused past the number
+    that could fit in the output."""
+    listed = list(itertools.islice(iter(items), MAX_RENDERED + 1))
+    if len(listed) > MAX_RENDERED:
+        raise SecurityError("join would exceed the output limit")
+    return listed
+
+
+def _joined_size(separator: Any, items: list[Any]) -> int:
+    size = _text_size(separator) * max(len(items) - 1, 0)
+    for item in items:
+        size += _text_size(item)
+        if size > MAX_RENDERED:
+            break
+    return size
 
 
 @pass_eval_context
 def _bounded_join(eval_ctx: Any, value: Any, d: str = "", attribute: Any = None) -> Any:
-    if attribute is None and isinstance(value, (str, list, tuple)):
-        _over(_joined_size(d, value), "join")
-    return _join_filter(eval_ctx, value, d, attribute)
+    items = _listed(value)
+    if attribute is not None:
+        items = [_ENV.getattr(item, attribute) for item in items]
+    _over(_joined_size(d, items), "join")
+    return _join_filter(eval_ctx, items, d)
+
+
+@pass_eval_context
+def _bounded_replace(
+    eval_ctx: Any, value: Any, old: Any, new: Any, count: int | None = None
+) -> Any:
+    text, old, new = str(value), str(old), str(new)
+    hits = (text.count(old) if old else len(text) + 1) if count is None else count
+    _over(len(text) + max(hits, 0) * len(new), "replace")
+    return _replace_filter(eval_ctx, text, old, new, count)
+
+
+def _bounded_indent(value: Any, width: Any = 4, first: bool = False, blank: bool = False) -> Any:
+    text = str(value)
+    pad = len(width) if isinstance(width, str) else (width if isinstance(width, int) else 0)
+    _over(len(text) + (text.count("\n") + 1) * max(pad, 0), "indent")
+    return _indent_filter(text, width, first, blank)
+
+
+def _measured(name: str) -> Any:
+    """A filter that writes its value out whole (tojson, string, pprint): measured first,
+    since a value made of shared references is small in memory and huge as text."""
+    original = _ENV.filters[name]
+    passes = getattr(original, "jinja_pass_arg", None)
+
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        value = args[1 if passes is not None else 0]
+        _over(_size(value), name)
+        return original(*args, **kwargs)
+
+    if passes is not None:
+        bounded.jinja_pass_arg = passes  # type: ignore[attr-defined]
+    return bounded
+
+
+def _finalized(value: Any) -> Any:
+    """Every `{{ … }}` of a text template, before it is written out."""
+    _over(_text_size(value), "the value")
+    return value
 
 
 def _huge_power(base: Any, exponent: Any) -> bool:
@@ -156,13 +226,25 @@ def _budgeted_range(*args: int) -> range:
 
 
 def _padded(filter_name: str) -> Any:
+    """A filter with a width (center, wordwrap, truncate) whose width or inserted text could
+    make its output huge: checked first. Keeps how Jinja calls the original."""
     original = _ENV.filters[filter_name]
+    passes = getattr(original, "jinja_pass_arg", None)
 
-    def bounded(value: Any, width: int = 80, *args: Any, **kwargs: Any) -> Any:
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        offset = 1 if passes is not None else 0
+        text = str(args[offset]) if len(args) > offset else ""
+        width = args[offset + 1] if len(args) > offset + 1 else kwargs.get("width", 80)
         if isinstance(width, int) and width > MAX_RENDERED:
             raise SecurityError(f"{filter_name} would exceed the output limit")
-        return original(value, width, *args, **kwargs)
+        inserted = kwargs.get("wrapstring") or (args[offset + 3] if len(args) > offset + 3 else "")
+        if filter_name == "wordwrap" and inserted:
+            lines = len(text) // max(width if isinstance(width, int) else 1, 1) + 1
+            _over(len(text) + lines * len(str(inserted)), filter_name)
+        return original(*args, **kwargs)
 
+    if passes is not None:
+        bounded.jinja_pass_arg = passes  # type: ignore[attr-defined]
     return bounded
 
 
@@ -171,8 +253,15 @@ _ENV.globals["range"] = _budgeted_range
 _ENV.globals.pop("lipsum", None)  # lorem ipsum by the megabyte: nothing a workflow needs
 _join_filter = _ENV.filters["join"]
 _ENV.filters["join"] = _bounded_join
-for _name in ("center", "indent", "wordwrap", "truncate"):
+for _name in ("center", "wordwrap", "truncate"):
     _ENV.filters[_name] = _padded(_name)
+for _name in ("tojson", "string", "pprint"):
+    _ENV.filters[_name] = _measured(_name)
+_replace_filter = _ENV.filters["replace"]
+_ENV.filters["replace"] = _bounded_replace
+_indent_filter = _ENV.filters["indent"]
+_ENV.filters["indent"] = _bounded_indent
+_ENV.finalize = _finalized
 
 
 def _no_format(*_: Any, **__: Any) -> Any:
@@ -304,6 +393,7 @@ def _render(value: Any, context: Mapping[str, Any], path: str) -> Any:
             result = _expression(single["expr"])(**context)
             if isinstance(result, Undefined):
                 result._fail_with_undefined_error()
+            _over(_size(result), "the value")  # before writing out shared references
             size = len(json.dumps(result))
         else:
             pieces, size = [], 0

@@ -93,7 +93,9 @@ WORKFLOWS = [
         PRIMARY KEY (workflow_id, comment_id)
     )""",
     # `orphaned` came later: added where it is missing (only then, since an ALTER TABLE
-    # takes the table's strongest lock), set for the threads whose node is gone.
+    # takes the table's strongest lock), set for the threads whose node is gone. A node
+    # removed and added again before that is not told apart: `autoops replay --projection
+    # workflows` rebuilds the exact flags from the events.
     """
     DO $orphaned$ BEGIN
         IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = 'read'

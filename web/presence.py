@@ -121,11 +121,15 @@ class Presence:
                 stale.append(session)
             else:
                 alive.append({"session_id": session.decode(), **entry, "seen": seen})
-        if stale:
+        # Stamps of sessions that left while their last refresh was on its way.
+        strays = [session for session in stamps if session not in raw]
+        if stale or strays:
             async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.hdel(key, *stale)
-                pipe.hdel(seen_key, *stale)
+                if stale:
+                    pipe.hdel(key, *stale)
+                pipe.hdel(seen_key, *stale, *strays)
                 await pipe.execute()
+        if stale:
             await self._announce(workspace_id, workflow_id)
         return sorted(alive, key=lambda e: (e["user_id"], e["session_id"]))
 

@@ -38,7 +38,15 @@ from command_side.execution.decide import (
     unrouted,
 )
 from command_side.workflow.node_types import NODE_TYPES, SESSION_POOLS
-from infra.templates import TemplateFailed, render, step_references, template_names, truthy
+from infra.templates import (
+    MAX_RENDERED,
+    TemplateFailed,
+    render,
+    size_of,
+    step_references,
+    template_names,
+    truthy,
+)
 
 FINAL = ("SUCCEEDED", "FAILED", "CANCELLED", "TIMED_OUT")
 INTERNAL = frozenset(
@@ -222,6 +230,8 @@ class Execution(Aggregate):
         #: (not state: the orchestrator takes them after each decision).
         self.new_children: list[ChildSpec] = []
         self.children_to_cancel: list[str] = []
+        #: Why, for those not cancelled because a sibling item failed.
+        self.cancel_reasons: dict[str, str] = {}
 
     @property
     def finished(self) -> bool:
@@ -575,7 +585,7 @@ class Execution(Aggregate):
         node = self.plan.nodes[node_id]
         kind = node["type"]
         try:
-            config = self._rendered(node_id, env)
+            config, scope = self._rendered(node_id, env)
         except TemplateFailed as exc:
             return self._cannot_start(
                 node_id, kind, attempt, now, actor_id, waited,
@@ -615,7 +625,6 @@ class Execution(Aggregate):
             return self._cannot_start(
                 node_id, kind, attempt, now, actor_id, waited, problem, config
             )
-        scope = self._per_item_scope(node_id, env)
         task = self._task(
             node_id, kind, attempt, {**config, "scope": scope} if scope else config,
             credentials, now, env,
@@ -654,35 +663,24 @@ class Execution(Aggregate):
         )  # fmt: skip
         return True
 
-    def _rendered(self, node_id: str, env: Surroundings) -> dict[str, Any]:
+    def _rendered(
+        self, node_id: str, env: Surroundings
+    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """The node's config rendered, and what its per-item templates (rendered later, by the
+        runner) read besides `item`, `index` and `vars` (None when nothing)."""
         node = self.plan.nodes[node_id]
         config = dict(node.get("config") or {})
         later = {k: config.pop(k) for k in PER_ITEM.get(node["type"], ()) if k in config}
         config.pop("notes", None)
         config.pop("retry", None)
-        rendered = render(config, self.template_context(env, node_id))
+        context = self.template_context(env, node_id)
+        rendered = render(config, context)
+        scope = None
         if later:
             rendered.update(later)
             rendered["vars"] = self.vars
-        return dict(rendered)
-
-    def _per_item_scope(self, node_id: str, env: Surroundings) -> dict[str, Any] | None:
-        """What a runner needs to render a node's per-item templates besides `item`, `index`
-        and `vars`: the `inputs`, `execution` and `steps.<id>` they read (steps named in the
-        template; one looked up by a computed key is not there), so the task does not carry
-        every output upstream."""
-        node = self.plan.nodes[node_id]
-        config = node.get("config") or {}
-        per_item = {k: config[k] for k in PER_ITEM.get(node["type"], ()) if k in config}
-        names = template_names(per_item) & {"inputs", "execution", "steps"}
-        if not names:
-            return None
-        context = self.template_context(env, node_id)
-        scope = {name: context[name] for name in names if name != "steps"}
-        if "steps" in names:
-            read = {step for _, step in step_references(per_item)}
-            scope["steps"] = {k: v for k, v in context["steps"].items() if k in read}
-        return scope
+            scope = _per_item_scope(node_id, later, context)
+        return dict(rendered), scope
 
     def _visible(self, node_id: str) -> frozenset[str]:
         if self.steps_scope == STEPS_ALL:
@@ -1222,12 +1220,13 @@ class Execution(Aggregate):
             waiting = self._children_deadline(node_id, step)
             if waiting is not None and now >= waiting:
                 # Its children are stopped with it: nothing waits for what they would return.
-                self.children_to_cancel += [
-                    r["child_id"]
-                    for r in self.children.get(node_id, {}).values()
-                    if r["status"] == "RUNNING"
-                ]
                 timeout = waiting - step.not_before
+                for record in self.children.get(node_id, {}).values():
+                    if record["status"] == "RUNNING":
+                        self.children_to_cancel.append(record["child_id"])
+                        self.cancel_reasons[record["child_id"]] = (
+                            f"{node_id} ran longer than {timeout:g} s"
+                        )
                 self.record_failure(
                     node_id, step.attempt, "StepTimeout",
                     f"{node_id} ran longer than {timeout:g} s", "orchestrator",
@@ -1311,6 +1310,33 @@ def _credential_names(config: dict[str, Any]) -> list[str]:
     if isinstance(auth, dict) and isinstance(auth.get("credential"), str):
         names.append(auth["credential"])
     return names
+
+
+#: The most a task carries for its per-item templates (`scope`): like a rendered value.
+MAX_SCOPE = MAX_RENDERED
+
+
+def _per_item_scope(
+    node_id: str, per_item: dict[str, Any], context: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The `inputs`, `execution` and `steps.<id>` per-item templates read (steps named in
+    them; one looked up by a computed key is not there), from the context the rest of the
+    config was rendered with, so the task does not carry every output upstream."""
+    names = template_names(per_item) & {"inputs", "execution", "steps"}
+    if not names:
+        return None
+    scope = {name: context[name] for name in names if name != "steps"}
+    if "steps" in names:
+        read = {step for _, step in step_references(per_item)}
+        scope["steps"] = {k: v for k, v in context["steps"].items() if k in read}
+    if size_of(scope, MAX_SCOPE) > MAX_SCOPE:
+        keys = ", ".join(sorted(per_item))
+        raise StepProblem(
+            "ConfigError",
+            f"{node_id}.{keys} reads more than {MAX_SCOPE} bytes of inputs and step outputs "
+            "(each item sees them): pick what it needs in a data.transform before it",
+        )
+    return scope
 
 
 def inputs_problem(trigger: Any, inputs: Any) -> str | None:

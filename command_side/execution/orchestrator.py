@@ -540,13 +540,16 @@ class Orchestrator:
         if execution.status == "RUNNING":
             execution.advance(now, ACTOR, self.env)
         touched[eid] = execution  # saved if it changed; its next look is recorded anyway
+        # Children its steps gave up on first: their reason is the nearer one (a step's
+        # timeout that also ended the execution, say).
+        reasons = getattr(execution, "cancel_reasons", {})
+        for cid in execution.children_to_cancel:
+            self._cancel_child(cid, reasons.pop(cid, "a sibling item failed"), touched)
+        execution.children_to_cancel = []
         if execution.finished:
             self._child_ended(execution, touched, now)
             for cid in execution.running_children():
                 self._cancel_child(cid, f"parent execution {execution.status.lower()}", touched)
-        for cid in execution.children_to_cancel:
-            self._cancel_child(cid, "a sibling item failed", touched)
-        execution.children_to_cancel = []
 
     def _report(self, execution: Execution, message: dict[str, Any]) -> bool:
         node_id = str(message.get("node_id", ""))
@@ -591,8 +594,9 @@ class Orchestrator:
             str(child.id), child.status, child.output, child.error, now, ACTOR, self.env,
         ):  # fmt: skip
             touched[parent.id] = parent
+            reasons = getattr(parent, "cancel_reasons", {})
             for cid in parent.children_to_cancel:
-                self._cancel_child(cid, "a sibling item failed", touched)
+                self._cancel_child(cid, reasons.pop(cid, "a sibling item failed"), touched)
             parent.children_to_cancel = []
 
     def _reconcile_children(self, parent: Execution, touched: Touched, now: float) -> None:

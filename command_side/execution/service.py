@@ -503,10 +503,16 @@ class _Recorded(Isolated):
     """What a replay's decisions may ask for, answered from the record: no I/O at all."""
 
     def __init__(
-        self, bodies: dict[str, Pinned], resolve: Callable[[str, Any], Any] | None
+        self,
+        bodies: dict[str, Pinned],
+        resolve: Callable[[str, Any], Any] | None,
+        refused: dict[str, tuple[str, str]] | None = None,
     ) -> None:
         self.bodies = bodies
         self._resolve = resolve
+        #: Workflows a loop or subworkflow step was refused (error type, message): the
+        #: check ran against the stored workflow then, and its answer is part of the record.
+        self.refused = refused or {}
 
     def resolve(self, workspace_id: str, value: Any) -> Any:
         if self._resolve is None or not (isinstance(value, dict) and "$artifact" in value):
@@ -523,6 +529,8 @@ class _Recorded(Isolated):
         for pinned in self.bodies.values():
             if pinned.workflow_id == workflow_id:
                 return pinned
+        if workflow_id in self.refused:
+            raise StepProblem(*self.refused[workflow_id])
         raise StepProblem("WorkflowNotFound", f"workflow {workflow_id} was not recorded")
 
 
@@ -555,6 +563,28 @@ def _decision(e: Any, env: Isolated) -> tuple[Any, ...]:
     return (kind, getattr(e, "node_id", ""), getattr(e, "attempt", None))
 
 
+#: Why a loop or subworkflow step can fail on the workflow it would run, before any child.
+_REFUSALS = frozenset({"WorkflowNotFound", "WorkflowInvalid", "InputsInvalid"})
+
+
+def _refused_workflows(events: list[Any]) -> dict[str, tuple[str, str]]:
+    """Per workflow id, the refusal recorded for a step that would have run it (its id is
+    in the step's rendered input, recorded with its StepScheduled)."""
+    inputs: dict[tuple[str, int], Any] = {}
+    refused: dict[str, tuple[str, str]] = {}
+    for e in events:
+        kind = type(e).__name__
+        if kind == "StepScheduled":
+            inputs[(e.node_id, e.attempt)] = e.input
+        elif kind == "StepFailed" and e.error_type in _REFUSALS:
+            config = inputs.get((e.node_id, e.attempt))
+            if isinstance(config, dict):
+                workflow_id = config.get("workflow_id") or config.get("body_workflow_id")
+                if workflow_id:
+                    refused[str(workflow_id)] = (e.error_type, e.message)
+    return refused
+
+
 def replay_events(
     events: list[Any],
     execution_id: str,
@@ -574,7 +604,7 @@ def replay_events(
         for e in events
         if type(e).__name__ == "LoopItems"
     }  # fmt: skip
-    env = _Recorded(bodies, resolve)
+    env = _Recorded(bodies, resolve, _refused_workflows(events))
     state: Any = None
     covered = 0  # events up to this index were reproduced by an earlier decision
     for i, e in enumerate(events):

@@ -331,7 +331,8 @@ async def test_a_subworkflow_past_its_timeout_times_out_and_its_child_is_cancell
         )
         (child_run,) = listed["executions"]["nodes"]
         stopped = await wait_for(client, child_run["id"])
-        assert stopped["status"] == "CANCELLED"
+        assert stopped["status"] == "CANCELLED", failure(stopped)
+        assert "call ran longer than 1 s" in (stopped["error"] or ""), stopped["error"]
     finally:
         api.release["slow-child"].set()
 
@@ -387,6 +388,9 @@ async def test_a_published_body_runs_per_item_and_what_cannot_run_fails_its_step
     assert stuck["status"] == "FAILED"
     error = steps_of(stuck)["call"]["error"]
     assert error["type"] == "WorkflowInvalid" and "cycle" in error["message"].lower(), error
+    for refused in (wrong, stuck):  # the refusals are part of the record
+        report = await client.execute(REPLAY, {"id": refused["id"]})
+        assert report["replayExecution"]["deterministic"], report
 
 
 async def test_filter_files_and_delay(client: GraphQLClient) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import pytest
 
 from infra.templates import TemplateFailed, render, template_errors
@@ -68,14 +70,6 @@ def test_syntax_errors_are_found_before_anything_runs() -> None:
         "{{ range(5) }}",
         "{{ lipsum }}",
         "{{ lipsum(100000) }}",
-        # A small list repeated holds references, but renders every copy.
-        "{{ ['x' * 200000] * 2000 }}",
-        "{{ [range(1000) | list] * 250 }}",
-        "{{ '%0200000000d' % 1 }}",
-        "{% set a = 'x' * 200000 %}{% set b = a ~ a %}{% set c = b ~ b %}{{ c | length }}",
-        "{% set a = 'x' * 200000 %}{% set b = a + a %}{% set c = b + b %}{{ c | length }}",
-        "{{ ('x' * 200000).join('y' * 200000) }}",
-        "{{ ('y' * 200000) | join('x' * 2000) }}",
         # No changing what a template reads: outputs must stay as they were recorded.
         "{% set l = [1] %}{{ (l.extend(l), l.extend(l)) }}",
         "{{ steps.fetch.output.body['items'].append('c') }}",
@@ -88,12 +82,61 @@ def test_templates_cannot_exhaust_memory_or_time_and_fail_cleanly(template: str)
     assert failed.value.path == "value"
 
 
+#: Values that would take gigabytes to build: refused by their size before they are built.
+SHARED = "{% set a = ['x' * 100000] %}{% set a = [a, a] %}{% set a = [a, a] %}{% set a = [a, a] %}"
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ ['x' * 200000] * 2000 }}",  # a list of references, every copy rendered
+        "{{ [range(1000) | list] * 250 }}",
+        "{{ [''] * 1000000000 }}",
+        "{% set a = 'x' * 200000 %}{% set b = a ~ a %}{% set c = b ~ b %}{{ c | length }}",
+        "{% set a = 'x' * 200000 %}{% set b = a + a %}{% set c = b + b %}{{ c | length }}",
+        "{{ ('x' * 200000).join('y' * 200000) }}",
+        "{{ ('y' * 200000) | join('x' * 2000) }}",
+        "{{ range(2000) | map('replace', '', 'x' * 200000) | list | length }}",
+        "{{ ('ab' * 1000) | replace('', 'x' * 200000) }}",
+        "{{ ('a\n' * 100000) | indent('x' * 100000) }}",
+        "{{ ('y' * 1000) | wordwrap(1, true, 'x' * 100000) }}",
+        SHARED + "{{ a | tojson | length }}",
+        SHARED + "{{ a | string | length }}",
+        SHARED + "{{ 'text ' ~ a }}",
+        SHARED + "text {{ a }}",
+        SHARED + "{{ a }}",
+    ],
+)
+def test_huge_values_are_refused_before_they_are_built(template: str) -> None:
+    tracemalloc.start()
+    try:
+        with pytest.raises(TemplateFailed, match="would exceed the output limit"):
+            render({"value": template}, CONTEXT)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 20_000_000  # megabytes at most, where building it would take gigabytes
+
+
+def test_percent_formatting_of_text_is_refused_and_the_modulo_of_numbers_is_not() -> None:
+    with pytest.raises(TemplateFailed, match="% formatting is not allowed"):
+        render({"v": "{{ '%0200000000d' % 1 }}"}, CONTEXT)
+    assert render({"v": "{{ 7 % 3 }}"}, CONTEXT) == {"v": 1}
+
+
 def test_whitespace_control_in_a_single_expression_keeps_its_type() -> None:
     assert render("{{- inputs.ids -}}", CONTEXT) == [1, 2, 3]
 
 
 def test_the_bounded_operations_still_do_their_ordinary_work() -> None:
     config = {
+        "long_join": "{{ range(30000) | join(',') | length }}",
+        "by_attribute": "{{ [{'n': 1}, {'n': 2}] | join(',', attribute='n') }}",
+        "mapped": "{{ ','.join(inputs.ids | map('string')) }}",
+        "indented": "{{ 'a\nb' | indent(2) }}",
+        "wrapped": "{{ 'hello world foo' | wordwrap(5) }}",
+        "replaced": "{{ 'a-b' | replace('-', '+') }}",
+        "json": "{{ inputs.ids | tojson }}",
         "modulo": "{{ 7 % 3 }}",
         "joined": "{{ inputs.ids | join(',') }}",
         "method": "{{ '-'.join(['a', 'b']) }}",
@@ -106,6 +149,13 @@ def test_the_bounded_operations_still_do_their_ordinary_work() -> None:
         ),
     }
     assert render(config, CONTEXT) == {
+        "long_join": 168889,
+        "by_attribute": "1,2",
+        "mapped": "1,2,3",
+        "indented": "a\n  b",
+        "wrapped": "hello\nworld\nfoo",
+        "replaced": "a+b",
+        "json": "[1, 2, 3]",
         "modulo": 1,
         "joined": "1,2,3",
         "method": "a-b",
