@@ -525,6 +525,17 @@ async def test_llm_and_extract_through_an_openai_compatible_server(
     assert "JSON" in rate["messages"][0]["content"]
 
 
+def stopped(stack: Stack, execution_id: str) -> list[dict[str, object]] | None:
+    """The runners' reports that they stopped a step of the execution (None: none yet)."""
+    results = read_topic_raw(stack.settings.kafka_bootstrap or "", "autoops.runner.results")
+    return [
+        r
+        for r in results
+        if r.get("execution_id") == execution_id
+        and (r.get("error") or {}).get("type") == "Cancelled"  # type: ignore[union-attr]
+    ] or None
+
+
 async def test_cancel_stops_a_running_step(
     stack: Stack, client: GraphQLClient, api: ApiServer
 ) -> None:
@@ -544,16 +555,8 @@ async def test_cancel_stops_a_running_step(
         await client.execute(CANCEL, {"i": {"executionId": execution_id}})
     assert again.value.codes == ["CONFLICT"]
 
-    def stopped() -> list[dict[str, object]] | None:
-        results = read_topic_raw(stack.settings.kafka_bootstrap or "", "autoops.runner.results")
-        return [
-            r
-            for r in results
-            if r.get("execution_id") == execution_id
-            and (r.get("error") or {}).get("type") == "Cancelled"  # type: ignore[union-attr]
-        ] or None
-
-    wait_until(stopped, 20, "the runner stopped the step")  # told, not left to run on
+    # Told, not left to run on.
+    wait_until(lambda: stopped(stack, execution_id), 20, "the runner stopped the step")
     api.release["cancelled"].set()
 
 
@@ -574,17 +577,10 @@ async def test_a_stop_node_that_succeeds_stops_the_branch_running_beside_it(
     assert done["status"] == "SUCCEEDED" and done["output"] == {"done": True}, failure(done)
     assert steps_of(done)["slow"]["status"] == "CANCELLED"
 
-    def stopped() -> list[dict[str, object]] | None:
-        results = read_topic_raw(stack.settings.kafka_bootstrap or "", "autoops.runner.results")
-        return [
-            r
-            for r in results
-            if r.get("execution_id") == execution_id
-            and (r.get("error") or {}).get("type") == "Cancelled"  # type: ignore[union-attr]
-        ] or None
-
     # Told to stop whether its task reached the runner before the cancel or after.
-    wait_until(stopped, 20, "the runner stopped the step beside the stop node")
+    wait_until(
+        lambda: stopped(stack, execution_id), 20, "the runner stopped the step beside the stop node"
+    )
     api.release["beside-stop"].set()
 
 

@@ -73,17 +73,26 @@ def test_a_fire_of_a_workflow_that_cannot_run_is_logged_as_a_warning(
         scheduler.executions.close()
 
 
+LOCKER = Meta(actor_id="ada", workspace_id="ws1", client_op_id=None)
+
+
+def locked(workflows: WorkflowStore, now: float, *lock: str) -> Workflow:
+    """A stored workflow with nodes a and b, those in `lock` leased for 5 s from `now`."""
+    workflow = Workflow.create(uuid4(), "locks", "", LOCKER)
+    for node_id in ("a", "b"):
+        workflow.add_node("data.transform", node_id, {}, 0, 0, LOCKER, node_id=node_id)
+    for node_id in lock:
+        workflow.lock_node(node_id, 5, LOCKER, now)
+    workflows.save(workflow)
+    return workflow
+
+
 def test_a_lease_nobody_renews_is_recorded_expired_once(database_url: str) -> None:
     env = eventsourcing_env_for(database_url)
     workflows = WorkflowStore(env=env)
-    meta = Meta(actor_id="ada", workspace_id="ws1", client_op_id=None)
-    workflow = Workflow.create(uuid4(), "locks", "", meta)
-    for node_id in ("a", "b"):
-        workflow.add_node("data.transform", node_id, {}, 0, 0, meta, node_id=node_id)
     now = time.time()
-    workflow.lock_node("a", 5, meta, now)  # its holder then vanishes
-    workflow.lock_node("b", 5, meta, now)
-    workflows.save(workflow)
+    workflow = locked(workflows, now, "a", "b")  # a's holder then vanishes
+    meta = LOCKER
     first, second = Scheduler(env), Scheduler(env)
     try:
         first.tick(now + 1)
@@ -112,13 +121,9 @@ def test_a_lease_whose_expiry_keeps_losing_races_is_expired_on_a_later_tick(
 ) -> None:
     env = eventsourcing_env_for(database_url)
     workflows, editor = WorkflowStore(env=env), WorkflowStore(env=env)
-    meta = Meta(actor_id="ada", workspace_id="ws1", client_op_id=None)
-    workflow = Workflow.create(uuid4(), "busy", "", meta)
-    for node_id in ("a", "b"):
-        workflow.add_node("data.transform", node_id, {}, 0, 0, meta, node_id=node_id)
     now = time.time()
-    workflow.lock_node("a", 5, meta, now)  # its holder then vanishes
-    workflows.save(workflow)
+    workflow = locked(workflows, now, "a")  # its holder then vanishes
+    meta = LOCKER
     scheduler = Scheduler(env)
     load = scheduler.workflows.load
     races = [3]
