@@ -176,8 +176,10 @@ def _bounded_replace(
     eval_ctx: Any, value: Any, old: Any, new: Any, count: int | None = None
 ) -> Any:
     text, old, new = str(value), str(old), str(new)
-    hits = (text.count(old) if old else len(text) + 1) if count is None else count
-    _over(len(text) + max(hits, 0) * len(new), "replace")
+    hits = text.count(old) if old else len(text) + 1
+    if count is not None and count >= 0:  # a negative count replaces them all
+        hits = min(hits, count)
+    _over(len(text) + hits * len(new), "replace")
     return _replace_filter(eval_ctx, text, old, new, count)
 
 
