@@ -269,8 +269,8 @@ class Orchestrator:
         )
         catch_up = CatchUp()
         try:
-            next_timers = next_commit = 0.0
-            uncommitted = False
+            next_timers = 0.0
+            commits = Commits(COMMIT_EVERY_S)
             while not stop.is_set():
                 polled = consumer.poll(timeout_ms=int(cfg.timer_poll_s * 1000))
                 self._assigned = {tp.partition for tp in consumer.assignment()}
@@ -282,21 +282,20 @@ class Orchestrator:
                 if records:
                     self.handle(conn, records)
                     self._flush()
-                    uncommitted = True
-                if uncommitted and time.monotonic() >= next_commit:
+                    commits.handled()
+                if commits.due(time.monotonic()):
                     # Not waited for: the next poll starts at once. A commit not made or lost
                     # with a kill re-reads batches whose effects are saved, and applying them
                     # again is a no-op (DESIGN: idempotent consumers).
-                    consumer.commit_async(callback=_commit_failed)
-                    uncommitted = False
-                    next_commit = time.monotonic() + COMMIT_EVERY_S
+                    consumer.commit_async(callback=commits.answered)
+                    commits.sent(time.monotonic())
                 now = self._clock()
                 if now >= next_timers and self._assigned:
                     self.fire_timers(conn, now)
                     self._flush()
                     next_timers = now + cfg.timer_poll_s
                 self._heartbeat(kafka="up", assigned=len(self._assigned))
-            if uncommitted:
+            if commits.pending:
                 # A clean stop: what was handled is not read again by the next owner. Not in
                 # `finally`: after a failed batch the positions are past what was not saved.
                 try:
@@ -916,9 +915,35 @@ def _type_header(record: Any) -> bytes | None:
     return None
 
 
-def _commit_failed(offsets: Any, response: Any) -> None:
-    if isinstance(response, Exception):
-        log.info("orchestrator: an offset commit failed (%s); those records come again", response)
+class Commits:
+    """When the orchestrator commits its offsets: at most every `every_s` while records are
+    handled, and again after a commit the broker refused (else, in a quiet spell, the next
+    owner of the partitions would read them again for nothing)."""
+
+    def __init__(self, every_s: float) -> None:
+        self.every_s = every_s
+        self.pending = False
+        self._next = 0.0
+        self._failed = False  # set by the client's thread, read by the loop
+
+    def handled(self) -> None:
+        self.pending = True
+
+    def due(self, now: float) -> bool:
+        if self._failed:
+            self._failed = False
+            self.pending = True
+        return self.pending and now >= self._next
+
+    def sent(self, now: float) -> None:
+        self.pending = False
+        self._next = now + self.every_s
+
+    def answered(self, offsets: Any, response: Any) -> None:
+        """The callback of an asynchronous commit."""
+        if isinstance(response, Exception):
+            log.info("orchestrator: an offset commit failed (%s); committing again", response)
+            self._failed = True
 
 
 def _decode(value: bytes | None) -> dict[str, Any] | None:
