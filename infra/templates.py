@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 from functools import lru_cache
 from typing import Any
@@ -190,20 +190,37 @@ def _bounded_indent(value: Any, width: Any = 4, first: bool = False, blank: bool
     return _indent_filter(text, width, first, blank)
 
 
-def _measured(name: str) -> Any:
-    """A filter that writes its value out whole (tojson, string, pprint): measured first,
-    since a value made of shared references is small in memory and huge as text."""
+def _guarded(name: str, check: Callable[[str, tuple[Any, ...], dict[str, Any]], None]) -> Any:
+    """Filter `name`, with `check(name, args, kwargs)` run first on its own arguments (the
+    environment or context Jinja passes some filters left out), called as Jinja calls it."""
     original = _ENV.filters[name]
     passes = getattr(original, "jinja_pass_arg", None)
 
     def bounded(*args: Any, **kwargs: Any) -> Any:
-        value = args[1 if passes is not None else 0]
-        _over(_size(value), name)
+        check(name, args[1:] if passes is not None else args, kwargs)
         return original(*args, **kwargs)
 
     if passes is not None:
         bounded.jinja_pass_arg = passes  # type: ignore[attr-defined]
     return bounded
+
+
+def _measured(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """tojson, string, pprint write their value out whole: a value made of shared references
+    is small in memory and huge as text."""
+    _over(_size(args[0]), name)
+
+
+def _padded(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """center, wordwrap, truncate: a width or inserted text could make the output huge."""
+    text = str(args[0]) if args else ""
+    width = args[1] if len(args) > 1 else kwargs.get("width", 80)
+    if isinstance(width, int) and width > MAX_RENDERED:
+        raise SecurityError(f"{name} would exceed the output limit")
+    inserted = kwargs.get("wrapstring") or (args[3] if len(args) > 3 else "")
+    if name == "wordwrap" and inserted:
+        lines = len(text) // max(width if isinstance(width, int) else 1, 1) + 1
+        _over(len(text) + lines * len(str(inserted)), name)
 
 
 def _finalized(value: Any) -> Any:
@@ -227,38 +244,15 @@ def _budgeted_range(*args: int) -> range:
     return numbers
 
 
-def _padded(filter_name: str) -> Any:
-    """A filter with a width (center, wordwrap, truncate) whose width or inserted text could
-    make its output huge: checked first. Keeps how Jinja calls the original."""
-    original = _ENV.filters[filter_name]
-    passes = getattr(original, "jinja_pass_arg", None)
-
-    def bounded(*args: Any, **kwargs: Any) -> Any:
-        offset = 1 if passes is not None else 0
-        text = str(args[offset]) if len(args) > offset else ""
-        width = args[offset + 1] if len(args) > offset + 1 else kwargs.get("width", 80)
-        if isinstance(width, int) and width > MAX_RENDERED:
-            raise SecurityError(f"{filter_name} would exceed the output limit")
-        inserted = kwargs.get("wrapstring") or (args[offset + 3] if len(args) > offset + 3 else "")
-        if filter_name == "wordwrap" and inserted:
-            lines = len(text) // max(width if isinstance(width, int) else 1, 1) + 1
-            _over(len(text) + lines * len(str(inserted)), filter_name)
-        return original(*args, **kwargs)
-
-    if passes is not None:
-        bounded.jinja_pass_arg = passes  # type: ignore[attr-defined]
-    return bounded
-
-
 _ENV = _Environment(undefined=StrictUndefined, autoescape=False)
 _ENV.globals["range"] = _budgeted_range
 _ENV.globals.pop("lipsum", None)  # lorem ipsum by the megabyte: nothing a workflow needs
 _join_filter = _ENV.filters["join"]
 _ENV.filters["join"] = _bounded_join
 for _name in ("center", "wordwrap", "truncate"):
-    _ENV.filters[_name] = _padded(_name)
+    _ENV.filters[_name] = _guarded(_name, _padded)
 for _name in ("tojson", "string", "pprint"):
-    _ENV.filters[_name] = _measured(_name)
+    _ENV.filters[_name] = _guarded(_name, _measured)
 _replace_filter = _ENV.filters["replace"]
 _ENV.filters["replace"] = _bounded_replace
 _indent_filter = _ENV.filters["indent"]
@@ -331,38 +325,44 @@ def step_references(config: Any) -> list[tuple[str, str]]:
     """(key, node id) for each `steps.<id>`, `steps['<id>']` or `steps.get('<id>')` a
     config's templates read. Templates that do not parse, and steps looked up by a computed
     key, are not listed."""
-    found: list[tuple[str, str]] = []
-    for path, text in _strings(config):
-        if not is_template(text):
-            continue
-        try:
-            tree = _ENV.parse(text)
-        except TemplateError:
-            continue
-        for ref in tree.find_all((nodes.Getattr, nodes.Getitem, nodes.Call)):
-            if isinstance(ref, nodes.Call):  # steps.get('<id>')
-                method = ref.node
-                if (
-                    isinstance(method, nodes.Getattr)
-                    and _is_steps(method.node)
-                    and method.attr == "get"
-                    and ref.args
-                    and isinstance(ref.args[0], nodes.Const)
-                    and isinstance(ref.args[0].value, str)
-                ):
-                    found.append((path, ref.args[0].value))
-            elif not _is_steps(ref.node):  # type: ignore[attr-defined]
-                continue
-            elif isinstance(ref, nodes.Getattr):
-                if ref.attr not in _MAPPING_METHODS:
-                    found.append((path, ref.attr))
-            elif (
-                isinstance(ref, nodes.Getitem)
-                and isinstance(ref.arg, nodes.Const)
-                and isinstance(ref.arg.value, str)
-            ):
-                found.append((path, ref.arg.value))
+    found = [(path, step) for path, text in _strings(config) for step in _steps_read(text)]
     return list(dict.fromkeys(found))
+
+
+@lru_cache(maxsize=4096)
+def _steps_read(text: str) -> tuple[str, ...]:
+    # Asked at every dispatch of a node whose per-item templates read steps: parse once.
+    if not is_template(text):
+        return ()
+    try:
+        tree = _ENV.parse(text)
+    except TemplateError:
+        return ()
+    found: list[str] = []
+    for ref in tree.find_all((nodes.Getattr, nodes.Getitem, nodes.Call)):
+        if isinstance(ref, nodes.Call):  # steps.get('<id>')
+            method = ref.node
+            if (
+                isinstance(method, nodes.Getattr)
+                and _is_steps(method.node)
+                and method.attr == "get"
+                and ref.args
+                and isinstance(ref.args[0], nodes.Const)
+                and isinstance(ref.args[0].value, str)
+            ):
+                found.append(ref.args[0].value)
+        elif not _is_steps(ref.node):  # type: ignore[attr-defined]
+            continue
+        elif isinstance(ref, nodes.Getattr):
+            if ref.attr not in _MAPPING_METHODS:
+                found.append(ref.attr)
+        elif (
+            isinstance(ref, nodes.Getitem)
+            and isinstance(ref.arg, nodes.Const)
+            and isinstance(ref.arg.value, str)
+        ):
+            found.append(ref.arg.value)
+    return tuple(found)
 
 
 def condition_errors(condition: str) -> list[str]:

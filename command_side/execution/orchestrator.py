@@ -541,9 +541,9 @@ class Orchestrator:
         touched[eid] = execution  # saved if it changed; its next look is recorded anyway
         # Children its steps gave up on first: their reason is the nearer one (a step's
         # timeout that also ended the execution, say).
-        reasons = getattr(execution, "cancel_reasons", {})
         for cid in execution.children_to_cancel:
-            self._cancel_child(cid, reasons.pop(cid, "a sibling item failed"), touched)
+            reason = execution.cancel_reasons.pop(cid, "a sibling item failed")
+            self._cancel_child(cid, reason, touched)
         execution.children_to_cancel = []
         if execution.finished:
             self._child_ended(execution, touched, now)
@@ -593,9 +593,9 @@ class Orchestrator:
             str(child.id), child.status, child.output, child.error, now, ACTOR, self.env,
         ):  # fmt: skip
             touched[parent.id] = parent
-            reasons = getattr(parent, "cancel_reasons", {})
             for cid in parent.children_to_cancel:
-                self._cancel_child(cid, reasons.pop(cid, "a sibling item failed"), touched)
+                reason = parent.cancel_reasons.pop(cid, "a sibling item failed")
+                self._cancel_child(cid, reason, touched)
             parent.children_to_cancel = []
 
     def _reconcile_children(self, parent: Execution, touched: Touched, now: float) -> None:
