@@ -68,6 +68,19 @@ async def get_execution(
     return execution
 
 
+async def execution_version(
+    conn: psycopg.AsyncConnection[Any], workspace_id: str, execution_id: UUID
+) -> int | None:
+    """The execution's read-model version, None while the read model has not got it."""
+    async with conn.cursor() as cur:
+        await cur.execute(
+            "SELECT version FROM read.executions WHERE id = %s AND workspace_id = %s",
+            (execution_id, workspace_id),
+        )
+        row = await cur.fetchone()
+    return None if row is None else int(row[0])
+
+
 async def steps_of(
     conn: psycopg.AsyncConnection[Any], workspace_id: str, execution_ids: Sequence[UUID]
 ) -> dict[UUID, list[Row]]:

@@ -64,11 +64,12 @@ async def start(client: GraphQLClient, workflow_id: str, inputs: Any = None, **e
 
 
 async def execution(client: GraphQLClient, execution_id: str) -> dict[str, Any] | None:
-    """The execution's read model; None until the projector has folded its start."""
+    """The execution's read model; None while the projector is further behind than the api's
+    read wait (a loaded machine, a projector restarting)."""
     try:
         data = await client.execute(EXECUTION, {"id": execution_id})
     except GraphQLError as exc:
-        if exc.codes == ["NOT_FOUND"]:
+        if exc.codes == ["UNAVAILABLE"]:
             return None
         raise
     return data["execution"]  # type: ignore[no-any-return]

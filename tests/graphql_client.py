@@ -102,13 +102,14 @@ class GraphQLClient:
         timeout: float = 30,
     ) -> dict[str, Any]:
         """`query`'s data once `ready(data)` holds, asking again while the read models catch
-        up (NOT_FOUND counts as not yet: the projector has not reached the aggregate)."""
+        up (UNAVAILABLE and NOT_FOUND count as not yet: the projector has not reached the
+        aggregate, or, for a field that reads a list, an entry of it)."""
 
         async def ask() -> dict[str, Any] | None:
             try:
                 data = await self.execute(query, variables)
             except GraphQLError as missing:
-                if missing.codes == ["NOT_FOUND"]:
+                if missing.codes in (["UNAVAILABLE"], ["NOT_FOUND"]):
                     return None
                 raise
             return data if ready(data) else None

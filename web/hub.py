@@ -1,9 +1,9 @@
 """Read-model change notices inside one api process, for reads that wait on their writes.
 
-One Redis subscription per api process; per watched workflow one `Feed` whose `version_seen`
-fires when the projector reports a newer version of that workflow's read model. So 500
-`atLeastVersion` waits on one workflow cost one Redis channel, not 500. (Subscriptions get
-their events from the event store: `web.tail`.)
+One Redis subscription per api process; per watched aggregate (a workflow, an execution) one
+`Feed` whose `version_seen` fires when the projector reports a newer version of its read model.
+So 500 `atLeastVersion` waits on one workflow cost one Redis channel, not 500. (Subscriptions
+get their events from the event store: `web.tail`.)
 """
 
 from __future__ import annotations
@@ -17,21 +17,18 @@ from uuid import UUID
 
 import redis.asyncio as aioredis
 
+from projections.notices import aggregate_channel
+
 log = logging.getLogger(__name__)
 
-CurrentVersion = Callable[[str, UUID], Awaitable[int | None]]
-
-
-def workflow_channel(workspace_id: str, workflow_id: UUID) -> str:
-    return f"autoops:{workspace_id}:workflow:{workflow_id}"
+# (context, workspace id, aggregate id) -> the read model's version, None while it has none.
+CurrentVersion = Callable[[str, str, UUID], Awaitable[int | None]]
 
 
 class Feed:
-    """The read-model version of one workflow, as the projector's notices report it."""
+    """The read-model version of one aggregate, as the projector's notices report it."""
 
-    def __init__(self, workspace_id: str, workflow_id: UUID) -> None:
-        self.workspace_id = workspace_id
-        self.workflow_id = workflow_id
+    def __init__(self) -> None:
         self.last = 0
         self.version_seen = asyncio.Event()
 
@@ -86,16 +83,18 @@ class Hub:
                     log.warning("hub: malformed notice on %s", channel)
 
     @contextlib.asynccontextmanager
-    async def feed(self, workspace_id: str, workflow_id: UUID) -> AsyncIterator[Feed]:
-        """Use the workflow's feed (started on first use, stopped after the last)."""
-        channel = workflow_channel(workspace_id, workflow_id)
+    async def feed(
+        self, workspace_id: str, aggregate_id: UUID, context: str = "workflow"
+    ) -> AsyncIterator[Feed]:
+        """Use the aggregate's feed (started on first use, stopped after the last)."""
+        channel = aggregate_channel(workspace_id, context, str(aggregate_id))
         async with self._lock:
             feed = self._feeds.get(channel)
             if feed is None:
-                feed = Feed(workspace_id, workflow_id)
+                feed = Feed()
                 # Subscribe before reading the version, so no change falls in between.
                 await self._pubsub.subscribe(channel)
-                feed.notify(await self._current_version(workspace_id, workflow_id) or 0)
+                feed.notify(await self._current_version(context, workspace_id, aggregate_id) or 0)
                 self._feeds[channel] = feed
             self._users[channel] = self._users.get(channel, 0) + 1
         try:

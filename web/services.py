@@ -24,7 +24,7 @@ from infra.keys import credentials_keys, signing_keys
 from infra.settings import Settings, eventsourcing_env_for
 from projections.applier import ensure_read_models
 from projections.schema import READER_ROLE
-from query_side import views
+from query_side import execution_views, views
 from web.auth import LoginLimits, LoginThrottle, RequestRate, Revocations, Tokens
 from web.graphql.fanout import Renderings
 from web.hub import Hub
@@ -89,9 +89,14 @@ class Services:
             )
         )
 
-        async def version(workspace_id: str, workflow_id: UUID) -> int | None:
+        read_version = {
+            "workflow": views.workflow_version,
+            "execution": execution_views.execution_version,
+        }
+
+        async def version(context: str, workspace_id: str, aggregate_id: UUID) -> int | None:
             async with scoped(pool, workspace_id) as conn:
-                return await views.workflow_version(conn, workspace_id, workflow_id)
+                return await read_version[context](conn, workspace_id, aggregate_id)
 
         hub = Hub(redis, version)
         await hub.start()

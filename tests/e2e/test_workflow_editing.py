@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from pathlib import Path
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import pytest
 from kafka import KafkaProducer
@@ -15,6 +17,7 @@ from command_side.store import WorkflowStore
 from command_side.workflow import commands as c
 from infra import embedded
 from infra.settings import eventsourcing_env_for
+from tests.execution_client import start
 from tests.graphql_client import GraphQLClient, GraphQLError
 from tests.kafka_read import read_topic
 from tests.stack import Stack, redis_db, running_stack, stack_settings
@@ -265,6 +268,49 @@ async def test_unknown_ids_and_other_workspaces_are_not_found(stack: Stack) -> N
     finally:
         await alice.close()
         await mallory.close()
+
+
+async def test_what_a_client_just_wrote_reads_back_and_a_stalled_projector_says_so(
+    stack: Stack, client: GraphQLClient
+) -> None:
+    """Read models lag the store by the projector: a read of a workflow created or an execution
+    started a moment ago waits for it (no `atLeastVersion` needed), never NOT_FOUND; with the
+    projector stalled past the wait, UNAVAILABLE (ask again), while an id the store does not
+    hold is still NOT_FOUND at once."""
+    history = "query($id: ID!) { workflowHistory(id: $id) { nodes { version } } }"
+    validation = "query($id: ID!) { validateWorkflow(id: $id) { valid } }"
+    comments = "query($id: ID!) { comments(workflowId: $id) { id } }"
+    runs = "query($id: ID!) { executions(workflowId: $id) { nodes { id } } }"
+    execution = "query($id: ID!) { execution(id: $id) { id status } }"
+    for query in (WORKFLOW, history, validation, comments, runs):
+        wid = await create(client)
+        await client.execute(query, {"id": wid})  # raises on any error
+    await add(client, wid, "trigger.manual", nodeId="go", config={})
+    await client.execute(PUBLISH, {"i": {"workflowId": wid}})
+    for _ in range(3):
+        eid = await start(client, wid)
+        found = await client.execute(execution, {"id": eid})
+        assert found["execution"]["id"] == eid
+
+    projector = stack.supervisor.children["projector"]
+    os.kill(projector.pid, signal.SIGSTOP)
+    try:
+        fresh, eid = await create(client), await start(client, wid)
+        asked = [(q, fresh) for q in (WORKFLOW, history, validation, comments, runs)]
+        answers = await asyncio.gather(
+            *(client.execute(q, {"id": i}) for q, i in [*asked, (execution, eid)]),
+            return_exceptions=True,
+        )
+        for answer in answers:
+            assert isinstance(answer, GraphQLError) and answer.codes == ["UNAVAILABLE"], answer
+            assert answer.errors[0]["extensions"]["retryAfter"] == 1
+        for query in (WORKFLOW, execution):
+            with pytest.raises(GraphQLError) as missing:
+                await client.execute(query, {"id": str(uuid4())})
+            assert missing.value.codes == ["NOT_FOUND"]
+    finally:
+        os.kill(projector.pid, signal.SIGCONT)
+    await client.settled(WORKFLOW, {"id": fresh}, lambda d: True, "the projector caught up")
 
 
 async def test_malformed_requests_get_typed_errors_not_500(client: GraphQLClient) -> None:

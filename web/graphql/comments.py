@@ -19,8 +19,9 @@ from command_side.workflow import commands as c
 from query_side import identity_views, views
 from web.auth import SECURED
 from web.graphql.context import caller, services
-from web.graphql.errors import not_found, parse_id
+from web.graphql.errors import parse_id
 from web.graphql.mutation import run_command, workflow_payload
+from web.graphql.own_writes import recorded_read
 from web.graphql.types import WorkflowPayload
 
 
@@ -141,12 +142,14 @@ class CommentQuery:
     ) -> list[CommentThread]:
         who, svc = caller(info), services(info)
         wid = parse_id(workflow_id)
-        async with svc.reader(who) as conn:
-            rows = await views.comment_threads(
-                conn, who.workspace_id, wid, str(node_id) if node_id else None, include_resolved
-            )
-        if rows is None:
-            raise not_found(f"workflow {workflow_id}")
+
+        async def read() -> list[views.Row] | None:
+            async with svc.reader(who) as conn:
+                return await views.comment_threads(
+                    conn, who.workspace_id, wid, str(node_id) if node_id else None, include_resolved
+                )
+
+        rows = await recorded_read(svc, who.workspace_id, wid, read)
         return [CommentThread.from_row(r) for r in rows]
 
 

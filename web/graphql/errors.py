@@ -27,6 +27,13 @@ def not_found(what: str) -> GraphQLError:
     return graphql_error("NOT_FOUND", f"{what} does not exist")
 
 
+def not_projected(what: str) -> GraphQLError:
+    """Recorded, but the read model has not caught up within the read wait: ask again."""
+    return graphql_error(
+        "UNAVAILABLE", f"{what} is recorded but not readable yet; try again", retryAfter=1
+    )
+
+
 def parse_id(value: str, what: str = "workflow") -> UUID:
     """Ids that are not ours cannot name anything: NOT_FOUND, as for any unknown id."""
     try:

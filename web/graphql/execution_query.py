@@ -15,7 +15,7 @@ from query_side import execution_views, views
 from web.artifacts import artifact_store
 from web.auth import SECURED
 from web.graphql.context import caller, services
-from web.graphql.errors import mapped_errors, not_found, parse_id
+from web.graphql.errors import mapped_errors, parse_id
 from web.graphql.execution_types import (
     Artifact,
     Credential,
@@ -24,6 +24,7 @@ from web.graphql.execution_types import (
     ExecutionStatus,
     Variable,
 )
+from web.graphql.own_writes import recorded_read
 from web.graphql.types import PageInfo
 
 
@@ -58,10 +59,15 @@ class ExecutionQuery:
         who, svc = caller(info), services(info)
         wid = parse_id(workflow_id) if workflow_id is not None else None
         with_steps = _asks_for(info.selected_fields[0].selections, ("nodes", "steps"))
+        if wid:
+
+            async def known() -> int | None:
+                async with svc.reader(who) as conn:
+                    return await views.workflow_version(conn, who.workspace_id, wid)
+
+            await recorded_read(svc, who.workspace_id, wid, known)
         with mapped_errors():
             async with svc.reader(who) as conn:
-                if wid and await views.workflow_version(conn, who.workspace_id, wid) is None:
-                    raise not_found(f"workflow {workflow_id}")
                 page = await execution_views.list_executions(
                     conn,
                     who.workspace_id,
@@ -84,11 +90,12 @@ class ExecutionQuery:
     async def execution(self, info: Info[Any, Any], id: strawberry.ID) -> Execution | None:
         who, svc = caller(info), services(info)
         execution_id = parse_id(id, "execution")
-        async with svc.reader(who) as conn:
-            row = await execution_views.get_execution(conn, who.workspace_id, execution_id)
-        if row is None:
-            # As every field does for an id the caller cannot see: it does not exist.
-            raise not_found(f"execution {id}")
+
+        async def read() -> dict[str, Any] | None:
+            async with svc.reader(who) as conn:
+                return await execution_views.get_execution(conn, who.workspace_id, execution_id)
+
+        row = await recorded_read(svc, who.workspace_id, execution_id, read, "execution")
         return Execution.from_row(row, row["steps"])
 
     @strawberry.field(

@@ -16,11 +16,11 @@ from web.auth.permissions import unauthenticated
 from web.graphql.context import caller, services
 from web.graphql.errors import not_found, parse_id
 from web.graphql.execution_types import ExecutionUpdate
+from web.graphql.own_writes import STARTED
 from web.graphql.subscription import ACCESS_CHECK_S
 from web.services import Services
 from web.tail import READ_LIMIT, EventTail, Row
 
-STARTED = "ExecutionStarted"
 FINISHED = "ExecutionFinished"
 
 

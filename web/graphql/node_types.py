@@ -13,8 +13,8 @@ from command_side.workflow.node_types import NODE_TYPES
 from query_side import views
 from web.auth import SECURED
 from web.graphql.context import caller, services
-from web.graphql.errors import not_found, parse_id
-from web.graphql.query import wait_for_version
+from web.graphql.errors import parse_id
+from web.graphql.own_writes import recorded_read, wait_for_version
 
 
 @strawberry.type
@@ -71,10 +71,12 @@ class NodeTypeQuery:
         workflow_id = parse_id(id)
         if at_least_version is not None:
             await wait_for_version(svc, who.workspace_id, workflow_id, at_least_version)
-        async with svc.reader(who) as conn:
-            row = await views.get_workflow(conn, who.workspace_id, workflow_id)
-        if row is None:
-            raise not_found(f"workflow {id}")
+
+        async def read() -> dict[str, Any] | None:
+            async with svc.reader(who) as conn:
+                return await views.get_workflow(conn, who.workspace_id, workflow_id)
+
+        row = await recorded_read(svc, who.workspace_id, workflow_id, read)
         nodes = {n["node_id"]: {"type": n["type"], "config": n["config"]} for n in row["nodes"]}
         edges = [(e["source_id"], e["target_id"], e["label"]) for e in row["edges"]]
         conditions = {

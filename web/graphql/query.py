@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 from uuid import UUID
 
@@ -15,6 +14,7 @@ from query_side import views
 from web.auth import SECURED
 from web.graphql.context import caller, services
 from web.graphql.errors import mapped_errors, not_found, parse_id
+from web.graphql.own_writes import recorded_read, wait_for_version
 from web.graphql.types import (
     PageInfo,
     Workflow,
@@ -22,26 +22,7 @@ from web.graphql.types import (
     WorkflowEvent,
     WorkflowHistoryConnection,
 )
-from web.services import Services, scoped
-
-
-async def wait_for_version(
-    svc: Services, workspace_id: str, workflow_id: UUID, version: int
-) -> None:
-    """Wait (bounded) until the read model shows `version` of the workflow."""
-    deadline = time.monotonic() + min(svc.settings.read_wait_timeout_s, 2.0)
-    async with svc.hub.feed(workspace_id, workflow_id) as feed:
-        while True:
-            seen = feed.version_seen
-            async with scoped(svc.pool, workspace_id) as conn:
-                current = await views.workflow_version(conn, workspace_id, workflow_id)
-            remaining = deadline - time.monotonic()
-            if (current is not None and current >= version) or remaining <= 0:
-                return
-            try:
-                await asyncio.wait_for(seen.wait(), remaining)
-            except TimeoutError:
-                return
+from web.services import Services
 
 
 async def _time_travel(
@@ -95,11 +76,12 @@ class WorkflowQuery:
             return await _time_travel(svc, who.workspace_id, workflow_id, at_version)
         if at_least_version is not None:
             await wait_for_version(svc, who.workspace_id, workflow_id, at_least_version)
-        async with svc.reader(who) as conn:
-            row = await views.get_workflow(conn, who.workspace_id, workflow_id)
-        if row is None:
-            raise not_found(f"workflow {id}")
-        return Workflow.from_row(row)
+
+        async def read() -> dict[str, Any] | None:
+            async with svc.reader(who) as conn:
+                return await views.get_workflow(conn, who.workspace_id, workflow_id)
+
+        return Workflow.from_row(await recorded_read(svc, who.workspace_id, workflow_id, read))
 
     @strawberry.field(
         permission_classes=SECURED,
@@ -110,11 +92,15 @@ class WorkflowQuery:
     ) -> WorkflowHistoryConnection:
         who, svc = caller(info), services(info)
         workflow_id = parse_id(id)
-        with mapped_errors():
+
+        async def read() -> views.Page | None:
             async with svc.reader(who) as conn:
                 if await views.workflow_version(conn, who.workspace_id, workflow_id) is None:
-                    raise not_found(f"workflow {id}")
-                page = await views.history(conn, who.workspace_id, workflow_id, first, after)
+                    return None
+                return await views.history(conn, who.workspace_id, workflow_id, first, after)
+
+        with mapped_errors():
+            page = await recorded_read(svc, who.workspace_id, workflow_id, read)
         return WorkflowHistoryConnection(
             nodes=[WorkflowEvent.from_row(str(workflow_id), r) for r in page.rows],
             page_info=PageInfo(has_next_page=page.has_next, end_cursor=page.end_cursor),

@@ -14,7 +14,9 @@ import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from infra.settings import load_settings
+from command_side.execution.store import ExecutionStore
+from command_side.store import WorkflowStore
+from infra.settings import eventsourcing_env_for, load_settings
 from projections.schema import READER_ROLE
 from query_side import execution_views
 from query_side.errors import BadCursor
@@ -34,6 +36,7 @@ from tests.integration.projections.test_executions_projection import (
 from web.auth import Principal
 from web.graphql.schema import build_schema
 from web.services import scoped
+from web.tail import EventTail
 
 SECOND_WORKFLOW = "44444444-4444-4444-4444-444444444444"
 FOREIGN_WORKFLOW = "55555555-5555-5555-5555-555555555555"
@@ -163,22 +166,36 @@ class ReadServices:
     """What the execution queries use of the api's services."""
 
     pool: AsyncConnectionPool[Any]
+    # The stores behind them: asked only about an id the read model lacks (these read models
+    # were folded straight, so they hold nothing).
+    tail: EventTail
+    execution_tail: EventTail
 
     def reader(self, who: Any) -> AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]:
         return scoped(self.pool, who.workspace_id, who.actor_id)
 
 
-def context(pool: AsyncConnectionPool[Any], workspace: str, role: str = "viewer") -> Any:
+@pytest.fixture
+def services(pool: AsyncConnectionPool[Any], read_models: str) -> ReadServices:
+    env = eventsourcing_env_for(read_models)
+    return ReadServices(
+        pool,
+        EventTail(WorkflowStore(env=env), read_models),
+        EventTail(ExecutionStore(env=env), read_models, context="execution"),
+    )
+
+
+def context(services: ReadServices, workspace: str, role: str = "viewer") -> Any:
     principal = Principal("user-1", workspace, role, "session", 0, 4_000_000_000.0)
     # An HTTP request whose token was checked already.
-    return {"services": ReadServices(pool), "principal": principal, "request": object()}
+    return {"services": services, "principal": principal, "request": object()}
 
 
 async def graphql(
-    pool: AsyncConnectionPool[Any], query: str, workspace: str = WS, role: str = "viewer", **v: Any
+    services: ReadServices, query: str, workspace: str = WS, role: str = "viewer", **v: Any
 ) -> tuple[dict[str, Any] | None, list[str]]:
     result = await build_schema(load_settings({})).execute(
-        query, v, context_value=context(pool, workspace, role)
+        query, v, context_value=context(services, workspace, role)
     )
     codes = [(e.extensions or {}).get("code", "") for e in result.errors or []]
     return result.data, codes
@@ -195,9 +212,9 @@ EXECUTIONS = """query($w: ID, $s: ExecutionStatus, $first: Int!, $after: String)
 
 
 async def test_the_execution_field_answers_the_run_and_its_steps(
-    pool: AsyncConnectionPool[Any],
+    services: ReadServices,
 ) -> None:
-    data, codes = await graphql(pool, EXECUTION, id=str(RUN))
+    data, codes = await graphql(services, EXECUTION, id=str(RUN))
     assert codes == [] and data is not None
     run = data["execution"]
     assert run["status"] == "FAILED" and run["workflowId"] == WORKFLOW
@@ -218,62 +235,62 @@ async def test_the_execution_field_answers_the_run_and_its_steps(
 
 
 async def test_an_execution_of_another_workspace_does_not_exist(
-    pool: AsyncConnectionPool[Any],
+    services: ReadServices,
 ) -> None:
     for execution_id in (str(RUN), "not-an-id"):
-        data, codes = await graphql(pool, EXECUTION, OTHER_WS, id=execution_id)
+        data, codes = await graphql(services, EXECUTION, OTHER_WS, id=execution_id)
         assert codes == ["NOT_FOUND"] and data == {"execution": None}
 
 
-async def test_the_executions_field_pages_and_filters(pool: AsyncConnectionPool[Any]) -> None:
-    data, codes = await graphql(pool, EXECUTIONS, first=4)
+async def test_the_executions_field_pages_and_filters(services: ReadServices) -> None:
+    data, codes = await graphql(services, EXECUTIONS, first=4)
     assert codes == [] and data is not None
     page = data["executions"]
     assert [n["id"] for n in page["nodes"]] == [str(numbered(n)) for n in (4, 3, 2, 1)]
     assert page["pageInfo"]["hasNextPage"] is True
-    data, _ = await graphql(pool, EXECUTIONS, first=4, after=page["pageInfo"]["endCursor"])
+    data, _ = await graphql(services, EXECUTIONS, first=4, after=page["pageInfo"]["endCursor"])
     assert data is not None
     assert [n["id"] for n in data["executions"]["nodes"]] == [
         str(numbered(0)),
         str(CHILD),
         str(RUN),
     ]
-    data, _ = await graphql(pool, EXECUTIONS, first=20, w=WORKFLOW, s="SUCCEEDED")
+    data, _ = await graphql(services, EXECUTIONS, first=20, w=WORKFLOW, s="SUCCEEDED")
     assert data is not None
     assert [n["id"] for n in data["executions"]["nodes"]] == [str(numbered(1)), str(CHILD)]
 
 
 async def test_executions_of_a_workflow_the_caller_cannot_see_do_not_exist(
-    pool: AsyncConnectionPool[Any],
+    services: ReadServices,
 ) -> None:
     for workflow in (FOREIGN_WORKFLOW, "not-an-id"):
-        _, codes = await graphql(pool, EXECUTIONS, first=5, w=workflow)
+        _, codes = await graphql(services, EXECUTIONS, first=5, w=workflow)
         assert codes == ["NOT_FOUND"], workflow
-    data, codes = await graphql(pool, EXECUTIONS, OTHER_WS, first=5, w=FOREIGN_WORKFLOW)
+    data, codes = await graphql(services, EXECUTIONS, OTHER_WS, first=5, w=FOREIGN_WORKFLOW)
     assert codes == [] and data == {
         "executions": {"nodes": [], "pageInfo": {"hasNextPage": False, "endCursor": None}}
     }
 
 
 async def test_listed_executions_bring_their_steps_only_when_asked(
-    pool: AsyncConnectionPool[Any],
+    services: ReadServices,
 ) -> None:
     query = """query { executions(first: 50) { nodes { id
       ... on Execution { steps { nodeId attempt } } } } }"""
-    data, codes = await graphql(pool, query)
+    data, codes = await graphql(services, query)
     assert codes == [] and data is not None
     by_id = {n["id"]: n["steps"] for n in data["executions"]["nodes"]}
     assert len(by_id[str(RUN)]) == 6 and by_id[str(numbered(0))] == []
 
 
 async def test_credentials_are_names_and_kinds_for_editors_only(
-    pool: AsyncConnectionPool[Any],
+    services: ReadServices,
 ) -> None:
     query = "{ credentials { name kind createdAt } }"
-    data, codes = await graphql(pool, query, role="editor")
+    data, codes = await graphql(services, query, role="editor")
     assert codes == [] and data is not None
     (credential,) = data["credentials"]
     assert (credential["name"], credential["kind"]) == ("api", "http_bearer")
     assert datetime.fromisoformat(credential["createdAt"]) == at(0.5)
-    _, codes = await graphql(pool, query, role="viewer")
+    _, codes = await graphql(services, query, role="viewer")
     assert codes == ["FORBIDDEN"]
