@@ -84,17 +84,23 @@ class Hub:
 
     @contextlib.asynccontextmanager
     async def feed(
-        self, workspace_id: str, aggregate_id: UUID, context: str = "workflow"
+        self, workspace_id: str, aggregate_id: UUID, context: str = "workflow", absent: bool = False
     ) -> AsyncIterator[Feed]:
-        """Use the aggregate's feed (started on first use, stopped after the last)."""
+        """Use the aggregate's feed (started on first use, stopped after the last). `absent`:
+        the caller just found no read model of it, so there is no version to look up."""
         channel = aggregate_channel(workspace_id, context, str(aggregate_id))
         async with self._lock:
             feed = self._feeds.get(channel)
             if feed is None:
                 feed = Feed()
-                # Subscribe before reading the version, so no change falls in between.
+                # Subscribe before reading the version, so no change falls in between. (The
+                # SUBSCRIBE is sent, not yet confirmed: a notice in that instant is missed,
+                # which costs a waiting read its deadline, never a wrong answer: it reads
+                # once more then.)
                 await self._pubsub.subscribe(channel)
-                feed.notify(await self._current_version(context, workspace_id, aggregate_id) or 0)
+                if not absent:
+                    version = await self._current_version(context, workspace_id, aggregate_id)
+                    feed.notify(version or 0)
                 self._feeds[channel] = feed
             self._users[channel] = self._users.get(channel, 0) + 1
         try:

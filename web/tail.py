@@ -44,6 +44,8 @@ def row_of(event: Any, position: int = 0, context: str = "workflow") -> Row:
     }
 
 
+#: Lookups of an aggregate's origin at once per tail (see `EventTail.origin`).
+LOOKUPS = 4
 #: Batches a subscriber may fall behind by before it is told to read from the store instead.
 WATCH_BACKLOG = 64
 #: Subscribers handed a batch per turn of the event loop: between two handfuls the loop
@@ -163,6 +165,7 @@ class EventTail:
         self._watchers: dict[UUID, set[Watch]] = {}
         self._position = 0
         self._task: asyncio.Task[None] | None = None
+        self._lookups = asyncio.Semaphore(LOOKUPS)
 
     async def start(self) -> None:
         newest: int | None = await asyncio.to_thread(self._store.recorder.max_notification_id)
@@ -215,12 +218,24 @@ class EventTail:
 
     async def workspace_of(self, aggregate_id: UUID) -> str | None:
         """The workspace an aggregate belongs to, None when it does not exist."""
+        found = await self.origin(aggregate_id)
+        return found[1] if found else None
 
-        def read() -> str | None:
+    async def origin(self, aggregate_id: UUID) -> tuple[str, str] | None:
+        """The type of the aggregate's first event (`ExecutionStarted`: an execution, not a
+        credential) and its workspace; None when it does not exist. At most `LOOKUPS` at a
+        time in this process: any caller may ask about any id, and each takes a thread and a
+        store connection that event deliveries and commands also need."""
+
+        def read() -> tuple[str, str] | None:
             first = list(self._store.repository.event_store.get(aggregate_id, limit=1))
-            return str(vars(first[0])["workspace_id"]) if first else None
+            if not first:
+                return None
+            row = row_of(first[0], context=self._context)
+            return str(row["type"]), str(row["workspace_id"])
 
-        return await asyncio.to_thread(read)
+        async with self._lookups:
+            return await asyncio.to_thread(read)
 
     async def _run(self) -> None:
         while True:

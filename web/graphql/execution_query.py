@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from typing import Any
+from uuid import UUID
 
 import strawberry
 from strawberry.types import Info
@@ -59,15 +60,12 @@ class ExecutionQuery:
         who, svc = caller(info), services(info)
         wid = parse_id(workflow_id) if workflow_id is not None else None
         with_steps = _asks_for(info.selected_fields[0].selections, ("nodes", "steps"))
-        if wid:
+        Listed = tuple[views.Page, dict[UUID, list[execution_views.Row]]]
 
-            async def known() -> int | None:
-                async with svc.reader(who) as conn:
-                    return await views.workflow_version(conn, who.workspace_id, wid)
-
-            await recorded_read(svc, who.workspace_id, wid, known)
-        with mapped_errors():
+        async def listed() -> Listed | None:
             async with svc.reader(who) as conn:
+                if wid and await views.workflow_version(conn, who.workspace_id, wid) is None:
+                    return None  # not (yet) a workflow of the caller's
                 page = await execution_views.list_executions(
                     conn,
                     who.workspace_id,
@@ -77,7 +75,14 @@ class ExecutionQuery:
                     after,
                 )
                 ids = [r["id"] for r in page.rows] if with_steps else []
-                steps = await execution_views.steps_of(conn, who.workspace_id, ids)
+                return page, await execution_views.steps_of(conn, who.workspace_id, ids)
+
+        with mapped_errors():
+            found = await listed()
+            if found is None:  # the workflow is not in the read model (yet)
+                assert wid is not None
+                found = await recorded_read(svc, who.workspace_id, wid, listed)
+        page, steps = found
         return ExecutionConnection(
             nodes=[Execution.from_row(r, steps.get(r["id"], [])) for r in page.rows],
             page_info=PageInfo(has_next_page=page.has_next, end_cursor=page.end_cursor),

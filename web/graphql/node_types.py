@@ -14,7 +14,7 @@ from query_side import views
 from web.auth import SECURED
 from web.graphql.context import caller, services
 from web.graphql.errors import parse_id
-from web.graphql.own_writes import recorded_read, wait_for_version
+from web.graphql.own_writes import read_deadline, recorded_read, wait_for_version
 
 
 @strawberry.type
@@ -69,14 +69,15 @@ class NodeTypeQuery:
     ) -> WorkflowValidation:
         who, svc = caller(info), services(info)
         workflow_id = parse_id(id)
+        deadline = read_deadline(svc)  # one bound for both waits
         if at_least_version is not None:
-            await wait_for_version(svc, who.workspace_id, workflow_id, at_least_version)
+            await wait_for_version(svc, who.workspace_id, workflow_id, at_least_version, deadline)
 
         async def read() -> dict[str, Any] | None:
             async with svc.reader(who) as conn:
                 return await views.get_workflow(conn, who.workspace_id, workflow_id)
 
-        row = await recorded_read(svc, who.workspace_id, workflow_id, read)
+        row = await recorded_read(svc, who.workspace_id, workflow_id, read, deadline=deadline)
         nodes = {n["node_id"]: {"type": n["type"], "config": n["config"]} for n in row["nodes"]}
         edges = [(e["source_id"], e["target_id"], e["label"]) for e in row["edges"]]
         conditions = {

@@ -20,18 +20,26 @@ T = TypeVar("T")
 STARTED = "ExecutionStarted"
 
 
+def read_deadline(svc: Services) -> float:
+    """When a read that waits for the read model gives up: `read_wait_timeout_s` (≤ 2 s) on."""
+    return time.monotonic() + min(svc.settings.read_wait_timeout_s, 2.0)
+
+
 async def when_projected(
     svc: Services,
     workspace_id: str,
     aggregate_id: UUID,
     read: Callable[[], Awaitable[T | None]],
     context: str = "workflow",
+    *,
+    deadline: float | None = None,
+    absent: bool = False,
 ) -> T | None:
     """`read()` of the aggregate's read model, again after each of the projector's change
-    notices until it answers, for at most `read_wait_timeout_s` (≤ 2 s); None when it never
-    did."""
-    deadline = time.monotonic() + min(svc.settings.read_wait_timeout_s, 2.0)
-    async with svc.hub.feed(workspace_id, aggregate_id, context) as feed:
+    notices until it answers, until `deadline` (`read_deadline`); None when it never did.
+    `absent`: the read model has no row of the aggregate yet (no version to look up)."""
+    deadline = read_deadline(svc) if deadline is None else deadline
+    async with svc.hub.feed(workspace_id, aggregate_id, context, absent=absent) as feed:
         while True:
             seen = feed.version_seen  # taken before reading: a notice in between still wakes
             found = await read()
@@ -43,16 +51,16 @@ async def when_projected(
 
 
 async def wait_for_version(
-    svc: Services, workspace_id: str, workflow_id: UUID, version: int
+    svc: Services, workspace_id: str, workflow_id: UUID, version: int, deadline: float
 ) -> None:
-    """Wait (bounded) until the read model shows `version` of the workflow."""
+    """Wait until the read model shows `version` of the workflow, or the deadline."""
 
     async def shown() -> bool | None:
         async with scoped(svc.pool, workspace_id) as conn:
             current = await views.workflow_version(conn, workspace_id, workflow_id)
         return True if current is not None and current >= version else None
 
-    await when_projected(svc, workspace_id, workflow_id, shown)
+    await when_projected(svc, workspace_id, workflow_id, shown, deadline=deadline)
 
 
 async def _recorded(svc: Services, workspace_id: str, aggregate_id: UUID, context: str) -> bool:
@@ -60,11 +68,7 @@ async def _recorded(svc: Services, workspace_id: str, aggregate_id: UUID, contex
     a credential's id is no execution)."""
     if context == "workflow":
         return await svc.tail.workspace_of(aggregate_id) == workspace_id
-    bounds = await svc.execution_tail.first_and_last(aggregate_id)
-    return bounds is not None and (bounds[0]["type"], bounds[0]["workspace_id"]) == (
-        STARTED,
-        workspace_id,
-    )
+    return await svc.execution_tail.origin(aggregate_id) == (STARTED, workspace_id)
 
 
 async def recorded_read(
@@ -73,21 +77,25 @@ async def recorded_read(
     aggregate_id: UUID,
     read: Callable[[], Awaitable[T | None]],
     context: str = "workflow",
+    *,
+    deadline: float | None = None,
 ) -> T:
     """`read()` of the aggregate's read model. An id the store does not hold for the
     workspace is NOT_FOUND (as is every id the caller cannot see); one the read model has not
-    reached yet is waited for, and UNAVAILABLE (ask again) if the projector is further behind
-    than the wait."""
+    reached yet is waited for until `deadline` (`read_deadline`), then UNAVAILABLE (ask
+    again)."""
     found = await read()
     if found is not None:
         return found
     what = f"{context} {aggregate_id}"
     if not await _recorded(svc, workspace_id, aggregate_id, context):
         raise not_found(what)
-    found = await when_projected(svc, workspace_id, aggregate_id, read, context)
+    found = await when_projected(
+        svc, workspace_id, aggregate_id, read, context, deadline=deadline, absent=True
+    )
     if found is None:
         raise not_projected(what)
     return found
 
 
-__all__ = ["STARTED", "recorded_read", "wait_for_version", "when_projected"]
+__all__ = ["STARTED", "read_deadline", "recorded_read", "wait_for_version", "when_projected"]

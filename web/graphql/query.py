@@ -14,7 +14,7 @@ from query_side import views
 from web.auth import SECURED
 from web.graphql.context import caller, services
 from web.graphql.errors import mapped_errors, not_found, parse_id
-from web.graphql.own_writes import recorded_read, wait_for_version
+from web.graphql.own_writes import read_deadline, recorded_read, wait_for_version
 from web.graphql.types import (
     PageInfo,
     Workflow,
@@ -74,14 +74,16 @@ class WorkflowQuery:
         workflow_id = parse_id(id)
         if at_version is not None:
             return await _time_travel(svc, who.workspace_id, workflow_id, at_version)
+        deadline = read_deadline(svc)  # one bound for both waits
         if at_least_version is not None:
-            await wait_for_version(svc, who.workspace_id, workflow_id, at_least_version)
+            await wait_for_version(svc, who.workspace_id, workflow_id, at_least_version, deadline)
 
         async def read() -> dict[str, Any] | None:
             async with svc.reader(who) as conn:
                 return await views.get_workflow(conn, who.workspace_id, workflow_id)
 
-        return Workflow.from_row(await recorded_read(svc, who.workspace_id, workflow_id, read))
+        row = await recorded_read(svc, who.workspace_id, workflow_id, read, deadline=deadline)
+        return Workflow.from_row(row)
 
     @strawberry.field(
         permission_classes=SECURED,

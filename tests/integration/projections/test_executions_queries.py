@@ -3,7 +3,7 @@ produced, as the api's reader role (row-level security on)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -176,13 +176,16 @@ class ReadServices:
 
 
 @pytest.fixture
-def services(pool: AsyncConnectionPool[Any], read_models: str) -> ReadServices:
+def services(pool: AsyncConnectionPool[Any], read_models: str) -> Iterator[ReadServices]:
     env = eventsourcing_env_for(read_models)
-    return ReadServices(
+    workflows, executions = WorkflowStore(env=env), ExecutionStore(env=env)
+    yield ReadServices(
         pool,
-        EventTail(WorkflowStore(env=env), read_models),
-        EventTail(ExecutionStore(env=env), read_models, context="execution"),
+        EventTail(workflows, read_models),
+        EventTail(executions, read_models, context="execution"),
     )
+    workflows.close()
+    executions.close()
 
 
 def context(services: ReadServices, workspace: str, role: str = "viewer") -> Any:
