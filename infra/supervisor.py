@@ -42,6 +42,8 @@ def default_processes(settings: Settings) -> tuple[str, ...]:
 GRACE_S = 10.0
 #: A process that ran this long before dying restarts after the shortest delay again.
 STABLE_S = 30.0
+#: How often the supervisor looks for children that exited (and restarts that are due).
+WATCH_EVERY_S = 0.2
 
 
 def ensure_database(url: str, name: str = "autoops") -> str:
@@ -79,23 +81,28 @@ class Supervisor:
             self.children[name] = self._spawn(name)
 
     def watch(self) -> None:
-        """Restart children that exit on their own, until `stop_event` is set."""
+        """Restart children that exit on their own, until `stop_event` is set. Each waits out
+        its own back-off: one process failing over and over delays no other's restart."""
         backoff: dict[str, float] = {}
+        due: dict[str, float] = {}  # name -> when it restarts
         started = {name: time.monotonic() for name in self.children}
-        while not self.stop_event.wait(0.5):
+        while not self.stop_event.wait(WATCH_EVERY_S):
             for name, proc in list(self.children.items()):
+                now = time.monotonic()
+                if name in due:
+                    if now >= due[name]:
+                        del due[name]
+                        self.restarts += 1
+                        self.children[name] = self._spawn(name)
+                        started[name] = time.monotonic()
+                    continue
                 if proc.poll() is None:
                     continue
-                if time.monotonic() - started.get(name, 0.0) > STABLE_S:
+                if now - started.get(name, 0.0) > STABLE_S:
                     backoff.pop(name, None)  # it ran fine for a while: a fresh failure
-                delay = min(backoff.get(name, 0.5) * 2, 30)
+                delay = backoff[name] = min(backoff.get(name, 0.5) * 2, 30)
                 log.warning("%s exited with %s; restarting in %.1f s", name, proc.returncode, delay)
-                if self.stop_event.wait(delay):
-                    return
-                backoff[name] = delay
-                self.restarts += 1
-                self.children[name] = self._spawn(name)
-                started[name] = time.monotonic()
+                due[name] = now + delay
 
     def stop(self) -> None:
         self.stop_event.set()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -86,12 +87,21 @@ def assert_exact(database_url: str) -> None:
 
 
 def kill_repeatedly(stack: Stack, names: list[str], stop: threading.Event) -> int:
+    """SIGKILL each named process in turn, 1.5 s apart, each time the one running then (a
+    process killed before waits for the supervisor to restart it)."""
     kills = 0
+    killed: dict[str, int] = {}
+
+    def running(name: str) -> subprocess.Popen[bytes] | None:
+        proc = stack.supervisor.children[name]
+        return proc if proc.pid != killed.get(name) and proc.poll() is None else None
+
     for name in names:
         if stop.wait(1.5):
             break
-        proc = stack.supervisor.children[name]
+        proc = wait_until(lambda n=name: running(n), 30, f"{name} running again")
         os.kill(proc.pid, signal.SIGKILL)
+        killed[name] = proc.pid
         kills += 1
     return kills
 
