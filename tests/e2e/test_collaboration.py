@@ -70,6 +70,9 @@ def stack(
             Path(tmp_path_factory.mktemp("stack")),
             AUTOOPS_SCHEDULER_INTERVAL_S="0.2",
             AUTOOPS_PRESENCE_TIMEOUT_S="1.5",
+            # Well above a cursor move's round trip on a loaded machine: moves in a row are
+            # announced a few at a time, whatever the machine's pace.
+            AUTOOPS_PRESENCE_THROTTLE_MS="500",
         )
         with running_stack(settings, ("relay", "projector", "scheduler", "api")) as running:
             running.wait_ready()
@@ -287,8 +290,8 @@ async def test_presence_spans_two_api_processes_and_drops_a_silent_member(
 
 
 class Unanswering(picows.WSListener):
-    """A client whose network went quiet with its process still there: it subscribes, then
-    answers nothing, not even the server's pings (its socket stays open)."""
+    """A client whose network goes quiet with its process still there: it subscribes, answers
+    the server's pings until `answering` is cleared, then nothing (its socket stays open)."""
 
     def __init__(self, token: str, workflow_id: str) -> None:
         self.init = json.dumps(
@@ -300,11 +303,14 @@ class Unanswering(picows.WSListener):
         ).encode()  # fmt: skip
         self.subscribed = asyncio.Event()
         self.closed = asyncio.Event()
+        self.answering = True
 
     def on_ws_connected(self, transport: Any) -> None:
         transport.send(picows.WSMsgType.TEXT, self.init)
 
     def on_ws_frame(self, transport: Any, frame: Any) -> None:
+        if frame.msg_type == picows.WSMsgType.PING and self.answering:
+            transport.send_pong(frame.get_payload_as_bytes())
         text = frame.msg_type == picows.WSMsgType.TEXT
         if text and json.loads(frame.get_payload_as_bytes()).get("type") == "connection_ack":
             transport.send(picows.WSMsgType.TEXT, self.subscribe)
@@ -332,6 +338,7 @@ async def test_a_member_whose_connection_stops_answering_drops_out(
         await asyncio.wait_for(quiet.subscribed.wait(), 10)
         async with owner.subscribe(PRESENCE, {"w": wid}) as mine:
             await next_update(mine, lambda m: len(m) == 2)
+            quiet.answering = False
             # Its api process lives and keeps its session fresh while the subscription does:
             # the unanswered pings end the connection, and with it the session.
             alone = await next_update(mine, lambda m: len(m) == 1)
@@ -453,11 +460,16 @@ def test_concurrent_editors_end_with_the_same_workflow_as_the_store(
                         await _perform(members[i], wid, op)
 
                 await asyncio.gather(*(edit(i) for i in range(len(members))))
-                store = WorkflowStore(env=eventsourcing_env_for(stack.settings.database_url))
-                try:
-                    truth = store.load(UUID(wid))
-                finally:
-                    store.close()
+
+                def fold() -> Any:  # off the loop: the clients must go on answering pings
+                    env = eventsourcing_env_for(stack.settings.database_url)
+                    store = WorkflowStore(env=env)
+                    try:
+                        return store.load(UUID(wid))
+                    finally:
+                        store.close()
+
+                truth = await asyncio.to_thread(fold)
 
                 async def follow(replica: Replica, feed: AsyncIterator[dict[str, Any]]) -> None:
                     while replica.version < truth.version:

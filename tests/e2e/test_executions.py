@@ -8,6 +8,7 @@ import asyncio
 import json
 import shutil
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -325,9 +326,11 @@ async def test_a_subworkflow_past_its_timeout_times_out_and_its_child_is_cancell
         done = await run(client, parent)
         assert done["status"] == "TIMED_OUT", failure(done)
         assert steps_of(done)["call"]["error"]["type"] == "StepTimeout"
-        listed = await client.execute(
+        listed = await client.settled(
             "query($w: ID) { executions(workflowId: $w, first: 5) { nodes { id status } } }",
             {"w": child},
+            lambda data: len(data["executions"]["nodes"]) == 1,
+            "the child execution listed",
         )
         (child_run,) = listed["executions"]["nodes"]
         stopped = await wait_for(client, child_run["id"])
@@ -806,16 +809,22 @@ async def test_a_webhook_starts_its_workflow_with_the_request_as_inputs(
     assert sorted(n["id"] for n in listed["executions"]["nodes"]) == sorted(
         [done["id"], second["id"]]
     )
-    # Past the workspace's rate (20/s on this stack): 429 with Retry-After, nothing started.
+    # Past the workspace's rate (20 in any one second on this stack): 429 with Retry-After,
+    # nothing started. The counts go by the seconds the flood spanned (a loaded machine may
+    # spread it over several); exact windows are tested with a clock of the test's own.
     async with httpx.AsyncClient() as http:
+        first_second = int(time.time())
         flood = await asyncio.gather(
             *(
                 http.post(f"{stack.url}/hooks/{client.workspace}/nothing", json={})
-                for _ in range(60)
+                for _ in range(100)
             )
         )
+        seconds = int(time.time()) - first_second + 1
     limited = [a for a in flood if a.status_code == 429]
-    assert len(limited) >= 20 and {a.status_code for a in flood} <= {404, 429}
+    assert {a.status_code for a in flood} <= {404, 429}
+    assert len(flood) - len(limited) <= 20 * seconds
+    assert limited, f"100 webhooks in {seconds} s were all admitted"
     assert limited[0].headers["retry-after"] == "1"
     assert limited[0].json()["error"]["code"] == "RATE_LIMITED"
 
@@ -1014,7 +1023,7 @@ async def test_workspace_variables_are_vars_pinned_when_an_execution_starts(
         rows = (await client.execute(VARIABLES))["variables"]
         return rows if [r["value"] for r in rows] == [{"max": 3}, "us-east"] else None
 
-    rows = await eventually(listed, 10, "both variables listed, the second changed")
+    rows = await eventually(listed, 30, "both variables listed, the second changed")
     assert [r["name"] for r in rows] == ["limits", "region"]
     assert rows[0]["updatedBy"] == client.actor
 

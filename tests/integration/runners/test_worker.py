@@ -388,7 +388,8 @@ def test_a_step_still_running_at_its_deadline_reports_step_timeout(
 ) -> None:
     runner = start_runner()
     late = make_task("data.transform", {"fields": {}}, deadline=time.time() - 1)
-    slow = make_task("http.request", {"url": f"{http.url}/block/slow"}, deadline=time.time() + 1)
+    # Time enough for the runner to reach it on a loaded machine: it must start, then time out.
+    slow = make_task("http.request", {"url": f"{http.url}/block/slow"}, deadline=time.time() + 4)
     runner.send(late, slow)
 
     for task in (late, slow):
