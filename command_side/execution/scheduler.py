@@ -16,6 +16,7 @@ meantime is left alone by the aggregate, and two schedulers record one expiry.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 from eventsourcing.persistence import IntegrityError
@@ -101,7 +102,11 @@ class Scheduler:
         for trigger in list(self.triggers.values()):
             while trigger.next_fire <= now:
                 at = trigger.next_fire
-                trigger.next_fire = next_fire(trigger.expression, trigger.timezone, at)
+                try:
+                    trigger.next_fire = next_fire(trigger.expression, trigger.timezone, at)
+                except ValueError as exc:  # no date after this one: this fire is the last
+                    log.warning("cron %s/%s: %s", trigger.workflow_id, trigger.node_id, exc)
+                    trigger.next_fire = math.inf
                 execution_id = fire_id(trigger.workflow_id, trigger.node_id, at)
                 try:
                     self.service.start(
@@ -195,11 +200,13 @@ class Scheduler:
             expression, zone = config.get("expression"), config.get("timezone") or "UTC"
             if not isinstance(expression, str) or not croniter.is_valid(expression):
                 continue
+            try:
+                first = next_fire(expression, zone, since)
+            except (ValueError, ZoneInfoNotFoundError) as exc:
+                # Published before edits checked for it (`0 0 30 2 *`, a zone since removed):
+                # this trigger never fires; every other one must.
+                log.warning("cron %s/%s never fires: %s", workflow_id, node_id, exc)
+                continue
             self.triggers[(workflow_id, node_id)] = CronTrigger(
-                workflow_id,
-                workflow.workspace_id,
-                node_id,
-                expression,
-                zone,
-                next_fire(expression, zone, since),
+                workflow_id, workflow.workspace_id, node_id, expression, zone, first
             )

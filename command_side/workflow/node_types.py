@@ -603,6 +603,8 @@ def _meaning_errors(node_type: str, config: dict[str, Any], complete: bool) -> l
         expression = config.get("expression")
         if isinstance(expression, str) and not croniter.is_valid(expression):
             errors.append(f"expression: {expression!r} is not a cron expression")
+        elif isinstance(expression, str) and never_fires(expression):
+            errors.append(f"expression: {expression!r} never fires (no such date)")
         zone = config.get("timezone")
         if isinstance(zone, str):
             try:
@@ -610,6 +612,15 @@ def _meaning_errors(node_type: str, config: dict[str, Any], complete: bool) -> l
             except (ZoneInfoNotFoundError, ValueError):
                 errors.append(f"timezone: {zone!r} is not a time zone")
     return errors
+
+
+def never_fires(expression: str) -> bool:
+    """Whether a well-formed cron expression names no date that exists (`0 0 30 2 *`)."""
+    try:
+        croniter(expression).get_next(float)
+    except ValueError:  # croniter's CroniterBadDateError: it searched and found none
+        return True
+    return False
 
 
 def check_config(node_type: str, config: dict[str, Any]) -> None:

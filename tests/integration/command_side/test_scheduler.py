@@ -9,10 +9,12 @@ from uuid import uuid4
 
 import pytest
 
+from command_side.errors import ValidationFailed
 from command_side.execution.aggregate import Execution
 from command_side.execution.scheduler import Scheduler
 from command_side.execution.store import ExecutionStore
 from command_side.store import WorkflowStore
+from command_side.workflow import node_types
 from command_side.workflow.aggregate import Workflow
 from command_side.workflow.commands import Meta
 from infra.settings import eventsourcing_env_for
@@ -150,3 +152,35 @@ def test_a_lease_whose_expiry_keeps_losing_races_is_expired_on_a_later_tick(
     finally:
         for store in (workflows, editor, scheduler.workflows, scheduler.executions):
             store.close()
+
+
+def test_a_cron_that_never_fires_is_refused_on_edit_and_skipped_if_already_published(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`0 0 30 2 *` parses, but February has no 30th: croniter finds no next date. An edit
+    is refused; one published before that check must not stop the scheduler (it used to
+    raise at every start, so no cron fired and no lease expired anywhere)."""
+    meta = Meta(actor_id="u1", workspace_id="ws1", client_op_id=None)
+    with pytest.raises(ValidationFailed, match="never fires"):
+        Workflow.create(uuid4(), "x", "", meta).add_node(
+            "trigger.cron", "c", {"expression": "0 0 30 2 *"}, 0, 0, meta
+        )
+    workflows = WorkflowStore(env=eventsourcing_env_for(database_url))
+    with monkeypatch.context() as legacy:  # as stored before the check existed
+        legacy.setattr(node_types, "never_fires", lambda expression: False)
+        workflow = Workflow.create(uuid4(), "never", "", meta)
+        workflow.add_node(
+            "trigger.cron", "c", {"expression": "0 0 30 2 *"}, 0, 0, meta, node_id="cron"
+        )
+        workflow.publish("", meta)
+        workflows.save(workflow)
+    workflows.close()
+    every_second(database_url)
+    now = float(int(time.time()))
+    scheduler = Scheduler(eventsourcing_env_for(database_url), catch_up_s=0)
+    try:
+        scheduler.tick(now)
+        assert len(scheduler.tick(now + 1)) == 1  # the other workflow's trigger fires
+    finally:
+        scheduler.workflows.close()
+        scheduler.executions.close()
