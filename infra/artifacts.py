@@ -48,7 +48,7 @@ def is_ref(value: Any) -> bool:
     return (
         isinstance(ref, dict)
         and isinstance(ref.get("sha256"), str)
-        and bool(_SHA256.match(ref["sha256"]))
+        and bool(_SHA256.fullmatch(ref["sha256"]))
         and isinstance(ref.get("size"), int)
         and isinstance(ref.get("media_type"), str)
     )
@@ -62,7 +62,7 @@ def _workspace(workspace: str | uuid.UUID) -> str:
 
 
 def _digest(sha256: str) -> str:
-    if not (isinstance(sha256, str) and _SHA256.match(sha256)):
+    if not (isinstance(sha256, str) and _SHA256.fullmatch(sha256)):
         raise ArtifactError(f"{str(sha256)[:80]!r} is not a sha256 digest (64 hex digits)")
     return sha256
 

@@ -64,7 +64,7 @@ def check_credential(kind: str, payload: Mapping[str, Any]) -> None:
 def _check_meaning(kind: str, payload: Mapping[str, str]) -> None:
     if kind == "http_basic" and ":" in payload["username"]:
         raise CredentialError("http_basic credential's username may not contain ':'")
-    if kind == "http_header" and not _HEADER_NAME.match(payload["name"]):
+    if kind == "http_header" and not _HEADER_NAME.fullmatch(payload["name"]):
         raise CredentialError(f"http_header credential's name {payload['name']!r} is not a header")
     if kind == "postgres":
         parts = urlsplit(payload["url"])

@@ -8,6 +8,7 @@ tracked + 1, e.g. after a read model was rebuilt) is filled from the event log f
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,37 @@ from projections import schema
 from projections.registry import PROJECTIONS, Projection
 
 log = logging.getLogger(__name__)
+
+#: An unescaped `\u0000` in encoded JSON (after an even run of backslashes, or none).
+_NUL_ESCAPE = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")
+#: NUL and the surrogate code points (in a `str`, always lone ones).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _clean(value: Any) -> Any:
+    """`value` with the text PostgreSQL cannot store replaced by U+FFFD: NUL, which no
+    `text` or `jsonb` value may hold, and lone surrogates, which are not UTF-8."""
+    if isinstance(value, str):
+        return _UNSTORABLE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_clean(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def storable_json(value: Any) -> bytes:
+    """`value` as JSON that `jsonb` accepts. Events keep what their data held (a step's output
+    may well contain a NUL); read models show U+FFFD in its place. The usual case costs one
+    search of the encoded bytes."""
+    try:
+        encoded = msgspec.json.encode(value)
+    except UnicodeEncodeError:  # a lone surrogate ("\ud800" is valid JSON, not UTF-8)
+        return msgspec.json.encode(_clean(value))
+    if b"\\u0000" in encoded and _NUL_ESCAPE.search(encoded):
+        return msgspec.json.encode(_clean(value))
+    return encoded
+
 
 GapReader = Callable[[str, str, int], Awaitable[list[Envelope]]]
 
@@ -134,7 +166,7 @@ class Applier:
                 folds = ", ".join(f"{f}(j)" for f in functions)
                 await cur.execute(
                     f"SELECT {folds} FROM (SELECT %s::jsonb AS j) AS batch",
-                    (Jsonb(batch, dumps=msgspec.json.encode),),
+                    (Jsonb(batch, dumps=storable_json),),
                     prepare=True,
                 )
             await cur.executemany(

@@ -26,7 +26,7 @@ from typing import Any
 from kafka import TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from infra import artifacts, kafka
+from infra import artifacts, jsontext, kafka
 from infra.errors import ConfigError
 from infra.heartbeat import Heartbeat
 from infra.secrets import CredentialError, Vault, redact, secret_strings
@@ -91,7 +91,7 @@ class _Job:
 def parse_task(raw: bytes | None, default_timeout_s: float, default_heartbeat_s: float) -> _Job:
     """Check a task message against the contract; MalformedTask says what is wrong."""
     try:
-        task = json.loads(raw or b"")
+        task = jsontext.loads(raw or b"")
     except ValueError as exc:  # UnicodeDecodeError is a ValueError
         raise MalformedTask(f"not JSON: {exc}") from None
     if not isinstance(task, dict):
@@ -680,7 +680,7 @@ class Runner:
 
     def _on_control(self, raw: bytes | None) -> None:
         try:
-            message = json.loads(raw or b"")
+            message = jsontext.loads(raw or b"")
         except ValueError:
             message = None
         if isinstance(message, dict) and message.get("kind") == "release":

@@ -85,6 +85,11 @@ class GraphQLClient:
             "/graphql", json={"query": query, "variables": variables or {}}, headers=self.headers
         )
 
+    async def post_raw(self, body: bytes) -> httpx.Response:
+        """POST a request body exactly as given (e.g. JSON with escapes httpx would not make)."""
+        headers = {**self.headers, "content-type": "application/json"}
+        return await self._http.post("/graphql", content=body, headers=headers)
+
     async def execute(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
         response = await self.raw(query, variables)
         assert response.status_code == 200, response.text

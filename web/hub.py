@@ -79,7 +79,7 @@ class Hub:
             if feed is not None:
                 try:
                     feed.notify(int(json.loads(message["data"])["version"]))
-                except (ValueError, KeyError, TypeError):
+                except (ValueError, KeyError, TypeError, OverflowError, RecursionError):
                     log.warning("hub: malformed notice on %s", channel)
 
     @contextlib.asynccontextmanager

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 from collections.abc import Mapping
 from functools import cache
 from typing import Any
@@ -27,6 +26,7 @@ from litestar.datastructures import State
 from command_side.errors import CommandError, Conflict
 from command_side.execution.aggregate import StepProblem
 from command_side.execution.service import ExecutionService
+from infra import jsontext
 from infra.secrets import CredentialError, Vault
 from infra.settings import Settings
 from query_side import views
@@ -160,7 +160,7 @@ def _body(raw: bytes, content_type: str) -> Any:
     text = raw.decode("utf-8", errors="replace")
     if "json" in content_type or text[:1] in ("{", "["):
         try:
-            return json.loads(text)
-        except ValueError:
+            return jsontext.loads(text)
+        except ValueError:  # not JSON after all (or nested too deep): kept as text
             pass
     return text

@@ -13,6 +13,7 @@ from typing import Any
 from uuid import UUID, uuid5
 
 from command_side.contracts.schemas import NULLABLE_FIELDS
+from infra import jsontext
 
 #: Fields of a stored event that the envelope carries at its top level (or drops).
 _ENVELOPE_FIELDS = {
@@ -113,8 +114,8 @@ class EnvelopeError(ValueError):
 def decode(raw: bytes) -> Envelope:
     """Parse and upcast a Kafka message value; malformed input raises EnvelopeError."""
     try:
-        envelope = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        envelope = jsontext.loads(raw)
+    except ValueError as exc:  # UnicodeDecodeError and nesting too deep included
         raise EnvelopeError(f"not JSON: {exc}") from exc
     if not isinstance(envelope, dict):
         raise EnvelopeError("an envelope must be a JSON object")

@@ -47,7 +47,7 @@ from command_side.execution.dispatch import task_message
 from command_side.execution.service import ExecutionService
 from command_side.execution.store import ExecutionStore, Statement
 from command_side.store import WorkflowStore
-from infra import kafka
+from infra import jsontext, kafka
 
 log = logging.getLogger(__name__)
 
@@ -948,8 +948,8 @@ class Commits:
 
 def _decode(value: bytes | None) -> dict[str, Any] | None:
     try:
-        message = json.loads(value or b"")
-    except (ValueError, UnicodeDecodeError):
+        message = jsontext.loads(value or b"")
+    except ValueError:  # UnicodeDecodeError and nesting too deep included
         return None
     return message if isinstance(message, dict) else None
 

@@ -6,7 +6,6 @@ change state, so folding stored events never re-runs validation.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import time
@@ -16,7 +15,7 @@ from uuid import UUID, uuid4
 from eventsourcing.domain import Aggregate, event
 
 from command_side.errors import Forbidden, Locked, NotFound, ValidationFailed
-from command_side.validation import MAX_NAME, check_name
+from command_side.validation import MAX_NAME, check_name, check_text, json_size
 from command_side.workflow.commands import CommandResult, Meta
 from command_side.workflow.node_types import check_config
 from infra.templates import condition_errors
@@ -46,16 +45,13 @@ def _optional_text(value: str | None, limit: int, field: str) -> str | None:
         return None
     if len(value) > limit:
         raise ValidationFailed(f"{field} is longer than {limit} characters", field=field)
-    return value
+    return check_text(value, field)
 
 
 def _config(config: object) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise ValidationFailed("config must be a JSON object", field="config")
-    try:
-        size = len(json.dumps(config))
-    except (TypeError, ValueError):
-        raise ValidationFailed("config must be plain JSON", field="config") from None
+    size = json_size(config, "config")
     if size > MAX_CONFIG_BYTES:
         raise ValidationFailed(
             f"config is {size} bytes; the limit is {MAX_CONFIG_BYTES}", field="config"
@@ -177,11 +173,11 @@ class Workflow(Aggregate):
         node_id: str | None = None,
     ) -> str:
         node_id = node_id or new_id("n")
-        if not ID_PATTERN.match(node_id):
+        if not ID_PATTERN.fullmatch(node_id):
             raise ValidationFailed("node id must be 1-64 letters, digits or _.:-", field="nodeId")
         if node_id in self.nodes:
             raise ValidationFailed(f"node {node_id!r} already exists", field="nodeId")
-        if not ID_PATTERN.match(node_type):
+        if not ID_PATTERN.fullmatch(node_type):
             raise ValidationFailed("node type must look like 'http.request'", field="type")
         config = _config(config)
         check_config(node_type, config)
@@ -364,6 +360,7 @@ class Workflow(Aggregate):
             raise ValidationFailed("a comment needs some text", field="body")
         if len(body) > MAX_COMMENT:
             raise ValidationFailed(f"a comment is at most {MAX_COMMENT} characters", field="body")
+        check_text(body, "body")
         mentioned = list(dict.fromkeys(mentions))
         if len(mentioned) > MAX_MENTIONS:
             raise ValidationFailed(f"at most {MAX_MENTIONS} mentions", field="mentions")

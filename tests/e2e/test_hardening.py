@@ -67,6 +67,8 @@ def assert_hardened(response: httpx.Response) -> None:
 
 
 def test_every_response_carries_the_security_headers_and_a_strict_policy(stack: Stack) -> None:
+    ready = stack.wait_ready()  # every heartbeat fresh: the 200 below is about headers
+    assert ready
     responses = [
         httpx.get(f"{stack.url}/health/live", timeout=5),
         httpx.get(f"{stack.url}/health/ready", timeout=5),

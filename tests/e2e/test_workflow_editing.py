@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 from pathlib import Path
@@ -349,6 +350,37 @@ async def test_what_a_client_just_wrote_reads_back_and_a_stalled_projector_says_
     finally:
         await mallory.close()
         await redis.aclose()
+
+
+async def test_text_postgresql_cannot_hold_never_wedges_the_projector(
+    client: GraphQLClient,
+) -> None:
+    """A NUL is text JSON may carry and no PostgreSQL `text`/`jsonb` value may hold: the
+    events keep it, the read models show U+FFFD, and the projector goes on (a batch it cannot
+    commit it would read again after every restart). A lone surrogate is not Unicode at all:
+    refused with VALIDATION, nothing stored."""
+    wid = await create(client)
+    await client.execute(DESCRIBE, {"i": {"workflowId": wid, "description": "a\x00b"}})
+    await add(client, wid, "data.transform", nodeId="t", config={"fields": {"x": "\x00"}})
+    for field, value in (("description", "\ud800"), ("config", {"fields": {"x": "\udfff"}})):
+        mutation, extra = (
+            (DESCRIBE, {"description": value})
+            if field == "description"
+            else (UPDATE, {"nodeId": "t", "config": value})
+        )
+        # As JSON escapes it (httpx would send the text as UTF-8, which it cannot be).
+        body = json.dumps({"query": mutation, "variables": {"i": {"workflowId": wid, **extra}}})
+        answer = await client.post_raw(body.encode())
+        codes = [e["extensions"]["code"] for e in answer.json()["errors"]]
+        assert codes == ["VALIDATION"], (field, answer.text)
+    await client.execute(RENAME, {"i": {"workflowId": wid, "name": "after"}})
+    shown = await read(client, wid, 4)
+    assert shown["name"] == "after" and shown["description"] == "a\ufffdb"
+    assert shown["nodes"][0]["config"] == {"fields": {"x": "\ufffd"}}
+    history = await client.execute(
+        "query($id: ID!) { workflowHistory(id: $id) { nodes { version } } }", {"id": wid}
+    )
+    assert len(history["workflowHistory"]["nodes"]) == 4
 
 
 async def test_malformed_requests_get_typed_errors_not_500(client: GraphQLClient) -> None:

@@ -13,7 +13,7 @@ from strawberry.types import Info
 
 from command_side.errors import ValidationFailed
 from command_side.execution.service import ExecutionService, ReplayReport
-from command_side.validation import check_name
+from command_side.validation import check_name, json_size
 from infra.artifacts import ArtifactStore, from_settings
 from infra.keys import credentials_keys
 from infra.secrets import CredentialError, Vault, check_credential
@@ -136,9 +136,7 @@ async def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
 def _inputs(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValidationFailed("inputs must be a JSON object", field="inputs")
-    import json
-
-    if len(json.dumps(value)) > MAX_INPUTS_BYTES:
+    if json_size(value, "inputs") > MAX_INPUTS_BYTES:
         raise ValidationFailed(f"inputs are larger than {MAX_INPUTS_BYTES} bytes", field="inputs")
     return cast(dict[str, Any], value)
 

@@ -1,0 +1,49 @@
+"""JSON from outside (Kafka messages, webhook bodies, an API's answer) read into text every
+store takes.
+
+JSON may escape what UTF-8 cannot hold, a lone surrogate (`"\\ud800"`), which then fails the
+event store's encoding at every save of the event that carries it; and it may nest deeper
+than Python's recursion limit, which raises `RecursionError`, not `ValueError`. `loads`
+turns the first into U+FFFD and the second into `ValueError`, so every consumer's handling
+of malformed input covers both.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+#: A `\u` escape of a surrogate in JSON text (paired ones become one character on parsing).
+_ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
+_ESCAPED_SURROGATE_BYTES = re.compile(rb"\\u[dD][89a-fA-F]")
+#: Surrogate code points in a `str`: always lone ones.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def loads(raw: bytes | str) -> Any:
+    """`json.loads`, with lone surrogates replaced by U+FFFD; ValueError (or
+    UnicodeDecodeError, a ValueError) for anything that is not JSON, too deep included."""
+    try:
+        value = json.loads(raw)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+    escaped = (
+        _ESCAPED_SURROGATE_BYTES.search(raw)
+        if isinstance(raw, bytes)
+        else _ESCAPED_SURROGATE.search(raw)
+    )
+    return _without_surrogates(value) if escaped else value
+
+
+def _without_surrogates(value: Any) -> Any:
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_without_surrogates(k): _without_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_surrogates(v) for v in value]
+    return value
+
+
+__all__ = ["loads"]
