@@ -11,9 +11,9 @@ from command_side.errors import ValidationFailed
 MAX_NAME = 200
 
 
-#: Control characters (NUL among them) and surrogates: no name holds one, and PostgreSQL's
-#: text cannot hold NUL.
-_NOT_IN_NAMES = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
+#: Control characters other than tab and line breaks (NUL among them: PostgreSQL's text
+#: cannot hold it), and surrogates, which are not text.
+_NOT_IN_NAMES = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 
 
 def check_name(value: str, field: str = "name") -> str:

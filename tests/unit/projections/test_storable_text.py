@@ -88,7 +88,7 @@ def test_json_from_outside_reads_as_the_standard_parser_does_when_it_is_valid_te
         assert jsontext.loads(raw) == json.loads(raw) == value
 
 
-@pytest.mark.parametrize("name", ["Ann\x00ie", "tab\there", "bell\x07", "lone \ud800"])
+@pytest.mark.parametrize("name", ["Ann\x00ie", "form\x0cfeed", "bell\x07", "lone \ud800"])
 def test_names_refuse_control_characters(name: str) -> None:
     with pytest.raises(ValidationFailed, match="control characters"):
         check_name(name)
