@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 from kafka.errors import KafkaError
 
-from command_side.contracts.envelope import encode, to_envelope
+from command_side.contracts.envelope import fitted, to_envelope
 from command_side.execution.store import ExecutionStore
 from command_side.identity.store import IdentityStore
 from command_side.store import WorkflowStore
@@ -175,38 +175,51 @@ class Relay:
         messages = []
         for notification in notifications:
             event = self._store.mapper.to_domain_event(notification)
-            envelope = to_envelope(self._config.context, event, notification.id)
+            envelope, value = fitted(to_envelope(self._config.context, event, notification.id))
+            if "in_store" in envelope:
+                log.warning(
+                    "relay: %s v%d of %s is larger than a Kafka message; %s left in the store",
+                    envelope["type"],
+                    envelope["aggregate_version"],
+                    envelope["aggregate_id"],
+                    ", ".join(envelope["in_store"]),
+                )
             futures.append(
                 producer.send(
                     self.topic,
                     key=envelope["aggregate_id"].encode(),
-                    value=encode(envelope),
+                    value=value,
                     # Consumers that want a few types skip the others without decoding them.
                     headers=[("type", envelope["type"].encode())],
                 )
             )
             if self._route is not None and notification.id > routed:
                 messages += self._route(event)
-        if messages:
-            # Runner messages go at most once: the mark moves before they are sent. A task
-            # sent twice could run twice on two runners; a task lost here (a kill right now)
-            # is sent again by the orchestrator when no runner reports taking it.
-            self._save_routed(conn, notifications[-1].id)
-            for topic, key, value in messages:
-                producer.send(topic, key=key.encode(), value=_json(value))
+        # Runner messages (cancels, session releases, dead letters) go at least once, like
+        # the events: their mark moves with the position, after the broker has them all. A
+        # repeat is harmless (a cancel or release of what has stopped does nothing; dead
+        # letters carry their task id); a loss would leave a cancelled step running.
+        futures += [
+            producer.send(topic, key=key.encode(), value=_json(value))
+            for topic, key, value in messages
+        ]
         producer.flush(timeout=10)
         acked: dict[int, int] = {}
         went_back = False
-        for future in futures:
+        for future in futures[: len(notifications)]:
             meta = future.get(timeout=10)
             acked[meta.partition] = min(acked.get(meta.partition, meta.offset), meta.offset)
             # Offsets only grow; a smaller one means the broker restarted empty and
             # recreated the topic on our send.
             went_back |= meta.offset <= self._high.get(meta.partition, -1)
             self._high[meta.partition] = max(self._high.get(meta.partition, -1), meta.offset)
+        for future in futures[len(notifications) :]:
+            future.get(timeout=10)  # a runner message refused: the batch goes again
         if went_back:
             self._start_over(conn)
             return True
+        if messages:
+            self._save_routed(conn, notifications[-1].id)
         self._acked.update(acked)
         self._save_position(conn, notifications[-1].id, published + len(notifications))
         return len(notifications) >= self._config.batch_size

@@ -107,26 +107,72 @@ def encode(envelope: Envelope) -> bytes:
     return json.dumps(envelope, separators=(",", ":"), sort_keys=True).encode()
 
 
+#: The most an envelope may take as a Kafka message: brokers refuse more than about 1 MiB by
+#: default (Apache Kafka's `message.max.bytes`, kafka-python's `max_request_size`).
+MAX_ENVELOPE_BYTES = 900_000
+
+
+def fitted(envelope: Envelope, limit: int = MAX_ENVELOPE_BYTES) -> tuple[Envelope, bytes]:
+    """The envelope as it goes to Kafka, encoded, in at most `limit` bytes. An event larger
+    than that (a long webhook body in its inputs, say) would never be accepted, and would
+    hold up every event behind it; it goes out with its largest `data` fields left in the
+    event store instead, named in `in_store`. A consumer that needs them reads the event from
+    the store (the projector does; `workflowEvents` and `executionUpdates` always do)."""
+    raw = encode(envelope)
+    if len(raw) <= limit:
+        return envelope, raw
+    data = dict(envelope["data"])
+    largest_first = sorted(data, key=lambda k: len(json.dumps(data[k])), reverse=True)
+    left: list[str] = []
+    for key in largest_first:
+        del data[key]
+        left.append(key)
+        slim = {**envelope, "data": data, "in_store": sorted(left)}
+        raw = encode(slim)
+        if len(raw) <= limit:
+            break
+    return slim, raw
+
+
 class EnvelopeError(ValueError):
     """A message is not a well-formed envelope."""
 
 
-def decode(raw: bytes) -> Envelope:
+def decode(raw: bytes | None) -> Envelope:
     """Parse and upcast a Kafka message value; malformed input raises EnvelopeError."""
+    if not isinstance(raw, bytes | bytearray | str):
+        raise EnvelopeError("no value (a tombstone?)")
     try:
         envelope = jsontext.loads(raw)
     except ValueError as exc:  # UnicodeDecodeError and nesting too deep included
         raise EnvelopeError(f"not JSON: {exc}") from exc
     if not isinstance(envelope, dict):
         raise EnvelopeError("an envelope must be a JSON object")
-    missing = [
-        k for k in ("type", "aggregate_id", "aggregate_version", "data") if k not in envelope
-    ]
+    missing = [k for k in _REQUIRED if k not in envelope]
     if missing:
         raise EnvelopeError(f"envelope lacks {', '.join(missing)}")
-    if not isinstance(envelope["aggregate_version"], int) or not isinstance(envelope["data"], dict):
-        raise EnvelopeError("aggregate_version must be an integer and data an object")
+    kind, version = envelope["type"], envelope["aggregate_version"]
+    if not isinstance(kind, str) or "." not in kind:
+        raise EnvelopeError("type must be <context>.<event>")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise EnvelopeError("aggregate_version must be a positive integer")
+    if not isinstance(envelope["data"], dict):
+        raise EnvelopeError("data must be an object")
+    if not all(isinstance(envelope[k], str) for k in ("aggregate_id", "workspace_id")):
+        raise EnvelopeError("aggregate_id and workspace_id must be strings")
+    try:
+        UUID(envelope["aggregate_id"])
+    except ValueError:
+        raise EnvelopeError("aggregate_id must be a UUID") from None
+    schema_version = envelope.get("schema_version", 1)
+    if not isinstance(schema_version, int) or isinstance(schema_version, bool):
+        raise EnvelopeError("schema_version must be an integer")
     try:
         return upcast(envelope)
     except KeyError as exc:
         raise EnvelopeError(f"no upcaster for {exc}") from exc
+    except (TypeError, ValueError) as exc:  # an upcaster given data it cannot read
+        raise EnvelopeError(f"cannot upcast {kind}: {exc}") from exc
+
+
+_REQUIRED = ("type", "aggregate_id", "aggregate_version", "workspace_id", "data")

@@ -242,13 +242,19 @@ def schema_for(event_type: str) -> dict[str, Any]:
             "occurred_at": {"type": "string", "format": "date-time"},
             "workspace_id": _STR,
             "actor_id": _STR,
-            "data": {
-                "type": "object",
-                "required": sorted(data),
-                "properties": data,
-                "additionalProperties": False,
+            "data": {"type": "object", "properties": data, "additionalProperties": False},
+            # An event larger than a Kafka message: these `data` fields are in the store only.
+            "in_store": {
+                "type": "array",
+                "items": {"enum": sorted(data)},
+                "minItems": 1,
+                "uniqueItems": True,
             },
         },
+        # Every field is there, unless `in_store` names it.
+        "if": {"required": ["in_store"]},
+        "then": {},
+        "else": {"properties": {"data": {"required": sorted(data)}}},
     }
 
 

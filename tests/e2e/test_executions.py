@@ -131,6 +131,55 @@ async def test_a_chain_of_transforms_passes_data_from_step_to_step(client: Graph
     assert steps["double"]["nodeType"] == "data.transform"
 
 
+async def test_an_event_larger_than_a_kafka_message_runs_and_reads_back_whole(
+    client: GraphQLClient,
+) -> None:
+    """600 kB of "é" as inputs is within the limit (1 MiB of JSON), but its ExecutionStarted
+    envelope, with every "é" escaped, is about 1.8 MB: more than a Kafka message. It goes out
+    with its inputs left in the store; the orchestrator needs none of them, the projector
+    reads them from the store. Before, the relay retried that one message for ever, and no
+    execution event of any workflow reached Kafka again."""
+    workflow = await build(
+        client,
+        {
+            "start": MANUAL,
+            "count": ("data.transform", {"fields": {"n": "{{ inputs.text | length }}"}}),
+        },
+        [("start", "count")],
+    )
+    text = "é" * 300_000
+    done = await run(client, workflow, {"text": text}, timeout=60)
+    assert done["status"] == "SUCCEEDED", failure(done)
+    assert steps_of(done)["count"]["output"] == {"n": 300_000}
+    assert done["inputs"] == {"text": text}
+    after = await run(client, workflow, {"text": "é"})  # and the log goes on
+    assert steps_of(after)["count"]["output"] == {"n": 1}
+
+
+async def test_a_start_repeated_with_its_client_op_id_starts_nothing_twice(
+    client: GraphQLClient,
+) -> None:
+    """A client that lost the answer to `startExecution` asks again with the same key: the
+    first execution comes back (as it is now), and no second one runs."""
+    workflow = await build(client, {"start": MANUAL}, [])
+    first = await start(client, workflow, {"n": 1}, clientOpId="op-1")
+    done = await wait_for(client, first)
+    again = await client.execute(
+        "mutation($i: StartExecutionInput!) { startExecution(input: $i) { executionId status } }",
+        {"i": {"workflowId": workflow, "inputs": {"n": 1}, "clientOpId": "op-1"}},
+    )
+    assert again["startExecution"] == {"executionId": first, "status": done["status"]}
+    other = await start(client, workflow, {"n": 1}, clientOpId="op-2")
+    assert other != first
+    listed = await client.settled(
+        "query($w: ID) { executions(workflowId: $w) { nodes { id } } }",
+        {"w": workflow},
+        lambda data: len(data["executions"]["nodes"]) >= 2,
+        "both executions listed",
+    )
+    assert sorted(n["id"] for n in listed["executions"]["nodes"]) == sorted([first, other])
+
+
 async def test_http_request_with_a_credential_retries_a_flaky_api(
     client: GraphQLClient, api: ApiServer
 ) -> None:
