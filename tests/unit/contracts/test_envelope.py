@@ -62,6 +62,20 @@ def test_event_ids_are_stable_across_re_publication() -> None:
     )
 
 
+GOOD = {
+    "type": "workflow.WorkflowRenamed",
+    "aggregate_id": "6f1f2b8e-3c55-4d8c-9a7e-0a4f3c1d2e10",
+    "aggregate_version": 2,
+    "workspace_id": "ws",
+    "schema_version": 1,
+    "data": {"name": "n"},
+}
+
+
+def test_a_well_formed_envelope_decodes() -> None:
+    assert env.decode(json.dumps(GOOD).encode())["data"]["name"] == "n"
+
+
 @pytest.mark.parametrize(
     "raw",
     [
@@ -70,9 +84,26 @@ def test_event_ids_are_stable_across_re_publication() -> None:
         b"[]",
         b'{"type": "x"}',
         b'{"type":"x","aggregate_id":"a","aggregate_version":"1","data":{}}',
+        None,  # a tombstone
+        b"[" * 100_000 + b"]" * 100_000,
+        *(
+            json.dumps({**GOOD, **change}).encode()
+            for change in (
+                {"workspace_id": None},
+                {"type": 1},
+                {"type": "nocontext"},
+                {"aggregate_id": {"a": 1}},
+                {"aggregate_id": "not-a-uuid"},
+                {"aggregate_version": True},
+                {"aggregate_version": 0},
+                {"schema_version": "abc"},
+                {"schema_version": None},
+                {"data": []},
+            )
+        ),
     ],
 )
-def test_malformed_messages_raise_a_typed_error(raw: bytes) -> None:
+def test_malformed_messages_raise_a_typed_error(raw: bytes | None) -> None:
     with pytest.raises(env.EnvelopeError):
         env.decode(raw)
 
@@ -87,8 +118,9 @@ def test_upcasting_brings_old_envelopes_to_the_newest_schema(name: str, x: int) 
         old = {
             "type": kind,
             "schema_version": 1,
-            "aggregate_id": "a",
+            "aggregate_id": GOOD["aggregate_id"],
             "aggregate_version": 1,
+            "workspace_id": "ws",
             "data": {"node": name, "x": x},
         }
         new = env.decode(json.dumps(old).encode())
