@@ -1186,6 +1186,7 @@ class Execution(Aggregate):
         heartbeat_timeout_s: float,
         heard: dict[str, float],
         queue_timeout_s: float = QUEUE_TIMEOUT_S,
+        watched_since: float = 0.0,
     ) -> float | None:
         """When the orchestrator must look at this execution again without a report."""
         if self.finished:
@@ -1199,8 +1200,12 @@ class Execution(Aggregate):
             elif (waiting := self._children_deadline(node_id, step)) is not None:
                 times.append(waiting)
             elif step.task is not None:
-                times.append(float(step.task["deadline"]))
-                times.append(_lapse(step, node_id, heard, heartbeat_timeout_s, queue_timeout_s))
+                deadline = float(step.task["deadline"])
+                times += [deadline, deadline + heartbeat_timeout_s]
+                lapse = _lapse(
+                    step, node_id, heard, heartbeat_timeout_s, queue_timeout_s, watched_since
+                )
+                times.append(lapse)
         return min(times) if times else None
 
     def overdue(
@@ -1209,6 +1214,7 @@ class Execution(Aggregate):
         heartbeat_timeout_s: float,
         heard: dict[str, float],
         queue_timeout_s: float = QUEUE_TIMEOUT_S,
+        watched_since: float = 0.0,
     ) -> None:
         """Fail what ran out of time: the execution, steps past their deadline, and steps
         whose runner stopped sending heartbeats (a new attempt follows, uncharged)."""
@@ -1235,13 +1241,24 @@ class Execution(Aggregate):
             if step.status != "scheduled" or step.task is None:
                 continue
             task = step.task
-            if now >= float(task["deadline"]):
+            deadline = float(task["deadline"])
+            lapse = _lapse(
+                step, node_id, heard, heartbeat_timeout_s, queue_timeout_s, watched_since
+            )
+            taken = f"{node_id}:{step.attempt}" in heard
+            # Past its deadline a step has timed out, unless a runner took it and has gone
+            # quiet since: that runner reports its own timeout at the deadline if it lives,
+            # and if it was killed, the lapse below gives the step an uncharged attempt (a
+            # short `timeout_s` must not turn a killed runner into a charged failure). A
+            # runner that lives and stays silent about it is timed out a heartbeat later.
+            timed_out = not taken or now >= deadline + heartbeat_timeout_s
+            if now >= deadline and timed_out and now < lapse:
                 self.record_failure(
                     node_id, step.attempt, "StepTimeout",
                     f"{node_id} ran longer than {task['timeout_s']:g} s", "orchestrator",
                 )  # fmt: skip
                 continue
-            if now >= _lapse(step, node_id, heard, heartbeat_timeout_s, queue_timeout_s):
+            if now >= lapse:
                 self.record_failure(
                     node_id, step.attempt, "HeartbeatTimeout",
                     f"no word from the runner of {node_id} for {heartbeat_timeout_s:g} s",
@@ -1264,14 +1281,22 @@ class Execution(Aggregate):
 
 
 def _lapse(
-    step: Step, node_id: str, heard: dict[str, float], heartbeat_s: float, queue_s: float
+    step: Step,
+    node_id: str,
+    heard: dict[str, float],
+    heartbeat_s: float,
+    queue_s: float,
+    watched_since: float = 0.0,
 ) -> float:
     """When a running step counts as lost: a heartbeat timeout after its runner was last
     heard of; a task never heard of may be waiting in its topic behind busy runners, so it
-    gets the (longer) queue timeout from its dispatch."""
+    gets the (longer) queue timeout from its dispatch. Heartbeats are heard by whoever
+    watches the execution, from `watched_since` (an orchestrator that took it over, or
+    restarted, knows of none before): a step is never lost before a heartbeat timeout of
+    watching."""
     last = heard.get(f"{node_id}:{step.attempt}")
     if last is None:
-        return step.dispatched_at + max(queue_s, heartbeat_s)
+        return max(step.dispatched_at + max(queue_s, heartbeat_s), watched_since + heartbeat_s)
     return max(last, step.dispatched_at) + heartbeat_s
 
 

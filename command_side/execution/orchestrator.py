@@ -207,6 +207,8 @@ class Orchestrator:
         #: "<execution>:<node>:<attempt>" → when a heartbeat or the orchestrator's start.
         self._heard: dict[UUID, dict[str, float]] = {}
         self._assigned: set[int] = set()
+        #: partition → since when this instance has it (heard the heartbeats of its steps).
+        self._owned_since: dict[int, float] = {}
         self._partitions = config.partitions
         self._verified: set[UUID] = set()
         self._gone: list[UUID] = []
@@ -273,7 +275,7 @@ class Orchestrator:
             commits = Commits(COMMIT_EVERY_S)
             while not stop.is_set():
                 polled = consumer.poll(timeout_ms=int(cfg.timer_poll_s * 1000))
-                self._assigned = {tp.partition for tp in consumer.assignment()}
+                self._watch(consumer)
                 if self._assigned:
                     self.ready.set()
                 records = [r for batch in polled.values() for r in batch]
@@ -530,7 +532,7 @@ class Orchestrator:
                     if not self._lagging:  # heartbeats may wait unread in the topic
                         execution.overdue(
                             now, self.config.heartbeat_timeout_s, self._heard.get(eid, {}),
-                            self.config.queue_timeout_s,
+                            self.config.queue_timeout_s, self._watched_since(eid),
                         )  # fmt: skip
                     execution.wake(now, ACTOR, self.env)
                     self._reconcile_children(execution, touched, now)
@@ -550,12 +552,24 @@ class Orchestrator:
             for cid in execution.running_children():
                 self._cancel_child(cid, f"parent execution {execution.status.lower()}", touched)
 
+    def _watch(self, consumer: KafkaConsumer) -> None:
+        """Note the partitions this instance has now, and since when it has each."""
+        assigned = {tp.partition for tp in consumer.assignment()}
+        now = self._clock()
+        self._owned_since = {p: self._owned_since.get(p, now) for p in assigned}
+        self._assigned = assigned
+
+    def _watched_since(self, eid: UUID) -> float:
+        """Since when this instance hears the heartbeats of the execution's steps."""
+        return self._owned_since.get(partition_of(str(eid), self._partitions), self._clock())
+
     def _report(self, execution: Execution, message: dict[str, Any]) -> bool:
-        node_id = str(message.get("node_id", ""))
-        try:
-            attempt = int(message.get("attempt", 0))
-        except (TypeError, ValueError):
+        problem = report_problem(message)
+        if problem is not None:  # changes nothing: the step's own report or lapse decides
+            log.warning("orchestrator: ignoring a malformed runner report (%s): %.300s",
+                        problem, message)  # fmt: skip
             return False
+        node_id, attempt = message["node_id"], message["attempt"]
         kind = message.get("kind")
         runner = message.get("runner_id")
         started, finished = message.get("started_at"), message.get("finished_at")
@@ -774,6 +788,7 @@ class Orchestrator:
                 self.config.heartbeat_timeout_s,
                 self._heard.get(e.id, {}),
                 self.config.queue_timeout_s,
+                self._watched_since(e.id),
             )
             if e.running_children():
                 # Children are heard of through their own events; a look now and then
@@ -944,6 +959,47 @@ class Commits:
         if isinstance(response, Exception):
             log.info("orchestrator: an offset commit failed (%s); committing again", response)
             self._failed = True
+
+
+#: When a report's times may be (seconds since the epoch): what PostgreSQL stores as a time.
+_EARLIEST, _LATEST = 0.0, 32_503_680_000.0  # 1970 to 3000
+
+
+def report_problem(message: dict[str, Any]) -> str | None:
+    """What is wrong with a runner's result or hand-back, None when nothing: its shape is
+    checked before any of it reaches an event (a time that is not one would stop the
+    projector at that event; an attempt that is no number would fail the execution)."""
+    if message.get("kind") not in ("result", "handback"):
+        return f"kind {message.get('kind')!r}"
+    if not isinstance(message.get("node_id"), str) or not message["node_id"]:
+        return "node_id"
+    attempt = message.get("attempt")
+    if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 1:
+        return "attempt"
+    if not isinstance(message.get("runner_id"), str | None):
+        return "runner_id"
+    if message["kind"] == "handback":
+        return None
+    for name in ("started_at", "finished_at"):
+        at = message.get(name)
+        if at is not None and (
+            not isinstance(at, int | float)
+            or isinstance(at, bool)
+            or not _EARLIEST <= at <= _LATEST  # NaN fails this too
+        ):
+            return name
+    if not isinstance(message.get("ok"), bool):
+        return "ok"
+    error = message.get("error")
+    if not message["ok"] and not isinstance(error, dict | None):
+        return "error"
+    try:
+        json.dumps(message.get("output"), allow_nan=False)
+        if isinstance(error, dict):
+            json.dumps(error, allow_nan=False)
+    except (TypeError, ValueError, RecursionError):
+        return "output or error is not plain JSON"
+    return None
 
 
 def _decode(value: bytes | None) -> dict[str, Any] | None:

@@ -237,6 +237,50 @@ def test_a_lapsed_heartbeat_gives_the_step_a_new_attempt_without_charging_it() -
     assert execution.status == "SUCCEEDED"
 
 
+def test_a_runner_killed_near_a_short_deadline_costs_no_attempt() -> None:
+    """A runner took the step (heard at 4) and died; its 5 s deadline passes before its
+    heartbeat lapses (10 s). That is a lost runner, not a slow step: an uncharged attempt
+    once the lapse shows it, not a charged StepTimeout at the deadline."""
+    execution = started({"start": node("trigger.manual"), "a": node(timeout_s=5)}, [("start", "a")])
+    execution.admit(0.0, "o")
+    heard = {"a:1": 0.1}
+    assert execution.next_wake(10.0, heard) == 5.0
+    execution.overdue(5.0, 10.0, heard)  # its runner says so itself if it lives
+    assert execution.steps["a"].status == "scheduled" and not execution.steps["a"].error
+    execution.overdue(10.1, 10.0, heard)
+    assert execution.steps["a"].error["type"] == "HeartbeatTimeout"
+    execution.advance(10.1, "o")
+    assert (execution.steps["a"].status, execution.steps["a"].attempt) == ("scheduled", 2)
+    assert execution.steps["a"].used == 1  # the lost attempt was not charged
+
+
+def test_a_step_past_its_deadline_whose_runner_lives_but_says_nothing_times_out() -> None:
+    execution = started({"start": node("trigger.manual"), "a": node(timeout_s=5)}, [("start", "a")])
+    execution.admit(0.0, "o")
+    execution.overdue(14.0, 10.0, {"a:1": 13.0})  # heart-beating, deadline + 9 s
+    assert not execution.steps["a"].error
+    execution.overdue(15.0, 10.0, {"a:1": 14.5})
+    assert execution.steps["a"].error["type"] == "StepTimeout"
+
+
+def test_an_orchestrator_that_took_over_waits_a_heartbeat_timeout_before_calling_a_step_lost() -> (
+    None
+):
+    """A long step its runner heart-beats for: the orchestrator that took the execution over
+    at 200 never heard of it (the heartbeats went to the one before). Lost only if nothing is
+    heard for a heartbeat timeout of its own watching, not at once."""
+    execution = started({"start": node("trigger.manual"), "a": node()}, [("start", "a")])
+    execution.admit(0.0, "o")
+    assert execution.next_wake(10.0, {}, 120.0, watched_since=200.0) == 210.0
+    execution.overdue(201.0, 10.0, {}, 120.0, watched_since=200.0)
+    assert not execution.steps["a"].error
+    execution.overdue(205.0, 10.0, {"a:1": 204.0}, 120.0, watched_since=200.0)  # heard
+    execution.overdue(213.0, 10.0, {"a:1": 204.0}, 120.0, watched_since=200.0)
+    assert not execution.steps["a"].error
+    execution.overdue(214.0, 10.0, {"a:1": 204.0}, 120.0, watched_since=200.0)
+    assert execution.steps["a"].error["type"] == "HeartbeatTimeout"
+
+
 def test_a_poison_task_that_kills_every_runner_fails_in_the_end() -> None:
     execution = started({"start": node("trigger.manual"), "a": node()}, [("start", "a")])
     execution.admit(0.0, "o")

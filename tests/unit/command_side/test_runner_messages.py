@@ -6,7 +6,10 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+import pytest
+
 from command_side.execution.dispatch import CONTROL_TOPIC, runner_messages
+from command_side.execution.orchestrator import report_problem
 from tests.unit.command_side.test_execution_aggregate import node, started
 
 
@@ -62,3 +65,50 @@ def test_a_stop_node_that_succeeds_stops_the_steps_still_running_beside_it() -> 
         "reason": "SUCCEEDED",
     }
     assert end.abandoned == [task_id]
+
+
+GOOD_RESULT = {
+    "kind": "result",
+    "task_id": "t",
+    "execution_id": "e",
+    "node_id": "fetch",
+    "attempt": 1,
+    "runner_id": "host:1",
+    "ok": False,
+    "output": None,
+    "error": {"type": "HttpStatusError", "message": "503", "retryable": True},
+    "started_at": 1_764_000_000.0,
+    "finished_at": 1_764_000_001.5,
+}
+
+
+def test_a_well_formed_report_has_no_problem() -> None:
+    assert report_problem(GOOD_RESULT) is None
+    assert report_problem({**GOOD_RESULT, "ok": True, "output": {"a": [1]}, "error": None}) is None
+    assert report_problem({**GOOD_RESULT, "started_at": None}) is None  # never started
+    handback = {"kind": "handback", "node_id": "fetch", "attempt": 2, "runner_id": "r"}
+    assert report_problem(handback) is None
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"kind": "bogus"},
+        {"node_id": ""},
+        {"node_id": 7},
+        {"attempt": float("inf")},
+        {"attempt": "1"},
+        {"attempt": True},
+        {"attempt": 0},
+        {"runner_id": {"x": 1}},
+        {"started_at": "not a time"},
+        {"finished_at": 1e300},
+        {"finished_at": float("nan")},
+        {"ok": "yes"},
+        {"error": "boom"},
+        {"ok": True, "output": float("nan"), "error": None},
+        {"error": {"type": "E", "details": {"x": float("nan")}}},
+    ],
+)
+def test_a_malformed_report_is_named_and_reaches_no_event(change: dict[str, object]) -> None:
+    assert report_problem({**GOOD_RESULT, **change}) is not None
