@@ -8,7 +8,7 @@ import logging
 import sys
 
 from infra.errors import ConfigError, InfraError
-from infra.settings import get_settings
+from infra.settings import RUNNER_POOLS, get_settings
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -22,7 +22,10 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("scheduler", help="start executions of cron triggers when they are due")
     runner = sub.add_parser("runner", help="execute the workflow steps of one pool")
     runner.add_argument(
-        "--pool", default=None, help="pool whose tasks to run (default: AUTOOPS_RUNNER_POOL)"
+        "--pool",
+        default=None,
+        choices=RUNNER_POOLS,
+        help="pool whose tasks to run (default: AUTOOPS_RUNNER_POOL)",
     )
     runner.add_argument(
         "--concurrency",

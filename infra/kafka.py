@@ -10,10 +10,11 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+from infra.settings import RUNNER_POOLS
+
 log = logging.getLogger(__name__)
 
 CONTEXTS = ("workflow", "execution", "identity", "recording")
-RUNNER_POOLS = ("default", "browser", "desktop")
 RESULTS_TOPIC = "autoops.runner.results"
 DLQ_TOPIC = "autoops.runner.dlq"
 CONTROL_TOPIC = "autoops.runner.control"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -268,7 +270,11 @@ class Settings:
 
 def eventsourcing_env_for(database_url: str) -> dict[str, str]:
     """Translate a PostgreSQL URL (also the `?host=/socket/dir` form) into eventsourcing env."""
-    parts = urlsplit(database_url)
+    try:
+        parts = urlsplit(database_url)
+        port = parts.port
+    except ValueError as exc:  # a port that is not a number, or out of range; bad brackets
+        raise ConfigError(f"database URL is malformed: {exc}") from None
     if parts.scheme not in ("postgresql", "postgres"):
         raise ConfigError(f"database URL must start with postgresql://, got {parts.scheme!r}")
     query = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p)
@@ -280,7 +286,7 @@ def eventsourcing_env_for(database_url: str) -> dict[str, str]:
         "PERSISTENCE_MODULE": "eventsourcing.postgres",
         "POSTGRES_DBNAME": dbname,
         "POSTGRES_HOST": host,
-        "POSTGRES_PORT": str(parts.port or query.get("port") or 5432),
+        "POSTGRES_PORT": str(port or query.get("port") or 5432),
         "POSTGRES_USER": unquote(parts.username or "postgres"),
         "POSTGRES_PASSWORD": unquote(parts.password or ""),
         "POSTGRES_POOL_SIZE": "2",  # opened at start, per store: keep the idle footprint small
@@ -302,8 +308,15 @@ def _coerce(name: str, raw: str, annotation: Any) -> Any:
         if "int" in kind:
             return int(raw)
         if "float" in kind:
-            return float(raw)
+            number = float(raw)
+            if not math.isfinite(number):
+                raise ValueError("expected a finite number")
+            return number
         if "Path" in kind:
+            if not raw.strip():
+                if "None" in kind:
+                    return None  # empty means unset, as for every optional setting
+                raise ValueError("expected a path")
             return Path(raw)
     except ValueError as exc:
         raise ConfigError(f"{PREFIX}{name.upper()}={raw!r} is invalid: {exc}") from exc
@@ -311,6 +324,14 @@ def _coerce(name: str, raw: str, annotation: Any) -> Any:
 
 
 MAX_FETCH_WAIT_MS = 10_000
+MAX_PORT = 65_535
+#: Consumer group session timeouts brokers take (Apache Kafka's default bounds are wider at
+#: the top; below a second, heartbeats would go out every few hundred milliseconds).
+MIN_GROUP_TIMEOUT_MS = 1_000
+MAX_GROUP_TIMEOUT_MS = 300_000
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+#: Pools of runners: each has its task topic (`infra.kafka` creates them).
+RUNNER_POOLS = ("default", "browser", "desktop")
 #: The largest niceness Linux has.
 MAX_NICE = 19
 
@@ -365,16 +386,33 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         "redis_max_connections",
         "presence_throttle_ms",
         "scheduler_interval_s",
+        "relay_poll_interval_s",
+        "read_wait_timeout_s",
+        "kafka_group_timeout_ms",
     ):
         if getattr(settings, name) <= 0:
             raise ConfigError(f"{PREFIX}{name.upper()} must be positive")
+    if settings.runner_shutdown_grace_s < 0:
+        raise ConfigError(f"{PREFIX}RUNNER_SHUTDOWN_GRACE_S must be 0 or more")
+    if settings.api_port > MAX_PORT:
+        raise ConfigError(f"{PREFIX}API_PORT must be at most {MAX_PORT}")
     if settings.kafka_fetch_max_wait_ms < 0:
         raise ConfigError(f"{PREFIX}KAFKA_FETCH_MAX_WAIT_MS must be 0 or more")
-    if settings.kafka_idle_fetch_max_wait_ms > MAX_FETCH_WAIT_MS:
-        # A fetch must come back well inside the consumers' request timeouts (30 s and up).
+    for name in ("kafka_fetch_max_wait_ms", "kafka_idle_fetch_max_wait_ms"):
+        if getattr(settings, name) > MAX_FETCH_WAIT_MS:
+            # A fetch must come back well inside the consumers' request timeouts (30 s and
+            # up): kafka-python refuses a longer wait, and a consumer would retry for ever.
+            raise ConfigError(f"{PREFIX}{name.upper()} must be at most {MAX_FETCH_WAIT_MS}")
+    if not MIN_GROUP_TIMEOUT_MS <= settings.kafka_group_timeout_ms <= MAX_GROUP_TIMEOUT_MS:
         raise ConfigError(
-            f"{PREFIX}KAFKA_IDLE_FETCH_MAX_WAIT_MS must be at most {MAX_FETCH_WAIT_MS}"
+            f"{PREFIX}KAFKA_GROUP_TIMEOUT_MS must be between {MIN_GROUP_TIMEOUT_MS} and "
+            f"{MAX_GROUP_TIMEOUT_MS} (heartbeats go at a third of it; brokers refuse longer)"
         )
+    if not isinstance(logging.getLevelName(settings.log_level.upper()), int):
+        raise ConfigError(f"{PREFIX}LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
+    if settings.runner_pool not in RUNNER_POOLS:
+        raise ConfigError(f"{PREFIX}RUNNER_POOL must be one of {', '.join(RUNNER_POOLS)}")
+    _check_urls(settings)
     if not 0 <= settings.background_nice <= MAX_NICE:
         raise ConfigError(f"{PREFIX}BACKGROUND_NICE must be between 0 and {MAX_NICE}")
     if settings.scheduler_catch_up_s < 0:
@@ -395,6 +433,30 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         )
     _check_security(settings)
     return settings
+
+
+def _check_urls(settings: Settings) -> None:
+    """The service addresses, checked where they are read rather than in every process that
+    would fail on them later."""
+    if settings.redis_url is not None:
+        try:
+            parts = urlsplit(settings.redis_url)
+            parts.port  # noqa: B018 (parsing it is the check)
+        except ValueError as exc:
+            raise ConfigError(f"{PREFIX}REDIS_URL is malformed: {exc}") from None
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            raise ConfigError(f"{PREFIX}REDIS_URL must start with redis://, rediss:// or unix://")
+    if settings.kafka_bootstrap is not None:
+        for server in settings.kafka_bootstrap.split(","):
+            host, _, port = server.strip().rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) <= MAX_PORT:
+                raise ConfigError(
+                    f"{PREFIX}KAFKA_BOOTSTRAP must be host:port[,host:port…], got {server!r}"
+                )
+    for name in ("llm_base_url",):
+        value = getattr(settings, name)
+        if value is not None and urlsplit(value).scheme not in ("http", "https"):
+            raise ConfigError(f"{PREFIX}{name.upper()} must be an http:// or https:// URL")
 
 
 def _check_security(settings: Settings) -> None:

@@ -36,12 +36,41 @@ def test_defaults_are_the_embedded_development_setup() -> None:
         ("AUTOOPS_BACKGROUND_NICE", "-1"),
         ("AUTOOPS_BACKGROUND_NICE", "20"),
         ("AUTOOPS_BACKGROUND_NICE", "low"),
+        ("AUTOOPS_API_PORT", "70000"),
+        ("AUTOOPS_DATABASE_URL", "postgresql://h:abc/db"),
+        ("AUTOOPS_DATABASE_URL", "postgresql://h:99999/db"),
+        ("AUTOOPS_DATABASE_URL", "postgresql://[::1/db"),
+        ("AUTOOPS_LOG_LEVEL", "VERBOSE"),
+        ("AUTOOPS_LOG_LEVEL", ""),
+        ("AUTOOPS_STEP_TIMEOUT_S", "nan"),
+        ("AUTOOPS_STEP_HEARTBEAT_TIMEOUT_S", "nan"),
+        ("AUTOOPS_SCHEDULER_INTERVAL_S", "inf"),
+        ("AUTOOPS_PRESENCE_TIMEOUT_S", "1e400"),
+        ("AUTOOPS_RELAY_POLL_INTERVAL_S", "0"),
+        ("AUTOOPS_RELAY_POLL_INTERVAL_S", "-5"),
+        ("AUTOOPS_READ_WAIT_TIMEOUT_S", "-1"),
+        ("AUTOOPS_RUNNER_SHUTDOWN_GRACE_S", "-100"),
+        ("AUTOOPS_KAFKA_GROUP_TIMEOUT_MS", "0"),
+        ("AUTOOPS_KAFKA_GROUP_TIMEOUT_MS", "200"),
+        ("AUTOOPS_KAFKA_GROUP_TIMEOUT_MS", "400000"),
+        ("AUTOOPS_KAFKA_FETCH_MAX_WAIT_MS", "40000"),
+        ("AUTOOPS_RUNNER_POOL", "defualt"),
+        ("AUTOOPS_REDIS_URL", "http://x"),
+        ("AUTOOPS_REDIS_URL", "redis://h:port/0"),
+        ("AUTOOPS_KAFKA_BOOTSTRAP", "host:abc"),
+        ("AUTOOPS_KAFKA_BOOTSTRAP", "host"),
+        ("AUTOOPS_LLM_BASE_URL", "nonsense"),
+        ("AUTOOPS_DATA_DIR", ""),
     ],
 )
 def test_bad_values_name_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_settings({name: value})
     assert name in str(info.value) or "database URL" in str(info.value)
+
+
+def test_an_empty_optional_path_is_unset_not_the_working_directory() -> None:
+    assert load_settings({"AUTOOPS_ARTIFACT_DIR": ""}).artifact_dir is None
 
 
 def test_a_fetch_wait_of_zero_is_allowed() -> None:
