@@ -138,6 +138,7 @@ class Services:
 
         revocations = Revocations(redis, settings.access_token_ttl_s, read_identity_log)
         await revocations.start()
+        await revocations.top_up()
         throttle = LoginThrottle(
             redis,
             LoginLimits(

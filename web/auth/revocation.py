@@ -266,25 +266,39 @@ class Revocations:
         await self._set(_user_key(user_id), now_ms)
 
     async def rebuild(self) -> None:
-        """Restore the state from the identity events of the last token lifetime."""
+        """Restore the state from the identity events of the last token lifetime, when this
+        Redis server has not been given it (a new or emptied server)."""
         async with self._rebuilding:
             self._server = None  # read the server's identity afresh
             server = await self._server_id()
             built = await self._redis.get(BUILT)
             if _text(built) == server:
                 return
-            since = time.time() - self._ttl_s
-            marks = await asyncio.to_thread(_marks_since, self._read_log, since)
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for key, value, at in marks:
-                    remaining = int(at + self._ttl_s - time.time())
-                    if remaining > 0:
-                        pipe.eval(_SET_NEWER, 1, key, value, remaining)
-                pipe.set(BUILT, server)
-                pipe.publish(CHANGES, FORGET)  # every process reads the marks afresh
-                await pipe.execute()
-            self._forget(live=self._live)
-            log.warning("revocations rebuilt from the event store (%d entries)", len(marks))
+            count = await self._restore(server)
+            log.warning("revocations rebuilt from the event store (%d entries)", count)
+
+    async def top_up(self) -> None:
+        """Set every mark the identity events of the last token lifetime call for, keeping
+        any later one. An api process does this as it starts: one killed between committing
+        a logout, a removal or a password change and setting its mark left the revocation in
+        the store only, and the tokens it ends would otherwise work until they expire."""
+        async with self._rebuilding:
+            self._server = None
+            await self._restore(await self._server_id())
+
+    async def _restore(self, server: str) -> int:
+        since = time.time() - self._ttl_s
+        marks = await asyncio.to_thread(_marks_since, self._read_log, since)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key, value, at in marks:
+                remaining = int(at + self._ttl_s - time.time())
+                if remaining > 0:
+                    pipe.eval(_SET_NEWER, 1, key, value, remaining)
+            pipe.set(BUILT, server)
+            pipe.publish(CHANGES, FORGET)  # every process reads the marks afresh
+            await pipe.execute()
+        self._forget(live=self._live)
+        return len(marks)
 
 
 def _marks_since(read_log: IdentityLogReader, since: float) -> list[tuple[str, int, float]]:

@@ -165,6 +165,32 @@ async def test_a_process_started_after_redis_lost_everything_rebuilds_before_tru
         await admin.aclose()
 
 
+async def test_a_revocation_whose_mark_was_never_set_is_restored_when_an_api_starts(
+    redis_url: str,
+) -> None:
+    """An api process killed between committing a logout and setting its mark (Redis built
+    and intact otherwise): the next api process to start sets it from the identity log."""
+    who = principal()
+    ended = {
+        "type": "identity.SessionRevoked",
+        "aggregate_id": who.session_id,
+        "workspace_id": who.workspace_id,
+        "occurred_at": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
+        "data": {"reason": "logout"},
+    }
+    redis = aioredis.Redis.from_url(redis_url)
+    before = Revocations(redis, 900, lambda: [])
+    after = Revocations(redis, 900, lambda: [[ended]])  # type: ignore[list-item]
+    try:
+        await before.rebuild()  # this server is built: nothing would rebuild it again
+        assert await before.check(who) is None  # the mark is missing
+        await after.top_up()
+        assert await after.check(who) == "the session has ended; sign in again"
+        assert await before.check(who) == "the session has ended; sign in again"
+    finally:
+        await redis.aclose()
+
+
 async def test_kept_marks_are_trusted_only_while_the_subscription_answers(
     redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
