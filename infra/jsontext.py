@@ -21,11 +21,13 @@ _ESCAPED_SURROGATE_BYTES = re.compile(rb"\\u[dD][89a-fA-F]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def loads(raw: bytes | str) -> Any:
+def loads(raw: bytes | str, *, allow_nan: bool = True) -> Any:
     """`json.loads`, with lone surrogates replaced by U+FFFD; ValueError (or
-    UnicodeDecodeError, a ValueError) for anything that is not JSON, too deep included."""
+    UnicodeDecodeError, a ValueError) for anything that is not JSON, too deep included, and
+    for `NaN` and `Infinity` unless `allow_nan` (Python writes them; JSON has no such thing,
+    and a browser could not read them back)."""
     try:
-        value = json.loads(raw)
+        value = json.loads(raw, parse_constant=None if allow_nan else _no_constant)
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
     escaped = (
@@ -34,6 +36,10 @@ def loads(raw: bytes | str) -> Any:
         else _ESCAPED_SURROGATE.search(raw)
     )
     return _without_surrogates(value) if escaped else value
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _without_surrogates(value: Any) -> Any:

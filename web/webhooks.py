@@ -160,7 +160,7 @@ def _body(raw: bytes, content_type: str) -> Any:
     text = raw.decode("utf-8", errors="replace")
     if "json" in content_type or text[:1] in ("{", "["):
         try:
-            return jsontext.loads(text)
+            return jsontext.loads(text, allow_nan=False)
         except ValueError:  # not JSON after all (or nested too deep): kept as text
             pass
     return text

@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 from functools import cache
 from typing import Any, cast
+from uuid import NAMESPACE_URL, uuid5
 
 import strawberry
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
-from command_side.errors import ValidationFailed
+from command_side.errors import Conflict, ValidationFailed
 from command_side.execution.service import ExecutionService, ReplayReport
 from command_side.validation import check_name, json_size
 from infra.artifacts import ArtifactStore, from_settings
@@ -33,6 +34,9 @@ class StartExecutionInput:
     #: Run the current draft instead of a published version (editors testing a change).
     draft: bool = False
     inputs: JSON = strawberry.field(default_factory=dict)
+    #: Idempotency key: the same caller starting again with the same key (a retry after a
+    #: lost answer) gets the first execution back, and nothing starts twice.
+    client_op_id: str | None = None
 
 
 @strawberry.input
@@ -150,18 +154,31 @@ class ExecutionMutation:
         who = caller(info)
         with mapped_errors():
             inputs = _inputs(input.inputs)
+        keyed = (
+            uuid5(NAMESPACE_URL, f"autoops:start:{who.workspace_id}:{who.actor_id}:{op}")
+            if (op := input.client_op_id)
+            else None
+        )
         with mapped_errors():
-            execution_id = await asyncio.wrap_future(
-                services(info).starter.submit(
-                    workspace_id=who.workspace_id,
-                    actor_id=who.actor_id,
-                    workflow_id=str(parse_id(input.workflow_id)),
-                    inputs=inputs,
-                    version=input.version,
-                    draft=input.draft,
-                    trigger={"kind": "manual", "by": who.actor_id},
+            try:
+                execution_id = await asyncio.wrap_future(
+                    services(info).starter.submit(
+                        workspace_id=who.workspace_id,
+                        actor_id=who.actor_id,
+                        workflow_id=str(parse_id(input.workflow_id)),
+                        inputs=inputs,
+                        version=input.version,
+                        draft=input.draft,
+                        trigger={"kind": "manual", "by": who.actor_id},
+                        execution_id=keyed,
+                    )
                 )
-            )
+            except Conflict:
+                if keyed is None:
+                    raise
+                # Started before with this key: that execution, as it is now.
+                first = await _call(_service(info).load, who.workspace_id, keyed)
+                return ExecutionStarted(execution_id=strawberry.ID(str(keyed)), status=first.status)
         return ExecutionStarted(execution_id=strawberry.ID(str(execution_id)), status="QUEUED")
 
     @strawberry.mutation(permission_classes=SECURED)
