@@ -10,7 +10,7 @@ from uuid import UUID
 import psycopg
 from psycopg.rows import dict_row
 
-from query_side.views import Page, cursor_uuid, decode_cursor, page, page_size
+from query_side.views import Page, cursor_time, cursor_uuid, decode_cursor, page, page_size
 
 Row = dict[str, Any]
 
@@ -46,7 +46,7 @@ async def list_executions(
     if after:
         created_at, last_id = decode_cursor(after, 2)
         sql += " AND (created_at, id) < (%s::timestamptz, %s::uuid)"
-        params += [created_at, cursor_uuid(last_id)]
+        params += [cursor_time(created_at), cursor_uuid(last_id)]
     sql += " ORDER BY created_at DESC, id DESC LIMIT %s"
     params.append(size + 1)
     return await page(conn, sql, params, size, lambda r: (r["created_at"].isoformat(), r["id"]))

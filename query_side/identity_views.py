@@ -7,7 +7,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from query_side.views import Page, cursor_uuid, decode_cursor, page, page_size
+from query_side.views import Page, cursor_time, cursor_uuid, decode_cursor, page, page_size
 
 Row = dict[str, Any]
 
@@ -55,7 +55,7 @@ async def audit_log(
     if after:
         occurred_at, event_id = decode_cursor(after, 2)
         sql += " AND (occurred_at, event_id) < (%s::timestamptz, %s::uuid)"
-        params += [occurred_at, cursor_uuid(event_id)]
+        params += [cursor_time(occurred_at), cursor_uuid(event_id)]
     sql += " ORDER BY occurred_at DESC, event_id DESC LIMIT %s"
     params.append(size + 1)
     return await page(

@@ -7,6 +7,7 @@ import binascii
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -33,7 +34,7 @@ def encode_cursor(*parts: Any) -> str:
 def decode_cursor(cursor: str, size: int) -> list[str]:
     try:
         parts = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-    except (ValueError, binascii.Error) as exc:
+    except (ValueError, binascii.Error, RecursionError) as exc:
         raise BadCursor("the cursor is malformed") from exc
     if not isinstance(parts, list) or len(parts) != size:
         raise BadCursor("the cursor is malformed")
@@ -64,7 +65,7 @@ async def list_workflows(
     if after:
         created_at, last_id = decode_cursor(after, 2)
         sql += " AND (created_at, id) > (%s::timestamptz, %s::uuid)"
-        params += [created_at, cursor_uuid(last_id)]
+        params += [cursor_time(created_at), cursor_uuid(last_id)]
     sql += " ORDER BY created_at, id LIMIT %s"
     params.append(size + 1)
     return await page(conn, sql, params, size, lambda r: (r["created_at"].isoformat(), r["id"]))
@@ -90,6 +91,23 @@ def cursor_uuid(value: str) -> UUID:
         return UUID(value)
     except ValueError as exc:
         raise BadCursor("the cursor is malformed") from exc
+
+
+def cursor_time(value: str) -> datetime:
+    """A cursor's time (the ISO form pages hand out, with its zone)."""
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise BadCursor("the cursor is malformed") from exc
+    if at.tzinfo is None:
+        raise BadCursor("the cursor is malformed")
+    return at
+
+
+def cursor_int(value: str) -> int:
+    if not (value.isascii() and value.isdigit()):
+        raise BadCursor("the cursor is malformed")
+    return int(value)
 
 
 async def comment_threads(
@@ -200,10 +218,8 @@ async def history(
     params: list[Any] = [workflow_id, workspace_id]
     if after:
         (version,) = decode_cursor(after, 1)
-        if not version.isdigit():
-            raise BadCursor("the cursor is malformed")
         sql += " AND version < %s"
-        params.append(int(version))
+        params.append(cursor_int(version))
     sql += " ORDER BY version DESC LIMIT %s"
     params.append(size + 1)
     return await page(conn, sql, params, size, lambda r: (r["version"],))

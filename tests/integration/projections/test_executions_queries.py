@@ -3,6 +3,7 @@ produced, as the api's reader role (row-level security on)."""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -18,8 +19,9 @@ from command_side.execution.store import ExecutionStore
 from command_side.store import WorkflowStore
 from infra.settings import eventsourcing_env_for, load_settings
 from projections.schema import READER_ROLE
-from query_side import execution_views
+from query_side import execution_views, views
 from query_side.errors import BadCursor
+from query_side.views import encode_cursor
 from tests.integration.projections.test_executions_projection import (
     CHILD,
     EARLIER,
@@ -127,9 +129,18 @@ async def test_executions_filter_by_workflow_and_status(pool: AsyncConnectionPoo
 
 async def test_a_cursor_not_handed_out_is_refused(pool: AsyncConnectionPool[Any]) -> None:
     async with scoped(pool, WS) as conn:
-        for cursor in ("nonsense", "WyJ4Il0="):
+        forged = [
+            encode_cursor("not a time", numbered(1)),  # used to reach SQL's cast: INTERNAL
+            encode_cursor("99999-01-01T00:00:00+00:00", numbered(1)),
+            encode_cursor("2026-12-06T00:00:00", numbered(1)),  # no zone
+            base64.urlsafe_b64encode(b"[" * 50_000 + b"]" * 50_000).decode(),
+        ]
+        for cursor in ("nonsense", "WyJ4Il0=", *forged):
             with pytest.raises(BadCursor):
                 await execution_views.list_executions(conn, WS, after=cursor)
+        for version in ("²", "-1", "x"):
+            with pytest.raises(BadCursor):
+                await views.history(conn, WS, UUID(WORKFLOW), after=encode_cursor(version))
         with pytest.raises(BadCursor):
             await execution_views.list_executions(conn, WS, first=0)
 
