@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -86,6 +87,14 @@ def create_app(settings: Settings) -> Litestar:
         dependencies = {**graphql.dependencies, "response": Provide(_empty_response)}
         # Subscriptions of plain data share one rendering per event (web/graphql/fanout.py).
         graphql_transport_ws_handler_class = FanoutTransportWSHandler
+
+        def decode_json(self, data: str | bytes) -> object:
+            """A body nested past Python's recursion limit is malformed JSON (400), not a
+            server error (500)."""
+            try:
+                return json.loads(data)
+            except RecursionError:
+                raise json.JSONDecodeError("nested too deeply", "", 0) from None
 
         async def on_ws_connect(self, context: dict[str, Any]) -> Any:
             """A websocket needs a valid access token in `connection_params.Authorization`

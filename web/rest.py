@@ -18,5 +18,12 @@ async def bounded_body(request: Request[Any, Any, Any], limit: int) -> bytes | N
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         return None
-    body = await request.body()
-    return body if len(body) <= limit else None
+    # Read as it comes: a body of undeclared length (chunked) is not taken whole first.
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)

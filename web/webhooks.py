@@ -39,7 +39,9 @@ DROPPED_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization", "
 PATH_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 
 
-@post("/hooks/{workspace:str}/{path:str}", status_code=202)
+# No framework cap: `bounded_body` applies AUTOOPS_WEBHOOK_MAX_BODY_BYTES, whatever its size,
+# and answers in the webhooks' own error shape.
+@post("/hooks/{workspace:str}/{path:str}", status_code=202, request_max_body_size=None)
 async def webhook(
     workspace: str, path: str, request: Request[Any, Any, Any], state: State
 ) -> Response[dict[str, Any]]:

@@ -395,6 +395,9 @@ async def test_malformed_requests_get_typed_errors_not_500(client: GraphQLClient
     with pytest.raises(GraphQLError) as info:
         await client.execute('{ workflows(after: "garbage") { nodes { id } } }')
     assert info.value.codes == ["VALIDATION"]
+    deep = b'{"query": "{ workflows { nodes { id } } }", "variables": ' + b"[" * 100_000
+    response = await client.post_raw(deep + b"]" * 100_000 + b"}")
+    assert response.status_code == 400, response.text  # was a 500 (RecursionError)
 
 
 async def test_workflow_list_searches_by_name_and_pages_with_cursors(stack: Stack) -> None:
