@@ -20,7 +20,8 @@ from typing import Any
 import psycopg
 from kafka.errors import KafkaError
 
-from command_side.contracts.envelope import fitted, to_envelope
+from command_side.contracts.envelope import MAX_ENVELOPE_BYTES, fitted, to_envelope
+from command_side.execution.dispatch import Message
 from command_side.execution.store import ExecutionStore
 from command_side.identity.store import IdentityStore
 from command_side.store import WorkflowStore
@@ -199,30 +200,43 @@ class Relay:
         # the events: their mark moves with the position, after the broker has them all. A
         # repeat is harmless (a cancel or release of what has stopped does nothing; dead
         # letters carry their task id); a loss would leave a cancelled step running.
-        futures += [
-            producer.send(topic, key=key.encode(), value=_json(value))
-            for topic, key, value in messages
-        ]
+        routed_futures = [f for f in (self._send_routed(producer, m) for m in messages) if f]
         producer.flush(timeout=10)
         acked: dict[int, int] = {}
+        high = dict(self._high)
         went_back = False
-        for future in futures[: len(notifications)]:
+        for future in futures:
             meta = future.get(timeout=10)
             acked[meta.partition] = min(acked.get(meta.partition, meta.offset), meta.offset)
             # Offsets only grow; a smaller one means the broker restarted empty and
             # recreated the topic on our send.
-            went_back |= meta.offset <= self._high.get(meta.partition, -1)
-            self._high[meta.partition] = max(self._high.get(meta.partition, -1), meta.offset)
-        for future in futures[len(notifications) :]:
-            future.get(timeout=10)  # a runner message refused: the batch goes again
+            went_back |= meta.offset <= high.get(meta.partition, -1)
+            high[meta.partition] = max(high.get(meta.partition, -1), meta.offset)
+        self._high = high
         if went_back:
             self._start_over(conn)
             return True
+        for future in routed_futures:
+            future.get(timeout=10)  # refused for now (the broker): the batch goes again
         if messages:
             self._save_routed(conn, notifications[-1].id)
         self._acked.update(acked)
         self._save_position(conn, notifications[-1].id, published + len(notifications))
         return len(notifications) >= self._config.batch_size
+
+    def _send_routed(self, producer: kafka.KafkaProducer, message: Message) -> Any:
+        """Send one runner message; None for one no broker would ever take (too large even
+        without its task copy), which is logged, not retried for ever."""
+        topic, key, value = message
+        raw = _json(value)
+        if len(raw) > MAX_ENVELOPE_BYTES and "task" in value:
+            # A dead letter's copy of the task (its rendered config) made it too large: the
+            # task id, the error and the attempts say what failed; the task is in the store.
+            raw = _json({**value, "task": {"omitted": "larger than a Kafka message"}})
+        if len(raw) > MAX_ENVELOPE_BYTES:
+            log.error("relay: a %s message of %s is too large to send; dropped", topic, key)
+            return None
+        return producer.send(topic, key=key.encode(), value=raw)
 
     def _routed_up_to(self, conn: psycopg.Connection) -> int:
         if self._routed is None:

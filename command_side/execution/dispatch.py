@@ -2,9 +2,12 @@
 after the commit that stored them), cancels and dead letters (routed by the relay).
 
 Each comes from a committed execution event, so a task never reaches a runner for a decision
-that was not stored. Everything here goes at most once (the relay keeps a separate high-water
-mark, not re-sent after the broker lost its data): a task that never arrives is sent again
-by the orchestrator when no runner reports taking it.
+that was not stored. Tasks go at most once: one that never arrives is sent again by the
+orchestrator when no runner reports taking it. Cancels, releases and dead letters go at least
+once (the relay moves their high-water mark after the broker acknowledged them; it is kept
+apart from the position, so they are not sent again when a broker that lost its data gets
+every event again). A repeat is harmless: a cancel or release of what has stopped does
+nothing, and dead letters carry their task id.
 """
 
 from __future__ import annotations
