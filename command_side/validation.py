@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 from command_side.errors import ValidationFailed
+from infra import jsontext
 
 MAX_NAME = 200
 
@@ -41,6 +42,11 @@ def check_text(value: str, field: str) -> str:
 def json_size(value: Any, field: str) -> int:
     """The size in bytes of `value` as UTF-8 JSON; VALIDATION when it is not plain JSON
     (NaN, infinities, lone surrogates, nesting too deep, other types)."""
+    if jsontext.too_deep(value):
+        raise ValidationFailed(
+            f"{field} must be plain JSON: nested deeper than {jsontext.MAX_DEPTH} levels",
+            field=field,
+        )
     try:
         text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
         return len(text.encode("utf-8"))

@@ -19,6 +19,29 @@ _ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
 _ESCAPED_SURROGATE_BYTES = re.compile(rb"\\u[dD][89a-fA-F]")
 #: Surrogate code points in a `str`: always lone ones.
 _SURROGATE = re.compile("[\ud800-\udfff]")
+#: The deepest nesting data may have (inputs, configs, outputs): far past any real document,
+#: and far short of what Python's recursion (every `json.dumps`, every walk) can take.
+MAX_DEPTH = 100
+#: Messages wrap such data in a few levels of their own.
+_MESSAGE_DEPTH = MAX_DEPTH + 16
+
+
+def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether lists and objects nest in `value` deeper than `limit` (looked at without
+    recursion, so any depth can be asked about)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def loads(raw: bytes | str, *, allow_nan: bool = True) -> Any:
@@ -30,6 +53,8 @@ def loads(raw: bytes | str, *, allow_nan: bool = True) -> Any:
         value = json.loads(raw, parse_constant=None if allow_nan else _no_constant)
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
+    if too_deep(value, _MESSAGE_DEPTH):
+        raise ValueError(f"JSON nested deeper than {_MESSAGE_DEPTH} levels")
     escaped = (
         _ESCAPED_SURROGATE_BYTES.search(raw)
         if isinstance(raw, bytes)
@@ -52,4 +77,4 @@ def _without_surrogates(value: Any) -> Any:
     return value
 
 
-__all__ = ["loads"]
+__all__ = ["MAX_DEPTH", "loads", "too_deep"]

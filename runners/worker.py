@@ -464,6 +464,11 @@ class Runner:
                 message = redact(exc.message, hidden)
                 return self._failure(job, exc.type, message, exc.retryable, details)
             return self._failure(job, type(exc).__name__, redact(str(exc), hidden), True)
+        if jsontext.too_deep(output):
+            return self._failure(
+                job, "OutputError", f"the output nests deeper than {jsontext.MAX_DEPTH} levels",
+                False,
+            )  # fmt: skip
         try:
             size = len(json.dumps(output, separators=(",", ":"), allow_nan=False).encode())
         except (TypeError, ValueError) as exc:

@@ -16,6 +16,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate, event
 
 from command_side.errors import NotFound, ValidationFailed
+from infra import jsontext
 
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 MAX_VALUE_BYTES = 16_384
@@ -34,6 +35,10 @@ def checked(name: str, value: Any) -> str:
         raise ValidationFailed(
             "a variable name is a letter or _ then up to 63 letters, digits or _",
             field="name",
+        )
+    if jsontext.too_deep(value):
+        raise ValidationFailed(
+            f"the value nests deeper than {jsontext.MAX_DEPTH} levels", field="value"
         )
     try:
         text = json.dumps(value, separators=(",", ":"), allow_nan=False)

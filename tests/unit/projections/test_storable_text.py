@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from command_side.errors import ValidationFailed
-from command_side.validation import check_name
+from command_side.validation import check_name, json_size
 from command_side.workflow.aggregate import Workflow
 from command_side.workflow.commands import Meta
 from infra import jsontext
@@ -99,3 +99,23 @@ def test_node_ids_refuse_a_trailing_newline() -> None:
     workflow = Workflow.create(uuid4(), "w", "", meta)
     with pytest.raises(ValidationFailed):
         workflow.add_node("data.transform", "t", {}, 0, 0, meta, node_id="node1\n")
+
+
+def nested(depth: int, leaf: Any = "x") -> Any:
+    """`depth` lists, one in the other."""
+    value = leaf
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_depth_is_bounded_everywhere_data_comes_in_and_measured_without_recursion() -> None:
+    """Deeper than Python's recursion, every walk (json.dumps, the relay's, the projector's)
+    would fail on the event for good; 100 levels is far past any real document."""
+    assert not jsontext.too_deep(nested(100)) and jsontext.too_deep(nested(101))
+    assert jsontext.too_deep(nested(200_000))  # no RecursionError asking
+    with pytest.raises(ValueError, match="deeper"):  # a surrogate to clean, too
+        jsontext.loads(b"[" * 800 + b'"\\ud800"' + b"]" * 800)
+    with pytest.raises(ValidationFailed, match="deeper than 100"):
+        json_size({"a": nested(100)}, "inputs")
+    assert json_size({"a": nested(99)}, "inputs") > 0
