@@ -1201,7 +1201,11 @@ class Execution(Aggregate):
                 times.append(waiting)
             elif step.task is not None:
                 deadline = float(step.task["deadline"])
-                times += [deadline, deadline + heartbeat_timeout_s]
+                # A step a runner took is looked at a heartbeat after its deadline (its runner
+                # reports the timeout itself): a look at the deadline would find nothing to
+                # do, again and again until then.
+                taken = f"{node_id}:{step.attempt}" in heard
+                times.append(deadline + heartbeat_timeout_s if taken else deadline)
                 lapse = _lapse(
                     step, node_id, heard, heartbeat_timeout_s, queue_timeout_s, watched_since
                 )
@@ -1297,7 +1301,7 @@ def _lapse(
     last = heard.get(f"{node_id}:{step.attempt}")
     if last is None:
         return max(step.dispatched_at + max(queue_s, heartbeat_s), watched_since + heartbeat_s)
-    return max(last, step.dispatched_at) + heartbeat_s
+    return max(last, step.dispatched_at, watched_since) + heartbeat_s
 
 
 def _charged(previous: Step | None, attempt: int) -> int:

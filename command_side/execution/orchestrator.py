@@ -555,13 +555,20 @@ class Orchestrator:
     def _watch(self, consumer: KafkaConsumer) -> None:
         """Note the partitions this instance has now, and since when it has each."""
         assigned = {tp.partition for tp in consumer.assignment()}
-        now = self._clock()
-        self._owned_since = {p: self._owned_since.get(p, now) for p in assigned}
+        if assigned != self._assigned:
+            now = self._clock()
+            self._owned_since = {p: self._owned_since.get(p, now) for p in assigned}
+            # Heartbeats heard while it had a partition before say nothing now.
+            for eid in [e for e in self._heard if self._partition(e) not in assigned]:
+                del self._heard[eid]
         self._assigned = assigned
+
+    def _partition(self, eid: UUID) -> int:
+        return partition_of(str(eid), self._partitions)
 
     def _watched_since(self, eid: UUID) -> float:
         """Since when this instance hears the heartbeats of the execution's steps."""
-        return self._owned_since.get(partition_of(str(eid), self._partitions), self._clock())
+        return self._owned_since.get(self._partition(eid), self._clock())
 
     def _report(self, execution: Execution, message: dict[str, Any]) -> bool:
         problem = report_problem(message)
@@ -993,6 +1000,8 @@ def report_problem(message: dict[str, Any]) -> str | None:
     error = message.get("error")
     if not message["ok"] and not isinstance(error, dict | None):
         return "error"
+    if jsontext.too_deep(message.get("output")) or jsontext.too_deep(error):
+        return f"output or error nested deeper than {jsontext.MAX_DEPTH} levels"
     try:
         json.dumps(message.get("output"), allow_nan=False)
         if isinstance(error, dict):

@@ -244,9 +244,11 @@ def test_a_runner_killed_near_a_short_deadline_costs_no_attempt() -> None:
     execution = started({"start": node("trigger.manual"), "a": node(timeout_s=5)}, [("start", "a")])
     execution.admit(0.0, "o")
     heard = {"a:1": 0.1}
-    assert execution.next_wake(10.0, heard) == 5.0
+    # Nothing to do at the deadline itself (no look then, again and again): the lapse next.
+    assert execution.next_wake(10.0, heard) == 10.1
     execution.overdue(5.0, 10.0, heard)  # its runner says so itself if it lives
     assert execution.steps["a"].status == "scheduled" and not execution.steps["a"].error
+    assert execution.next_wake(10.0, heard) == 10.1
     execution.overdue(10.1, 10.0, heard)
     assert execution.steps["a"].error["type"] == "HeartbeatTimeout"
     execution.advance(10.1, "o")
@@ -259,6 +261,7 @@ def test_a_step_past_its_deadline_whose_runner_lives_but_says_nothing_times_out(
     execution.admit(0.0, "o")
     execution.overdue(14.0, 10.0, {"a:1": 13.0})  # heart-beating, deadline + 9 s
     assert not execution.steps["a"].error
+    assert execution.next_wake(10.0, {"a:1": 13.0}) == 15.0  # a heartbeat past the deadline
     execution.overdue(15.0, 10.0, {"a:1": 14.5})
     assert execution.steps["a"].error["type"] == "StepTimeout"
 
@@ -273,6 +276,9 @@ def test_an_orchestrator_that_took_over_waits_a_heartbeat_timeout_before_calling
     execution.admit(0.0, "o")
     assert execution.next_wake(10.0, {}, 120.0, watched_since=200.0) == 210.0
     execution.overdue(201.0, 10.0, {}, 120.0, watched_since=200.0)
+    assert not execution.steps["a"].error
+    # Nor by a heartbeat it heard when it had the execution before (and lost it meanwhile).
+    execution.overdue(201.0, 10.0, {"a:1": 50.0}, 120.0, watched_since=200.0)
     assert not execution.steps["a"].error
     execution.overdue(205.0, 10.0, {"a:1": 204.0}, 120.0, watched_since=200.0)  # heard
     execution.overdue(213.0, 10.0, {"a:1": 204.0}, 120.0, watched_since=200.0)
