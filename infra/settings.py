@@ -387,13 +387,13 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         "presence_throttle_ms",
         "scheduler_interval_s",
         "relay_poll_interval_s",
-        "read_wait_timeout_s",
         "kafka_group_timeout_ms",
     ):
         if getattr(settings, name) <= 0:
             raise ConfigError(f"{PREFIX}{name.upper()} must be positive")
-    if settings.runner_shutdown_grace_s < 0:
-        raise ConfigError(f"{PREFIX}RUNNER_SHUTDOWN_GRACE_S must be 0 or more")
+    for name in ("runner_shutdown_grace_s", "read_wait_timeout_s"):
+        if getattr(settings, name) < 0:
+            raise ConfigError(f"{PREFIX}{name.upper()} must be 0 or more")
     if settings.api_port > MAX_PORT:
         raise ConfigError(f"{PREFIX}API_PORT must be at most {MAX_PORT}")
     if settings.kafka_fetch_max_wait_ms < 0:
@@ -448,7 +448,9 @@ def _check_urls(settings: Settings) -> None:
             raise ConfigError(f"{PREFIX}REDIS_URL must start with redis://, rediss:// or unix://")
     if settings.kafka_bootstrap is not None:
         for server in settings.kafka_bootstrap.split(","):
-            host, _, port = server.strip().rpartition(":")
+            host, colon, port = server.strip().rpartition(":")
+            if not colon:  # a host alone: Kafka's port
+                host, port = port, "9092"
             if not host or not port.isdigit() or not 0 < int(port) <= MAX_PORT:
                 raise ConfigError(
                     f"{PREFIX}KAFKA_BOOTSTRAP must be host:port[,host:port…], got {server!r}"

@@ -213,5 +213,11 @@ class Applier:
         context = envelope["type"].split(".", 1)[0]
         stored = await self._gap_reader(context, envelope["aggregate_id"], last)
         return [e for e in stored if e["aggregate_version"] < version] + (
-            [envelope] if whole else [e for e in stored if e["aggregate_version"] == version]
+            [envelope]
+            if whole
+            else [
+                {**e, "position": envelope.get("position", 0)}  # the store's copy has none
+                for e in stored
+                if e["aggregate_version"] == version
+            ]
         )

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -129,10 +130,13 @@ class Services:
             ttl_s=settings.access_token_ttl_s,
         )
 
-        def read_identity_log() -> list[list[dict[str, Any]]]:
+        def read_identity_log() -> Iterator[list[dict[str, Any]]]:
+            """The identity events of the last token lifetime (a minute's margin), in batches
+            as they are read: what revocation marks are rebuilt from."""
             log = EventLog(es_env, "identity")
             try:
-                return list(log.read())
+                since = time.time() - settings.access_token_ttl_s - 60
+                yield from log.read(after=log.position_before(since))
             finally:
                 log.close()
 

@@ -171,6 +171,10 @@ async def test_a_start_repeated_with_its_client_op_id_starts_nothing_twice(
     assert again["startExecution"] == {"executionId": first, "status": done["status"]}
     other = await start(client, workflow, {"n": 1}, clientOpId="op-2")
     assert other != first
+    elsewhere = await build(client, {"start": MANUAL}, [])
+    with pytest.raises(GraphQLError) as reused:
+        await start(client, elsewhere, {}, clientOpId="op-1")
+    assert reused.value.codes == ["CONFLICT"]
     listed = await client.settled(
         "query($w: ID) { executions(workflowId: $w) { nodes { id } } }",
         {"w": workflow},
@@ -876,6 +880,26 @@ async def test_a_webhook_starts_its_workflow_with_the_request_as_inputs(
     assert limited, f"100 webhooks in {seconds} s were all admitted"
     assert limited[0].headers["retry-after"] == "1"
     assert limited[0].json()["error"]["code"] == "RATE_LIMITED"
+
+
+async def test_a_webhook_body_past_the_limit_is_refused_declared_or_chunked(
+    stack: Stack, client: GraphQLClient
+) -> None:
+    limit = stack.settings.webhook_max_body_bytes
+    url = f"{stack.url}/hooks/{client.workspace}/anything"
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: read as it comes
+        for _ in range(limit // 65_536 + 2):
+            yield b"x" * 65_536
+
+    async with httpx.AsyncClient(timeout=30) as http:
+        declared = await http.post(url, content=b"x" * (limit + 1))
+        chunked = await http.post(url, content=chunks())
+        within = await http.post(url, content=b"x" * 1000)
+    for answer in (declared, chunked):
+        assert answer.status_code == 413, answer.text
+        assert answer.json()["error"]["code"] == "TOO_LARGE"
+    assert within.status_code == 404  # read whole; no workflow listens there
 
 
 async def test_a_cron_trigger_starts_executions_on_its_schedule(client: GraphQLClient) -> None:

@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 from functools import cache
 from typing import Any, cast
-from uuid import NAMESPACE_URL, uuid5
+from uuid import NAMESPACE_URL, UUID, uuid5
 
 import strawberry
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
-from command_side.errors import Conflict, ValidationFailed
+from command_side.errors import Conflict, NotFound, ValidationFailed
 from command_side.execution.service import ExecutionService, ReplayReport
 from command_side.validation import check_name, json_size
 from infra.artifacts import ArtifactStore, from_settings
@@ -21,7 +21,7 @@ from infra.secrets import CredentialError, Vault, check_credential
 from infra.settings import Settings
 from web.auth import SECURED
 from web.graphql.context import caller, services
-from web.graphql.errors import mapped_errors, parse_id
+from web.graphql.errors import graphql_error, mapped_errors, parse_id
 
 MAX_INPUTS_BYTES = 1024 * 1024
 
@@ -145,6 +145,21 @@ def _inputs(value: Any) -> dict[str, Any]:
     return cast(dict[str, Any], value)
 
 
+async def _started_before(
+    info: Info[Any, Any], execution_id: UUID, workflow_id: str
+) -> ExecutionStarted | None:
+    """The execution a `clientOpId` started before, as it is now; None when there is none.
+    CONFLICT when the key started another workflow's (a key is the caller's, for one start)."""
+    who = caller(info)
+    try:
+        first = await asyncio.to_thread(_service(info).load, who.workspace_id, execution_id)
+    except NotFound:
+        return None
+    if first.workflow_id != workflow_id:
+        raise graphql_error("CONFLICT", "this clientOpId started an execution of another workflow")
+    return ExecutionStarted(execution_id=strawberry.ID(str(execution_id)), status=first.status)
+
+
 @strawberry.type
 class ExecutionMutation:
     @strawberry.mutation(permission_classes=SECURED)
@@ -159,13 +174,16 @@ class ExecutionMutation:
             if (op := input.client_op_id)
             else None
         )
+        workflow_id = str(parse_id(input.workflow_id))
+        if keyed is not None and (first := await _started_before(info, keyed, workflow_id)):
+            return first  # before any check: the workflow may have changed since
         with mapped_errors():
             try:
                 execution_id = await asyncio.wrap_future(
                     services(info).starter.submit(
                         workspace_id=who.workspace_id,
                         actor_id=who.actor_id,
-                        workflow_id=str(parse_id(input.workflow_id)),
+                        workflow_id=workflow_id,
                         inputs=inputs,
                         version=input.version,
                         draft=input.draft,
@@ -174,11 +192,9 @@ class ExecutionMutation:
                     )
                 )
             except Conflict:
-                if keyed is None:
+                if keyed is None or not (first := await _started_before(info, keyed, workflow_id)):
                     raise
-                # Started before with this key: that execution, as it is now.
-                first = await _call(_service(info).load, who.workspace_id, keyed)
-                return ExecutionStarted(execution_id=strawberry.ID(str(keyed)), status=first.status)
+                return first  # the same key, a moment apart
         return ExecutionStarted(execution_id=strawberry.ID(str(execution_id)), status="QUEUED")
 
     @strawberry.mutation(permission_classes=SECURED)

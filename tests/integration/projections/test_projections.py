@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import random
 import threading
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -190,3 +191,32 @@ def test_concurrent_writers_end_with_the_read_model_of_the_folded_aggregate(
     assert stored == {k: aggregate[k] for k in ("name", "version", "nodes", "edges")}
     for s in stores:
         s.close()
+
+
+def test_the_log_finds_where_a_time_starts_by_bisection(database_url: str) -> None:
+    """What revocations are rebuilt from at every api start: the events since a time, not
+    the whole log. Every event at or after the time is read; none far before it."""
+    store = WorkflowStore(env=eventsourcing_env_for(database_url))
+    bus = CommandBus(store)
+    bus.start()
+    try:
+        for n in range(40):
+            bus.execute(c.CreateWorkflow(name=f"w{n}"), c.Meta(actor_id="u", workspace_id="ws"))
+    finally:
+        bus.stop()
+        store.close()
+    envelopes = all_envelopes(database_url)
+    log = EventLog(eventsourcing_env_for(database_url))
+    try:
+
+        def stored_at(envelope: dict[str, Any]) -> float:
+            return datetime.fromisoformat(envelope["occurred_at"]).timestamp()
+
+        for k in (0, 1, 17, 39):
+            at = stored_at(envelopes[k])
+            after = log.position_before(at)
+            read = [e["position"] for batch in log.read(after=after) for e in batch]
+            assert read == [e["position"] for e in envelopes if stored_at(e) >= at]
+        assert log.position_before(stored_at(envelopes[-1]) + 1) == envelopes[-1]["position"]
+    finally:
+        log.close()

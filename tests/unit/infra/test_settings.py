@@ -58,7 +58,7 @@ def test_defaults_are_the_embedded_development_setup() -> None:
         ("AUTOOPS_REDIS_URL", "http://x"),
         ("AUTOOPS_REDIS_URL", "redis://h:port/0"),
         ("AUTOOPS_KAFKA_BOOTSTRAP", "host:abc"),
-        ("AUTOOPS_KAFKA_BOOTSTRAP", "host"),
+        ("AUTOOPS_KAFKA_BOOTSTRAP", "host:"),
         ("AUTOOPS_LLM_BASE_URL", "nonsense"),
         ("AUTOOPS_DATA_DIR", ""),
     ],
@@ -67,6 +67,13 @@ def test_bad_values_name_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_settings({name: value})
     assert name in str(info.value) or "database URL" in str(info.value)
+
+
+def test_a_kafka_host_alone_and_no_read_wait_are_allowed() -> None:
+    settings = load_settings(
+        {"AUTOOPS_KAFKA_BOOTSTRAP": "kafka,b:9093", "AUTOOPS_READ_WAIT_TIMEOUT_S": "0"}
+    )
+    assert settings.read_wait_timeout_s == 0
 
 
 def test_an_empty_optional_path_is_unset_not_the_working_directory() -> None:
