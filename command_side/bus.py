@@ -145,7 +145,11 @@ class CommandBus:
         self._store.save(*dirty)
         for workflow in dirty:
             if workflow.version // every != before[workflow.id]:
-                self._store.snapshot(workflow)
+                try:
+                    self._store.snapshot(workflow)
+                except Exception:  # the events are committed: only loading gets slower
+                    log.warning("snapshot of %s v%d failed", workflow.id, workflow.version,
+                                exc_info=True)  # fmt: skip
 
     def _retry_alone(self, item: _Pending, ours: set[tuple[UUID, int]]) -> None:
         for _ in range(RACE_RETRIES):

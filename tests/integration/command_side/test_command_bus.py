@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from concurrent.futures import wait
 from uuid import uuid4
 
+import psycopg
 import pytest
 
 from command_side.bus import CommandBus, _Pending
@@ -152,3 +153,20 @@ def test_a_batch_retried_after_a_race_does_not_conflict_with_itself(
     assert add.future.result(5).version == 3
     assert edit.future.result(5).version == 4
     assert first._store.load(wid).nodes["n"]["name"] == "edited"
+
+
+def test_a_snapshot_that_fails_after_the_commit_fails_no_caller(
+    bus: CommandBus, store: WorkflowStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The events are committed before the snapshot is written: a snapshot that fails (the
+    database gone that instant) costs loading speed, and must not tell the callers their
+    committed commands failed (a retry without clientOpId would apply them twice)."""
+
+    def lost(workflow: object) -> None:
+        raise psycopg.OperationalError("the connection was lost")
+
+    monkeypatch.setattr(store, "snapshot", lost)
+    wid = bus.execute(c.CreateWorkflow(name="w"), META).workflow_id
+    for i in range(store.snapshot_every + 2):
+        bus.execute(c.AddNode(workflow_id=wid, node_type="data.transform", node_id=f"n{i}"), META)
+    assert store.load(wid).version == store.snapshot_every + 3
