@@ -283,13 +283,15 @@ def run_user_create(
         refresh_ttl_s=settings.refresh_token_ttl_s,
     )
     try:
-        user_id, workspace_id = service.create_user(email, password, name, workspace, role)
+        user_id, workspace_id, created = service.create_user(email, password, name, workspace, role)
     except CommandError as exc:
         print(f"autoops: {exc.message}", file=sys.stderr)
         return 2
     finally:
         service.close()
     print(f"user {user_id} is {role} of workspace {workspace_id}")
-    if generated:
+    if generated and created:
         print(f"generated password (shown once): {password}")
+    elif not created:
+        print("the account existed already: its password is unchanged")
     return 0

@@ -110,16 +110,20 @@ class IdentityService:
 
     def create_user(
         self, email: str, password: str, display_name: str, workspace: str, role: str
-    ) -> tuple[str, str]:
+    ) -> tuple[str, str, bool]:
         """For operators: an account (or an existing one) joins a workspace, given by id or,
-        when no workspace has that id, created with that name (then the role must be owner).
-        Returns the user and workspace ids."""
+        when no workspace has that name's id, created with that name (then the role must be
+        owner). An id that names no workspace is NOT_FOUND (a typo, not a workspace to
+        create with the id for a name). Returns the user and workspace ids, and whether the
+        account was created (and so the password set)."""
         email = passwords.normalise_email(email)
         check_role(role)
 
-        def attempt() -> tuple[str, str]:
+        def attempt() -> tuple[str, str, bool]:
             target = _parse_uuid(workspace)
             found = self.store.find(Workspace, target) if target else None
+            if found is None and target is not None:
+                raise NotFound(f"workspace {workspace} does not exist")
             if found is None:
                 if role != "owner":
                     raise ValidationFailed("a new workspace needs an owner: use --role owner")
@@ -141,7 +145,7 @@ class IdentityService:
             found.add(str(user.id), email, user.display_name, role, SYSTEM)
             user.joined(role, SYSTEM, found.workspace_id)
             self.store.save(user, found, *changed)
-            return str(user.id), found.workspace_id
+            return str(user.id), found.workspace_id, bool(changed)
 
         return _retrying(attempt)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from uuid import uuid4
 
 import pyotp
 import pytest
@@ -224,9 +225,17 @@ def test_changing_the_password_ends_other_sessions(identity: IdentityService) ->
 
 
 def test_operators_create_users_in_new_or_existing_workspaces(identity: IdentityService) -> None:
-    user_id, ws = identity.create_user("ops@example.com", PASSWORD, "", "Operations", "owner")
-    other, same = identity.create_user("dev@example.com", PASSWORD, "Dev", ws, "editor")
-    assert same == ws and other != user_id
+    user_id, ws, created = identity.create_user(
+        "ops@example.com", PASSWORD, "", "Operations", "owner"
+    )
+    other, same, _ = identity.create_user("dev@example.com", PASSWORD, "Dev", ws, "editor")
+    assert same == ws and other != user_id and created
     assert identity.switch_workspace(other, ws).role == "editor"
     with pytest.raises(ValidationFailed, match="owner"):
         identity.create_user("x@example.com", PASSWORD, "X", "Brand new", "viewer")
+    # An id that names no workspace is a typo: never a new workspace called by that id.
+    with pytest.raises(NotFound):
+        identity.create_user("x@example.com", PASSWORD, "X", str(uuid4()), "owner")
+    # An existing account joins; its password is not the one given (nor said to be).
+    again, home, created = identity.create_user("ops@example.com", "other", "", "Second", "owner")
+    assert again == user_id and home != ws and not created
