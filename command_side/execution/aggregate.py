@@ -75,6 +75,8 @@ STEPS_ALL = "all"
 QUEUE_TIMEOUT_S = 120.0
 #: Deepest nesting of subworkflows and loops (a workflow calling itself stops here).
 MAX_DEPTH = 8
+#: The largest task: it reaches runners as one Kafka message (brokers take about 1 MiB).
+MAX_TASK_BYTES = 900_000
 
 
 class StepProblem(Exception):
@@ -629,6 +631,18 @@ class Execution(Aggregate):
             node_id, kind, attempt, {**config, "scope": scope} if scope else config,
             credentials, now, env,
         )  # fmt: skip
+        size = len(json.dumps(task, separators=(",", ":")))
+        if size > MAX_TASK_BYTES:
+            # It would never reach a runner (every send refused, attempt after attempt).
+            too_large = StepProblem(
+                "ConfigError",
+                f"{node_id}'s rendered config makes a task of {size} bytes; a task travels "
+                f"as one Kafka message of at most {MAX_TASK_BYTES} (pass large data as a file "
+                "or an artifact, not in the config)",
+            )
+            return self._cannot_start(
+                node_id, kind, attempt, now, actor_id, waited, too_large, config
+            )
         if waited:
             self._step_dispatched(
                 node_id, attempt, _public(config), task, actor_id, self.workspace_id

@@ -287,6 +287,21 @@ def test_an_orchestrator_that_took_over_waits_a_heartbeat_timeout_before_calling
     assert execution.steps["a"].error["type"] == "HeartbeatTimeout"
 
 
+def test_a_task_larger_than_a_kafka_message_fails_its_step_at_once() -> None:
+    """Each value is within the template bound; together they make a task no broker takes.
+    Before, every send was refused and the step went round its attempts for minutes."""
+    body = {k: "{{ inputs.text }}" for k in "abcd"}
+    execution = started(
+        {"start": node("trigger.manual"), "a": node("http.request", url="http://x", body=body)},
+        [("start", "a")],
+    )
+    execution.inputs = {"text": "x" * 240_000}
+    execution.admit(0.0, "o")
+    error = execution.steps["a"].error
+    assert error["type"] == "ConfigError" and "one Kafka message" in error["message"]
+    assert execution.steps["a"].task is None
+
+
 def test_a_poison_task_that_kills_every_runner_fails_in_the_end() -> None:
     execution = started({"start": node("trigger.manual"), "a": node()}, [("start", "a")])
     execution.admit(0.0, "o")
