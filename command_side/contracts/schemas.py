@@ -246,15 +246,28 @@ def schema_for(event_type: str) -> dict[str, Any]:
             # An event larger than a Kafka message: these `data` fields are in the store only.
             "in_store": {
                 "type": "array",
-                "items": {"enum": sorted(data)},
+                "items": {"enum": sorted(data)} if data else False,
                 "minItems": 1,
                 "uniqueItems": True,
             },
         },
         # Every field is there, unless `in_store` names it.
-        "if": {"required": ["in_store"]},
-        "then": {},
-        "else": {"properties": {"data": {"required": sorted(data)}}},
+        **(
+            {
+                "allOf": [
+                    {
+                        "if": {
+                            "required": ["in_store"],
+                            "properties": {"in_store": {"contains": {"const": name}}},
+                        },
+                        "else": {"properties": {"data": {"required": [name]}}},
+                    }
+                    for name in sorted(data)
+                ]
+            }
+            if data
+            else {}
+        ),
     }
 
 

@@ -67,5 +67,7 @@ def test_an_envelope_with_data_left_in_the_store_still_meets_its_schema() -> Non
     fit, _ = fitted(whole, 1_000)
     assert fit["in_store"] == ["value"]
     jsonschema.validate(fit, schema_for(kind))
+    with pytest.raises(jsonschema.ValidationError):  # what stays must be there
+        jsonschema.validate({**fit, "data": {}}, schema_for(kind))
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({**whole, "data": {"name": "big"}}, schema_for(kind))  # no in_store
