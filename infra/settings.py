@@ -462,6 +462,20 @@ def _check_urls(settings: Settings) -> None:
 
 
 def _check_security(settings: Settings) -> None:
+    if settings.credentials_key is not None:
+        from cryptography.fernet import Fernet
+
+        keys = [k.strip() for k in settings.credentials_key.split(",") if k.strip()]
+        try:
+            for key in keys:
+                Fernet(key.encode())
+        except (ValueError, TypeError):
+            keys = []
+        if not keys:  # else the api and every runner would exit on it, restarted for ever
+            raise ConfigError(
+                f"{PREFIX}CREDENTIALS_KEY must be Fernet keys (32 url-safe base64-encoded "
+                "bytes), comma-separated, newest first"
+            )
     if not 4 <= settings.bcrypt_cost <= 31:
         raise ConfigError(f"{PREFIX}BCRYPT_COST must be between 4 and 31")
     if settings.jwt_algorithm == "HS256":

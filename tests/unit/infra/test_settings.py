@@ -61,6 +61,8 @@ def test_defaults_are_the_embedded_development_setup() -> None:
         ("AUTOOPS_KAFKA_BOOTSTRAP", "host:"),
         ("AUTOOPS_LLM_BASE_URL", "nonsense"),
         ("AUTOOPS_DATA_DIR", ""),
+        ("AUTOOPS_CREDENTIALS_KEY", "notakey"),
+        ("AUTOOPS_CREDENTIALS_KEY", " , "),
     ],
 )
 def test_bad_values_name_the_variable(name: str, value: str) -> None:
