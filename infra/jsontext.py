@@ -60,21 +60,22 @@ def loads(raw: bytes | str, *, allow_nan: bool = True) -> Any:
         if isinstance(raw, bytes)
         else _ESCAPED_SURROGATE.search(raw)
     )
-    return _without_surrogates(value) if escaped else value
+    return replace_text(value, _SURROGATE) if escaped else value
 
 
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def _without_surrogates(value: Any) -> Any:
+def replace_text(value: Any, pattern: re.Pattern[str]) -> Any:
+    """`value` with what `pattern` matches, in every string and key, replaced by U+FFFD."""
     if isinstance(value, str):
-        return _SURROGATE.sub("\ufffd", value)
+        return pattern.sub("\ufffd", value)
     if isinstance(value, dict):
-        return {_without_surrogates(k): _without_surrogates(v) for k, v in value.items()}
+        return {replace_text(k, pattern): replace_text(v, pattern) for k, v in value.items()}
     if isinstance(value, list):
-        return [_without_surrogates(v) for v in value]
+        return [replace_text(v, pattern) for v in value]
     return value
 
 
-__all__ = ["MAX_DEPTH", "loads", "too_deep"]
+__all__ = ["MAX_DEPTH", "loads", "replace_text", "too_deep"]

@@ -18,6 +18,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from command_side.contracts.envelope import Envelope
+from infra import jsontext
 from projections import schema
 from projections.registry import PROJECTIONS, Projection
 
@@ -25,20 +26,9 @@ log = logging.getLogger(__name__)
 
 #: An unescaped `\u0000` in encoded JSON (after an even run of backslashes, or none).
 _NUL_ESCAPE = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")
-#: NUL and the surrogate code points (in a `str`, always lone ones).
+#: What PostgreSQL cannot store: NUL, which no `text` or `jsonb` value may hold, and the
+#: surrogate code points (in a `str`, always lone ones), which are not UTF-8.
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-
-
-def _clean(value: Any) -> Any:
-    """`value` with the text PostgreSQL cannot store replaced by U+FFFD: NUL, which no
-    `text` or `jsonb` value may hold, and lone surrogates, which are not UTF-8."""
-    if isinstance(value, str):
-        return _UNSTORABLE.sub("\ufffd", value)
-    if isinstance(value, dict):
-        return {_clean(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_clean(v) for v in value]
-    return value
 
 
 def storable_json(value: Any) -> bytes:
@@ -48,9 +38,9 @@ def storable_json(value: Any) -> bytes:
     try:
         encoded = msgspec.json.encode(value)
     except UnicodeEncodeError:  # a lone surrogate ("\ud800" is valid JSON, not UTF-8)
-        return msgspec.json.encode(_clean(value))
+        return msgspec.json.encode(jsontext.replace_text(value, _UNSTORABLE))
     if b"\\u0000" in encoded and _NUL_ESCAPE.search(encoded):
-        return msgspec.json.encode(_clean(value))
+        return msgspec.json.encode(jsontext.replace_text(value, _UNSTORABLE))
     return encoded
 
 

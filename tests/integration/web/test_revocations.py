@@ -134,17 +134,22 @@ async def test_what_was_kept_is_dropped_when_the_subscription_was_down(
         await admin.aclose()
 
 
-async def test_a_process_started_after_redis_lost_everything_rebuilds_before_trusting(
-    redis_url: str,
-) -> None:
-    who = principal()
-    ended = {
+def logged_out(who: Principal) -> dict[str, Any]:
+    """The identity log's record of the session's logout, as of now."""
+    return {
         "type": "identity.SessionRevoked",
         "aggregate_id": who.session_id,
         "workspace_id": who.workspace_id,
         "occurred_at": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
         "data": {"reason": "logout"},
     }
+
+
+async def test_a_process_started_after_redis_lost_everything_rebuilds_before_trusting(
+    redis_url: str,
+) -> None:
+    who = principal()
+    ended = logged_out(who)
     admin = aioredis.Redis.from_url(redis_url)
     redis = aioredis.Redis.from_url(redis_url)
     revocations = Revocations(redis, 900, lambda: [[ended]])  # type: ignore[list-item]
@@ -171,13 +176,7 @@ async def test_a_revocation_whose_mark_was_never_set_is_restored_when_an_api_sta
     """An api process killed between committing a logout and setting its mark (Redis built
     and intact otherwise): the next api process to start sets it from the identity log."""
     who = principal()
-    ended = {
-        "type": "identity.SessionRevoked",
-        "aggregate_id": who.session_id,
-        "workspace_id": who.workspace_id,
-        "occurred_at": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
-        "data": {"reason": "logout"},
-    }
+    ended = logged_out(who)
     redis = aioredis.Redis.from_url(redis_url)
     before = Revocations(redis, 900, lambda: [])
     after = Revocations(redis, 900, lambda: [[ended]])  # type: ignore[list-item]
