@@ -228,10 +228,31 @@ async def history(
 async def webhook_workflows(
     conn: psycopg.AsyncConnection[Any], workspace_id: str, path: str
 ) -> list[UUID]:
-    """Workflows of the workspace whose graph has a `trigger.webhook` on `path`."""
+    """Workflows of the workspace with a `trigger.webhook` on `path`, in the draft or in the
+    latest published version (the one a webhook starts: a draft edit of the path, or of the
+    trigger away, must not silence what is published)."""
+    listening = json.dumps([{"type": "trigger.webhook", "config": {"path": path}}])
     cur = await conn.execute(
-        "SELECT DISTINCT workflow_id FROM read.workflow_nodes "
-        "WHERE workspace_id = %s AND type = 'trigger.webhook' AND config->>'path' = %s",
-        (workspace_id, path),
+        "SELECT workflow_id FROM read.workflow_nodes "
+        "WHERE workspace_id = %s AND type = 'trigger.webhook' AND config->>'path' = %s "
+        "UNION SELECT v.workflow_id FROM read.workflow_versions v "
+        "WHERE v.workspace_id = %s AND v.graph->'nodes' @> %s::jsonb AND v.number = "
+        "(SELECT max(number) FROM read.workflow_versions l WHERE l.workflow_id = v.workflow_id)",
+        (workspace_id, path, workspace_id, listening),
+    )
+    return [row[0] for row in await cur.fetchall()]
+
+
+async def unfolded_versions(
+    conn: psycopg.AsyncConnection[Any], published: dict[UUID, int]
+) -> list[UUID]:
+    """Of these (workflow → published version number), the workflows whose version the read
+    model does not have yet."""
+    if not published:
+        return []
+    cur = await conn.execute(
+        "SELECT r.w FROM unnest(%s::uuid[], %s::integer[]) AS r(w, n) WHERE NOT EXISTS "
+        "(SELECT 1 FROM read.workflow_versions v WHERE v.workflow_id = r.w AND v.number >= r.n)",
+        (list(published), list(published.values())),
     )
     return [row[0] for row in await cur.fetchall()]

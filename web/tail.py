@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 from uuid import UUID
@@ -44,8 +46,14 @@ def row_of(event: Any, position: int = 0, context: str = "workflow") -> Row:
     }
 
 
+#: The stored topic of a workflow's publish ends so.
+PUBLISHED = ".Published"
 #: Lookups of an aggregate's origin at once per tail (see `EventTail.origin`).
 LOOKUPS = 4
+#: How long, and how many, publishes the workflow tail remembers: webhooks look here for a
+#: version the read model has not folded yet (the projector is far quicker than this).
+PUBLISHED_MEMORY_S = 30.0
+PUBLISHED_MEMORY = 256
 #: Batches a subscriber may fall behind by before it is told to read from the store instead.
 WATCH_BACKLOG = 64
 #: Subscribers handed a batch per turn of the event loop: between two handfuls the loop
@@ -166,6 +174,10 @@ class EventTail:
         self._position = 0
         self._task: asyncio.Task[None] | None = None
         self._lookups = asyncio.Semaphore(LOOKUPS)
+        self._moved = asyncio.Condition()
+        #: (when seen, workspace, workflow, version number) of the latest publishes (workflow
+        #: context only).
+        self._published: deque[tuple[float, str, UUID, int]] = deque(maxlen=PUBLISHED_MEMORY)
 
     async def start(self) -> None:
         newest: int | None = await asyncio.to_thread(self._store.recorder.max_notification_id)
@@ -237,6 +249,27 @@ class EventTail:
         async with self._lookups:
             return await asyncio.to_thread(read)
 
+    async def reach_head(self, timeout: float) -> bool:
+        """Wait until this tail has read everything the store held when asked (at most
+        `timeout` seconds); whether it has."""
+        head = await asyncio.to_thread(self._store.recorder.max_notification_id) or 0
+        async with self._moved:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._moved.wait_for(lambda: self._position >= head), timeout
+                )
+            return self._position >= head
+
+    def recently_published(self, workspace_id: str) -> dict[UUID, int]:
+        """The workflows of the workspace published in the last `PUBLISHED_MEMORY_S` seconds,
+        each with its latest version number (whether or not the read model has it yet)."""
+        horizon = time.monotonic() - PUBLISHED_MEMORY_S
+        latest: dict[UUID, int] = {}
+        for at, ws, workflow_id, number in self._published:
+            if at >= horizon and ws == workspace_id:
+                latest[workflow_id] = max(latest.get(workflow_id, 0), number)
+        return latest
+
     async def _run(self) -> None:
         while True:
             try:
@@ -261,7 +294,11 @@ class EventTail:
             batch = await asyncio.to_thread(self._select, self._position)
             if batch is None:
                 return
-            self._position, rows = batch
+            self._position, rows, published = batch
+            now = time.monotonic()
+            self._published.extend((now, *publish) for publish in published)
+            async with self._moved:
+                self._moved.notify_all()
             handed = 0
             for aggregate_id, new in rows.items():
                 for watch in list(self._watchers.get(aggregate_id, ())):
@@ -270,9 +307,12 @@ class EventTail:
                     if handed % DELIVERY_CHUNK == 0:
                         await asyncio.sleep(0)
 
-    def _select(self, after: int) -> tuple[int, dict[UUID, list[Row]]] | None:
-        """The next round of notifications: its last position and the decoded events of the
-        watched aggregates (others are not decoded). None when there is nothing new.
+    def _select(
+        self, after: int
+    ) -> tuple[int, dict[UUID, list[Row]], list[tuple[str, UUID, int]]] | None:
+        """The next round of notifications: its last position, the decoded events of the
+        watched aggregates (others are not decoded) and the (workspace, workflow, version
+        number) of each publish. None when there is nothing new.
 
         Who watches is asked after the read, not before: a subscriber that registered
         meanwhile gets these events here, or (registered later still) reads them itself."""
@@ -282,16 +322,22 @@ class EventTail:
         if not notifications:
             return None
         rows: dict[UUID, list[Row]] = {}
+        published: list[tuple[str, UUID, int]] = []
         for n in notifications:
             aggregate_id = UUID(str(n.originator_id))
-            if aggregate_id not in self._watchers:
+            publish = self._context == "workflow" and n.topic.endswith(PUBLISHED)
+            if aggregate_id not in self._watchers and not publish:
                 continue
             try:
-                event = self._store.mapper.to_domain_event(n)
+                row = row_of(self._store.mapper.to_domain_event(n), n.id, self._context)
             except Exception:  # one bad event must not stall every subscription
                 log.exception(
                     "%s event tail: cannot decode notification %s; skipped", self._context, n.id
                 )
                 continue
-            rows.setdefault(aggregate_id, []).append(row_of(event, n.id, self._context))
-        return notifications[-1].id, rows
+            if publish:
+                number = int(row["payload"]["version_number"])
+                published.append((str(row["workspace_id"]), aggregate_id, number))
+            if aggregate_id in self._watchers:
+                rows.setdefault(aggregate_id, []).append(row)
+        return notifications[-1].id, rows, published

@@ -36,6 +36,9 @@ from web.rest import problem as _problem
 from web.services import Services, scoped
 
 DROPPED_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization", "content-length"})
+#: Longest a webhook that found no workflow waits for the api's event tail to read the store's
+#: latest events (a publish the read model has not folded yet).
+HEAD_WAIT_S = 1.0
 PATH_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 
 
@@ -66,6 +69,14 @@ async def webhook(
         candidates = await views.webhook_workflows(conn, workspace_id, path)
     service = ExecutionService(svc.execution_store, svc.store)
     found = await asyncio.to_thread(_find, service, workspace_id, candidates, path)
+    if not found:
+        # Published a moment ago: the store has the version, the read model may not yet.
+        await svc.tail.reach_head(HEAD_WAIT_S)
+        async with scoped(svc.pool, workspace_id) as conn:
+            unfolded = await views.unfolded_versions(
+                conn, svc.tail.recently_published(workspace_id)
+            )
+        found = await asyncio.to_thread(_find, service, workspace_id, unfolded, path)
     if not found:
         return _problem(404, "NOT_FOUND", "no webhook here")
     if len(found) > 1:

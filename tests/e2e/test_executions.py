@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
+import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -828,13 +830,8 @@ async def test_a_webhook_starts_its_workflow_with_the_request_as_inputs(
     )
     url = f"{stack.url}/hooks/{client.workspace}/orders?src=shop"
     async with httpx.AsyncClient() as http:
-
-        async def answered() -> httpx.Response | None:  # 404 until the projector has the hook
-            response = await http.post(url, json={"sku": "A1"})
-            return None if response.status_code == 404 else response
-
-        refused = await eventually(answered, 20, "the hook projected", every=0.25)
-        assert refused.status_code == 401
+        refused = await http.post(url, json={"sku": "A1"})  # published: listening at once
+        assert refused.status_code == 401, refused.text
         missing = await http.post(f"{stack.url}/hooks/{client.workspace}/nothing", json={})
         assert missing.status_code == 404
         wrong = await http.post(url, json={"sku": "A1"}, headers={"X-Hook-Token": "guess"})
@@ -880,6 +877,49 @@ async def test_a_webhook_starts_its_workflow_with_the_request_as_inputs(
     assert limited, f"100 webhooks in {seconds} s were all admitted"
     assert limited[0].headers["retry-after"] == "1"
     assert limited[0].json()["error"]["code"] == "RATE_LIMITED"
+
+
+UPDATE_NODE = "mutation($i: UpdateNodeInput!) { updateNode(input: $i) { version } }"
+DRAFT = "query($id: ID!, $v: Int) { workflow(id: $id, atLeastVersion: $v) { version } }"
+
+
+async def test_a_webhook_listens_once_published_whatever_the_read_model_or_the_draft_says(
+    stack: Stack, client: GraphQLClient
+) -> None:
+    def url(path: str) -> str:
+        return f"{stack.url}/hooks/{client.workspace}/{path}"
+
+    projector = stack.supervisor.children["projector"]
+    os.kill(projector.pid, signal.SIGSTOP)  # the read model knows nothing of what follows
+    try:
+        workflow = await build(
+            client,
+            {
+                "hook": ("trigger.webhook", {"path": "fresh"}),
+                "echo": ("data.transform", {"fields": {"n": "{{ inputs.body.n }}"}}),
+            },
+            [("hook", "echo")],
+        )
+        async with httpx.AsyncClient() as http:
+            at_once = await http.post(url("fresh"), json={"n": 1})
+    finally:
+        os.kill(projector.pid, signal.SIGCONT)
+    assert at_once.status_code == 202, at_once.text
+
+    # The draft moves the path and the read model shows it: the published version still
+    # listens where it did, and the draft's path only once published.
+    edit = {"workflowId": workflow, "nodeId": "hook", "config": {"path": "next"}}
+    version = (await client.execute(UPDATE_NODE, {"i": edit}))["updateNode"]["version"]
+    await client.execute(DRAFT, {"id": workflow, "v": version})
+    async with httpx.AsyncClient() as http:
+        published = await http.post(url("fresh"), json={"n": 2})
+        drafted = await http.post(url("next"), json={"n": 3})
+    assert published.status_code == 202, published.text
+    assert drafted.status_code == 404, drafted.text
+    for answer, n in ((at_once, 1), (published, 2)):
+        done = await wait_for(client, answer.json()["executionId"])
+        assert done["status"] == "SUCCEEDED", failure(done)
+        assert steps_of(done)["echo"]["output"] == {"n": n}
 
 
 async def test_a_webhook_body_past_the_limit_is_refused_declared_or_chunked(
