@@ -48,7 +48,7 @@ def row_of(event: Any, position: int = 0, context: str = "workflow") -> Row:
 
 #: The stored topic of a workflow's publish ends so.
 PUBLISHED = ".Published"
-#: Lookups of an aggregate's origin at once per tail (see `EventTail.origin`).
+#: Store lookups at once per tail that any caller may start (`EventTail.origin`, `reach_head`).
 LOOKUPS = 4
 #: How long, and how many, publishes the workflow tail remembers: webhooks look here for a
 #: version the read model has not folded yet (the projector is far quicker than this).
@@ -252,7 +252,8 @@ class EventTail:
     async def reach_head(self, timeout: float) -> bool:
         """Wait until this tail has read everything the store held when asked (at most
         `timeout` seconds); whether it has."""
-        head = await asyncio.to_thread(self._store.recorder.max_notification_id) or 0
+        async with self._lookups:  # anyone may ask (a webhook's miss): a few at a time
+            head = await asyncio.to_thread(self._store.recorder.max_notification_id) or 0
         async with self._moved:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
@@ -330,14 +331,14 @@ class EventTail:
                 continue
             try:
                 row = row_of(self._store.mapper.to_domain_event(n), n.id, self._context)
+                if publish:
+                    number = int(row["payload"]["version_number"])
+                    published.append((str(row["workspace_id"]), aggregate_id, number))
             except Exception:  # one bad event must not stall every subscription
                 log.exception(
                     "%s event tail: cannot decode notification %s; skipped", self._context, n.id
                 )
                 continue
-            if publish:
-                number = int(row["payload"]["version_number"])
-                published.append((str(row["workspace_id"]), aggregate_id, number))
             if aggregate_id in self._watchers:
                 rows.setdefault(aggregate_id, []).append(row)
         return notifications[-1].id, rows, published
