@@ -1,6 +1,6 @@
-"""kill -9 of the orchestrator and the runner while workflows run: every execution still
-reaches exactly one terminal state, and no step's side effect runs twice when its first
-attempt had finished and reported."""
+"""kill -9 of the orchestrator, the runner and the relay while workflows run: every
+execution still reaches exactly one terminal state, no step's side effect runs twice when its
+first attempt had finished and reported, and every cancel reaches its running step."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import json
 import os
 import random
 import signal
+import subprocess
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
@@ -23,7 +24,7 @@ from infra import embedded
 from infra.settings import Settings, eventsourcing_env_for
 from tests import services
 from tests.api_server import ApiServer, running_api_server
-from tests.execution_client import build, failure, start, steps_of, wait_for
+from tests.execution_client import CANCEL, build, failure, start, steps_of, wait_for
 from tests.execution_client import execution as read_execution
 from tests.graphql_client import GraphQLClient
 from tests.kafka_read import read_topic_raw
@@ -276,6 +277,67 @@ async def test_a_step_failed_for_good_is_dead_lettered_with_its_error(
     (letter,) = wait_until(dead_letters, 20, "a dead letter")
     assert letter["error"]["type"] == "HttpStatusError"  # type: ignore[index]
     assert letter["task"]["node_id"] == "poison"  # type: ignore[index]
+
+
+def cancelled_reports(stack: Stack, execution_ids: list[str]) -> set[str]:
+    """The executions among these whose running step a runner reported stopped by a cancel."""
+    results = read_topic_raw(stack.settings.kafka_bootstrap or "", "autoops.runner.results")
+    return {
+        str(r["execution_id"])
+        for r in results
+        if r.get("execution_id") in execution_ids
+        and (r.get("error") or {}).get("type") == "Cancelled"  # type: ignore[union-attr]
+    }
+
+
+def live(stack: Stack, name: str, killed: set[int]) -> subprocess.Popen[bytes] | None:
+    """The supervisor's `name` process, once it is none of those killed."""
+    proc = stack.supervisor.children[name]
+    return proc if proc.pid not in killed else None
+
+
+async def test_cancels_reach_their_running_steps_across_relay_kills(
+    stack: Stack, client: GraphQLClient, api: ApiServer
+) -> None:
+    """The relay carries cancels to the runners (the control topic): one killed between
+    sending a cancel and recording that it did, or before sending it, sends it again."""
+    workflow = await build(
+        client,
+        {"start": MANUAL, "hold": ("http.request", {"url": api.url + "/hold/{{ execution.id }}"})},
+        [("start", "hold")],
+    )
+    ids = [await start(client, workflow) for _ in range(6)]
+    try:
+        for execution_id in ids:
+            assert await asyncio.to_thread(api.arrived[execution_id].wait, 30), execution_id
+        # Three kills (the supervisor's back-off doubles with each: 1, 2 s), each at a random
+        # point after two cancels, all well within the API's 30 s hold.
+        rng = random.Random(6)
+        killed: set[int] = set()
+        for pair in (ids[0:2], ids[2:4], ids[4:6]):
+            relay = await asyncio.to_thread(
+                wait_until, lambda: live(stack, "relay", killed), 30, "the relay restarted"
+            )
+            for execution_id in pair:
+                answer = await client.execute(CANCEL, {"i": {"executionId": execution_id}})
+                assert answer["cancelExecution"]["status"] == "CANCELLED"
+                await asyncio.sleep(rng.uniform(0, 0.03))  # the relay at any point of a batch
+            os.kill(relay.pid, signal.SIGKILL)
+            await asyncio.to_thread(relay.wait)
+            killed.add(relay.pid)
+        await asyncio.to_thread(
+            wait_until,
+            lambda: cancelled_reports(stack, ids) == set(ids) or None,
+            30,
+            "every running step stopped by its cancel",
+            0.5,
+        )
+    finally:
+        for execution_id in ids:
+            api.release[execution_id].set()
+    for execution_id in ids:
+        done = await wait_for(client, execution_id)
+        assert done["status"] == "CANCELLED", failure(done)
 
 
 async def test_two_orchestrators_share_the_executions(
