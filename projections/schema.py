@@ -118,9 +118,6 @@ WORKFLOWS = [
         graph jsonb NOT NULL,
         PRIMARY KEY (workflow_id, number)
     )""",
-    # Webhooks look for the published versions listening on a path, per workspace.
-    "CREATE INDEX IF NOT EXISTS workflow_versions_by_workspace"
-    " ON read.workflow_versions (workspace_id)",
 ]
 
 HISTORY = [

@@ -225,34 +225,45 @@ async def history(
     return await page(conn, sql, params, size, lambda r: (r["version"],))
 
 
+#: Workflows of a workspace with a `trigger.webhook` on a path: in the draft, or in the latest
+#: published version (the one a webhook starts: a draft edit of the path, or of the trigger
+#: away, must not silence what is published; one graph per workflow is looked at).
+_LISTENING = (
+    "SELECT n.workflow_id FROM read.workflow_nodes n WHERE n.workspace_id = %(ws)s"
+    " AND n.type = 'trigger.webhook' AND n.config->>'path' = %(path)s"
+    " UNION SELECT v.workflow_id FROM read.workflows w JOIN read.workflow_versions v"
+    " ON v.workflow_id = w.id AND v.number = w.published_version"
+    " WHERE w.workspace_id = %(ws)s AND v.graph->'nodes' @> %(listening)s::jsonb"
+)
+
+
+def _listening(workspace_id: str, path: str) -> dict[str, Any]:
+    listening = json.dumps([{"type": "trigger.webhook", "config": {"path": path}}])
+    return {"ws": workspace_id, "path": path, "listening": listening}
+
+
 async def webhook_workflows(
     conn: psycopg.AsyncConnection[Any], workspace_id: str, path: str
 ) -> list[UUID]:
-    """Workflows of the workspace with a `trigger.webhook` on `path`, in the draft or in the
-    latest published version (the one a webhook starts: a draft edit of the path, or of the
-    trigger away, must not silence what is published)."""
-    listening = json.dumps([{"type": "trigger.webhook", "config": {"path": path}}])
-    cur = await conn.execute(
-        "SELECT workflow_id FROM read.workflow_nodes "
-        "WHERE workspace_id = %s AND type = 'trigger.webhook' AND config->>'path' = %s "
-        "UNION SELECT v.workflow_id FROM read.workflow_versions v "
-        "WHERE v.workspace_id = %s AND v.graph->'nodes' @> %s::jsonb AND v.number = "
-        "(SELECT max(number) FROM read.workflow_versions l WHERE l.workflow_id = v.workflow_id)",
-        (workspace_id, path, workspace_id, listening),
-    )
+    """Workflows of the workspace with a `trigger.webhook` on `path` (draft or published)."""
+    cur = await conn.execute(_LISTENING, _listening(workspace_id, path))
     return [row[0] for row in await cur.fetchall()]
 
 
-async def unfolded_versions(
-    conn: psycopg.AsyncConnection[Any], published: dict[UUID, int]
+async def webhook_workflows_or_unfolded(
+    conn: psycopg.AsyncConnection[Any], workspace_id: str, path: str, published: dict[UUID, int]
 ) -> list[UUID]:
-    """Of these (workflow → published version number), the workflows whose version the read
-    model does not have yet."""
-    if not published:
-        return []
+    """`webhook_workflows`, and of `published` (workflow → version number, from the event
+    store) those whose version the read model does not have yet, in one snapshot: a publish
+    folded meanwhile is in one part or the other."""
     cur = await conn.execute(
-        "SELECT r.w FROM unnest(%s::uuid[], %s::integer[]) AS r(w, n) WHERE NOT EXISTS "
-        "(SELECT 1 FROM read.workflow_versions v WHERE v.workflow_id = r.w AND v.number >= r.n)",
-        (list(published), list(published.values())),
+        _LISTENING + " UNION SELECT r.w FROM unnest(%(ids)s::uuid[], %(numbers)s::integer[])"
+        " AS r(w, n) WHERE NOT EXISTS (SELECT 1 FROM read.workflow_versions v"
+        " WHERE v.workflow_id = r.w AND v.number >= r.n)",
+        {
+            **_listening(workspace_id, path),
+            "ids": list(published),
+            "numbers": list(published.values()),
+        },
     )
     return [row[0] for row in await cur.fetchall()]

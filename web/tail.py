@@ -20,10 +20,12 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
+from eventsourcing.utils import get_topic
 
 from command_side.contracts.envelope import to_envelope
 from command_side.execution.store import ExecutionStore
 from command_side.store import WorkflowStore
+from command_side.workflow.aggregate import Workflow
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +48,12 @@ def row_of(event: Any, position: int = 0, context: str = "workflow") -> Row:
     }
 
 
-#: The stored topic of a workflow's publish ends so.
-PUBLISHED = ".Published"
-#: Store lookups at once per tail that any caller may start (`EventTail.origin`, `reach_head`).
+#: Store lookups at once per tail that any caller may start (see `EventTail.origin`).
 LOOKUPS = 4
-#: How long, and how many, publishes the workflow tail remembers: webhooks look here for a
-#: version the read model has not folded yet (the projector is far quicker than this).
+#: How long, and how many per workspace, publishes the workflow tail remembers: webhooks look
+#: here for a version the read model has not folded yet (the projector is far quicker).
 PUBLISHED_MEMORY_S = 30.0
-PUBLISHED_MEMORY = 256
+PUBLISHED_MEMORY = 64
 #: Batches a subscriber may fall behind by before it is told to read from the store instead.
 WATCH_BACKLOG = 64
 #: Subscribers handed a batch per turn of the event loop: between two handfuls the loop
@@ -175,9 +175,15 @@ class EventTail:
         self._task: asyncio.Task[None] | None = None
         self._lookups = asyncio.Semaphore(LOOKUPS)
         self._moved = asyncio.Condition()
-        #: (when seen, workspace, workflow, version number) of the latest publishes (workflow
-        #: context only).
-        self._published: deque[tuple[float, str, UUID, int]] = deque(maxlen=PUBLISHED_MEMORY)
+        #: The store's head as read by the newest lookup, and when that lookup started.
+        self._head: asyncio.Task[int] | None = None
+        self._head_asked = 0.0
+        #: Per workspace, (when seen, workflow, version number) of its latest publishes
+        #: (workflow context only).
+        self._published: dict[str, deque[tuple[float, UUID, int]]] = {}
+        self._published_topic = (
+            get_topic(Workflow.Published) if context == "workflow" else None  # type: ignore[attr-defined]
+        )
 
     async def start(self) -> None:
         newest: int | None = await asyncio.to_thread(self._store.recorder.max_notification_id)
@@ -251,25 +257,54 @@ class EventTail:
 
     async def reach_head(self, timeout: float) -> bool:
         """Wait until this tail has read everything the store held when asked (at most
-        `timeout` seconds); whether it has."""
-        async with self._lookups:  # anyone may ask (a webhook's miss): a few at a time
-            head = await asyncio.to_thread(self._store.recorder.max_notification_id) or 0
+        `timeout` seconds); whether it has. Callers asking at once share one lookup of the
+        store's head, begun after they asked (anyone may ask: a webhook that found nothing)."""
+        asked = time.monotonic()
+        if self._head is None or (self._head_asked < asked and self._head.done()):
+            self._head_asked = asked
+            self._head = asyncio.create_task(self._read_head())
+        elif self._head_asked < asked:  # under way, but may have read before we asked
+            previous = self._head
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(previous), timeout)
+            if self._head is previous:
+                self._head_asked = time.monotonic()
+                self._head = asyncio.create_task(self._read_head())
+        deadline = asked + timeout
+        try:
+            head = await asyncio.wait_for(asyncio.shield(self._head), deadline - time.monotonic())
+        except (TimeoutError, psycopg.Error, OSError):
+            return False
         async with self._moved:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
-                    self._moved.wait_for(lambda: self._position >= head), timeout
+                    self._moved.wait_for(lambda: self._position >= head),
+                    max(0.0, deadline - time.monotonic()),
                 )
             return self._position >= head
+
+    async def _read_head(self) -> int:
+        return await asyncio.to_thread(self._store.recorder.max_notification_id) or 0
 
     def recently_published(self, workspace_id: str) -> dict[UUID, int]:
         """The workflows of the workspace published in the last `PUBLISHED_MEMORY_S` seconds,
         each with its latest version number (whether or not the read model has it yet)."""
         horizon = time.monotonic() - PUBLISHED_MEMORY_S
         latest: dict[UUID, int] = {}
-        for at, ws, workflow_id, number in self._published:
-            if at >= horizon and ws == workspace_id:
+        for at, workflow_id, number in self._published.get(workspace_id, ()):
+            if at >= horizon:
                 latest[workflow_id] = max(latest.get(workflow_id, 0), number)
         return latest
+
+    def _remember(self, published: list[tuple[str, UUID, int]]) -> None:
+        now = time.monotonic()
+        for workspace_id, workflow_id, number in published:
+            memory = self._published.setdefault(workspace_id, deque(maxlen=PUBLISHED_MEMORY))
+            memory.append((now, workflow_id, number))
+        if published:  # forget workspaces that published nothing lately
+            horizon = now - PUBLISHED_MEMORY_S
+            for workspace_id in [w for w, m in self._published.items() if m[-1][0] < horizon]:
+                del self._published[workspace_id]
 
     async def _run(self) -> None:
         while True:
@@ -296,8 +331,7 @@ class EventTail:
             if batch is None:
                 return
             self._position, rows, published = batch
-            now = time.monotonic()
-            self._published.extend((now, *publish) for publish in published)
+            self._remember(published)
             async with self._moved:
                 self._moved.notify_all()
             handed = 0
@@ -326,7 +360,7 @@ class EventTail:
         published: list[tuple[str, UUID, int]] = []
         for n in notifications:
             aggregate_id = UUID(str(n.originator_id))
-            publish = self._context == "workflow" and n.topic.endswith(PUBLISHED)
+            publish = n.topic == self._published_topic
             if aggregate_id not in self._watchers and not publish:
                 continue
             try:

@@ -72,11 +72,11 @@ async def webhook(
     if not found:
         # Published a moment ago: the store has the version, the read model may not yet.
         await svc.tail.reach_head(HEAD_WAIT_S)
-        async with scoped(svc.pool, workspace_id) as conn:
-            unfolded = await views.unfolded_versions(
-                conn, svc.tail.recently_published(workspace_id)
-            )
-        found = await asyncio.to_thread(_find, service, workspace_id, unfolded, path)
+        recent = svc.tail.recently_published(workspace_id)
+        if recent:
+            async with scoped(svc.pool, workspace_id) as conn:
+                again = await views.webhook_workflows_or_unfolded(conn, workspace_id, path, recent)
+            found = await asyncio.to_thread(_find, service, workspace_id, again, path)
     if not found:
         return _problem(404, "NOT_FOUND", "no webhook here")
     if len(found) > 1:
