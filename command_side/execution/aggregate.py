@@ -14,6 +14,7 @@ aggregate stays a deterministic function of its events and those answers.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -1404,9 +1405,18 @@ def _public(config: Any) -> Any:
 
 
 def _epoch(value: Any) -> float:
-    if isinstance(value, int | float):
-        return float(value)
+    """A delay's `until`: epoch seconds (a number, or text that reads as one) or ISO 8601."""
+    text = str(value).strip()
     try:
-        return datetime.fromisoformat(str(value)).timestamp()
+        seconds = float(value) if isinstance(value, int | float) else float(text)
     except ValueError:
-        raise StepProblem("ConfigError", f"until: {value!r} is not an ISO 8601 time") from None
+        try:
+            return datetime.fromisoformat(text).timestamp()
+        except ValueError:
+            pass
+    else:
+        if math.isfinite(seconds):
+            return seconds
+    raise StepProblem(
+        "ConfigError", f"until: {value!r} is neither an ISO 8601 time nor epoch seconds"
+    )

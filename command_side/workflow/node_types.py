@@ -460,7 +460,10 @@ NODE_TYPES: dict[str, NodeType] = {
             "control.delay",
             "Wait a number of seconds, or until a time.",
             seconds={"type": "number", "minimum": 0},
-            until=_TEMPLATE,
+            until={
+                "anyOf": [_TEMPLATE, {"type": "number"}],
+                "description": "ISO 8601 time or epoch seconds (a template, or a number)",
+            },
         ),
         _t(
             "control.subworkflow",

@@ -338,6 +338,30 @@ def test_delay_waits_on_the_orchestrators_clock() -> None:
     assert [s.node_id for s in execution.wake(130.0, "o")] == ["b"]
 
 
+@pytest.mark.parametrize(
+    "until", [1000, 1000.0, "1000", " 1000.0 ", "1970-01-01T00:16:40+00:00", "{{ 500 * 2 }}"]
+)
+def test_a_delay_waits_until_epoch_seconds_or_an_iso_time(until: object) -> None:
+    execution = started(
+        {"start": node("trigger.manual"), "wait": node("control.delay", until=until), "b": node()},
+        [("start", "wait"), ("wait", "b")],
+    )
+    execution.admit(100.0, "o")
+    assert execution.next_wake(5000.0, {}) == 1000.0
+    assert [s.node_id for s in execution.wake(1000.0, "o")] == ["b"]
+
+
+@pytest.mark.parametrize("until", ["soon", "nan", "inf", "1e999"])
+def test_a_delay_until_what_is_no_time_fails_its_step(until: str) -> None:
+    execution = started(
+        {"start": node("trigger.manual"), "wait": node("control.delay", until=until)},
+        [("start", "wait")],
+    )
+    execution.admit(100.0, "o")
+    assert execution.status == "FAILED"
+    assert execution.steps["wait"].error["type"] == "ConfigError"
+
+
 def test_a_loop_runs_its_body_as_child_executions_a_few_at_a_time() -> None:
     execution = started(
         {
