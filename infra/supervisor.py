@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -179,6 +180,16 @@ def run_up(settings: Settings) -> int:
             f"(data in {Path(resolved.data_dir).resolve()}; Ctrl-C stops everything)",
             flush=True,
         )
+        embedded_urls = {
+            f"AUTOOPS_{name.upper()}": getattr(resolved, name)
+            for name in ("database_url", "kafka_bootstrap", "redis_url")
+            if getattr(settings, name) is None
+        }
+        if embedded_urls:
+            # Single-process commands (`autoops replay`, `autoops user create`, one more
+            # runner) need the URLs of what `up` started for them.
+            exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in embedded_urls.items())
+            print(f"Embedded services, for other autoops commands: export {exports}", flush=True)
         supervisor.watch()
     finally:
         supervisor.stop()

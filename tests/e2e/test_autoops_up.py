@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import httpx
@@ -25,6 +27,17 @@ SIGN_UP = {
     "displayName": "First",
     "workspaceName": "Home",
 }
+
+
+USER_OPS = (
+    "--email",
+    "ops@example.com",
+    "--role",
+    "owner",
+    "--workspace",
+    "Ops",
+    "--password-stdin",
+)
 
 
 def start_up(tmp_path: Path, **settings: str) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
@@ -49,7 +62,31 @@ def start_up(tmp_path: Path, **settings: str) -> tuple[subprocess.Popen[bytes], 
 def test_up_starts_everything_embedded_and_ctrl_c_leaves_no_orphans(tmp_path: Path) -> None:
     proc, env = start_up(tmp_path)
     url = f"http://127.0.0.1:{env['AUTOOPS_API_PORT']}"
+    lines: list[str] = []
+    assert proc.stdout is not None
+    reader = threading.Thread(
+        target=lambda: lines.extend(line.decode() for line in proc.stdout),  # type: ignore[union-attr]
+        daemon=True,
+    )
+    reader.start()
     try:
+        # It says how other commands reach what it embedded, and they do.
+        exports = wait_until(
+            lambda: next((ln for ln in lines if ln.startswith("Embedded services")), None),
+            90,
+            "the embedded services' URLs",
+        )
+        urls = dict(pair.split("=", 1) for pair in shlex.split(exports.split("export ", 1)[1]))
+        assert set(urls) == {"AUTOOPS_DATABASE_URL", "AUTOOPS_KAFKA_BOOTSTRAP", "AUTOOPS_REDIS_URL"}
+        created = subprocess.run(
+            [sys.executable, "-m", "infra.cli", "user", "create", *USER_OPS],
+            input=b"a long enough password\n",
+            env=env | urls,
+            capture_output=True,
+            timeout=60,
+        )
+        assert created.returncode == 0, created.stderr.decode()
+        assert b"is owner of workspace" in created.stdout
         ready = wait_until(
             lambda: (r := http_answer("GET", f"{url}/health/ready")) and r.status_code == 200 and r,
             90,
@@ -151,7 +188,9 @@ def test_up_starts_everything_embedded_and_ctrl_c_leaves_no_orphans(tmp_path: Pa
         assert len(family) >= 5
     finally:
         proc.send_signal(signal.SIGINT)
-        output = proc.communicate(timeout=60)[0].decode()
+        proc.wait(timeout=60)
+        reader.join(10)
+    output = "".join(lines)
     assert proc.returncode == 0, output
     _gone, alive = psutil.wait_procs(family, timeout=10)
     assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], alive
