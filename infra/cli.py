@@ -43,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
         help="rebuild only this projection (repeatable); default: all",
     )
     sub.add_parser("schemas", help="print the JSON Schema of every public event type")
+    sub.add_parser("node-types", help="print the node type reference (docs/node-types.md)")
     user = sub.add_parser("user", help="manage accounts").add_subparsers(
         dest="user_command", required=True
     )
@@ -108,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
 
             json.dump({t: schema_for(t) for t in EVENT_TYPES}, sys.stdout, indent=2)
             print()
+        elif args.command == "node-types":
+            from command_side.workflow.node_reference import reference
+
+            sys.stdout.write(reference())
     except (ConfigError, InfraError) as exc:
         print(f"autoops: {exc}", file=sys.stderr)
         return 2
