@@ -70,6 +70,17 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "schemas":  # documentation: no settings, no services
+        from command_side.contracts.schemas import EVENT_TYPES, schema_for
+
+        json.dump({t: schema_for(t) for t in EVENT_TYPES}, sys.stdout, indent=2)
+        print()
+        return 0
+    if args.command == "node-types":
+        from command_side.workflow.node_reference import reference
+
+        sys.stdout.write(reference())
+        return 0
     try:
         settings = get_settings()
         logging.basicConfig(
@@ -104,15 +115,6 @@ def main(argv: list[str] | None = None) -> int:
             return bootstrap.run_user_create(
                 settings, args.email, args.name, args.role, args.workspace, args.password_stdin
             )
-        elif args.command == "schemas":
-            from command_side.contracts.schemas import EVENT_TYPES, schema_for
-
-            json.dump({t: schema_for(t) for t in EVENT_TYPES}, sys.stdout, indent=2)
-            print()
-        elif args.command == "node-types":
-            from command_side.workflow.node_reference import reference
-
-            sys.stdout.write(reference())
     except (ConfigError, InfraError) as exc:
         print(f"autoops: {exc}", file=sys.stderr)
         return 2

@@ -260,20 +260,23 @@ class EventTail:
         `timeout` seconds); whether it has. Callers asking at once share one lookup of the
         store's head, begun after they asked (anyone may ask: a webhook that found nothing)."""
         asked = time.monotonic()
+        deadline = asked + timeout
         if self._head is None or (self._head_asked < asked and self._head.done()):
-            self._head_asked = asked
-            self._head = asyncio.create_task(self._read_head())
+            self._start_head_lookup()
         elif self._head_asked < asked:  # under way, but may have read before we asked
             previous = self._head
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(previous), timeout)
+            if not previous.done():
+                return False  # the store is slower than the wait: no second lookup beside it
             if self._head is previous:
-                self._head_asked = time.monotonic()
-                self._head = asyncio.create_task(self._read_head())
-        deadline = asked + timeout
+                self._start_head_lookup()
+        assert self._head is not None
         try:
-            head = await asyncio.wait_for(asyncio.shield(self._head), deadline - time.monotonic())
-        except (TimeoutError, psycopg.Error, OSError):
+            head = await asyncio.wait_for(
+                asyncio.shield(self._head), max(0.0, deadline - time.monotonic())
+            )
+        except Exception:  # a timeout, the store unreachable (PersistenceError): not reached
             return False
         async with self._moved:
             with contextlib.suppress(TimeoutError):
@@ -282,6 +285,12 @@ class EventTail:
                     max(0.0, deadline - time.monotonic()),
                 )
             return self._position >= head
+
+    def _start_head_lookup(self) -> None:
+        self._head_asked = time.monotonic()
+        self._head = asyncio.create_task(self._read_head())
+        # Its failure is each waiter's to see; with none left, it is dropped here unlogged.
+        self._head.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     async def _read_head(self) -> int:
         return await asyncio.to_thread(self._store.recorder.max_notification_id) or 0

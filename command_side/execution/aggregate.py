@@ -13,10 +13,11 @@ aggregate stays a deterministic function of its events and those answers.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -1404,19 +1405,34 @@ def _public(config: Any) -> Any:
     return config
 
 
+#: The latest `until` a delay takes: 9999-12-31T23:59:59Z (read models store times as
+#: PostgreSQL timestamps, which end there).
+LATEST_UNTIL = 253_402_300_799
+
+
 def _epoch(value: Any) -> float:
-    """A delay's `until`: epoch seconds (a number, or text that reads as one) or ISO 8601."""
-    text = str(value).strip()
-    try:
-        seconds = float(value) if isinstance(value, int | float) else float(text)
-    except ValueError:
+    """A delay's `until`: epoch seconds (a number, or text that reads as one) or ISO 8601
+    (UTC when it names no zone), up to `LATEST_UNTIL`."""
+    seconds: float | None = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        with contextlib.suppress(OverflowError):
+            seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
         try:
-            return datetime.fromisoformat(text).timestamp()
-        except ValueError:
-            pass
-    else:
-        if math.isfinite(seconds):
-            return seconds
+            seconds = float(text)
+        except (ValueError, OverflowError):
+            try:
+                moment = datetime.fromisoformat(text)
+            except ValueError:
+                pass
+            else:
+                if moment.tzinfo is None:
+                    moment = moment.replace(tzinfo=UTC)
+                seconds = moment.timestamp()
+    if seconds is not None and math.isfinite(seconds) and 0 <= seconds <= LATEST_UNTIL:
+        return seconds
     raise StepProblem(
-        "ConfigError", f"until: {value!r} is neither an ISO 8601 time nor epoch seconds"
+        "ConfigError",
+        f"until: {value!r} is neither an ISO 8601 time nor epoch seconds up to year 9999",
     )

@@ -15,8 +15,7 @@ Every node type, its runner pool and the keys of its config, as the editor check
 `autoops node-types`; a test keeps this file equal to it. Strings marked *template* may use
 `{{ … }}` over `inputs`, `steps`, `vars` and `execution` ([execution.md](execution.md)).
 
-Every type also takes `notes` (text, at most 10,000 characters), `retry` (`max_attempts`,
-`initial_interval_s`, `backoff`, `max_interval_s`, `non_retryable`) and `timeout_s`.
+Every type also takes these keys:
 """
 
 
@@ -24,8 +23,9 @@ def describe(schema: dict[str, Any]) -> str:
     """One JSON Schema in a few words."""
     if "enum" in schema:
         return "one of " + ", ".join(f"`{json.dumps(v)}`" for v in schema["enum"])
-    if "anyOf" in schema:
-        return " or ".join(describe(s) for s in schema["anyOf"])
+    for alternatives in ("anyOf", "oneOf"):
+        if alternatives in schema:
+            return " or ".join(describe(s) for s in schema[alternatives])
     kind = schema.get("type", "any")
     words = " or ".join(kind) if isinstance(kind, list) else str(kind)
     if words == "string" and schema.get("description", "").startswith("a template"):
@@ -61,19 +61,22 @@ def _section(node_type: NodeType) -> str:
     own = {k: v for k, v in node_type.properties.items() if k not in _COMMON}
     if not own:
         return "\n".join([*lines, "No keys of its own.", ""])
-    lines += ["| key | required | value |", "| --- | --- | --- |"]
-    for key, schema in own.items():
+    return "\n".join([*lines, *_table(own, node_type.required), ""])
+
+
+def _table(properties: dict[str, Any], required: tuple[str, ...] = ()) -> list[str]:
+    lines = ["| key | required | value |", "| --- | --- | --- |"]
+    for key, schema in properties.items():
         note = schema.get("description", "")
         value = describe(schema)
         if note and not note.startswith("a template"):
             value += f": {note}"
-        required = "yes" if key in node_type.required else ""
         cell = value.replace("|", "\\|")
-        lines.append(f"| `{key}` | {required} | {cell} |")
-    return "\n".join([*lines, ""])
+        lines.append(f"| `{key}` | {'yes' if key in required else ''} | {cell} |")
+    return lines
 
 
 def reference() -> str:
     """The whole reference, as markdown."""
     sections = [_section(NODE_TYPES[name]) for name in sorted(NODE_TYPES)]
-    return "\n".join([HEADER, *sections])
+    return "\n".join([HEADER, *_table(_COMMON), "", *sections])

@@ -461,8 +461,8 @@ NODE_TYPES: dict[str, NodeType] = {
             "Wait a number of seconds, or until a time.",
             seconds={"type": "number", "minimum": 0},
             until={
-                "anyOf": [_TEMPLATE, {"type": "number"}],
-                "description": "ISO 8601 time or epoch seconds (a template, or a number)",
+                "anyOf": [_TEMPLATE, {"type": "number", "minimum": 0, "maximum": 253_402_300_799}],
+                "description": "ISO 8601 time (UTC without a zone) or epoch seconds",
             },
         ),
         _t(

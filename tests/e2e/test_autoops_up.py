@@ -65,7 +65,7 @@ def test_up_starts_everything_embedded_and_ctrl_c_leaves_no_orphans(tmp_path: Pa
     lines: list[str] = []
     assert proc.stdout is not None
     reader = threading.Thread(
-        target=lambda: lines.extend(line.decode() for line in proc.stdout),  # type: ignore[union-attr]
+        target=lambda: lines.extend(line.decode(errors="replace") for line in proc.stdout),  # type: ignore[union-attr]
         daemon=True,
     )
     reader.start()
@@ -188,7 +188,11 @@ def test_up_starts_everything_embedded_and_ctrl_c_leaves_no_orphans(tmp_path: Pa
         assert len(family) >= 5
     finally:
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=60)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
         reader.join(10)
     output = "".join(lines)
     assert proc.returncode == 0, output

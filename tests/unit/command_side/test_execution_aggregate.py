@@ -339,7 +339,17 @@ def test_delay_waits_on_the_orchestrators_clock() -> None:
 
 
 @pytest.mark.parametrize(
-    "until", [1000, 1000.0, "1000", " 1000.0 ", "1970-01-01T00:16:40+00:00", "{{ 500 * 2 }}"]
+    "until",
+    [
+        1000,
+        1000.0,
+        "1000",
+        " 1000.0 ",
+        "1970-01-01T00:16:40+00:00",
+        "1970-01-01T00:16:40",  # no zone: UTC
+        "1970-01-01T01:16:40+01:00",
+        "{{ 500 * 2 }}",
+    ],
 )
 def test_a_delay_waits_until_epoch_seconds_or_an_iso_time(until: object) -> None:
     execution = started(
@@ -351,7 +361,10 @@ def test_a_delay_waits_until_epoch_seconds_or_an_iso_time(until: object) -> None
     assert [s.node_id for s in execution.wake(1000.0, "o")] == ["b"]
 
 
-@pytest.mark.parametrize("until", ["soon", "nan", "inf", "1e999"])
+@pytest.mark.parametrize(
+    "until",
+    ["soon", "nan", "inf", "1e999", "1e13", "-5", "{{ true }}", "{{ 10 ** 20 }}", "{{ 1e300 }}"],
+)
 def test_a_delay_until_what_is_no_time_fails_its_step(until: str) -> None:
     execution = started(
         {"start": node("trigger.manual"), "wait": node("control.delay", until=until)},
