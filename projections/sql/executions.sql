@@ -5,11 +5,14 @@
 -- nothing even without the tracking table. As in `workflows`, a run of events of one execution
 -- updates its row once.
 
--- A runner's timestamp: epoch seconds (what runners send) or ISO 8601 text; NULL otherwise.
+-- A runner's timestamp: epoch seconds (what runners send) or ISO 8601 text; NULL otherwise,
+-- and for seconds outside PostgreSQL's timestamps (4714 BC to 294276 AD), which would fail
+-- the batch for ever (a delay of 1e300 s is a valid config).
 CREATE OR REPLACE FUNCTION read.execution_instant(j jsonb) RETURNS timestamptz
 LANGUAGE sql STABLE AS $instant$
     SELECT CASE jsonb_typeof(j)
-        WHEN 'number' THEN to_timestamp((j #>> '{}')::float8)
+        WHEN 'number' THEN CASE WHEN (j #>> '{}')::float8
+            BETWEEN -210866803200 AND 9224318015999 THEN to_timestamp((j #>> '{}')::float8) END
         WHEN 'string' THEN (j #>> '{}')::timestamptz
     END;
 $instant$;

@@ -344,6 +344,22 @@ def test_a_step_waiting_for_its_time_is_scheduled_until_dispatched(database_url:
     assert steps(database_url, RUN)[("fetch", 2)]["status"] == "running"
 
 
+def test_a_step_due_past_the_last_timestamp_is_scheduled_without_a_time(
+    database_url: str,
+) -> None:
+    """A delay of 1e300 s is a valid config: its step is folded (no time), not a batch that
+    fails for ever."""
+    far = envelope(
+        RUN, 3, "StepScheduled",
+        {"node_id": "wait", "node_type": "control.delay", "attempt": 1, "not_before": 1e300,
+         "input": {"seconds": 1e300}, "pool": None, "started": False},
+        seconds=2,
+    )  # fmt: skip
+    fold(database_url, [*run_story()[:2], far])
+    wait = steps(database_url, RUN)[("wait", 1)]
+    assert (wait["status"], wait["not_before"]) == ("scheduled", None)
+
+
 def test_a_step_due_at_once_is_running(database_url: str) -> None:
     story = run_story()
     fold(database_url, story[:4])
