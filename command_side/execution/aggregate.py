@@ -39,7 +39,7 @@ from command_side.execution.decide import (
     split_loops,
     unrouted,
 )
-from command_side.workflow.node_types import NODE_TYPES, SESSION_POOLS
+from command_side.workflow.node_types import LATEST_UNTIL, NODE_TYPES, SESSION_POOLS
 from infra.templates import (
     MAX_RENDERED,
     TemplateFailed,
@@ -1403,11 +1403,6 @@ def inputs_problem(trigger: Any, inputs: Any) -> str | None:
 def _public(config: Any) -> Any:
     """The rendered config as recorded and shown (it holds credential names, never values)."""
     return config
-
-
-#: The latest `until` a delay takes: 9999-12-31T23:59:59Z (read models store times as
-#: PostgreSQL timestamps, which end there).
-LATEST_UNTIL = 253_402_300_799
 
 
 def _epoch(value: Any) -> float:

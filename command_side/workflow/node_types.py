@@ -22,6 +22,8 @@ from infra.templates import is_template, template_errors
 
 _STR: dict[str, Any] = {"type": "string"}
 _TEMPLATE = {"type": "string", "description": "a template over inputs, steps, vars, execution"}
+#: The latest `until` a delay takes, in epoch seconds: 9999-12-31T23:59:59Z.
+LATEST_UNTIL = 253_402_300_799
 _RETRY = {
     "type": "object",
     "additionalProperties": False,
@@ -461,7 +463,7 @@ NODE_TYPES: dict[str, NodeType] = {
             "Wait a number of seconds, or until a time.",
             seconds={"type": "number", "minimum": 0},
             until={
-                "anyOf": [_TEMPLATE, {"type": "number", "minimum": 0, "maximum": 253_402_300_799}],
+                "anyOf": [_TEMPLATE, {"type": "number", "minimum": 0, "maximum": LATEST_UNTIL}],
                 "description": "ISO 8601 time (UTC without a zone) or epoch seconds",
             },
         ),

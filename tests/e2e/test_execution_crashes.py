@@ -11,9 +11,10 @@ import random
 import signal
 import subprocess
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 import pytest
@@ -105,13 +106,18 @@ def kill(stack: Stack, name: str) -> int:
     return proc.pid
 
 
-def _at_work(client: redis.Redis, name: str, stack: Stack) -> bool:
-    """Whether the supervisor's current `name` process says (`infra.heartbeat`) it holds
-    partitions."""
+def _at_work(
+    client: redis.Redis,
+    name: str,
+    stack: Stack,
+    working: Callable[[dict[str, Any]], bool] = lambda beat: beat.get("assigned", 0) > 0,
+) -> bool:
+    """Whether the supervisor's current `name` process says (`infra.heartbeat`) it works:
+    by default, that it holds partitions."""
     pid = stack.supervisor.children[name].pid  # a restart that died starting was replaced
     keys = list(client.scan_iter(f"autoops:heartbeat:{name}*"))
     beats = [json.loads(raw) for raw in client.mget(keys) if raw] if keys else []
-    return any(beat.get("pid") == pid and beat.get("assigned", 0) > 0 for beat in beats)
+    return any(beat.get("pid") == pid and working(beat) for beat in beats)
 
 
 async def test_a_runner_killed_mid_step_has_its_task_redelivered(
@@ -294,15 +300,14 @@ def relay_at_work(stack: Stack, killed: set[int]) -> subprocess.Popen[bytes] | N
     """The supervisor's relay, once it is none of those killed and says (its heartbeat) it
     publishes: a kill then stops a relay at work, not one still starting."""
     proc = stack.supervisor.children["relay"]
-    if proc.pid in killed:
+    if proc.pid in killed:  # its last heartbeat outlives it
         return None
     client = redis.Redis.from_url(stack.settings.redis_url or "")
     try:
-        raw = client.get("autoops:heartbeat:relay")
+        up = _at_work(client, "relay", stack, lambda beat: beat.get("kafka") == "up")
     finally:
         client.close()
-    beat = json.loads(raw) if raw else {}
-    return proc if beat.get("pid") == proc.pid and beat.get("kafka") == "up" else None
+    return proc if up else None
 
 
 async def test_cancels_reach_their_running_steps_across_relay_kills(
@@ -319,9 +324,8 @@ async def test_cancels_reach_their_running_steps_across_relay_kills(
     try:
         for execution_id in ids:
             assert await asyncio.to_thread(api.arrived[execution_id].wait, 30), execution_id
-        # Three kills of a relay at work, each at a random point after two cancels, all well
-        # within the API's 30 s hold (the supervisor's back-off: 1, 2, 4 s).
-        rng = random.Random(6)
+        # Three kills of a relay at work, each right after two cancels (wherever its batch is
+        # then), all well within the API's 30 s hold (the supervisor's back-off: 1, 2, 4 s).
         killed: set[int] = set()
         for pair in (ids[0:2], ids[2:4], ids[4:6]):
             relay = await asyncio.to_thread(
@@ -330,7 +334,6 @@ async def test_cancels_reach_their_running_steps_across_relay_kills(
             for execution_id in pair:
                 answer = await client.execute(CANCEL, {"i": {"executionId": execution_id}})
                 assert answer["cancelExecution"]["status"] == "CANCELLED"
-                await asyncio.sleep(rng.uniform(0, 0.03))  # the relay at any point of a batch
             os.kill(relay.pid, signal.SIGKILL)
             await asyncio.to_thread(relay.wait)
             killed.add(relay.pid)
