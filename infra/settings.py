@@ -283,7 +283,7 @@ def eventsourcing_env_for(database_url: str) -> dict[str, str]:
     if not host:
         raise ConfigError("database URL names no host")
     return {
-        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "PERSISTENCE_MODULE": "infra.eventstore:Factory",
         "POSTGRES_DBNAME": dbname,
         "POSTGRES_HOST": host,
         "POSTGRES_PORT": str(port or query.get("port") or 5432),

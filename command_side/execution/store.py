@@ -7,16 +7,16 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from eventsourcing.persistence import StoredEvent
-from eventsourcing.postgres import PostgresApplicationRecorder
 
 from command_side.identity.store import AggregateStore
 from infra.errors import ConfigError
+from infra.eventstore import ApplicationRecorder
 
 #: One SQL statement and its parameters.
 Statement = tuple[str, Sequence[Any]]
 
 
-class ExecutionRecorder(PostgresApplicationRecorder):
+class ExecutionRecorder(ApplicationRecorder):
     """Runs the statements passed to `save(..., also=[...])` in the transaction that stores
     the events, before it takes the table lock: the orchestrator's timers then change with
     the events that move them, in one commit."""
