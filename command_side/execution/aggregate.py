@@ -463,6 +463,7 @@ class Execution(Aggregate):
         it otherwise."""
         env = env or Isolated()
         dispatched: list[Schedule] = []
+        self._top_up(actor_id)
         while self.status == "RUNNING":
             self._route(env, actor_id)
             progressed = False
@@ -954,6 +955,21 @@ class Execution(Aggregate):
         )
         self.children[node_id] = {}
 
+    def _top_up(self, actor_id: str) -> None:
+        """Start the next items of the loops (and subworkflows) whose children are all
+        running or done: a decision like any other, so that a replay makes it too."""
+        for node_id, records in self.children.items():
+            step = self.steps.get(node_id)
+            if (
+                self.status == "RUNNING"
+                and step is not None
+                and step.status == "scheduled"
+                and step.started
+                and len(records) < len(self.loop_items.get(node_id, ()))
+                and all(r["status"] in ("RUNNING", "SUCCEEDED") for r in records.values())
+            ):
+                self._more_children(node_id, step.attempt, actor_id)
+
     def _more_children(self, node_id: str, attempt: int, actor_id: str) -> None:
         """Start children up to the loop's concurrency."""
         pinned = self.bodies[node_id]
@@ -963,12 +979,11 @@ class Execution(Aggregate):
         items = self.loop_items[node_id]
         records = self.children[node_id]
         running = sum(1 for r in records.values() if r["status"] == "RUNNING")
-        for index in range(len(items)):
+        # Items start in order, so those started are the first len(records).
+        for index in range(len(records), len(items)):
             if running >= limit:
                 break
             key: int | None = index if kind == "control.loop" else None
-            if key in records:
-                continue
             cid = child_id(self.id, node_id, attempt, key)
             if kind == "control.loop":
                 inputs = {"item": items[index], "index": index}
@@ -1078,9 +1093,7 @@ class Execution(Aggregate):
             self._step_succeeded(
                 node_id, attempt, result, None, None, None, now, actor_id, self.workspace_id
             )
-        else:
-            self._more_children(node_id, attempt, actor_id)
-        self.advance(now, actor_id, env)
+        self.advance(now, actor_id, env)  # which starts the next items, if any
         return True
 
     @event("ChildFinished")

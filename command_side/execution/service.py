@@ -607,15 +607,17 @@ def replay_events(
     env = _Recorded(bodies, resolve, _refused_workflows(events))
     state: Any = None
     covered = 0  # events up to this index were reproduced by an earlier decision
+    woken: str | None = None  # the step a timer is starting, while its events are read
     for i, e in enumerate(events):
+        woken = e.node_id if _woken(state, e, woken) else None
         state = e.mutate(state)
         kind = type(e).__name__
         if kind in ("StepSucceeded", "StepFailed", "StepReused", "ChildFinished"):
             report.replayed_steps += 1
         following = events[i + 1] if i + 1 < len(events) else None
-        if i < covered or not _reported(e):
+        if i < covered or not (_reported(e) or woken):
             continue
-        if following is not None and _reported(following):
+        if following is not None and (_reported(following) or _woken(state, following, woken)):
             continue  # decisions come after the last input of a batch
         shadow = copy.deepcopy(state)
         shadow.new_children = []
@@ -624,7 +626,7 @@ def replay_events(
         recorded = [_decision(d, env) for d in events[i + 1 : i + 1 + len(replayed)]]
         covered = i + 1 + len(replayed)
         after = events[covered] if covered < len(events) else None
-        if after is not None and _decided(after):
+        if after is not None and _decided(after) and not _woken(shadow, after, None):
             recorded.append(_decision(after, env))  # recorded a decision the replay did not make
         for want, got in itertools.zip_longest(recorded, replayed):
             if want != got:
@@ -639,6 +641,23 @@ def _reported(e: Any) -> bool:
     orchestrator completed itself as it began it: that is a decision)."""
     kind = type(e).__name__
     return kind in RESULTS and not (kind == "StepSucceeded" and getattr(e, "node_type", None))
+
+
+def _woken(state: Any, e: Any, woken: str | None) -> bool:
+    """Whether `e` is a timer's doing, not a decision's: a step that waited out its backoff
+    starting (a loop or subworkflow records it as scheduled again, then its items), read
+    against the state before `e`."""
+    kind = type(e).__name__
+    if kind == "StepScheduled":
+        step = state.steps.get(e.node_id) if state is not None else None
+        return (
+            step is not None
+            and e.started
+            and step.status == "scheduled"
+            and not step.started
+            and step.attempt == e.attempt
+        )
+    return kind in ("LoopItems", "ChildStarted") and e.node_id == woken
 
 
 def _decided(e: Any) -> bool:

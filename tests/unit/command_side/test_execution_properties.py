@@ -11,10 +11,24 @@ from uuid import uuid4
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from command_side.execution.aggregate import INLINE, Execution
+from command_side.execution.aggregate import INLINE, Execution, Isolated, Pinned
 from command_side.execution.service import replay_events
 
-KINDS = ["data.transform", "http.request", "control.if", "control.merge"]
+KINDS = [
+    "data.transform",
+    "http.request",
+    "control.if",
+    "control.merge",
+    "control.loop",
+    "control.subworkflow",
+]
+
+
+class Children(Isolated):
+    """Where loops' bodies and subworkflows come from: one published workflow."""
+
+    def workflow(self, workspace_id: str, workflow_id: str, version: int | None) -> Pinned:
+        return Pinned("child", 1, {"t": {"type": "trigger.manual", "config": {}}}, [], "t")
 
 
 @st.composite
@@ -35,6 +49,15 @@ def workflows(draw: st.DrawFn) -> tuple[dict[str, Any], list[dict[str, Any]]]:
             config = {"mode": draw(st.sampled_from(["all", "any"]))}
         elif kind == "data.transform":
             config = {"fields": {"flag": "{{ inputs.flag }}", "id": "{{ execution.id }}"}}
+        elif kind == "control.loop":
+            config = {
+                "items": draw(st.sampled_from(["{{ [] }}", "{{ [1] }}", "{{ [1, 2, 3] }}"])),
+                "concurrency": draw(st.integers(1, 2)),
+                "body_workflow_id": "child",
+                "retry": {"max_attempts": 2, "initial_interval_s": 5},
+            }
+        elif kind == "control.subworkflow":
+            config = {"workflow_id": "child", "retry": {"max_attempts": 2, "initial_interval_s": 5}}
         nodes[name] = {"type": kind, "config": config}
     edges = []
     everything = ["n0", *names]
@@ -87,12 +110,27 @@ def test_events_fold_back_and_replay_finds_no_divergence(
         inline_steps=list(INLINE) if inline else None,
     )  # fmt: skip
     now = 0.0
-    execution.admit(now, "o")
+    env = Children()
+    execution.admit(now, "o", env)
     moves = iter(behaviour * 10)
     for _ in range(200):
         if execution.finished:
             break
         now += 100.0
+        for node_id, records in list(execution.children.items()):
+            attempt = execution.steps[node_id].attempt
+            for index, record in list(records.items()):
+                if record["status"] != "RUNNING" or execution.finished:
+                    continue
+                move = next(moves)
+                if move in ("ok", "final"):
+                    status, output = (
+                        ("SUCCEEDED", {"i": index}) if move == "ok" else ("FAILED", None)
+                    )
+                    execution.child_finished(
+                        node_id, attempt, index, record["child_id"], status, output,
+                        None if output else "bad", now, "o", env,
+                    )  # fmt: skip
         running = [(n, s) for n, s in execution.steps.items() if s.status == "scheduled" and s.task]
         for node_id, step in running:
             move = next(moves)
@@ -108,8 +146,8 @@ def test_events_fold_back_and_replay_finds_no_divergence(
                 )
         if any(next(moves) == "lapse" for _ in range(1)):
             execution.overdue(now, 50.0, {})
-        execution.advance(now, "o")
-        execution.wake(now + 1000.0, "o")
+        execution.advance(now, "o", env)
+        execution.wake(now + 1000.0, "o", env)
     assert execution.finished, execution.steps
     events = execution.collect_events()
     if inline:  # no transform ever reached a runner
