@@ -326,8 +326,13 @@ class ExecutionService:
                 raise ValidationFailed(
                     "the execution has no failed step; name fromNodeId", field="fromNodeId"
                 )
-            # The failure that ended it, rather than one its error edge took care of.
-            from_node = next((n for n in failed if n not in handled), failed[0])
+            # The failure that ended it: a step that failed for good, rather than one its
+            # error edge took care of or one that would have been retried.
+            unhandled = [n for n in failed if n not in handled]
+            from_node = next(
+                (n for n in unhandled if gave_up(plan, n, original.steps[n])),
+                unhandled[0] if unhandled else failed[0],
+            )
         if from_node not in plan.nodes or from_node == plan.start:
             raise ValidationFailed(
                 f"{from_node!r} is not a step of this execution", field="fromNodeId"
@@ -378,6 +383,9 @@ class ExecutionService:
             steps_scope=original.steps_scope,
             # As the original ran: its transforms on runners if it gave them to runners.
             inline_steps=sorted(original.inline_steps),
+            # A loop's item or a subworkflow's run, retried on its own: what its templates
+            # saw of the execution that started it.
+            outer_steps=original.outer_steps,
         )
         self._save_new(execution)
         return execution.id

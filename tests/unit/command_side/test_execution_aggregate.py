@@ -946,3 +946,79 @@ def test_a_transforms_output_reads_the_same_from_memory_as_from_its_event() -> N
     assert execution.steps["u"].output == {"first": ["a", 2], "z": "z"}
     again = replayed(execution.collect_events())
     assert again.steps["t"].output == execution.steps["t"].output
+
+
+class _OneExecution:
+    """The execution store of `ExecutionService.retry`: the original, and what it saves."""
+
+    def __init__(self, original: Execution) -> None:
+        self.original = original
+        self.saved: list[Execution] = []
+
+    def get(self, _kind: Any, execution_id: Any) -> Execution:
+        assert execution_id == self.original.id
+        return self.original
+
+    def save(self, *aggregates: Execution, **_: Any) -> None:
+        self.saved.extend(aggregates)
+
+
+def _retried(original: Execution, from_node: str | None = None) -> Execution:
+    from command_side.execution.service import ExecutionService
+
+    store = _OneExecution(original)
+    new_id = ExecutionService(store, None).retry("ws1", "u1", original.id, from_node)  # type: ignore[arg-type]
+    (again,) = [e for e in store.saved if e.id == new_id]
+    return again
+
+
+def test_a_default_retry_starts_from_the_step_that_failed_for_good() -> None:
+    # a would have been retried (3 attempts by default); b's failure ended the execution.
+    execution = started(
+        {
+            "start": node("trigger.manual"),
+            "a": node("http.request", url="http://a"),
+            "b": node("http.request", url="http://b", retry={"max_attempts": 1}),
+        },
+        [("start", "a"), ("start", "b")],
+    )
+    execution.admit(0.0, "o")
+    execution.record_failure("a", 1, "HttpStatusError", "503", "r")
+    execution.record_failure("b", 1, "HttpStatusError", "500", "r")
+    execution.advance(1.0, "o")
+    assert (execution.status, execution.error) == ("FAILED", "b: 500")
+    assert _retried(execution).trigger["from_node"] == "b"
+
+
+def test_a_loop_item_retried_on_its_own_sees_what_it_saw_of_its_parent() -> None:
+    parent = started(
+        {
+            "start": node("trigger.manual"),
+            "prep": node(fields={"base": "http://api"}),
+            "each": node("control.loop", items="{{ [1] }}"),
+            "call": node(
+                "http.request",
+                url="{{ steps.prep.output.base }}/{{ inputs.item }}",
+                retry={"max_attempts": 1},
+            ),
+        },
+        [("start", "prep"), ("prep", "each"), ("each", "call", "body")],
+        inline_steps=list(INLINE),
+    )
+    parent.admit(0.0, "o")
+    (spec,) = parent.new_children
+    item = Execution(
+        execution_id=spec.child_id, workflow_id=spec.workflow_id,
+        workflow_version=spec.workflow_version, nodes=spec.nodes, edges=spec.edges,
+        start=spec.start, inputs=spec.inputs, actor_id="o", workspace_id="ws1",
+        trigger=spec.trigger, parent=spec.parent, outer_steps=spec.outer_steps,
+        steps_scope=STEPS_UPSTREAM, inline_steps=list(INLINE),
+    )  # fmt: skip
+    item.admit(1.0, "o")
+    item.record_failure("call", 1, "HttpStatusError", "503", "r")
+    item.advance(2.0, "o")
+    assert item.status == "FAILED"
+    again = _retried(item)
+    again.admit(3.0, "o")
+    call = again.steps["call"]
+    assert (call.status, call.input) == ("scheduled", {"url": "http://api/1"}), again.error
