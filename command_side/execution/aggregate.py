@@ -845,6 +845,16 @@ class Execution(Aggregate):
             return False
         if kind in ("control.loop", "control.subworkflow"):
             return self._start_children(node_id, kind, attempt, config, now, actor_id, env)
+        merged: Any = None
+        if kind == "control.merge":  # before anything is recorded: it can fail to compose
+            merged = self._composed(
+                env,
+                {
+                    e.source: self.steps[e.source].output
+                    for e in self.plan.incoming(node_id)
+                    if e.source in self.steps and self.steps[e.source].status == "succeeded"
+                },
+            )
         self._step_scheduled(
             node_id, kind, attempt, now, _public(config), None, None, True,
             actor_id, self.workspace_id,
@@ -858,11 +868,7 @@ class Execution(Aggregate):
             label = output if isinstance(output, str) else json.dumps(output)
             branch = label if label in (config.get("cases") or []) else "default"
         elif kind == "control.merge":
-            output = {
-                e.source: self.steps[e.source].output
-                for e in self.plan.incoming(node_id)
-                if e.source in self.steps and self.steps[e.source].status == "succeeded"
-            }
+            output = merged
         else:  # control.stop
             output = {
                 "outcome": config.get("outcome", "succeed"),
@@ -954,6 +960,12 @@ class Execution(Aggregate):
             body["workflow_id"], body["version"], body["nodes"], body["edges"], body["start"]
         )
         self.children[node_id] = {}
+
+    def _composed(self, env: Surroundings, value: Any) -> Any:
+        """An output made of other steps' outputs (a merge's, a loop's, a subworkflow's),
+        with the artifact references inside it replaced by their content, then kept like any
+        output (by reference when large): templates read a reference only at the top."""
+        return env.keep(self.workspace_id, resolved_within(env, self.workspace_id, value))
 
     def _top_up(self, actor_id: str) -> None:
         """Start the next items of the loops (and subworkflows) whose children are all
@@ -1090,9 +1102,17 @@ class Execution(Aggregate):
                 result: Any = [records[i]["output"] for i in range(len(records))]
             else:
                 result = records[None]["output"]
-            self._step_succeeded(
-                node_id, attempt, result, None, None, None, now, actor_id, self.workspace_id
-            )
+            try:
+                result = self._composed(env or Isolated(), result)
+            except StepProblem as problem:
+                self.record_failure(
+                    node_id, attempt, problem.error_type, problem.message, actor_id,
+                    retryable=problem.retryable, started_at=None, finished_at=now,
+                )  # fmt: skip
+            else:
+                self._step_succeeded(
+                    node_id, attempt, result, None, None, None, now, actor_id, self.workspace_id
+                )
         self.advance(now, actor_id, env)  # which starts the next items, if any
         return True
 
@@ -1338,6 +1358,17 @@ def _charged(previous: Step | None, attempt: int) -> int:
     if previous is not None and previous.attempt == attempt:
         return previous.used
     return (previous.used + 1) if previous and previous.attempt else 1
+
+
+def resolved_within(env: Surroundings, workspace_id: str, value: Any) -> Any:
+    """`value` with every artifact reference in it, at any depth, replaced by its content."""
+    if isinstance(value, dict):
+        if "$artifact" in value:
+            return env.resolve(workspace_id, value)
+        return {k: resolved_within(env, workspace_id, v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolved_within(env, workspace_id, v) for v in value]
+    return value
 
 
 def _inline_output(kind: str, config: dict[str, Any]) -> Any:

@@ -29,6 +29,7 @@ from command_side.execution.aggregate import (
     Pinned,
     StepProblem,
     inputs_problem,
+    resolved_within,
 )
 from command_side.execution.credentials import KINDS, Credential, credential_id
 from command_side.execution.decide import Edge, gave_up
@@ -553,8 +554,8 @@ def _decision(e: Any, env: Isolated) -> tuple[Any, ...]:
     if kind == "StepScheduled":
         return (kind, e.node_id, e.attempt, j(e.input))
     if kind == "StepSucceeded":
-        try:
-            output = env.resolve(e.workspace_id, e.output)
+        try:  # at any depth: a merge recorded before 2026-12-06 kept references inside
+            output = resolved_within(env, e.workspace_id, e.output)
         except StepProblem:
             output = e.output
         return (kind, e.node_id, e.attempt, j(getattr(e, "input", None)), j(output), e.branch)

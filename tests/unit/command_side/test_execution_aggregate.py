@@ -1022,3 +1022,92 @@ def test_a_loop_item_retried_on_its_own_sees_what_it_saw_of_its_parent() -> None
     again.admit(3.0, "o")
     call = again.steps["call"]
     assert (call.status, call.input) == ("scheduled", {"url": "http://api/1"}), again.error
+
+
+class _Blobs(Isolated):
+    """An artifact store in a dict: outputs over `limit` bytes are kept by reference."""
+
+    def __init__(self, limit: int = 1 << 20) -> None:
+        self.blobs: dict[str, Any] = {}
+        self.limit = limit
+
+    def resolve(self, workspace_id: str, value: Any) -> Any:
+        if isinstance(value, dict) and "$artifact" in value:
+            return self.blobs[value["$artifact"]["sha256"]]
+        return value
+
+    def keep(self, workspace_id: str, value: Any) -> Any:
+        kept, size = as_json(value)
+        if size <= self.limit:
+            return kept
+        digest = f"blob{len(self.blobs)}"
+        self.blobs[digest] = kept
+        return {"$artifact": {"sha256": digest}}
+
+    def workflow(self, workspace_id: str, workflow_id: str, version: int | None) -> Pinned:
+        return Pinned(workflow_id, 1, {"t": node("trigger.manual")}, [], "t")
+
+
+def test_templates_read_large_outputs_inside_merges_loops_and_subworkflows() -> None:
+    """A step's large output is kept by reference; a merge, a loop or a subworkflow made of
+    such outputs reads like any other output in the templates after it."""
+    env = _Blobs()
+    env.blobs["big"] = {"rows": [1, 2, 3]}
+    big = {"$artifact": {"sha256": "big"}}
+    execution = started(
+        {
+            "start": node("trigger.manual"),
+            "a": node("http.request", url="http://a"),
+            "b": node("http.request", url="http://b"),
+            "m": node("control.merge", mode="all"),
+            "each": node("control.loop", items="{{ [1, 2] }}", body_workflow_id="body"),
+            "sub": node("control.subworkflow", workflow_id="child"),
+            "use": node(
+                fields={
+                    "merged": "{{ steps.m.output.a.rows | length }}",
+                    "looped": "{{ steps.each.output[1].rows | sum }}",
+                    "called": "{{ steps.sub.output.fetch.rows | last }}",
+                }
+            ),
+        },
+        [
+            ("start", "a"), ("start", "b"), ("a", "m"), ("b", "m"),
+            ("m", "each"), ("each", "sub"), ("sub", "use"),
+        ],
+        inline_steps=list(INLINE),
+    )  # fmt: skip
+    execution.admit(0.0, "o", env)
+    execution.record_success("a", 1, big, None, "r")
+    execution.record_success("b", 1, {"ok": True}, None, "r")
+    execution.advance(1.0, "o", env)
+    assert execution.steps["m"].output == {"a": {"rows": [1, 2, 3]}, "b": {"ok": True}}
+    for index in (0, 1):
+        record = execution.children["each"][index]
+        execution.child_finished(
+            "each", 1, index, record["child_id"], "SUCCEEDED", big, None, 2.0, "o", env
+        )
+    record = execution.children["sub"][None]
+    execution.child_finished(
+        "sub", 1, None, record["child_id"], "SUCCEEDED", {"fetch": big}, None, 3.0, "o", env
+    )
+    use = execution.steps["use"]
+    assert (use.status, use.output) == ("succeeded", {"merged": 3, "looped": 6, "called": 3})
+
+
+def test_a_large_merge_is_kept_by_reference_like_any_large_output() -> None:
+    env = _Blobs(limit=100)
+    execution = started(
+        {
+            "start": node("trigger.manual"),
+            "a": node("http.request", url="http://a"),
+            "m": node("control.merge", mode="all"),
+            "use": node(fields={"n": "{{ steps.m.output.a.text | length }}"}),
+        },
+        [("start", "a"), ("a", "m"), ("m", "use")],
+        inline_steps=list(INLINE),
+    )
+    execution.admit(0.0, "o", env)
+    execution.record_success("a", 1, env.keep("ws1", {"text": "x" * 500}), None, "r")
+    execution.advance(1.0, "o", env)
+    assert "$artifact" in execution.steps["m"].output
+    assert execution.steps["use"].output == {"n": 500}
