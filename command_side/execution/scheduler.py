@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -57,9 +57,56 @@ def fire_id(workflow_id: str, node_id: str, at: float) -> UUID:
 
 
 def next_fire(expression: str, timezone: str, after: float) -> float:
+    """The first instant after `after` when `expression` comes due on the wall clock of
+    `timezone` (default UTC); ValueError when it names no later date.
+
+    A daily job keeps its wall-clock time across clock changes. A wall time the clocks
+    repeat (fall-back) fires once, at its first occurrence. A wall time the clocks skip
+    (spring-forward) fires once, as far past the change as it was past the last time before
+    it: 02:30 in a 02:00 → 03:00 gap fires at 03:30 (PEP 495's `fold=0`, as croniter's own
+    zone handling had it).
+    """
     zone = ZoneInfo(timezone or "UTC")
-    start = datetime.fromtimestamp(after, zone)
-    return float(croniter(expression, start).get_next(float))
+    # croniter walks naive wall times; given an aware start it does its own offset arithmetic,
+    # which put `30 1 * * *` at 02:30 the day after the clocks went back.
+    walls = croniter(expression, seek_from(after, zone))
+    fire: float | None = None
+    while True:
+        try:
+            wall = walls.get_next(datetime)
+        except ValueError:  # croniter's CroniterBadDateError: it names no later date
+            if fire is None:
+                raise
+            return fire
+        if fire is not None and wall >= wall_clock(fire, zone):
+            # No later wall time comes sooner. An earlier one can: a skipped time fires past
+            # the gap, where a real time may come first (Lord Howe's clocks jump from 02:00 to
+            # 02:30: 02:15 fires at 02:45, after 02:40).
+            return fire
+        at = wall.replace(tzinfo=zone).timestamp()
+        if at > after:  # a repeated time is due only until its first occurrence
+            fire = at if fire is None else min(fire, at)
+
+
+def seek_from(after: float, zone: ZoneInfo) -> datetime:
+    """The wall time from which `next_fire` looks for the fires after `after`: `after`'s own,
+    but within a gap's length of the clocks springing forward, the one before the jump, since
+    the gap's times may still be due (a skipped 02:30 fires at 03:30, past 03:00)."""
+    # Clocks change at most once a day: a forward jump shows a day back, then is checked to
+    # be recent.
+    jump = utc_offset(after, zone) - utc_offset(after - 86400, zone)
+    if jump > timedelta(0):
+        jump = utc_offset(after, zone) - utc_offset(after - jump.total_seconds(), zone)
+    return wall_clock(after, zone) - max(jump, timedelta(0))
+
+
+def wall_clock(at: float, zone: ZoneInfo) -> datetime:
+    """What a clock in `zone` shows at the instant `at` (naive)."""
+    return datetime.fromtimestamp(at, zone).replace(tzinfo=None)
+
+
+def utc_offset(at: float, zone: ZoneInfo) -> timedelta:
+    return datetime.fromtimestamp(at, zone).utcoffset() or timedelta(0)
 
 
 class Scheduler:
