@@ -4,9 +4,10 @@ Ephemeral, so in Redis and never in the event store. Each open editor is a sessi
 hash per workflow (`autoops:<workspace>:presence:<workflow>`, field = session id); when each
 was last seen is a field of a second hash (`…:seen`), so refreshing it never rewrites (and
 never races with) a cursor move. Its api process refreshes the stamp while the session's
-subscription lives, and the subscription ends when its websocket stops answering pings. A
-session whose stamp is older than the timeout (its api process died) is dropped by whichever
-reader notices first. Changes are announced on a Redis
+subscription lives (each refresh also keeps both hashes from expiring: a session that only
+heartbeats stays as long as one that moves), and the subscription ends when its websocket stops
+answering pings. A session whose stamp is older than the timeout (its api process died) is
+dropped by whichever reader notices first. Changes are announced on a Redis
 channel, so every api process's subscribers hear of sessions on the others; one pattern
 subscription per process fans them out. Cursor updates are throttled: however often a client
 sends them, a session's changes are announced at most once per throttle interval (the last
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import json
 import logging
 import time
@@ -29,6 +31,15 @@ import redis.asyncio as aioredis
 log = logging.getLogger(__name__)
 
 PATTERN = "autoops:*:presence:*:changes"
+
+
+class Unchanged(enum.Enum):
+    """What `Presence.move` is given for a part of a session to leave as it is."""
+
+    UNCHANGED = "unchanged"
+
+
+UNCHANGED = Unchanged.UNCHANGED
 
 
 def _key(workspace_id: str, workflow_id: str) -> str:
@@ -55,6 +66,8 @@ class Presence:
         self._listener: asyncio.Task[None] | None = None
         self._last_announced: dict[str, float] = {}
         self._pending: dict[str, asyncio.Task[None]] = {}
+        # The hashes go once nobody has been there for a while (every session long stale).
+        self._keep_s = max(int(timeout_s * 10), 60)
 
     # -- sessions -----------------------------------------------------------------------------
 
@@ -67,10 +80,11 @@ class Presence:
 
     async def touch(self, workspace_id: str, workflow_id: str, session: str) -> None:
         """The session is still there (its subscription lives)."""
-        key = _seen_key(workspace_id, workflow_id)
+        key, seen_key = _key(workspace_id, workflow_id), _seen_key(workspace_id, workflow_id)
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hset(key, session, repr(time.time()))
-            pipe.expire(key, max(int(self.timeout_s * 10), 60))
+            pipe.hset(seen_key, session, repr(time.time()))
+            pipe.expire(seen_key, self._keep_s)
+            pipe.expire(key, self._keep_s)
             await pipe.execute()
 
     async def move(
@@ -79,15 +93,20 @@ class Presence:
         workflow_id: str,
         session: str,
         user_id: str,
-        node: str | None,
-        cursor: dict[str, float] | None,
+        node: str | Unchanged | None = UNCHANGED,
+        cursor: dict[str, float] | Unchanged | None = UNCHANGED,
     ) -> bool:
-        """A session's selection and cursor; False when the session is not the caller's (or
-        is gone). Announced at most once per throttle interval per session."""
+        """Change a session's selection and cursor (None: no node selected, no cursor on the
+        canvas; UNCHANGED, the default: as it was); False when the session is not the caller's
+        (or is gone). Announced at most once per throttle interval per session."""
         entry = await self._entry(workspace_id, workflow_id, session)
         if entry is None or entry["user_id"] != user_id:
             return False
-        entry.update(node_id=node, cursor=cursor, seen=time.time())
+        if node is not UNCHANGED:
+            entry["node_id"] = node
+        if cursor is not UNCHANGED:
+            entry["cursor"] = cursor
+        entry["seen"] = time.time()
         await self._write(workspace_id, workflow_id, session, entry)
         await self._announce(workspace_id, workflow_id, throttled=session)
         return True
@@ -145,8 +164,7 @@ class Presence:
         key = _key(workspace_id, workflow_id)
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.hset(key, session, json.dumps(entry))
-            # The hash goes once nobody has been there for a while.
-            pipe.expire(key, max(int(self.timeout_s * 10), 60))
+            pipe.expire(key, self._keep_s)
             await pipe.execute()
 
     # -- announcements ---------------------------------------------------------------------

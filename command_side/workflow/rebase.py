@@ -3,7 +3,8 @@
 Two writers that raced are reconciled by comparing these sets: a command whose footprint does
 not meet what the intervening events changed is re-applied on the newer version; otherwise it
 is a real conflict. Node positions are last-writer-wins, so a move depends on the node's
-existence only.
+existence only. Locks and comments sit beside the graph: they conflict with no graph edit, and
+a publish (which freezes the graph, not the leases or the review threads) ignores them.
 """
 
 from __future__ import annotations
@@ -13,8 +14,13 @@ from typing import Any
 
 from command_side.workflow import commands as c
 
-#: Depends on every part of the workflow (publishing freezes the whole graph).
+#: Depends on every part of the workflow; an event changing this may have changed anything.
 EVERYTHING = "*"
+#: Depends on every part a published version holds (what `Workflow.graph()` returns: name,
+#: description, nodes with their config and positions, edges, the earlier publishes).
+GRAPH = "graph"
+#: Parts beside the graph, which no version holds: node leases and review threads.
+_BESIDE_THE_GRAPH = ("lock:", "comment:", "thread:")
 
 
 def changed_by(event: Any) -> frozenset[str]:
@@ -86,6 +92,8 @@ def depends_on(command: object) -> frozenset[str]:
             | c.ExpireLock(node_id=node_id)
         ):
             return frozenset({f"node:{node_id}"})
+        case c.PublishWorkflow():
+            return frozenset({GRAPH})
     return frozenset({EVERYTHING})
 
 
@@ -97,6 +105,8 @@ def overlap(command: object, intervening: Iterable[Any]) -> frozenset[str]:
         changed = changed_by(event)
         if EVERYTHING in needs or EVERYTHING in changed:
             met |= changed
+        elif GRAPH in needs:
+            met |= {part for part in changed if not part.startswith(_BESIDE_THE_GRAPH)}
         else:
             met |= needs & changed
     return frozenset(met)

@@ -22,6 +22,7 @@ from web.auth.permissions import unauthenticated
 from web.graphql.context import caller, services
 from web.graphql.errors import graphql_error, not_found, parse_id
 from web.graphql.subscription import ACCESS_CHECK_S
+from web.presence import UNCHANGED, Unchanged
 
 
 @strawberry.type
@@ -41,13 +42,22 @@ class PresenceUpdate:
     members: list[PresenceMember]
 
 
-@strawberry.input
+@strawberry.input(
+    description="What to change in your presence session: a field left out stays as it was."
+)
 class UpdateCursorInput:
     workflow_id: strawberry.ID
     session_id: strawberry.ID
-    x: float | None = None
-    y: float | None = None
-    selected_node_id: strawberry.ID | None = None
+    x: float | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="The cursor, with y: both numbers, both null (off the canvas) or both "
+        "left out (unchanged).",
+    )
+    y: float | None = strawberry.field(default=strawberry.UNSET, description="See x.")
+    selected_node_id: strawberry.ID | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="The node you have selected; null: none; left out: unchanged.",
+    )
 
 
 @strawberry.type
@@ -109,29 +119,47 @@ class PresenceSubscription:
 class PresenceMutation:
     @strawberry.mutation(
         permission_classes=SECURED,
-        description="Move your cursor (x, y) and selection in a presence session of yours.",
+        description="Move your cursor (x, y) and selection in a presence session of yours; "
+        "what you leave out stays as it was.",
     )
     async def update_cursor(self, info: Info[Any, Any], input: UpdateCursorInput) -> bool:
         who, svc = caller(info), services(info)
         wid = parse_id(input.workflow_id)
-        cursor = None
-        if input.x is not None or input.y is not None:
-            if (
-                input.x is None
-                or input.y is None
-                or not all(math.isfinite(v) for v in (input.x, input.y))
-            ):
-                raise graphql_error(
-                    "VALIDATION", "a cursor is x and y, both finite numbers", field="x"
-                )
-            cursor = {"x": input.x, "y": input.y}
-        node = str(input.selected_node_id) if input.selected_node_id else None
         moved = await svc.presence.move(
-            who.workspace_id, str(wid), str(input.session_id), who.actor_id, node, cursor
+            who.workspace_id,
+            str(wid),
+            str(input.session_id),
+            who.actor_id,
+            node=_selection(input.selected_node_id),
+            cursor=_cursor(input.x, input.y),
         )
         if not moved:
             raise not_found(f"presence session {input.session_id}")
         return True
+
+
+def _selection(node_id: strawberry.ID | None) -> str | Unchanged | None:
+    if node_id is strawberry.UNSET:
+        return UNCHANGED
+    return str(node_id) if node_id else None
+
+
+def _cursor(x: float | None, y: float | None) -> dict[str, float] | Unchanged | None:
+    if x is strawberry.UNSET and y is strawberry.UNSET:
+        return UNCHANGED
+    if x is None and y is None:
+        return None
+    if (
+        x is None
+        or y is None
+        or x is strawberry.UNSET
+        or y is strawberry.UNSET
+        or not (math.isfinite(x) and math.isfinite(y))
+    ):
+        raise graphql_error(
+            "VALIDATION", "a cursor is x and y, both finite numbers (or both null)", field="x"
+        )
+    return {"x": x, "y": y}
 
 
 def _member(entry: dict[str, Any]) -> PresenceMember:
