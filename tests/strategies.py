@@ -53,3 +53,30 @@ def op(workflow_id: UUID) -> st.SearchStrategy[Any]:
 
 def disconnect_any(workflow_id: UUID, edge_ids: list[str], index: int) -> c.DisconnectNodes:
     return c.DisconnectNodes(workflow_id=workflow_id, edge_id=edge_ids[index % len(edge_ids)])
+
+
+@st.composite
+def loop_graphs(draw: st.DrawFn) -> tuple[dict[str, dict[str, Any]], list[tuple[str, str, Any]]]:
+    """A graph from trigger `start` through loops and plain steps, every node reached: a tree
+    of edges out of `start`, then edges anywhere (back to a loop, into or out of a body, from
+    one body to another). A loop's edges may be labelled `body` or `error`, a step's `error`;
+    one edge per pair of nodes."""
+    names = ["start", *(f"n{i}" for i in range(draw(st.integers(1, 7))))]
+    loop = {"type": "control.loop", "config": {"items": "{{ [1] }}"}}
+    step = {"type": "data.transform", "config": {}}
+    nodes: dict[str, dict[str, Any]] = {"start": {"type": "trigger.manual", "config": {}}}
+    nodes.update((name, loop if draw(st.booleans()) else step) for name in names[1:])
+    labels = {
+        "control.loop": st.sampled_from([None, "body", "body", "error"]),
+        "data.transform": st.sampled_from([None, None, "error"]),
+        "trigger.manual": st.none(),
+    }
+    edges: dict[tuple[str, str], str | None] = {}
+    for i, name in enumerate(names[1:], start=1):
+        source = draw(st.sampled_from(names[:i]))
+        edges[(source, name)] = draw(labels[nodes[source]["type"]])
+    anywhere = st.tuples(st.sampled_from(names), st.sampled_from(names[1:]))
+    for source, target in draw(st.lists(anywhere, max_size=10)):
+        if (source, target) not in edges:
+            edges[(source, target)] = draw(labels[nodes[source]["type"]])
+    return nodes, [(source, target, label) for (source, target), label in edges.items()]

@@ -16,7 +16,7 @@ had not finished yet are absent: that merge waits for whichever comes first.)
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -228,45 +228,69 @@ def gave_up(plan: Plan, node_id: str, step: Step) -> bool:
 def split_loops(
     nodes: Mapping[str, Mapping[str, Any]], edges: Sequence[Edge]
 ) -> tuple[dict[str, Mapping[str, Any]], list[Edge], dict[str, Body]]:
-    """Take each loop's body out of the graph: the nodes on a cycle back to the loop, and
-    those reached through its edges labelled `body` (up to the loop again)."""
-    successors: dict[str, list[str]] = {n: [] for n in nodes}
-    predecessors: dict[str, list[str]] = {n: [] for n in nodes}
-    for e in edges:
-        if e.source in nodes and e.target in nodes:
-            successors[e.source].append(e.target)
-            predecessors[e.target].append(e.source)
+    """Take the body of each loop that is in no other loop's body out of the graph (see
+    `loop_bodies`). A loop inside a body is taken apart in turn by the executions of that body."""
+    within = loop_bodies(nodes, edges)
+    nested = set().union(*within.values())
     bodies: dict[str, Body] = {}
-    taken: set[str] = set()
-    for loop in (n for n, spec in nodes.items() if spec.get("type") == LOOP):
-        if loop in taken:
-            continue  # a loop inside another loop's body runs in that body's executions
-        forward = _reach(successors, successors[loop], stop=loop)
-        back = _reach(predecessors, predecessors[loop], stop=loop)
-        labelled = [e.target for e in edges if e.source == loop and e.label == BODY_LABEL]
-        body = (forward & back) | _reach(successors, labelled, stop=loop) | set(labelled)
-        body.discard(loop)
-        if not body:
+    for loop, body in within.items():
+        if loop in nested or not body:
             continue
         entries = tuple(
             dict.fromkeys(e.target for e in edges if e.source == loop and e.target in body)
         )
         inner = [e for e in edges if e.source in body and e.target in body]
-        bodies[loop] = Body({n: nodes[n] for n in body}, inner, entries)
-        taken |= body
+        bodies[loop] = Body({n: spec for n, spec in nodes.items() if n in body}, inner, entries)
+    taken = set().union(*(body.nodes for body in bodies.values()))
     outer_nodes = {n: spec for n, spec in nodes.items() if n not in taken}
     outer_edges = [e for e in edges if e.source in outer_nodes and e.target in outer_nodes]
     return outer_nodes, outer_edges, bodies
 
 
-def _reach(successors: Mapping[str, list[str]], starts: Sequence[str], stop: str) -> set[str]:
-    seen: set[str] = set()
-    frontier = [s for s in starts if s != stop]
-    for s in frontier:
-        seen.add(s)
+def loop_bodies(
+    nodes: Mapping[str, Mapping[str, Any]], edges: Sequence[Edge]
+) -> dict[str, frozenset[str]]:
+    """Each loop's body, the bodies of the loops in it included: the nodes its edges labelled
+    `body` lead to and those on a path back to it, among the nodes only it leads to (every
+    path from a trigger to them passes through it). So a loop in a body is in its enclosing
+    loop's body, never the other way round, whatever order the nodes were added in."""
+    # The successors of a node are its predecessors once every edge is turned round.
+    successors = predecessors_of(nodes, [Edge(e.target, e.source) for e in edges])
+    predecessors = predecessors_of(nodes, edges)
+    triggers = [n for n, spec in nodes.items() if str(spec.get("type")).startswith("trigger.")]
+    reached = _reach(successors, triggers)
+    found: dict[str, frozenset[str]] = {}
+    for loop in (n for n, spec in nodes.items() if spec.get("type") == LOOP):
+        only_through = reached - _reach(successors, triggers, stop=loop) - {loop}
+        labelled = [e.target for e in edges if e.source == loop and e.label == BODY_LABEL]
+        ahead = _reach(successors, labelled, stop=loop, within=only_through)
+        back = _reach(predecessors, predecessors[loop], stop=loop, within=only_through)
+        found[loop] = frozenset(ahead | back)
+    # A body takes in the bodies of the loops in it. Those are loops only its own loop leads
+    # to, never that loop itself, so the bodies stop growing.
+    grown = True
+    while grown:
+        grown = False
+        for loop, body in found.items():
+            whole = body.union(*(found[n] for n in body if n in found))
+            grown = grown or whole != body
+            found[loop] = whole
+    return found
+
+
+def _reach(
+    successors: Mapping[str, list[str]],
+    starts: Sequence[str],
+    stop: str | None = None,
+    within: Container[str] | None = None,
+) -> set[str]:
+    """What `starts` lead to, themselves included, short of `stop` and, given `within`, of
+    every node outside it."""
+    seen = {s for s in starts if s != stop and (within is None or s in within)}
+    frontier = list(seen)
     while frontier:
         for nxt in successors.get(frontier.pop(), ()):
-            if nxt != stop and nxt not in seen:
+            if nxt != stop and nxt not in seen and (within is None or nxt in within):
                 seen.add(nxt)
                 frontier.append(nxt)
     return seen

@@ -29,8 +29,11 @@ class NodeType:
 @strawberry.type
 class WorkflowProblem:
     code: str = strawberry.field(
-        description="MISSING_TRIGGER, CYCLE, UNREACHABLE, INVALID_CONFIG, INVALID_CONDITION "
-        "or NOT_UPSTREAM (a template reads a step that does not run before its own)."
+        description="MISSING_TRIGGER, CYCLE, UNREACHABLE, INVALID_CONFIG, INVALID_CONDITION, "
+        "NOT_UPSTREAM (a template reads a step that does not run before its own), "
+        "INVALID_LABEL (an edge label its source never takes), LOOP_BODY_EDGE (an edge into "
+        "or out of a loop's body other than through its loop) or RESERVED_ID (a body node "
+        "named `item`)."
     )
     message: str
     node_ids: list[strawberry.ID]

@@ -9,6 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from command_side.execution import Edge, Finish, Plan, RetryPolicy, Schedule, Skip, Step, decide
+from command_side.execution.decide import split_loops
+from tests.strategies import loop_graphs
 
 Outcome = tuple[str, Any]  # ("succeeded", branch or None) or ("failed", error type)
 
@@ -215,3 +217,88 @@ def test_a_loop_is_not_held_up_by_the_edge_its_body_returns_on() -> None:
 
 def test_backoff_never_overflows() -> None:
     assert RetryPolicy(backoff=1e200, max_interval_s=30).delay(50) == 30
+
+
+Graph = tuple[dict[str, dict[str, Any]], list[tuple[str, str, Any]]]
+
+
+def split_shape(nodes: dict[str, dict[str, Any]], edges: list[tuple[str, str, Any]]) -> Any:
+    """What `split_loops` makes of a graph, whatever order it lists things in."""
+    outer, outer_edges, bodies = split_loops(nodes, [Edge(*e) for e in edges])
+    return (
+        set(outer),
+        set(outer_edges),
+        {loop: (set(b.nodes), set(b.edges), set(b.entries)) for loop, b in bodies.items()},
+    )
+
+
+@given(loop_graphs(), st.data())
+def test_loop_bodies_do_not_depend_on_the_order_of_nodes_or_edges(
+    graph: Graph, data: st.DataObject
+) -> None:
+    nodes, edges = graph
+    shuffled = {n: nodes[n] for n in data.draw(st.permutations(list(nodes)))}
+    assert split_shape(shuffled, data.draw(st.permutations(edges))) == split_shape(nodes, edges)
+
+
+@given(loop_graphs())
+def test_a_body_holds_only_nodes_the_workflow_reaches_through_its_loop(graph: Graph) -> None:
+    nodes, edges = graph
+    for loop, body in split_loops(nodes, [Edge(*e) for e in edges])[2].items():
+        around = {"start"}
+        frontier = ["start"]
+        while frontier:  # everything reached from the trigger without passing the loop
+            current = frontier.pop()
+            for source, target, _ in edges:
+                if source == current and target != loop and target not in around:
+                    around.add(target)
+                    frontier.append(target)
+        assert not around & set(body.nodes), (loop, body.nodes)
+
+
+NESTED = {
+    "start": node("trigger.manual"),
+    "inner": node("control.loop", items="{{ [1, 2] }}"),
+    "outer": node("control.loop", items="{{ [10, 20] }}"),
+    "work": node(),
+    "tail": node(),
+    "done": node(),
+}
+
+
+def test_a_loop_in_a_body_belongs_to_it_whichever_was_added_first() -> None:
+    edges = [
+        Edge("start", "outer"),
+        Edge("outer", "inner", "body"),
+        Edge("inner", "work", "body"),
+        Edge("inner", "tail"),
+        Edge("tail", "outer"),
+        Edge("outer", "done"),
+    ]
+    for order in (["inner", "outer"], ["outer", "inner"]):
+        nodes = {n: NESTED[n] for n in ["start", *order, "work", "tail", "done"]}
+        outer, outer_edges, bodies = split_loops(nodes, edges)
+        assert set(outer) == {"start", "outer", "done"}
+        assert set(outer_edges) == {edges[0], edges[-1]}
+        assert set(bodies) == {"outer"}
+        assert set(bodies["outer"].nodes) == {"inner", "work", "tail"}
+        assert bodies["outer"].entries == ("inner",)
+        child = {"item": node("trigger.manual"), **bodies["outer"].nodes}
+        inner_edges = [*bodies["outer"].edges, Edge("item", "inner")]
+        _, _, inside = split_loops(child, inner_edges)
+        assert {n: set(b.nodes) for n, b in inside.items()} == {"inner": {"work"}}
+
+
+def test_a_loop_in_a_body_brings_its_whole_body_along() -> None:
+    # The outer body is a cycle (no `body` label); the inner body is `work`, which does not
+    # lead back to the outer loop.
+    edges = [
+        Edge("start", "outer"),
+        Edge("outer", "inner"),
+        Edge("inner", "work", "body"),
+        Edge("inner", "tail"),
+        Edge("tail", "outer"),
+        Edge("outer", "done"),
+    ]
+    _, _, bodies = split_loops(NESTED, edges)
+    assert set(bodies["outer"].nodes) == {"inner", "work", "tail"}

@@ -1111,3 +1111,40 @@ def test_a_large_merge_is_kept_by_reference_like_any_large_output() -> None:
     execution.advance(1.0, "o", env)
     assert "$artifact" in execution.steps["m"].output
     assert execution.steps["use"].output == {"n": 500}
+
+
+def test_nested_loops_run_whichever_loop_was_added_to_the_workflow_first() -> None:
+    nodes = {
+        "start": node("trigger.manual"),
+        "inner": node("control.loop", items="{{ [inputs.item, inputs.item + 1] }}"),
+        "outer": node("control.loop", items="{{ [10, 20] }}"),
+        "work": node(fields={"x": "{{ inputs.item }}"}),
+        "tail": node(fields={"y": 1}),
+        "done": node(fields={"z": 1}),
+    }
+    edges: list[tuple[str, str] | tuple[str, str, str]] = [
+        ("start", "outer"),
+        ("outer", "inner", "body"),
+        ("inner", "work", "body"),
+        ("inner", "tail"),
+        ("tail", "outer"),
+        ("outer", "done"),
+    ]
+    execution = started(nodes, edges, inline_steps=list(INLINE))
+    execution.admit(0.0, "o")
+    assert execution.steps["outer"].status == "scheduled"
+    assert "done" not in execution.steps
+    (spec,) = execution.new_children
+    assert set(spec.nodes) == {"item", "inner", "work", "tail"}
+    item = Execution(
+        execution_id=spec.child_id, workflow_id=spec.workflow_id,
+        workflow_version=spec.workflow_version, nodes=spec.nodes, edges=spec.edges,
+        start=spec.start, inputs=spec.inputs, actor_id="o", workspace_id="ws1",
+        trigger=spec.trigger, parent=spec.parent, outer_steps=spec.outer_steps,
+        steps_scope=STEPS_UPSTREAM, inline_steps=list(INLINE),
+    )  # fmt: skip
+    item.admit(1.0, "o")
+    assert item.steps["inner"].status == "scheduled"
+    assert [(set(c.nodes), c.inputs) for c in item.new_children] == [
+        ({"item", "work"}, {"item": 10, "index": 0})
+    ]

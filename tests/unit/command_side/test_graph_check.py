@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from hypothesis import given
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from command_side.workflow.graph_check import check_graph
+from command_side.execution.decide import Edge, Plan, Schedule, Step, decide, split_loops
+from command_side.workflow.graph_check import Problem, check_graph
+from tests.strategies import loop_graphs
 
 NAMES = [f"n{i}" for i in range(8)]
 
@@ -206,3 +212,219 @@ def test_mapping_methods_and_notes_are_not_step_reads_and_per_item_templates_are
         ("NOT_UPSTREAM", ("b", "a")),  # steps.a: beside b, not before it
         ("NOT_UPSTREAM", ("beside", "b")),  # steps.get('b') of a step beside it
     ]
+
+
+def step(kind: str = "data.transform", **config: Any) -> dict[str, Any]:
+    return {"type": kind, "config": config}
+
+
+EdgeSpec = tuple[str, str] | tuple[str, str, str | None]
+
+
+LOOP = step("control.loop", items="{{ inputs.rows }}")
+
+
+def found(problems: list[Problem]) -> list[tuple[str, tuple[str, ...]]]:
+    return [(p.code, p.node_ids) for p in problems]
+
+
+def test_an_edge_leaving_a_loop_body_is_reported_and_a_body_edge_takes_its_target_in() -> None:
+    nodes = {"start": step("trigger.manual"), "each": LOOP, "call": step(), "notify": step()}
+    # The body is the cycle each → call → each: the handler is outside it.
+    cycle: list[EdgeSpec] = [
+        ("start", "each"), ("each", "call"), ("call", "each"), ("call", "notify", "error")
+    ]  # fmt: skip
+    problems = check_graph(nodes, cycle)
+    assert found(problems) == [("LOOP_BODY_EDGE", ("call", "notify"))]
+    assert problems[0].message.startswith("edge call → notify leaves the body of loop each")
+    # Labelled `body`, the loop's edge makes everything the body reaches part of it.
+    labelled: list[EdgeSpec] = [
+        ("start", "each"), ("each", "call", "body"), ("call", "notify", "error")
+    ]  # fmt: skip
+    assert check_graph(nodes, labelled) == []
+    _, _, bodies = split_loops(nodes, [Edge(*e) for e in labelled])
+    assert set(bodies["each"].nodes) == {"call", "notify"}
+    # Two ways into a body (a `body` edge, and a plain one to a node leading back) and what
+    # runs after the loop.
+    both = [*labelled, ("each", "retry"), ("retry", "each"), ("each", "after")]
+    assert check_graph({**nodes, "retry": step(), "after": step()}, both) == []
+
+
+@pytest.mark.parametrize(
+    ("edges", "expected"),
+    [
+        # A node beside the body with an edge into it.
+        (
+            [("start", "each"), ("each", "a"), ("a", "each"), ("each", "x"), ("x", "b"),
+             ("each", "b", "body")],
+            [("LOOP_BODY_EDGE", ("x", "b"))],
+        ),
+        # The loop's plain edge to a node its body reaches: per item, or after the loop?
+        (
+            [("start", "each"), ("each", "a", "body"), ("a", "b"), ("each", "b"), ("b", "x")],
+            [("LOOP_BODY_EDGE", ("each", "b"))],
+        ),
+        # The loop's error edge into its own body.
+        (
+            [("start", "each"), ("each", "a", "body"), ("a", "b"), ("each", "b", "error"),
+             ("b", "x")],
+            [("LOOP_BODY_EDGE", ("each", "b"))],
+        ),
+        # A body edge to a node the trigger reaches on its own.
+        (
+            [("start", "each"), ("each", "a", "body"), ("start", "b"), ("each", "b", "body"),
+             ("b", "x"), ("a", "x")],
+            [("LOOP_BODY_EDGE", ("a", "x")), ("LOOP_BODY_EDGE", ("each", "b"))],
+        ),
+        # An error edge back to the loop: the body's executions have no loop to go to.
+        (
+            [("start", "each"), ("each", "a", "body"), ("a", "b"), ("b", "each", "error"),
+             ("each", "x")],
+            [("LOOP_BODY_EDGE", ("b", "each"))],
+        ),
+        # A cycle back to the loop through a node the trigger reaches on its own.
+        (
+            [("start", "each"), ("each", "a"), ("a", "each"), ("start", "a"), ("each", "b"),
+             ("b", "x")],
+            [("CYCLE", ("a", "each"))],
+        ),
+    ],
+)  # fmt: skip
+def test_every_edge_across_the_boundary_of_a_loop_body_is_reported(
+    edges: list[EdgeSpec], expected: list[tuple[str, tuple[str, ...]]]
+) -> None:
+    nodes = {"start": step("trigger.manual"), "each": LOOP, "a": step(), "b": step(),
+             "x": step()}  # fmt: skip
+    assert found(check_graph(nodes, edges)) == expected
+
+
+def test_an_edge_leaving_a_loop_body_inside_another_body_is_reported() -> None:
+    nodes = {
+        "start": step("trigger.manual"),
+        "inner": LOOP,
+        "outer": LOOP,
+        "work": step(),
+        "tail": step(),
+    }
+    edges: list[EdgeSpec] = [
+        ("start", "outer"),
+        ("outer", "inner", "body"),
+        ("inner", "work"),
+        ("work", "inner"),
+        ("work", "tail", "error"),  # out of the inner body, still in the outer one
+        ("inner", "tail"),
+        ("tail", "outer"),
+    ]
+    assert found(check_graph(nodes, edges)) == [("LOOP_BODY_EDGE", ("work", "tail"))]
+    assert found(check_graph(nodes, edges[:4] + edges[5:])) == []
+
+
+def test_a_node_named_item_is_reported_in_a_loop_body_which_runs_from_a_trigger_so_named() -> None:
+    nodes = {
+        "start": step("trigger.manual"),
+        "each": LOOP,
+        "item": step(fields={"v": "{{ inputs.item }}"}),
+        "next": step(fields={"w": "{{ steps.item.output.v }}"}),
+    }
+    edges: list[EdgeSpec] = [("start", "each"), ("each", "item", "body"), ("item", "next")]
+    problems = check_graph(nodes, edges)
+    assert found(problems) == [("RESERVED_ID", ("item",))]
+    assert problems[0].message.startswith("node item is in the body of loop each")
+    nested = {**nodes, "rows": LOOP}
+    edges = [("start", "rows"), ("rows", "each", "body"), *edges[1:]]
+    assert found(check_graph(nested, edges)) == [("RESERVED_ID", ("item",))]
+
+
+def test_edges_an_if_or_a_switch_never_takes_are_reported() -> None:
+    nodes = {
+        "start": step("trigger.manual"),
+        "check": step("control.if", condition="{{ inputs.n > 0 }}"),
+        "route": step("control.switch", value="{{ inputs.kind }}", cases=["a", "b"]),
+        "later": step("control.switch", value="{{ inputs.kind }}", cases=["{{ inputs.case }}"]),
+        "x": step(),
+        "y": step(),
+    }
+    edges: list[EdgeSpec] = [
+        ("start", "check"),
+        ("check", "x"),  # no label
+        ("check", "y", "True"),
+        ("check", "route", "true"),
+        ("check", "later", "false"),
+        ("check", "x", "error"),
+        ("route", "x", "a"),
+        ("route", "y", "c"),
+        ("route", "y", "default"),
+        ("route", "x", "error"),
+        ("later", "x", "anything"),  # its cases are known once rendered
+        ("start", "y", "error"),  # a trigger never fails
+        ("x", "y", "body"),  # not out of a loop
+    ]
+    problems = check_graph(nodes, edges)
+    assert found(problems) == [
+        ("INVALID_LABEL", ("check", "x")),
+        ("INVALID_LABEL", ("check", "y")),
+        ("INVALID_LABEL", ("route", "y")),
+        ("INVALID_LABEL", ("start", "y")),
+        ("INVALID_LABEL", ("x", "y")),
+    ]
+    assert problems[0].message.startswith("edge check → x (no label): never taken")
+    assert "(a, b), else default" in problems[2].message
+
+
+def _taken(kind: str, config: dict[str, Any], label: str | None, outcomes: list[Step]) -> bool:
+    """Whether any outcome of the edge's source sets its target running."""
+    plan = Plan(
+        {"start": step("trigger.manual"), "s": step(kind, **config), "t": step()},
+        [Edge("start", "s"), Edge("s", "t", label)],
+        start="start",
+    )
+    for outcome in outcomes:
+        steps = {"start": Step(status="succeeded", attempt=1), "s": outcome}
+        if Schedule("t", 1, 0.0) in decide(plan, steps, 0.0):
+            return True
+    return False
+
+
+branch_labels = st.one_of(
+    st.none(), st.sampled_from(["true", "false", "error", "default", "True"]), st.text("abc")
+)
+
+
+@given(branch_labels, st.lists(st.text("abc", min_size=1, max_size=2), min_size=1, unique=True))
+def test_an_if_or_switch_edge_is_reported_exactly_when_no_outcome_takes_it(
+    label: str | None, cases: list[str]
+) -> None:
+    failed = Step(status="failed", attempt=1, error={"type": "TemplateError", "retryable": False})
+    shapes: list[tuple[str, dict[str, Any], list[str]]] = [
+        ("control.if", {"condition": "{{ 1 }}"}, ["true", "false"]),
+        ("control.switch", {"value": "{{ 1 }}", "cases": cases}, [*cases, "default"]),
+    ]
+    for kind, config, branches in shapes:
+        outcomes = [Step(status="succeeded", attempt=1, branch=b) for b in branches]
+        nodes = {"start": step("trigger.manual"), "s": step(kind, **config), "t": step()}
+        reported = check_graph(nodes, [("start", "s"), ("s", "t", label)]) != []
+        assert reported == (not _taken(kind, config, label, [*outcomes, failed])), kind
+
+
+def _dropped(nodes: Mapping[str, Mapping[str, Any]], edges: list[Edge]) -> set[Edge]:
+    """Edges no execution follows: not in the graph it runs, not one of a loop's edges into
+    its body nor of a body's back to its loop, and not followed in a body either."""
+    _, outer_edges, bodies = split_loops(nodes, edges)
+    kept = set(outer_edges)
+    for loop, body in bodies.items():
+        kept |= {e for e in edges if e.source == loop and e.target in body.entries}
+        kept |= {e for e in edges if e.source in body.nodes and e.target == loop}
+        child = {"item": step("trigger.manual"), **body.nodes}
+        into = [Edge("item", entry) for entry in body.entries]
+        kept |= set(body.edges) - _dropped(child, [*body.edges, *into])
+    return set(edges) - kept
+
+
+@settings(max_examples=300)
+@given(loop_graphs())
+def test_a_workflow_without_problems_has_no_edge_an_execution_would_not_follow(
+    graph: tuple[dict[str, dict[str, Any]], list[tuple[str, str, str | None]]],
+) -> None:
+    nodes, edges = graph
+    if not check_graph(nodes, edges):
+        assert _dropped(nodes, [Edge(*e) for e in edges]) == set()
