@@ -2,10 +2,17 @@
 
 The store serialises appends with a table lock, so throughput comes from putting many commands'
 events into one transaction. Callers submit and wait on a future; the writer drains the queue,
-applies each command to an in-memory aggregate (cached between batches), saves every touched
-aggregate in one `save()`, then answers. A stale cached aggregate (another process wrote)
-surfaces as IntegrityError: those commands are retried one by one on fresh state, rebased
-when what they depend on did not change, otherwise refused with CONFLICT.
+applies each command to an in-memory aggregate, saves every touched aggregate in one `save()`,
+then answers.
+
+Aggregates stay cached between batches, yet every answer holds for the workflow as it is in
+the store, even when other processes write to it too. A save proves the copies it wrote were
+current (a stale one fails with IntegrityError: those commands are retried one by one on
+fresh state). A command answered without a write (refused, or a repeat) on a cached copy the
+batch did not save is checked against the store's head version (one query for the batch) and
+decided again on fresh state when the copy was behind. A command naming an `expected_version`
+is rebased onto newer versions when what it depends on did not change, otherwise refused with
+CONFLICT; one naming none is based on whatever is current.
 """
 
 from __future__ import annotations
@@ -19,13 +26,16 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError
+from eventsourcing.utils import retry
+from psycopg.sql import SQL, Identifier
 
 from command_side.errors import CommandError, Conflict, NotFound
 from command_side.store import WorkflowStore
 from command_side.workflow import commands as c
 from command_side.workflow import handlers, rebase
 from command_side.workflow.aggregate import Workflow
+from command_side.workflow.op_keys import same_operation
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +48,6 @@ class _Pending:
     command: Command
     meta: c.Meta
     future: Future[c.CommandResult] = field(default_factory=Future)
-    #: The version the command was first applied to: the base for rebasing after a race.
-    base_version: int | None = None
 
 
 class CommandBus:
@@ -112,29 +120,39 @@ class CommandBus:
 
     def _commit_batch(self, batch: list[_Pending]) -> None:
         self.batches += 1
+        cached = {i for i in map(_workflow_id, batch) if i is not None and i in self._cache}
         touched: dict[UUID, Workflow] = {}
-        applied: list[tuple[_Pending, c.CommandResult]] = []
+        decided: list[tuple[_Pending, c.CommandResult | CommandError]] = []
         for item in batch:
             try:
-                applied.append((item, self._apply(item, touched)))
+                decided.append((item, self._apply(item, touched)))
             except CommandError as exc:
-                item.future.set_exception(exc)
+                decided.append((item, exc))
         dirty = [w for w in touched.values() if w.pending_events]
         try:
             self._save(dirty)
         except IntegrityError:
             for workflow in touched.values():
                 self._cache.pop(workflow.id, None)
+            # Every command is decided again, refusals too: a copy was stale, maybe theirs.
             # Versions written by this batch's own retries are not "someone else's" change:
             # a command must not conflict with the one before it in the same batch.
             ours: set[tuple[UUID, int]] = set()
-            for item, _ in applied:
+            for item, _ in decided:
                 self._retry_alone(item, ours)
             return
         for workflow in touched.values():
             self._remember(workflow)
-        for item, result in applied:
-            item.future.set_result(result)
+        # A cached copy this batch only read was not proven current by the save.
+        read_only = cached - {w.id for w in dirty}
+        behind = self._behind(read_only) if read_only else set()
+        for item, outcome in decided:
+            if _workflow_id(item) in behind:
+                self._retry_alone(item, set())
+            elif isinstance(outcome, CommandError):
+                item.future.set_exception(outcome)
+            else:
+                item.future.set_result(outcome)
 
     def _save(self, dirty: list[Workflow]) -> None:
         """One append transaction; then snapshots of workflows that crossed an interval."""
@@ -158,6 +176,8 @@ class CommandBus:
                 result = self._apply(item, touched, fresh=True, ours=ours)
                 self._save([w for w in touched.values() if w.pending_events])
             except IntegrityError:
+                for workflow in touched.values():  # unsaved events must not stay cached
+                    self._cache.pop(workflow.id, None)
                 continue
             except CommandError as exc:
                 item.future.set_exception(exc)
@@ -189,11 +209,10 @@ class CommandBus:
             existing = touched.get(workflow_id) or self._load(workflow_id, fresh, missing_ok=True)
             if existing is not None:
                 prior = existing.result_of(meta.client_op_id)
-                if prior is not None and existing.workspace_id == meta.workspace_id:
-                    return c.CommandResult(existing.id, prior.version, str(existing.id))
-                raise Conflict(
-                    "this operation id was used already", current_version=existing.version
-                )
+                if prior is None or existing.workspace_id != meta.workspace_id:
+                    raise _reused(existing)
+                prior = self._repeated(item, existing, prior)
+                return c.CommandResult(existing.id, prior.version, str(existing.id))
             new = handlers.create_workflow(command, meta, workflow_id)
             touched[workflow_id] = new
             return c.CommandResult(workflow_id, new.version, str(workflow_id))
@@ -203,11 +222,10 @@ class CommandBus:
             raise NotFound(f"workflow {command.workflow_id} does not exist")
         touched[workflow.id] = workflow
         prior = workflow.result_of(meta.client_op_id)
-        if prior is not None:
-            return prior
-        if item.base_version is None:
-            item.base_version = command.expected_version or workflow.version
-        base = item.base_version
+        if prior is not None:  # before any check: the workflow may have changed since
+            return self._repeated(item, workflow, prior)
+        # A command naming no version is based on whatever is current: nothing to rebase.
+        base = command.expected_version or workflow.version
         if base > workflow.version:
             raise Conflict(
                 f"expected version {base} but the workflow is at {workflow.version}",
@@ -225,6 +243,43 @@ class CommandBus:
                     current_version=workflow.version,
                 )
         return handlers.apply(workflow, command, meta)
+
+    def _repeated(
+        self, item: _Pending, workflow: Workflow, prior: c.CommandResult
+    ) -> c.CommandResult:
+        """The first result of a repeated operation; CONFLICT when its clientOpId recorded
+        another command, or another actor's."""
+        pending = [e for e in workflow.pending_events if e.originator_version == prior.version]
+        recorded = pending or self._store.repository.event_store.get(
+            workflow.id, gt=prior.version - 1, lte=prior.version
+        )
+        event = next(iter(recorded), None)
+        if event is None or not same_operation(item.command, item.meta, event, workflow):
+            raise _reused(workflow)
+        return prior
+
+    def _behind(self, workflow_ids: set[UUID]) -> set[UUID]:
+        """The cached workflows another process has written since; dropped from the cache."""
+        heads = self._heads(sorted(workflow_ids))
+        behind = set()
+        for workflow_id in workflow_ids:
+            cached = self._cache.get(workflow_id)
+            if cached is None or heads.get(workflow_id) != cached.version:
+                self._cache.pop(workflow_id, None)
+                behind.add(workflow_id)
+        return behind
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def _heads(self, workflow_ids: list[UUID]) -> dict[UUID, int]:
+        """The stored version of each workflow: an index look-up each, in one round trip."""
+        recorder: Any = self._store.recorder
+        statement = SQL(
+            "SELECT w.id, (SELECT max(originator_version) FROM {}.{} WHERE originator_id = w.id)"
+            " AS version FROM unnest(%s::uuid[]) AS w(id)"
+        ).format(Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name))
+        with recorder.datastore.get_connection() as conn, conn.cursor() as cursor:
+            cursor.execute(statement, (workflow_ids,), prepare=True)  # autocommit: one trip
+            return {row["id"]: row["version"] for row in cursor.fetchall()}
 
     def _events_since(self, workflow: Workflow, base: int) -> list[Any]:
         saved_version = workflow.version - len(workflow.pending_events)
@@ -250,3 +305,15 @@ class CommandBus:
         self._cache.move_to_end(workflow.id)
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
+
+
+def _workflow_id(item: _Pending) -> UUID | None:
+    if isinstance(item.command, c.CreateWorkflow):
+        return handlers.workflow_id_for(item.meta) if item.meta.client_op_id else None
+    return item.command.workflow_id
+
+
+def _reused(workflow: Workflow) -> Conflict:
+    return Conflict(
+        "this clientOpId was used for another operation", current_version=workflow.version
+    )

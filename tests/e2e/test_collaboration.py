@@ -169,6 +169,24 @@ async def test_a_lease_runs_out_with_its_holder_gone_and_the_scheduler_records_i
     assert (await owner.execute(LOCK, {"i": b}))["lockNode"]["holder"] == owner.actor
 
 
+async def test_a_client_op_id_names_one_operation_of_one_member(
+    team: tuple[GraphQLClient, GraphQLClient],
+) -> None:
+    owner, editor = team
+    wid = await two_nodes(owner)
+    look = {"workflowId": wid, "nodeId": "a", "body": "look", "clientOpId": "k1"}
+    first = (await owner.execute(COMMENT, {"i": look}))["addComment"]
+    assert (await owner.execute(COMMENT, {"i": look}))["addComment"] == first  # a retry
+    lock = {"workflowId": wid, "nodeId": "a", "clientOpId": "k1"}
+    reused = await refused(owner, LOCK, {"i": lock})
+    assert reused["code"] == "CONFLICT" and reused["currentVersion"] == first["version"]
+    assert (await refused(editor, COMMENT, {"i": look}))["code"] == "CONFLICT"
+    # Neither changed anything: the node is free, and the key still answers the comment.
+    locked = (await editor.execute(LOCK, {"i": {**lock, "clientOpId": None}}))["lockNode"]
+    assert locked["holder"] == editor.actor and locked["version"] == first["version"] + 1
+    assert (await owner.execute(COMMENT, {"i": look}))["addComment"] == first
+
+
 async def test_comment_threads_with_mentions_tombstones_resolution_and_orphans(
     stack: Stack, team: tuple[GraphQLClient, GraphQLClient]
 ) -> None:
@@ -287,6 +305,38 @@ async def test_presence_spans_two_api_processes_and_drops_a_silent_member(
                     assert alone["members"][0]["userId"] == owner.actor
         finally:
             await elsewhere.close()
+
+
+async def test_update_cursor_changes_only_what_it_names(
+    team: tuple[GraphQLClient, GraphQLClient],
+) -> None:
+    owner, _ = team
+    wid = await two_nodes(owner)
+    async with owner.subscribe(PRESENCE, {"w": wid, "n": "a"}) as mine:
+        session = (await next_update(mine, lambda m: len(m) == 1))["sessionId"]
+
+        async def update(**fields: Any) -> None:
+            move = {"workflowId": wid, "sessionId": session, **fields}
+            assert (await owner.execute(CURSOR, {"i": move}))["updateCursor"] is True
+
+        async def me_when(want: Any) -> dict[str, Any]:
+            [me] = (await next_update(mine, lambda m: want(m[0])))["members"]
+            return dict(me)
+
+        # A cursor move naming no selection leaves the node selected, for everyone.
+        await update(x=3, y=4)
+        me = await me_when(lambda m: m["cursor"] is not None)
+        assert (me["selectedNodeId"], me["cursor"]) == ("a", {"x": 3.0, "y": 4.0})
+        # A null selection deselects and leaves the cursor; null x and y take the cursor away.
+        await update(selectedNodeId=None)
+        assert (await me_when(lambda m: m["selectedNodeId"] is None))["cursor"] == {
+            "x": 3.0,
+            "y": 4.0,
+        }
+        await update(x=None, y=None)
+        assert (await me_when(lambda m: m["cursor"] is None))["selectedNodeId"] is None
+        half = {"workflowId": wid, "sessionId": session, "x": 1}  # a cursor needs both
+        assert (await refused(owner, CURSOR, {"i": half}))["code"] == "VALIDATION"
 
 
 class Unanswering(picows.WSListener):

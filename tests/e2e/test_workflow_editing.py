@@ -182,6 +182,22 @@ async def test_a_repeated_client_op_id_returns_the_first_result(client: GraphQLC
     assert (await read(client, wid, 2))["version"] == 2
 
 
+async def test_a_client_op_id_reused_for_another_mutation_is_a_conflict(
+    client: GraphQLClient,
+) -> None:
+    wid = await create(client)
+    node = await add(client, wid, node_type="data.transform", clientOpId="k-1")
+    with pytest.raises(GraphQLError) as info:
+        await client.execute(PUBLISH, {"i": {"workflowId": wid, "clientOpId": "k-1"}})
+    assert info.value.codes == ["CONFLICT"]
+    with pytest.raises(GraphQLError) as info:
+        await client.execute(RENAME, {"i": {"workflowId": wid, "name": "x", "clientOpId": "k-1"}})
+    assert info.value.codes == ["CONFLICT"]
+    assert await add(client, wid, node_type="data.transform", clientOpId="k-1") == node
+    seen = await read(client, wid, 2)
+    assert (seen["version"], seen["name"], seen["versions"]) == (2, "Invoices", [])
+
+
 async def test_a_stale_expected_version_is_rebased_or_conflicts(client: GraphQLClient) -> None:
     wid = await create(client)
     a = await add(client, wid, nodeId="a")
