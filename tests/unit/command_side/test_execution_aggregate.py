@@ -70,6 +70,17 @@ def started(
     return execution
 
 
+def child_of(spec: Any) -> Execution:
+    """The child execution the orchestrator creates for a `ChildSpec`."""
+    return Execution(
+        execution_id=spec.child_id, workflow_id=spec.workflow_id,
+        workflow_version=spec.workflow_version, nodes=spec.nodes, edges=spec.edges,
+        start=spec.start, inputs=spec.inputs, actor_id="o", workspace_id="ws1",
+        trigger=spec.trigger, parent=spec.parent, outer_steps=spec.outer_steps,
+        steps_scope=STEPS_UPSTREAM, inline_steps=list(INLINE),
+    )  # fmt: skip
+
+
 def stored_without(started_event: Any, name: str) -> Execution:
     """`ExecutionStarted` stored, then read back by the library as an event stored before the
     field `name` existed."""
@@ -1007,13 +1018,7 @@ def test_a_loop_item_retried_on_its_own_sees_what_it_saw_of_its_parent() -> None
     )
     parent.admit(0.0, "o")
     (spec,) = parent.new_children
-    item = Execution(
-        execution_id=spec.child_id, workflow_id=spec.workflow_id,
-        workflow_version=spec.workflow_version, nodes=spec.nodes, edges=spec.edges,
-        start=spec.start, inputs=spec.inputs, actor_id="o", workspace_id="ws1",
-        trigger=spec.trigger, parent=spec.parent, outer_steps=spec.outer_steps,
-        steps_scope=STEPS_UPSTREAM, inline_steps=list(INLINE),
-    )  # fmt: skip
+    item = child_of(spec)
     item.admit(1.0, "o")
     item.record_failure("call", 1, "HttpStatusError", "503", "r")
     item.advance(2.0, "o")
@@ -1136,13 +1141,7 @@ def test_nested_loops_run_whichever_loop_was_added_to_the_workflow_first() -> No
     assert "done" not in execution.steps
     (spec,) = execution.new_children
     assert set(spec.nodes) == {"item", "inner", "work", "tail"}
-    item = Execution(
-        execution_id=spec.child_id, workflow_id=spec.workflow_id,
-        workflow_version=spec.workflow_version, nodes=spec.nodes, edges=spec.edges,
-        start=spec.start, inputs=spec.inputs, actor_id="o", workspace_id="ws1",
-        trigger=spec.trigger, parent=spec.parent, outer_steps=spec.outer_steps,
-        steps_scope=STEPS_UPSTREAM, inline_steps=list(INLINE),
-    )  # fmt: skip
+    item = child_of(spec)
     item.admit(1.0, "o")
     assert item.steps["inner"].status == "scheduled"
     assert [(set(c.nodes), c.inputs) for c in item.new_children] == [
