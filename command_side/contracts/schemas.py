@@ -136,6 +136,7 @@ _DATA.update(
             "outer_steps": _OPT_OBJ,
             "steps_scope": _OPT_STR,
             "inline_steps": {"type": ["array", "null"], "items": _STR},
+            "loop_rule": _OPT_INT,
         },
         "execution.ExecutionAdmitted": {"admitted_at": _NUM},
         "execution.StepScheduled": {

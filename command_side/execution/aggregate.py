@@ -190,13 +190,18 @@ class Execution(Aggregate):
         outer_steps: dict[str, Any] | None = None,
         steps_scope: str = STEPS_ALL,
         inline_steps: list[str] | None = None,
+        loop_rule: int = 1,
     ) -> None:
         self.workflow_id = workflow_id
         self.workflow_version = workflow_version
         self.graph: dict[str, Any] = {"nodes": nodes, "edges": edges}
+        #: How its loop bodies were found (`decide.LOOP_RULE`; 1 for executions recorded
+        #: before 2026-12-06, which keep the split they ran with).
+        self.loop_rule = loop_rule
         outer_nodes, outer_edges, bodies = split_loops(
             nodes,
             [Edge(e["source"], e["target"], e.get("label"), e.get("condition")) for e in edges],
+            loop_rule,
         )
         self.plan = Plan(outer_nodes, outer_edges, start, bodies)
         self.inputs = inputs

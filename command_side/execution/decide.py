@@ -225,11 +225,19 @@ def gave_up(plan: Plan, node_id: str, step: Step) -> bool:
     return _gave_up(plan, node_id, step)
 
 
+#: How a graph's loop bodies are found: `loop_bodies` for executions started since 2026-12-06
+#: (2); executions recorded before (1) are split as they were then (`_split_loops_v1`), so
+#: they run on and replay as recorded.
+LOOP_RULE = 2
+
+
 def split_loops(
-    nodes: Mapping[str, Mapping[str, Any]], edges: Sequence[Edge]
+    nodes: Mapping[str, Mapping[str, Any]], edges: Sequence[Edge], rule: int = LOOP_RULE
 ) -> tuple[dict[str, Mapping[str, Any]], list[Edge], dict[str, Body]]:
     """Take the body of each loop that is in no other loop's body out of the graph (see
     `loop_bodies`). A loop inside a body is taken apart in turn by the executions of that body."""
+    if rule < 2:
+        return _split_loops_v1(nodes, edges)
     within = loop_bodies(nodes, edges)
     nested = set().union(*within.values())
     bodies: dict[str, Body] = {}
@@ -242,6 +250,41 @@ def split_loops(
         inner = [e for e in edges if e.source in body and e.target in body]
         bodies[loop] = Body({n: spec for n, spec in nodes.items() if n in body}, inner, entries)
     taken = set().union(*(body.nodes for body in bodies.values()))
+    outer_nodes = {n: spec for n, spec in nodes.items() if n not in taken}
+    outer_edges = [e for e in edges if e.source in outer_nodes and e.target in outer_nodes]
+    return outer_nodes, outer_edges, bodies
+
+
+def _split_loops_v1(
+    nodes: Mapping[str, Mapping[str, Any]], edges: Sequence[Edge]
+) -> tuple[dict[str, Mapping[str, Any]], list[Edge], dict[str, Body]]:
+    """The split of executions started before 2026-12-06: each loop's body, in the order the
+    nodes were added (a loop already in a body is skipped), is the nodes on a cycle back to
+    it and those reached through its edges labelled `body`."""
+    successors: dict[str, list[str]] = {n: [] for n in nodes}
+    predecessors: dict[str, list[str]] = {n: [] for n in nodes}
+    for e in edges:
+        if e.source in nodes and e.target in nodes:
+            successors[e.source].append(e.target)
+            predecessors[e.target].append(e.source)
+    bodies: dict[str, Body] = {}
+    taken: set[str] = set()
+    for loop in (n for n, spec in nodes.items() if spec.get("type") == LOOP):
+        if loop in taken:
+            continue
+        forward = _reach(successors, successors[loop], stop=loop)
+        back = _reach(predecessors, predecessors[loop], stop=loop)
+        labelled = [e.target for e in edges if e.source == loop and e.label == BODY_LABEL]
+        body = (forward & back) | _reach(successors, labelled, stop=loop) | set(labelled)
+        body.discard(loop)
+        if not body:
+            continue
+        entries = tuple(
+            dict.fromkeys(e.target for e in edges if e.source == loop and e.target in body)
+        )
+        inner = [e for e in edges if e.source in body and e.target in body]
+        bodies[loop] = Body({n: nodes[n] for n in body}, inner, entries)
+        taken |= body
     outer_nodes = {n: spec for n, spec in nodes.items() if n not in taken}
     outer_edges = [e for e in edges if e.source in outer_nodes and e.target in outer_nodes]
     return outer_nodes, outer_edges, bodies

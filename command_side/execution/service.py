@@ -32,7 +32,7 @@ from command_side.execution.aggregate import (
     resolved_within,
 )
 from command_side.execution.credentials import KINDS, Credential, credential_id
-from command_side.execution.decide import Edge, gave_up
+from command_side.execution.decide import LOOP_RULE, Edge, gave_up
 from command_side.execution.store import ExecutionStore
 from command_side.execution.variables import Variables, variables_id
 from command_side.store import WorkflowStore
@@ -263,6 +263,7 @@ class ExecutionService:
             vars=self.variables(workspace_id),
             steps_scope=STEPS_UPSTREAM,
             inline_steps=list(INLINE),
+            loop_rule=LOOP_RULE,
         )
         return execution
 
@@ -384,6 +385,7 @@ class ExecutionService:
             steps_scope=original.steps_scope,
             # As the original ran: its transforms on runners if it gave them to runners.
             inline_steps=sorted(original.inline_steps),
+            loop_rule=original.loop_rule,
             # A loop's item or a subworkflow's run, retried on its own: what its templates
             # saw of the execution that started it.
             outer_steps=original.outer_steps,

@@ -31,6 +31,7 @@ from command_side.execution.aggregate import (
     StepProblem,
     as_json,
 )
+from command_side.execution.decide import LOOP_RULE
 from command_side.workflow.graph_check import check_graph
 
 
@@ -65,7 +66,7 @@ def started(
         inputs={"n": 1},
         actor_id="u1",
         workspace_id="ws1",
-        **{"steps_scope": STEPS_UPSTREAM, **extra},
+        **{"steps_scope": STEPS_UPSTREAM, "loop_rule": LOOP_RULE, **extra},
     )
     return execution
 
@@ -77,7 +78,7 @@ def child_of(spec: Any) -> Execution:
         workflow_version=spec.workflow_version, nodes=spec.nodes, edges=spec.edges,
         start=spec.start, inputs=spec.inputs, actor_id="o", workspace_id="ws1",
         trigger=spec.trigger, parent=spec.parent, outer_steps=spec.outer_steps,
-        steps_scope=STEPS_UPSTREAM, inline_steps=list(INLINE),
+        steps_scope=STEPS_UPSTREAM, inline_steps=list(INLINE), loop_rule=LOOP_RULE,
     )  # fmt: skip
 
 
@@ -1147,3 +1148,31 @@ def test_nested_loops_run_whichever_loop_was_added_to_the_workflow_first() -> No
     assert [(set(c.nodes), c.inputs) for c in item.new_children] == [
         ({"item", "work"}, {"item": 10, "index": 0})
     ]
+
+
+def test_an_execution_recorded_before_loop_rule_2_keeps_the_bodies_it_was_split_into() -> None:
+    """`process` is both the loop's `body` and reached past it: the old split put it in the
+    body; today's refuses such a graph (LOOP_BODY_EDGE) and would not. One recorded before
+    runs on, and replays, as it was split."""
+    nodes = {
+        "start": node("trigger.manual"),
+        "fetch": node(fields={"rows": [1, 2]}),
+        "each": node("control.loop", items="{{ steps.fetch.output.rows }}"),
+        "process": node(fields={"x": "{{ inputs.item }}"}),
+    }
+    edges = [
+        ("start", "fetch"),
+        ("fetch", "each"),
+        ("each", "process", "body"),
+        ("fetch", "process"),
+    ]
+    recorded = stored_without(
+        started(nodes, edges, inline_steps=list(INLINE)).collect_events()[0], "loop_rule"
+    )
+    assert recorded.loop_rule == 1
+    assert set(recorded.plan.bodies) == {"each"}
+    assert set(recorded.plan.bodies["each"].nodes) == {"process"}
+    recorded.admit(0.0, "o")
+    (first,) = recorded.new_children  # the first row's (one at a time), running `process`
+    assert set(first.nodes) == {"item", "process"}
+    assert "process" not in started(nodes, edges).plan.bodies.get("each", ())
