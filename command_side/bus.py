@@ -143,16 +143,23 @@ class CommandBus:
             return
         for workflow in touched.values():
             self._remember(workflow)
-        # A cached copy this batch only read was not proven current by the save.
+        # A cached copy this batch only read was not proven current by the save: those
+        # answers wait for a look at the store's head; the others (committed, or decided on
+        # copies the save proved current or just loaded) go now, whatever that look meets.
         read_only = cached - {w.id for w in dirty}
-        behind = self._behind(read_only) if read_only else set()
+        unproven = [(i, o) for i, o in decided if _workflow_id(i) in read_only]
         for item, outcome in decided:
+            if _workflow_id(item) not in read_only:
+                _answer(item, outcome)
+        if not unproven:
+            return
+        behind = self._behind(read_only)
+        retried: set[tuple[UUID, int]] = set()  # shared: they must not conflict together
+        for item, outcome in unproven:
             if _workflow_id(item) in behind:
-                self._retry_alone(item, set())
-            elif isinstance(outcome, CommandError):
-                item.future.set_exception(outcome)
+                self._retry_alone(item, retried)
             else:
-                item.future.set_result(outcome)
+                _answer(item, outcome)
 
     def _save(self, dirty: list[Workflow]) -> None:
         """One append transaction; then snapshots of workflows that crossed an interval."""
@@ -311,6 +318,13 @@ def _workflow_id(item: _Pending) -> UUID | None:
     if isinstance(item.command, c.CreateWorkflow):
         return handlers.workflow_id_for(item.meta) if item.meta.client_op_id else None
     return item.command.workflow_id
+
+
+def _answer(item: _Pending, outcome: c.CommandResult | CommandError) -> None:
+    if isinstance(outcome, CommandError):
+        item.future.set_exception(outcome)
+    else:
+        item.future.set_result(outcome)
 
 
 def _reused(workflow: Workflow) -> Conflict:

@@ -529,15 +529,11 @@ class Workflow(Aggregate):
 
     def move_node(self, node_id: str, x: float, y: float, meta: Meta) -> None:
         self.node(node_id)
+        # Checked before the guard, which records the holder's renewal: a refused command
+        # must leave no event behind.
+        x, y = _coordinate(x, "x"), _coordinate(y, "y")
         self._guard(node_id, meta, time.time())
-        self._node_moved(
-            node_id,
-            _coordinate(x, "x"),
-            _coordinate(y, "y"),
-            meta.actor_id,
-            self.workspace_id,
-            meta.client_op_id,
-        )
+        self._node_moved(node_id, x, y, meta.actor_id, self.workspace_id, meta.client_op_id)
 
     @event("NodeMoved")
     def _node_moved(

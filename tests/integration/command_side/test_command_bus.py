@@ -11,7 +11,7 @@ from uuid import UUID, uuid4
 
 import psycopg
 import pytest
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, OperationalError
 
 from command_side.bus import RACE_RETRIES, CommandBus, _Pending
 from command_side.errors import Conflict, Locked, NotFound, ValidationFailed
@@ -402,3 +402,25 @@ def test_a_client_op_id_is_one_actors_own(bus: CommandBus, store: WorkflowStore)
         bus.execute(c.CreateWorkflow(name="another"), op("create"))
     assert bus.execute(c.CreateWorkflow(name="mine"), op("create")) == created
     assert store.load(wid).version == 3 and store.load(created.workflow_id).version == 1
+
+
+def test_a_batch_answers_what_it_committed_even_when_the_head_look_fails(
+    bus: CommandBus, store: WorkflowStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refusal on a cached copy waits for a look at the store's head; the commands the
+    batch committed do not: were they answered with that look's error, a client would add
+    its node again."""
+    edited, refused = node_a(bus), node_a(bus)  # both cached by the bus
+    bus.stop()  # this test drives one batch itself
+
+    def unreachable(_ids: Any) -> Any:
+        raise OperationalError("the database went away")
+
+    monkeypatch.setattr(bus, "_heads", unreachable)
+    add = _Pending(c.AddNode(workflow_id=edited, node_type="data.transform"), META)
+    missing = _Pending(c.RemoveNode(workflow_id=refused, node_id="nope"), META)
+    with pytest.raises(OperationalError):
+        bus._commit_batch([add, missing])
+    assert add.future.result(0).version == 3
+    assert not missing.future.done()  # the writer's loop fails what is left unanswered
+    assert len(store.load(edited).nodes) == 2

@@ -66,6 +66,15 @@ def test_the_holders_edits_renew_the_lease_once_half_has_run() -> None:
     assert [type(e).__name__ for e in w.pending_events][-1] == "NodeUpdated"
 
 
+def test_a_refused_move_by_the_holder_records_no_renewal() -> None:
+    w = graph()
+    w.lock_node("a", 10, ADA, time.time() - 8)  # due for a renewal at the holder's next edit
+    before = len(w.pending_events)
+    with pytest.raises(ValidationFailed):
+        w.move_node("a", float("nan"), 1, ADA)
+    assert len(w.pending_events) == before
+
+
 def test_a_lease_that_ran_out_is_no_lock_and_expiry_is_recorded_once() -> None:
     w, now = graph(), 1000.0
     w.lock_node("a", 5, ADA, now)
