@@ -77,6 +77,9 @@ STEPS_ALL = "all"
 QUEUE_TIMEOUT_S = 120.0
 #: Deepest nesting of subworkflows and loops (a workflow calling itself stops here).
 MAX_DEPTH = 8
+#: Most content held by reference that the orchestrator reads into one merge's, loop's or
+#: subworkflow's output (a loop of 10,000 items of 1 MB each would be 10 GB in its memory).
+COMPOSE_LIMIT = 16 * 1024 * 1024
 #: The largest task: it reaches runners as one Kafka message (brokers take about 1 MiB).
 MAX_TASK_BYTES = 900_000
 
@@ -969,7 +972,10 @@ class Execution(Aggregate):
     def _composed(self, env: Surroundings, value: Any) -> Any:
         """An output made of other steps' outputs (a merge's, a loop's, a subworkflow's),
         with the artifact references inside it replaced by their content, then kept like any
-        output (by reference when large): templates read a reference only at the top."""
+        output (by reference when large): templates read a reference only at the top. Past
+        COMPOSE_LIMIT of referenced content it keeps the references as they are."""
+        if referenced_bytes(value) > COMPOSE_LIMIT:
+            return env.keep(self.workspace_id, value)
         return env.keep(self.workspace_id, resolved_within(env, self.workspace_id, value))
 
     def _top_up(self, actor_id: str) -> None:
@@ -1363,6 +1369,19 @@ def _charged(previous: Step | None, attempt: int) -> int:
     if previous is not None and previous.attempt == attempt:
         return previous.used
     return (previous.used + 1) if previous and previous.attempt else 1
+
+
+def referenced_bytes(value: Any) -> int:
+    """The size of the content `value` holds by artifact reference, at any depth."""
+    if isinstance(value, dict):
+        if "$artifact" in value:
+            ref = value["$artifact"]
+            size = ref.get("size") if isinstance(ref, dict) else None
+            return size if isinstance(size, int) and size > 0 else 0
+        return sum(referenced_bytes(v) for v in value.values())
+    if isinstance(value, list):
+        return sum(referenced_bytes(v) for v in value)
+    return 0
 
 
 def resolved_within(env: Surroundings, workspace_id: str, value: Any) -> Any:

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from command_side.errors import Conflict
 from command_side.execution.aggregate import (
+    COMPOSE_LIMIT,
     INLINE,
     STEPS_ALL,
     STEPS_UPSTREAM,
@@ -1176,3 +1177,23 @@ def test_an_execution_recorded_before_loop_rule_2_keeps_the_bodies_it_was_split_
     (first,) = recorded.new_children  # the first row's (one at a time), running `process`
     assert set(first.nodes) == {"item", "process"}
     assert "process" not in started(nodes, edges).plan.bodies.get("each", ())
+
+
+def test_a_loop_of_outputs_too_large_to_read_together_keeps_their_references() -> None:
+    env = _Blobs()
+    huge = {"$artifact": {"sha256": "never-read", "size": COMPOSE_LIMIT}}
+    execution = started(
+        {
+            "start": node("trigger.manual"),
+            "each": node("control.loop", items="{{ [1, 2] }}", body_workflow_id="body"),
+        },
+        [("start", "each")],
+        inline_steps=list(INLINE),
+    )
+    execution.admit(0.0, "o", env)
+    for index in (0, 1):
+        record = execution.children["each"][index]
+        execution.child_finished(
+            "each", 1, index, record["child_id"], "SUCCEEDED", huge, None, 1.0, "o", env
+        )
+    assert execution.steps["each"].output == [huge, huge]  # nothing was read back
