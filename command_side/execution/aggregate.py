@@ -27,6 +27,7 @@ from jsonschema.exceptions import SchemaError
 
 from command_side.errors import Conflict
 from command_side.execution.decide import (
+    LOOP_RULE,
     Edge,
     Finish,
     Plan,
@@ -160,6 +161,9 @@ class ChildSpec:
     parent: dict[str, Any]
     trigger: dict[str, Any]
     outer_steps: dict[str, Any] = field(default_factory=dict)
+    #: How the child's loops are split: its parent's for a loop's own body (split with the
+    #: parent's graph), today's for another workflow (checked by today's rules).
+    loop_rule: int = LOOP_RULE
 
 
 def child_id(parent_id: UUID, node_id: str, attempt: int, index: int | None) -> UUID:
@@ -999,6 +1003,7 @@ class Execution(Aggregate):
         kind = self.plan.nodes[node_id]["type"]
         config = self.steps[node_id].input or {}
         limit = int(config.get("concurrency") or 1) if kind == "control.loop" else 1
+        own_body = kind == "control.loop" and not config.get("body_workflow_id")
         items = self.loop_items[node_id]
         records = self.children[node_id]
         running = sum(1 for r in records.values() if r["status"] == "RUNNING")
@@ -1045,6 +1050,7 @@ class Execution(Aggregate):
                     },
                     trigger,
                     outer if kind == "control.loop" and pinned.start == LOOP_ITEM_NODE else {},
+                    self.loop_rule if own_body else LOOP_RULE,
                 )
             )
             running += 1

@@ -689,7 +689,7 @@ class Orchestrator:
                         outer_steps=spec.outer_steps,
                         steps_scope=execution.steps_scope,
                         inline_steps=sorted(execution.inline_steps),
-                        loop_rule=execution.loop_rule,
+                        loop_rule=spec.loop_rule,
                     )
                     child.new_children = []
                     child.children_to_cancel = []

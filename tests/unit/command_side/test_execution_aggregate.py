@@ -1197,3 +1197,22 @@ def test_a_loop_of_outputs_too_large_to_read_together_keeps_their_references() -
             "each", 1, index, record["child_id"], "SUCCEEDED", huge, None, 1.0, "o", env
         )
     assert execution.steps["each"].output == [huge, huge]  # nothing was read back
+
+
+def test_a_childs_loops_are_split_by_its_parents_rule_only_in_the_parents_own_body() -> None:
+    """A loop's body is part of its parent's graph, split with it; another workflow (a
+    subworkflow, a `body_workflow_id`) was checked by today's rules and is split by them."""
+    env = _Blobs()
+    nodes = {
+        "start": node("trigger.manual"),
+        "own": node("control.loop", items="{{ [1] }}"),
+        "work": node(),
+        "other": node("control.loop", items="{{ [1] }}", body_workflow_id="body"),
+        "sub": node("control.subworkflow", workflow_id="child"),
+    }
+    edges = [("start", "own"), ("own", "work", "body"), ("start", "other"), ("start", "sub")]
+    for rule in (1, LOOP_RULE):
+        execution = started(nodes, edges, inline_steps=list(INLINE), loop_rule=rule)
+        execution.admit(0.0, "o", env)
+        rules = {spec.trigger["node_id"]: spec.loop_rule for spec in execution.new_children}
+        assert rules == {"own": rule, "other": LOOP_RULE, "sub": LOOP_RULE}
