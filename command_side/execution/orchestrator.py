@@ -46,7 +46,6 @@ from command_side.execution.aggregate import Execution, Pinned, StepProblem, as_
 from command_side.execution.dispatch import task_message
 from command_side.execution.service import ExecutionService
 from command_side.execution.store import ExecutionStore, Statement
-from command_side.execution.waiting import WaitingTasks
 from command_side.store import WorkflowStore
 from infra import jsontext, kafka
 
@@ -216,10 +215,8 @@ class Orchestrator:
         self._lagging = False
         self._next_sweep = 0.0
         self._producer: kafka.KafkaProducer | None = None
-        #: Tasks sent since the last flush (with their futures), to check they arrived.
-        self._sent: list[tuple[Any, dict[str, Any]]] = []
-        #: Tasks acknowledged and not heard of: whether they still wait in their topic.
-        self._waiting = WaitingTasks(config.bootstrap)
+        #: Sends since the last flush (their futures), to check they arrived.
+        self._sent: list[Any] = []
         self._send_failures = 0
         self.ready = threading.Event()
         self.saves = 0
@@ -241,7 +238,6 @@ class Orchestrator:
                     log.warning("orchestrator: broker unavailable (%s); retrying", exc)
                     self._heartbeat(kafka=f"unavailable: {exc}")
                     stop.wait(1.0)
-        self._waiting.close()
         self.store.close()
         self.workflows.close()
 
@@ -350,7 +346,6 @@ class Orchestrator:
             if message.get("kind") == "heartbeat":
                 key = f"{message.get('node_id')}:{message.get('attempt')}"
                 self._heard.setdefault(eid, {})[key] = now
-                self._waiting.heard(eid, key)
                 continue
             work.setdefault(eid, []).append(("report", message))
         if new_runs:
@@ -378,7 +373,7 @@ class Orchestrator:
             log.warning("orchestrator: a task could not be sent (%s)", exc)
             self._send_failures += 1
             return
-        self._sent.append((future, value))
+        self._sent.append(future)
 
     def _flush(self) -> None:
         """Tasks sent before offsets are committed: a kill in between re-reads the batch.
@@ -393,11 +388,7 @@ class Orchestrator:
         try:
             if self._producer is not None:
                 self._producer.flush(timeout=kafka.flush_timeout_s(self.config.heartbeat_timeout_s))
-            for future, task in self._sent:
-                if future.succeeded():
-                    self._waiting.sent(task, future.value)
-                else:
-                    failed += 1
+            failed += sum(1 for future in self._sent if not future.succeeded())
         except KafkaError as exc:
             log.warning("orchestrator: flushing tasks failed (%s)", exc)
             failed += len(self._sent) or 1
@@ -539,8 +530,6 @@ class Orchestrator:
                     execution.admit(now, ACTOR, self.env)  # marked running, not yet admitted
                 elif execution.status == "RUNNING":
                     if not self._lagging:  # heartbeats may wait unread in the topic
-                        # A task still in its topic is not lost, however long it waits.
-                        self._waiting.vouch(eid, self._heard.setdefault(eid, {}), now)
                         execution.overdue(
                             now, self.config.heartbeat_timeout_s, self._heard.get(eid, {}),
                             self.config.queue_timeout_s, self._watched_since(eid),
@@ -572,8 +561,6 @@ class Orchestrator:
             # Heartbeats heard while it had a partition before say nothing now.
             for eid in [e for e in self._heard if self._partition(e) not in assigned]:
                 del self._heard[eid]
-            for eid in [e for e in self._waiting.known() if self._partition(e) not in assigned]:
-                self._waiting.forget(eid)
         self._assigned = assigned
 
     def _partition(self, eid: UUID) -> int:
@@ -841,7 +828,6 @@ class Orchestrator:
         for e in executions:
             if e.finished:
                 self._heard.pop(e.id, None)
-                self._waiting.forget(e.id)
         for workflow_id in {e.workflow_id for e in executions if e.finished and e.max_concurrency}:
             # Freed slots: the next queued ones are marked running, due now.
             self._admit_queued(conn, workflow_id)
