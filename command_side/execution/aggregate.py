@@ -988,10 +988,9 @@ class Execution(Aggregate):
         for node_id, records in self.children.items():
             step = self.steps.get(node_id)
             if (
-                self.status == "RUNNING"
-                and step is not None
-                and step.status == "scheduled"
+                step is not None
                 and step.started
+                and self._current(node_id, step.attempt)
                 and len(records) < len(self.loop_items.get(node_id, ()))
                 and all(r["status"] in ("RUNNING", "SUCCEEDED") for r in records.values())
             ):
