@@ -28,6 +28,12 @@ def tasks_topic(pool: str) -> str:
     return f"autoops.runner.tasks.{pool}"
 
 
+def runner_group(pool: str) -> str:
+    """The consumer group of a pool's runners: its committed offsets say which tasks a runner
+    has taken (runners commit a task before they run it)."""
+    return f"autoops-runner-{pool}"
+
+
 def all_topics() -> list[str]:
     topics = [events_topic(c) for c in CONTEXTS]
     topics += [tasks_topic(pool) for pool in RUNNER_POOLS]
@@ -217,5 +223,6 @@ __all__ = [
     "flush_timeout_s",
     "make_consumer",
     "make_producer",
+    "runner_group",
     "tasks_topic",
 ]

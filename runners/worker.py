@@ -303,8 +303,8 @@ class Runner:
         )
         self._consumer = kafka.make_consumer(
             self.bootstrap,
-            f"autoops-runner-{self.pool}",
-            group_id=f"autoops-runner-{self.pool}",
+            kafka.runner_group(self.pool),
+            group_id=kafka.runner_group(self.pool),
             fetch_max_wait_ms=self.settings.kafka_fetch_max_wait_ms,
             group_timeout_ms=self.settings.kafka_group_timeout_ms,
             max_poll_records=self.concurrency,

@@ -1252,8 +1252,11 @@ class Execution(Aggregate):
         heard: dict[str, float],
         queue_timeout_s: float = QUEUE_TIMEOUT_S,
         watched_since: float = 0.0,
+        queued: dict[str, float] | None = None,
     ) -> float | None:
-        """When the orchestrator must look at this execution again without a report."""
+        """When the orchestrator must look at this execution again without a report.
+        `queued`: "<node>:<attempt>" → when its task, never heard of, was last found still
+        waiting in its topic (no runner took it)."""
         if self.finished:
             return None
         times = [t for t in [self.deadline()] if t is not None]
@@ -1272,8 +1275,9 @@ class Execution(Aggregate):
                 taken = f"{node_id}:{step.attempt}" in heard
                 times.append(deadline + heartbeat_timeout_s if taken else deadline)
                 lapse = _lapse(
-                    step, node_id, heard, heartbeat_timeout_s, queue_timeout_s, watched_since
-                )
+                    step, node_id, heard, heartbeat_timeout_s, queue_timeout_s, watched_since,
+                    queued,
+                )  # fmt: skip
                 times.append(lapse)
         return min(times) if times else None
 
@@ -1284,9 +1288,11 @@ class Execution(Aggregate):
         heard: dict[str, float],
         queue_timeout_s: float = QUEUE_TIMEOUT_S,
         watched_since: float = 0.0,
+        queued: dict[str, float] | None = None,
     ) -> None:
         """Fail what ran out of time: the execution, steps past their deadline, and steps
-        whose runner stopped sending heartbeats (a new attempt follows, uncharged)."""
+        whose runner stopped sending heartbeats (a new attempt follows, uncharged).
+        `queued` as in `next_wake`."""
         deadline = self.deadline()
         if deadline is not None and now >= deadline and self.status == "RUNNING":
             self.time_out(f"the execution ran longer than {self.timeout_s} s", "orchestrator")
@@ -1312,8 +1318,9 @@ class Execution(Aggregate):
             task = step.task
             deadline = float(task["deadline"])
             lapse = _lapse(
-                step, node_id, heard, heartbeat_timeout_s, queue_timeout_s, watched_since
-            )
+                step, node_id, heard, heartbeat_timeout_s, queue_timeout_s, watched_since,
+                queued,
+            )  # fmt: skip
             taken = f"{node_id}:{step.attempt}" in heard
             # Past its deadline a step has timed out, unless a runner took it and has gone
             # quiet since: that runner reports its own timeout at the deadline if it lives,
@@ -1356,16 +1363,19 @@ def _lapse(
     heartbeat_s: float,
     queue_s: float,
     watched_since: float = 0.0,
+    queued: dict[str, float] | None = None,
 ) -> float:
     """When a running step counts as lost: a heartbeat timeout after its runner was last
     heard of; a task never heard of may be waiting in its topic behind busy runners, so it
-    gets the (longer) queue timeout from its dispatch. Heartbeats are heard by whoever
-    watches the execution, from `watched_since` (an orchestrator that took it over, or
-    restarted, knows of none before): a step is never lost before a heartbeat timeout of
-    watching."""
-    last = heard.get(f"{node_id}:{step.attempt}")
+    gets the (longer) queue timeout from its dispatch, or from when it was last found still
+    waiting there (`queued`). Heartbeats are heard by whoever watches the execution, from
+    `watched_since` (an orchestrator that took it over, or restarted, knows of none before):
+    a step is never lost before a heartbeat timeout of watching."""
+    key = f"{node_id}:{step.attempt}"
+    last = heard.get(key)
     if last is None:
-        return max(step.dispatched_at + max(queue_s, heartbeat_s), watched_since + heartbeat_s)
+        since = max(step.dispatched_at, (queued or {}).get(key, 0.0))
+        return max(since + max(queue_s, heartbeat_s), watched_since + heartbeat_s)
     return max(last, step.dispatched_at, watched_since) + heartbeat_s
 
 

@@ -46,6 +46,7 @@ from command_side.execution.aggregate import Execution, Pinned, StepProblem, as_
 from command_side.execution.dispatch import task_message
 from command_side.execution.service import ExecutionService
 from command_side.execution.store import ExecutionStore, Statement
+from command_side.execution.waiting import WaitingTasks
 from command_side.store import WorkflowStore
 from infra import jsontext, kafka
 
@@ -215,8 +216,10 @@ class Orchestrator:
         self._lagging = False
         self._next_sweep = 0.0
         self._producer: kafka.KafkaProducer | None = None
-        #: Sends since the last flush (their futures), to check they arrived.
-        self._sent: list[Any] = []
+        #: Tasks sent since the last flush (with their futures), to check they arrived.
+        self._sent: list[tuple[Any, dict[str, Any]]] = []
+        #: Tasks the broker acknowledged that no runner spoke for yet: whether they still wait.
+        self._waiting = WaitingTasks(config.bootstrap)
         self._send_failures = 0
         self.ready = threading.Event()
         self.saves = 0
@@ -238,11 +241,14 @@ class Orchestrator:
                     log.warning("orchestrator: broker unavailable (%s); retrying", exc)
                     self._heartbeat(kafka=f"unavailable: {exc}")
                     stop.wait(1.0)
+        self._waiting.close()
         self.store.close()
         self.workflows.close()
 
     def _consume(self, conn: psycopg.Connection, stop: threading.Event) -> None:
         cfg = self.config
+        # Connecting again: the broker may have come back empty, its offsets started again.
+        self._waiting.forget_all()
         kafka.ensure_topics(cfg.bootstrap, cfg.partitions)
         consumer = KafkaConsumer(
             bootstrap_servers=cfg.bootstrap,
@@ -343,8 +349,9 @@ class Orchestrator:
             if eid is None:
                 log.warning("orchestrator: a runner report without execution id: %.200s", message)
                 continue
+            key = f"{message.get('node_id')}:{message.get('attempt')}"
+            self._waiting.heard(eid, key)
             if message.get("kind") == "heartbeat":
-                key = f"{message.get('node_id')}:{message.get('attempt')}"
                 self._heard.setdefault(eid, {})[key] = now
                 continue
             work.setdefault(eid, []).append(("report", message))
@@ -373,7 +380,7 @@ class Orchestrator:
             log.warning("orchestrator: a task could not be sent (%s)", exc)
             self._send_failures += 1
             return
-        self._sent.append(future)
+        self._sent.append((future, value))
 
     def _flush(self) -> None:
         """Tasks sent before offsets are committed: a kill in between re-reads the batch.
@@ -388,7 +395,13 @@ class Orchestrator:
         try:
             if self._producer is not None:
                 self._producer.flush(timeout=kafka.flush_timeout_s(self.config.heartbeat_timeout_s))
-            failed += sum(1 for future in self._sent if not future.succeeded())
+            for future, task in self._sent:
+                if not future.succeeded():
+                    failed += 1
+                elif self._mine(_uuid(task.get("execution_id"))):
+                    # A child's first task is sent by its parent's owner: its own owner
+                    # judges it by the queue timeout alone.
+                    self._waiting.sent(task, future.value)
         except KafkaError as exc:
             log.warning("orchestrator: flushing tasks failed (%s)", exc)
             failed += len(self._sent) or 1
@@ -408,6 +421,8 @@ class Orchestrator:
             log.warning("orchestrator: cannot recreate topics yet (%s)", exc)
 
     def _drop_producer(self) -> None:
+        # The broker may have come back empty (why sends fail): its offsets started again.
+        self._waiting.forget_all()
         producer, self._producer = self._producer, None
         if producer is not None:
             try:
@@ -415,8 +430,8 @@ class Orchestrator:
             except KafkaError as exc:
                 log.debug("orchestrator: closing the producer failed: %s", exc)
 
-    def _mine(self, eid: UUID) -> bool:
-        return partition_of(str(eid), self._partitions) in self._assigned
+    def _mine(self, eid: UUID | None) -> bool:
+        return eid is not None and partition_of(str(eid), self._partitions) in self._assigned
 
     def _process(self, conn: psycopg.Connection, work: Work, now: float) -> None:
         """Apply `work` to fresh aggregates and save them in one transaction; a race with
@@ -530,9 +545,12 @@ class Orchestrator:
                     execution.admit(now, ACTOR, self.env)  # marked running, not yet admitted
                 elif execution.status == "RUNNING":
                     if not self._lagging:  # heartbeats may wait unread in the topic
+                        # Tasks no runner spoke for: still in their topic, or taken now?
+                        self._waiting.look(eid, self._heard.setdefault(eid, {}), now)
                         execution.overdue(
                             now, self.config.heartbeat_timeout_s, self._heard.get(eid, {}),
                             self.config.queue_timeout_s, self._watched_since(eid),
+                            self._waiting.since(eid),
                         )  # fmt: skip
                     execution.wake(now, ACTOR, self.env)
                     self._reconcile_children(execution, touched, now)
@@ -561,6 +579,8 @@ class Orchestrator:
             # Heartbeats heard while it had a partition before say nothing now.
             for eid in [e for e in self._heard if self._partition(e) not in assigned]:
                 del self._heard[eid]
+            for eid in [e for e in self._waiting.known() if self._partition(e) not in assigned]:
+                self._waiting.forget(eid)
         self._assigned = assigned
 
     def _partition(self, eid: UUID) -> int:
@@ -797,6 +817,7 @@ class Orchestrator:
                 self._heard.get(e.id, {}),
                 self.config.queue_timeout_s,
                 self._watched_since(e.id),
+                self._waiting.since(e.id),
             )
             if e.running_children():
                 # Children are heard of through their own events; a look now and then
@@ -828,6 +849,7 @@ class Orchestrator:
         for e in executions:
             if e.finished:
                 self._heard.pop(e.id, None)
+                self._waiting.forget(e.id)
         for workflow_id in {e.workflow_id for e in executions if e.finished and e.max_concurrency}:
             # Freed slots: the next queued ones are marked running, due now.
             self._admit_queued(conn, workflow_id)

@@ -300,6 +300,20 @@ def test_an_orchestrator_that_took_over_waits_a_heartbeat_timeout_before_calling
     assert execution.steps["a"].error["type"] == "HeartbeatTimeout"
 
 
+def test_a_task_found_still_waiting_in_its_topic_gets_a_queue_timeout_from_then() -> None:
+    """Behind busy runners a task may wait longer than a queue timeout: found still waiting
+    (no runner took it), it is not lost, and the next look is a queue timeout later."""
+    execution = started({"start": node("trigger.manual"), "a": node()}, [("start", "a")])
+    execution.admit(0.0, "o")
+    assert execution.next_wake(10.0, {}, 120.0) == 120.0
+    execution.overdue(120.0, 10.0, {}, 120.0, queued={"a:1": 120.0})
+    assert execution.steps["a"].status == "scheduled" and not execution.steps["a"].error
+    assert execution.next_wake(10.0, {}, 120.0, queued={"a:1": 120.0}) == 240.0
+    # Another attempt's finding says nothing of this one.
+    execution.overdue(240.0, 10.0, {}, 120.0, queued={"a:2": 239.0})
+    assert execution.steps["a"].error["type"] == "HeartbeatTimeout"
+
+
 def test_a_task_larger_than_a_kafka_message_fails_its_step_at_once() -> None:
     """Each value is within the template bound; together they make a task no broker takes.
     Before, every send was refused and the step went round its attempts for minutes."""
