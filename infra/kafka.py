@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
@@ -40,12 +42,31 @@ def all_topics() -> list[str]:
     return [*topics, RESULTS_TOPIC, DLQ_TOPIC, CONTROL_TOPIC]
 
 
+class AdminClient(KafkaAdminClient):  # type: ignore[misc]
+    """kafka-python's admin client, less a leak: kafka-python 3 starts the client's I/O
+    thread before it reaches the broker, and a client that could not is never returned to be
+    closed (each failed try left a thread and its sockets behind)."""
+
+    def __init__(self, **configs: Any) -> None:
+        try:
+            super().__init__(**configs)
+        except Exception:
+            client, net = getattr(self, "_client", None), getattr(self, "_net", None)
+            with contextlib.suppress(Exception):
+                if client is not None:
+                    client.close()
+            with contextlib.suppress(Exception):
+                if net is not None:
+                    net.stop()
+            raise
+
+
 def ensure_topics(
     bootstrap: str, partitions: int, topics: Iterable[str] | None = None
 ) -> list[str]:
     """Create the topics that do not exist yet; returns the ones it created."""
     wanted = list(topics or all_topics())
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="autoops-admin")
+    admin = AdminClient(bootstrap_servers=bootstrap, client_id="autoops-admin")
     try:
         existing = set(admin.list_topics())
         missing = [t for t in wanted if t not in existing]
@@ -211,6 +232,7 @@ __all__ = [
     "CONTROL_TOPIC",
     "DLQ_TOPIC",
     "RESULTS_TOPIC",
+    "AdminClient",
     "FetchWait",
     "KafkaConsumer",
     "KafkaError",

@@ -219,7 +219,7 @@ class Orchestrator:
         #: Tasks sent since the last flush (with their futures), to check they arrived.
         self._sent: list[tuple[Any, dict[str, Any]]] = []
         #: Tasks the broker acknowledged that no runner spoke for yet: whether they still wait.
-        self._waiting = WaitingTasks(config.bootstrap)
+        self._waiting = WaitingTasks(config.bootstrap, config.queue_timeout_s, clock=clock)
         self._send_failures = 0
         self.ready = threading.Event()
         self.saves = 0
@@ -545,8 +545,8 @@ class Orchestrator:
                     execution.admit(now, ACTOR, self.env)  # marked running, not yet admitted
                 elif execution.status == "RUNNING":
                     if not self._lagging:  # heartbeats may wait unread in the topic
-                        # Tasks no runner spoke for: still in their topic, or taken now?
-                        self._waiting.look(eid, self._heard.setdefault(eid, {}), now)
+                        # Tasks found taken since: heard of when they were found.
+                        self._waiting.look(eid, self._heard.setdefault(eid, {}))
                         execution.overdue(
                             now, self.config.heartbeat_timeout_s, self._heard.get(eid, {}),
                             self.config.queue_timeout_s, self._watched_since(eid),

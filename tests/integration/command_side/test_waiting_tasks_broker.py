@@ -9,7 +9,7 @@ from uuid import uuid4
 from kafka import TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from command_side.execution.waiting import FRESH_S, WaitingTasks
+from command_side.execution.waiting import WaitingTasks
 from infra import kafka
 
 
@@ -19,8 +19,8 @@ def test_tasks_behind_the_pools_committed_offset_wait_and_those_past_it_are_take
     pool = f"waiting-{uuid4().hex[:8]}"
     topic = kafka.tasks_topic(pool)
     kafka.ensure_topics(kafka_bootstrap, 1, [topic])
-    clock = [0.0]
-    tasks = WaitingTasks(kafka_bootstrap, clock=lambda: clock[0])
+    clock = [10.0]
+    tasks = WaitingTasks(kafka_bootstrap, 120.0, clock=lambda: clock[0])
     producer = kafka.make_producer(kafka_bootstrap, "test-waiting")
     consumer = kafka.make_consumer(
         kafka_bootstrap,
@@ -42,7 +42,8 @@ def test_tasks_behind_the_pools_committed_offset_wait_and_those_past_it_are_take
             task = {"execution_id": str(eid), "node_id": node, "attempt": 1, "pool": pool}
             tasks.sent(task, meta)
         heard: dict[str, float] = {}
-        tasks.look(eid, heard, 10.0)  # the group has committed nothing yet
+        assert tasks.read()  # the group has committed nothing yet
+        tasks.look(eid, heard)
         assert heard == {} and tasks.since(eid) == {"a:1": 10.0, "b:1": 10.0, "c:1": 10.0}
 
         # A runner takes the first one, as runners do: its offset committed before it runs.
@@ -54,8 +55,9 @@ def test_tasks_behind_the_pools_committed_offset_wait_and_those_past_it_are_take
         assert records and records[0].offset == 0
         consumer.commit({TopicPartition(topic, 0): OffsetAndMetadata(1, "", -1)})
 
-        clock[0] += FRESH_S
-        tasks.look(eid, heard, 20.0)
+        clock[0] = 20.0
+        assert tasks.read()
+        tasks.look(eid, heard)
         assert heard == {"a:1": 20.0}
         assert tasks.since(eid) == {"b:1": 20.0, "c:1": 20.0}
     finally:
