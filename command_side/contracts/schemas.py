@@ -137,6 +137,8 @@ _DATA.update(
             "steps_scope": _OPT_STR,
             "inline_steps": {"type": ["array", "null"], "items": _STR},
             "loop_rule": _OPT_INT,
+            # A retry from a loop step: {node_id: {items, done: {index: {child_id, output}}}}.
+            "reused_items": _OPT_OBJ,
         },
         "execution.ExecutionAdmitted": {"admitted_at": _NUM},
         "execution.StepScheduled": {
@@ -181,6 +183,12 @@ _DATA.update(
             "error": _OPT_OBJ,
         },
         "execution.LoopItems": {"node_id": _STR, "items": {"type": "array"}, "body": _OBJ},
+        "execution.ItemsReused": {
+            **_STEP,
+            # By index (a string): {child_id, output} of the item in the execution retried.
+            "items": _OBJ,
+            "from_execution": _STR,
+        },
         "execution.ChildStarted": {
             **_STEP,
             "index": _OPT_INT,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -198,6 +199,7 @@ class Execution(Aggregate):
         steps_scope: str = STEPS_ALL,
         inline_steps: list[str] | None = None,
         loop_rule: int = 1,
+        reused_items: dict[str, Any] | None = None,
     ) -> None:
         self.workflow_id = workflow_id
         self.workflow_version = workflow_version
@@ -218,6 +220,9 @@ class Execution(Aggregate):
         self.parent = parent
         self.retry_of = retry_of
         self.reused = dict(reused or {})
+        #: A retry from a loop step: that loop's items and, per index (a string), what its
+        #: item that succeeded in the execution retried gave ({child_id, output}).
+        self.reused_items = dict(reused_items or {})
         self.max_concurrency = max_concurrency
         self.timeout_s = timeout_s
         self.outer_steps = dict(outer_steps or {})
@@ -240,6 +245,8 @@ class Execution(Aggregate):
         #: Loop/subworkflow node → item index (None for a subworkflow) → child record.
         self.children: dict[str, dict[int | None, dict[str, Any]]] = {}
         self.loop_items: dict[str, list[Any]] = {}
+        #: Loop node → the indices of its items taken from the execution retried (sorted).
+        self.items_reused: dict[str, list[int]] = {}
         #: The graph each loop/subworkflow step's children run (pinned when it began).
         self.bodies: dict[str, Pinned] = {}
         #: Children decided but not created yet, and running children no longer waited for
@@ -940,8 +947,26 @@ class Execution(Aggregate):
                 node_id, attempt, [], None, None, now, now, actor_id, self.workspace_id
             )
             return True
+        done = self._done_before(node_id, kind, items)
+        if done:
+            self._items_reused(
+                node_id, attempt, done, str(self.retry_of or ""), actor_id, self.workspace_id
+            )
+            if len(self.children[node_id]) == len(items):  # every one done before
+                self._children_succeeded(node_id, attempt, now, actor_id, env)
+                return True
         self._more_children(node_id, attempt, actor_id)
         return False
+
+    def _done_before(self, node_id: str, kind: str, items: list[Any]) -> dict[str, dict[str, Any]]:
+        """The items of a loop this retry starts from that succeeded in the execution retried
+        (their side effects happened; their outputs are recorded), when its items are the same
+        ones: by index, {child_id, output}."""
+        recorded = self.reused_items.get(node_id)
+        if kind != "control.loop" or not recorded or recorded.get("items") != items:
+            return {}
+        done: dict[str, dict[str, Any]] = recorded.get("done") or {}
+        return done
 
     def _body(self, node_id: str, config: dict[str, Any], env: Surroundings) -> Pinned:
         if config.get("body_workflow_id"):
@@ -972,6 +997,32 @@ class Execution(Aggregate):
             body["workflow_id"], body["version"], body["nodes"], body["edges"], body["start"]
         )
         self.children[node_id] = {}
+        self.items_reused[node_id] = []
+
+    @event("ItemsReused")
+    def _items_reused(
+        self,
+        node_id: str,
+        attempt: int,
+        items: dict[str, dict[str, Any]],
+        from_execution: str,
+        actor_id: str,
+        workspace_id: str,
+    ) -> None:
+        """Items of a loop a retry starts from that succeeded in the execution retried: done
+        here with the outputs recorded there, their children not run again."""
+        records = self.children.setdefault(node_id, {})
+        for index, done in items.items():
+            records[int(index)] = {
+                "child_id": done.get("child_id"),
+                "workflow_id": self.bodies[node_id].workflow_id,
+                "workflow_version": self.bodies[node_id].version,
+                "status": "SUCCEEDED",
+                "output": done.get("output"),
+                "error": None,
+                "reused_from": from_execution,
+            }
+        self.items_reused[node_id] = sorted(int(i) for i in items)
 
     def _composed(self, env: Surroundings, value: Any) -> Any:
         """An output made of other steps' outputs (a merge's, a loop's, a subworkflow's),
@@ -1006,10 +1057,14 @@ class Execution(Aggregate):
         items = self.loop_items[node_id]
         records = self.children[node_id]
         running = sum(1 for r in records.values() if r["status"] == "RUNNING")
-        # Items start in order, so those started are the first len(records).
-        for index in range(len(records), len(items)):
-            if running >= limit:
+        reused = self.items_reused.get(node_id) or []
+        # Items start in order, skipping those a retry took over.
+        started = len(records) - len(reused)
+        while running < limit:
+            index = _nth_free(started, reused)
+            if index >= len(items):
                 break
+            started += 1
             key: int | None = index if kind == "control.loop" else None
             cid = child_id(self.id, node_id, attempt, key)
             if kind == "control.loop":
@@ -1113,24 +1168,32 @@ class Execution(Aggregate):
         elif len(records) == len(self.loop_items[node_id]) and all(
             r["status"] == "SUCCEEDED" for r in records.values()
         ):
-            kind = self.plan.nodes[node_id]["type"]
-            if kind == "control.loop":
-                result: Any = [records[i]["output"] for i in range(len(records))]
-            else:
-                result = records[None]["output"]
-            try:
-                result = self._composed(env or Isolated(), result)
-            except StepProblem as problem:
-                self.record_failure(
-                    node_id, attempt, problem.error_type, problem.message, actor_id,
-                    retryable=problem.retryable, started_at=None, finished_at=now,
-                )  # fmt: skip
-            else:
-                self._step_succeeded(
-                    node_id, attempt, result, None, None, None, now, actor_id, self.workspace_id
-                )
+            self._children_succeeded(node_id, attempt, now, actor_id, env)
         self.advance(now, actor_id, env)  # which starts the next items, if any
         return True
+
+    def _children_succeeded(
+        self, node_id: str, attempt: int, now: float, actor_id: str, env: Surroundings | None
+    ) -> None:
+        """Every child of a loop or subworkflow step succeeded: the step's output is theirs
+        (a loop's, in item order)."""
+        records = self.children[node_id]
+        kind = self.plan.nodes[node_id]["type"]
+        if kind == "control.loop":
+            result: Any = [records[i]["output"] for i in range(len(records))]
+        else:
+            result = records[None]["output"]
+        try:
+            result = self._composed(env or Isolated(), result)
+        except StepProblem as problem:
+            self.record_failure(
+                node_id, attempt, problem.error_type, problem.message, actor_id,
+                retryable=problem.retryable, started_at=None, finished_at=now,
+            )  # fmt: skip
+        else:
+            self._step_succeeded(
+                node_id, attempt, result, None, None, None, now, actor_id, self.workspace_id
+            )
 
     @event("ChildFinished")
     def _child_finished(
@@ -1377,6 +1440,18 @@ def _lapse(
         since = max(step.dispatched_at, (queued or {}).get(key, 0.0))
         return max(since + max(queue_s, heartbeat_s), watched_since + heartbeat_s)
     return max(last, step.dispatched_at, watched_since) + heartbeat_s
+
+
+def _nth_free(n: int, taken: list[int]) -> int:
+    """The index of the n-th (from 0) item not in `taken` (sorted): the n-th to start."""
+    lo, hi = n, n + len(taken)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if mid + 1 - bisect_right(taken, mid) > n:  # more than n free indices up to mid
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
 
 
 def _charged(previous: Step | None, attempt: int) -> int:

@@ -389,6 +389,7 @@ class ExecutionService:
             # A loop's item or a subworkflow's run, retried on its own: what its templates
             # saw of the execution that started it.
             outer_steps=original.outer_steps,
+            reused_items=_items_done(original, from_node),
         )
         self._save_new(execution)
         return execution.id
@@ -505,6 +506,23 @@ def _downstream(edges: Iterable[Edge], node_id: str) -> set[str]:
     return seen
 
 
+def _items_done(original: Execution, node_id: str) -> dict[str, Any]:
+    """A retry from a loop step takes over the items that succeeded in its last attempt
+    (their side effects happened once): the loop's items, and by index (a string) what each
+    of those gave. Nothing for any other step."""
+    if original.plan.nodes[node_id]["type"] != "control.loop":
+        return {}
+    records = original.children.get(node_id) or {}
+    done = {
+        str(index): {"child_id": record["child_id"], "output": record["output"]}
+        for index, record in records.items()
+        if index is not None and record["status"] == "SUCCEEDED"
+    }
+    if not done:
+        return {}
+    return {node_id: {"items": original.loop_items.get(node_id, []), "done": done}}
+
+
 #: Inputs from outside the decision (runner reports, finished children, timers, admission):
 #: after the last of a run of them, the orchestrator decided.
 RESULTS = ("StepSucceeded", "StepFailed", "StepReused", "ChildFinished", "ExecutionAdmitted")
@@ -569,6 +587,8 @@ def _decision(e: Any, env: Isolated) -> tuple[Any, ...]:
         return (kind, e.node_id, e.attempt, e.index)
     if kind == "LoopItems":
         return (kind, e.node_id, j(e.items))
+    if kind == "ItemsReused":
+        return (kind, e.node_id, e.attempt, j(sorted(e.items, key=int)))
     if kind == "EdgesRouted":
         return (kind, e.node_id, e.attempt, j(e.blocked), e.error)
     return (kind, getattr(e, "node_id", ""), getattr(e, "attempt", None))
@@ -668,7 +688,7 @@ def _woken(state: Any, e: Any, woken: str | None) -> bool:
             and not step.started
             and step.attempt == e.attempt
         )
-    return kind in ("LoopItems", "ChildStarted") and e.node_id == woken
+    return kind in ("LoopItems", "ItemsReused", "ChildStarted") and e.node_id == woken
 
 
 def _decided(e: Any) -> bool:
@@ -678,7 +698,9 @@ def _decided(e: Any) -> bool:
         return not _reported(e)
     if kind == "ExecutionFinished":
         return e.status in ("SUCCEEDED", "FAILED")
-    return kind in ("StepScheduled", "StepSkipped", "ChildStarted", "LoopItems", "EdgesRouted")
+    return kind in (
+        "StepScheduled", "StepSkipped", "ChildStarted", "LoopItems", "ItemsReused", "EdgesRouted"
+    )  # fmt: skip
 
 
 def _say(decision: tuple[Any, ...] | None) -> str:

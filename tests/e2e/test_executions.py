@@ -714,6 +714,37 @@ async def test_retry_from_a_failed_step_skips_earlier_side_effects(
     assert report["replayExecution"]["deterministic"], report
 
 
+async def test_retry_from_a_loop_runs_again_only_the_items_that_did_not_succeed(
+    client: GraphQLClient, api: ApiServer
+) -> None:
+    """Item "b" fails and ends the loop; "a" had succeeded (its call made), "c" never ran.
+    The retry takes "a"'s recorded output instead of calling again."""
+    workflow = await build(
+        client,
+        {
+            "start": MANUAL,
+            "each": ("control.loop", {"items": "{{ inputs.rows }}", "concurrency": 1}),
+            "call": (
+                "http.request",
+                {"url": api.url + "/flaky/item-{{ inputs.item }}", "retry": {"max_attempts": 1}},
+            ),
+        },
+        [("start", "each"), ("each", "call", "body"), ("call", "each")],
+    )
+    api.fail_first["item-b"] = 1
+    failed = await run(client, workflow, {"rows": ["a", "b", "c"]})
+    assert failed["status"] == "FAILED" and failed["error"].startswith("each"), failure(failed)
+    assert [api.count(f"item-{x}") for x in "abc"] == [1, 1, 0]
+    answer = await client.execute(RETRY, {"i": {"executionId": failed["id"]}})
+    retried = await wait_for(client, answer["retryExecution"]["executionId"])
+    assert retried["status"] == "SUCCEEDED", failure(retried)
+    assert [api.count(f"item-{x}") for x in "abc"] == [1, 2, 1]  # "a" not called again
+    results = steps_of(retried)["each"]["output"]
+    assert [r["call"]["body"]["name"] for r in results] == ["item-a", "item-b", "item-c"]
+    report = await client.execute(REPLAY, {"id": retried["id"]})
+    assert report["replayExecution"]["deterministic"], report
+
+
 async def test_retry_keeps_a_failure_its_error_edge_handled_and_refuses_one_it_would_repeat(
     client: GraphQLClient, api: ApiServer
 ) -> None:

@@ -30,6 +30,7 @@ from command_side.execution.aggregate import (
     Isolated,
     Pinned,
     StepProblem,
+    _nth_free,
     as_json,
 )
 from command_side.execution.decide import LOOP_RULE
@@ -431,6 +432,88 @@ def test_a_loop_runs_its_body_as_child_executions_a_few_at_a_time() -> None:
     assert execution.steps["after"].status == "scheduled"
     again = replayed(execution.collect_events())
     assert again.steps["each"].output == execution.steps["each"].output
+
+
+LOOP_OF_FOUR = {
+    "start": node("trigger.manual"),
+    "each": node("control.loop", items="{{ [1, 2, 3, 4] }}", concurrency=1),
+    "body": node(fields={"x": "{{ inputs.item }}"}),
+    "after": node(),
+}
+LOOP_EDGES: list[tuple[str, str] | tuple[str, str, str]] = [
+    ("start", "each"), ("each", "body"), ("body", "each"), ("each", "after"),
+]  # fmt: skip
+
+
+def test_a_retry_from_a_loop_runs_only_the_items_that_did_not_succeed_before() -> None:
+    """Items 1 and 3 succeeded in the execution retried (their side effects happened): the
+    retry takes their outputs and starts children for items 0 and 2 only, in order."""
+    done = {
+        "1": {"child_id": "c1", "output": {"x": 2}},
+        "3": {"child_id": "c3", "output": {"x": 4}},
+    }
+    execution = started(
+        LOOP_OF_FOUR, LOOP_EDGES, retry_of="old",
+        reused_items={"each": {"items": [1, 2, 3, 4], "done": done}},
+    )  # fmt: skip
+    execution.admit(0.0, "o")
+    assert [c.inputs for c in execution.new_children] == [{"item": 1, "index": 0}]
+    execution.new_children = []
+    record = execution.children["each"]
+    assert record[1]["status"] == record[3]["status"] == "SUCCEEDED"
+    assert record[1]["reused_from"] == "old"
+    execution.child_finished(
+        "each", 1, 0, record[0]["child_id"], "SUCCEEDED", {"x": 1}, None, 1.0, "o"
+    )
+    assert [c.inputs for c in execution.new_children] == [{"item": 3, "index": 2}]
+    execution.child_finished(
+        "each", 1, 2, record[2]["child_id"], "SUCCEEDED", {"x": 3}, None, 2.0, "o"
+    )
+    assert execution.steps["each"].output == [{"x": 1}, {"x": 2}, {"x": 3}, {"x": 4}]
+    assert execution.steps["after"].status == "scheduled"
+    again = replayed(execution.collect_events())
+    assert again.steps["each"].output == execution.steps["each"].output
+    assert again.items_reused == {"each": [1, 3]}
+
+
+def test_a_retry_from_a_loop_whose_items_all_succeeded_before_starts_no_child() -> None:
+    done = {str(i): {"child_id": f"c{i}", "output": i} for i in range(4)}
+    execution = started(
+        LOOP_OF_FOUR, LOOP_EDGES, retry_of="old",
+        reused_items={"each": {"items": [1, 2, 3, 4], "done": done}},
+    )  # fmt: skip
+    execution.admit(0.0, "o")
+    assert execution.new_children == []
+    assert execution.steps["each"].output == [0, 1, 2, 3]
+    assert execution.steps["after"].status == "scheduled"
+
+
+def test_a_retry_from_a_loop_whose_items_changed_runs_every_item() -> None:
+    """The outputs recorded belong to the items they came from: other items, no reuse."""
+    done = {"0": {"child_id": "c0", "output": 0}}
+    execution = started(
+        LOOP_OF_FOUR, LOOP_EDGES, retry_of="old",
+        reused_items={"each": {"items": [9, 2, 3, 4], "done": done}},
+    )  # fmt: skip
+    execution.admit(0.0, "o")
+    assert [c.inputs["index"] for c in execution.new_children] == [0]
+    assert execution.items_reused == {"each": []}
+
+
+def test_an_execution_started_before_reused_items_existed_reuses_no_item() -> None:
+    recorded = stored_without(started(LOOP_OF_FOUR, LOOP_EDGES).collect_events()[0], "reused_items")
+    assert recorded.reused_items == {}
+    recorded.admit(0.0, "o")
+    assert [c.inputs["index"] for c in recorded.new_children] == [0]
+
+
+@given(
+    st.sets(st.integers(min_value=0, max_value=40)).map(sorted),
+    st.integers(min_value=0, max_value=40),
+)
+def test_the_nth_item_to_start_skips_exactly_the_items_taken_over(taken: list[int], n: int) -> None:
+    free = [i for i in range(100) if i not in taken]
+    assert _nth_free(n, taken) == free[n]
 
 
 class WithWorkflow(Isolated):

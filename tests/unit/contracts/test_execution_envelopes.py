@@ -55,6 +55,16 @@ def recorded() -> list[Any]:
         workspace_id="ws", reused={"t": {"output": 1, "branch": None}}, retry_of="e0",
     )  # fmt: skip
     reused.admit(0.0, "o", env)
+    looped = Execution(
+        execution_id=uuid4(), workflow_id="w", workflow_version=1,
+        nodes={"start": node("trigger.manual"), "each": node("control.loop", items="{{ [1, 2] }}"),
+               "body": node("data.transform")},
+        edges=[{"source": "start", "target": "each"},
+               {"source": "each", "target": "body", "label": "body"}],
+        start="start", inputs={}, actor_id="u", workspace_id="ws", retry_of="e0",
+        reused_items={"each": {"items": [1, 2], "done": {"0": {"child_id": "c", "output": {}}}}},
+    )  # fmt: skip
+    looped.admit(0.0, "o", env)
     execution.admit(0.0, "o", env)
     execution.record_failure("call", 1, "HttpStatusError", "503", "r")
     execution.advance(1.0, "o", env)
@@ -75,6 +85,7 @@ def recorded() -> list[Any]:
     variables.delete("region", "u")
     return [
         *reused.collect_events(),
+        *looped.collect_events(),
         *execution.collect_events(),
         *credential.collect_events(),
         *variables.collect_events(),
