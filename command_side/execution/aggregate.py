@@ -1286,6 +1286,12 @@ class Execution(Aggregate):
             self._session_pools(),
         )  # fmt: skip
 
+    def refuse(self, reason: str, actor_id: str) -> None:
+        """A start that cannot run (see `ExecutionService.record_refused`): FAILED before it
+        was admitted, no step run."""
+        if self.status == "QUEUED":
+            self._finished("FAILED", reason, None, actor_id, self.workspace_id)
+
     def time_out(self, message: str, actor_id: str) -> None:
         if not self.finished:
             self._finished(

@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import croniter
 from eventsourcing.persistence import IntegrityError
 
-from command_side.errors import CommandError, Conflict
+from command_side.errors import CommandError, Conflict, ValidationFailed
 from command_side.execution.service import ExecutionService
 from command_side.execution.store import ExecutionStore
 from command_side.store import WorkflowStore
@@ -175,8 +175,34 @@ class Scheduler:
                         "cron %s/%s at %s not started: %s",
                         trigger.workflow_id, trigger.node_id, at, exc,
                     )  # fmt: skip
+                    if isinstance(exc, ValidationFailed):
+                        self._record_refused(trigger, at, now, execution_id, str(exc))
         self.started += started
         return started
+
+    def _record_refused(
+        self, trigger: CronTrigger, at: float, now: float, execution_id: UUID, reason: str
+    ) -> None:
+        """The fire as a FAILED execution with the reason, where the workflow's owner looks
+        (its executions), once however many schedulers refused it."""
+        try:
+            self.service.record_refused(
+                trigger.workspace_id,
+                ACTOR,
+                trigger.workflow_id,
+                {"scheduled_at": at, "fired_at": now},
+                f"the cron fire could not start: {reason}",
+                trigger={"kind": "cron", "node_id": trigger.node_id, "at": at},
+                start_node=trigger.node_id,
+                execution_id=execution_id,
+            )
+        except Conflict:
+            pass  # another scheduler recorded it
+        except Exception as exc:  # a graph too broken to record: the log line above stays
+            log.warning(
+                "cron %s/%s at %s: the refusal could not be recorded: %s",
+                trigger.workflow_id, trigger.node_id, at, exc,
+            )  # fmt: skip
 
     def _follow(self, now: float) -> None:
         recorder = self.workflows.recorder

@@ -240,6 +240,42 @@ class ExecutionService:
         start = start_node or self._start_node(pinned, trigger["kind"])
         inputs = dict(inputs or {})
         self._check_inputs(pinned.nodes[start], inputs)
+        return self._new(workspace_id, actor_id, pinned, start, inputs, trigger, execution_id)
+
+    def record_refused(
+        self,
+        workspace_id: str,
+        actor_id: str,
+        workflow_id: str,
+        inputs: Mapping[str, Any],
+        reason: str,
+        *,
+        trigger: Mapping[str, Any],
+        start_node: str,
+        execution_id: UUID,
+    ) -> UUID:
+        """Record a start a trigger made that could not run (a cron fire of a published
+        version that no longer validates, or whose inputs it refuses) as an execution FAILED
+        before any step, with `reason`: seen where executions are, not only in a log. CONFLICT
+        when `execution_id` exists (recorded already)."""
+        pinned, _ = self._pinned(workspace_id, workflow_id, None, False)
+        execution = self._new(
+            workspace_id, actor_id, pinned, start_node, dict(inputs), dict(trigger), execution_id
+        )
+        execution.refuse(reason, actor_id)
+        self._save_new(execution)
+        return execution.id
+
+    def _new(
+        self,
+        workspace_id: str,
+        actor_id: str,
+        pinned: Pinned,
+        start: str,
+        inputs: dict[str, Any],
+        trigger: dict[str, Any],
+        execution_id: UUID | None,
+    ) -> Execution:
         triggers = [n for n in pinned.nodes.values() if n["type"].startswith("trigger.")]
         limits = [
             int(t["config"]["max_concurrency"])
@@ -247,7 +283,7 @@ class ExecutionService:
             if t["config"].get("max_concurrency")
         ]
         timeout = pinned.nodes[start]["config"].get("timeout_s")
-        execution = Execution(
+        return Execution(
             execution_id=execution_id or uuid4(),
             workflow_id=pinned.workflow_id,
             workflow_version=pinned.version,
@@ -265,7 +301,6 @@ class ExecutionService:
             inline_steps=list(INLINE),
             loop_rule=LOOP_RULE,
         )
-        return execution
 
     def _save_new(self, execution: Execution) -> None:
         try:

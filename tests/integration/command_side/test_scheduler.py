@@ -11,7 +11,7 @@ import pytest
 
 from command_side.errors import ValidationFailed
 from command_side.execution.aggregate import Execution
-from command_side.execution.scheduler import Scheduler
+from command_side.execution.scheduler import Scheduler, fire_id
 from command_side.execution.store import ExecutionStore
 from command_side.store import WorkflowStore
 from command_side.workflow import node_types
@@ -56,23 +56,39 @@ def test_missed_fires_are_made_up_within_the_window_only(database_url: str) -> N
             scheduler.executions.close()
 
 
-def test_a_fire_of_a_workflow_that_cannot_run_is_logged_as_a_warning(
+def test_a_fire_of_a_workflow_that_cannot_run_is_recorded_failed_and_logged(
     database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Its owner sees the refusal where executions are (FAILED, with the reason, no step
+    run), once however many schedulers refuse it; the next fire is tried again."""
     env = eventsourcing_env_for(database_url)
-    every_second(database_url, {"x": "{{ steps.elsewhere.output }}"})  # no such step
+    workflow_id = every_second(database_url, {"x": "{{ steps.elsewhere.output }}"})  # no such
     now = float(int(time.time()))
-    scheduler = Scheduler(env, catch_up_s=0)
+    scheduler, other = Scheduler(env, catch_up_s=0), Scheduler(env, catch_up_s=0)
+    store = ExecutionStore(env=env)
     try:
         scheduler.tick(now)  # learns the trigger; the next fire is due a second later
+        other.tick(now)
         with caplog.at_level(logging.INFO, logger="command_side.execution.scheduler"):
             assert scheduler.tick(now + 1) == []
+            assert other.tick(now + 1) == []
         refused = [r for r in caplog.records if "not started" in r.getMessage()]
         assert refused and all(r.levelno == logging.WARNING for r in refused)
         assert "steps.elsewhere" in refused[0].getMessage()
+        assert not [r for r in caplog.records if "could not be recorded" in r.getMessage()]
+        recorded = store.get(Execution, fire_id(workflow_id, "cron", now + 1))
+        assert recorded.status == "FAILED" and recorded.admitted_at is None
+        assert recorded.error is not None and "the cron fire could not start" in recorded.error
+        assert "steps.elsewhere" in recorded.error
+        assert recorded.trigger == {"kind": "cron", "node_id": "cron", "at": now + 1}
+        assert len(recorded.collect_events()) == 0 and recorded.version == 2  # started, failed
+        assert scheduler.tick(now + 2) == []  # tried again, refused again, recorded again
+        assert store.get(Execution, fire_id(workflow_id, "cron", now + 2)).status == "FAILED"
     finally:
-        scheduler.workflows.close()
-        scheduler.executions.close()
+        store.close()
+        for s in (scheduler, other):
+            s.workflows.close()
+            s.executions.close()
 
 
 LOCKER = Meta(actor_id="ada", workspace_id="ws1", client_op_id=None)
