@@ -137,7 +137,8 @@ _DATA.update(
             "steps_scope": _OPT_STR,
             "inline_steps": {"type": ["array", "null"], "items": _STR},
             "loop_rule": _OPT_INT,
-            # A retry from a loop step: {node_id: {items, done: {index: {child_id, output}}}}.
+            # A retry from a loop step:
+            # {node_id: {items, body: {workflow_id, version}, done: {index: {child_id, output}}}}.
             "reused_items": _OPT_OBJ,
         },
         "execution.ExecutionAdmitted": {"admitted_at": _NUM},
@@ -185,8 +186,8 @@ _DATA.update(
         "execution.LoopItems": {"node_id": _STR, "items": {"type": "array"}, "body": _OBJ},
         "execution.ItemsReused": {
             **_STEP,
-            # By index (a string): {child_id, output} of the item in the execution retried.
-            "items": _OBJ,
+            # The item indices done with their outputs in ExecutionStarted.reused_items.
+            "indices": {"type": "array", "items": _INT},
             "from_execution": _STR,
         },
         "execution.ChildStarted": {

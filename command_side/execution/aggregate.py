@@ -220,8 +220,8 @@ class Execution(Aggregate):
         self.parent = parent
         self.retry_of = retry_of
         self.reused = dict(reused or {})
-        #: A retry from a loop step: that loop's items and, per index (a string), what its
-        #: item that succeeded in the execution retried gave ({child_id, output}).
+        #: A retry from a loop step: that loop's items and body, and per index (a string) what
+        #: its item that succeeded in the execution retried gave ({child_id, output}).
         self.reused_items = dict(reused_items or {})
         self.max_concurrency = max_concurrency
         self.timeout_s = timeout_s
@@ -947,7 +947,7 @@ class Execution(Aggregate):
                 node_id, attempt, [], None, None, now, now, actor_id, self.workspace_id
             )
             return True
-        done = self._done_before(node_id, kind, items)
+        done = self._done_before(node_id, kind, items, pinned)
         if done:
             self._items_reused(
                 node_id, attempt, done, str(self.retry_of or ""), actor_id, self.workspace_id
@@ -958,15 +958,17 @@ class Execution(Aggregate):
         self._more_children(node_id, attempt, actor_id)
         return False
 
-    def _done_before(self, node_id: str, kind: str, items: list[Any]) -> dict[str, dict[str, Any]]:
+    def _done_before(self, node_id: str, kind: str, items: list[Any], body: Pinned) -> list[int]:
         """The items of a loop this retry starts from that succeeded in the execution retried
-        (their side effects happened; their outputs are recorded), when its items are the same
-        ones: by index, {child_id, output}."""
+        (their side effects happened; their outputs are recorded), when they are the same
+        items run by the same body (a `body_workflow_id` may have a newer version now)."""
         recorded = self.reused_items.get(node_id)
         if kind != "control.loop" or not recorded or recorded.get("items") != items:
-            return {}
-        done: dict[str, dict[str, Any]] = recorded.get("done") or {}
-        return done
+            return []
+        ran = recorded.get("body") or {}
+        if (ran.get("workflow_id"), ran.get("version")) != (body.workflow_id, body.version):
+            return []
+        return sorted(int(index) for index in recorded.get("done") or {})
 
     def _body(self, node_id: str, config: dict[str, Any], env: Surroundings) -> Pinned:
         if config.get("body_workflow_id"):
@@ -1004,25 +1006,27 @@ class Execution(Aggregate):
         self,
         node_id: str,
         attempt: int,
-        items: dict[str, dict[str, Any]],
+        indices: list[int],
         from_execution: str,
         actor_id: str,
         workspace_id: str,
     ) -> None:
         """Items of a loop a retry starts from that succeeded in the execution retried: done
-        here with the outputs recorded there, their children not run again."""
+        here with the outputs recorded there (`reused_items`), their children not run again."""
+        done = self.reused_items[node_id]["done"]
         records = self.children.setdefault(node_id, {})
-        for index, done in items.items():
-            records[int(index)] = {
-                "child_id": done.get("child_id"),
+        for index in indices:
+            recorded = done[str(index)]
+            records[index] = {
+                "child_id": recorded.get("child_id"),
                 "workflow_id": self.bodies[node_id].workflow_id,
                 "workflow_version": self.bodies[node_id].version,
                 "status": "SUCCEEDED",
-                "output": done.get("output"),
+                "output": recorded.get("output"),
                 "error": None,
                 "reused_from": from_execution,
             }
-        self.items_reused[node_id] = sorted(int(i) for i in items)
+        self.items_reused[node_id] = sorted(indices)
 
     def _composed(self, env: Surroundings, value: Any) -> Any:
         """An output made of other steps' outputs (a merge's, a loop's, a subworkflow's),

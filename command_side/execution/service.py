@@ -424,10 +424,16 @@ class ExecutionService:
             # A loop's item or a subworkflow's run, retried on its own: what its templates
             # saw of the execution that started it.
             outer_steps=original.outer_steps,
-            reused_items=_items_done(original, from_node),
+            reused_items=_items_done(original, from_node, self._child),
         )
         self._save_new(execution)
         return execution.id
+
+    def _child(self, execution_id: UUID) -> Execution | None:
+        try:
+            return self.executions.get(Execution, execution_id)
+        except NotFound:
+            return None
 
     def replay(
         self,
@@ -541,21 +547,36 @@ def _downstream(edges: Iterable[Edge], node_id: str) -> set[str]:
     return seen
 
 
-def _items_done(original: Execution, node_id: str) -> dict[str, Any]:
+def _items_done(
+    original: Execution, node_id: str, child: Callable[[UUID], Execution | None]
+) -> dict[str, Any]:
     """A retry from a loop step takes over the items that succeeded in its last attempt
-    (their side effects happened once): the loop's items, and by index (a string) what each
-    of those gave. Nothing for any other step."""
+    (their side effects happened once): the loop's items and body, and by index (a string)
+    what each of those gave. An item the loop stopped waiting for (a sibling failed first)
+    counts by its own execution's end (`child` reads one). Nothing for any other step."""
     if original.plan.nodes[node_id]["type"] != "control.loop":
         return {}
-    records = original.children.get(node_id) or {}
-    done = {
-        str(index): {"child_id": record["child_id"], "output": record["output"]}
-        for index, record in records.items()
-        if index is not None and record["status"] == "SUCCEEDED"
-    }
-    if not done:
+    done: dict[str, dict[str, Any]] = {}
+    for index, record in (original.children.get(node_id) or {}).items():
+        if index is None:
+            continue
+        status, output = record["status"], record["output"]
+        if status == "RUNNING":
+            ran = child(UUID(str(record["child_id"])))
+            if ran is not None and ran.status == "SUCCEEDED":
+                status, output = ran.status, ran.output
+        if status == "SUCCEEDED":
+            done[str(index)] = {"child_id": record["child_id"], "output": output}
+    body = original.bodies.get(node_id)
+    if not done or body is None:
         return {}
-    return {node_id: {"items": original.loop_items.get(node_id, []), "done": done}}
+    return {
+        node_id: {
+            "items": original.loop_items.get(node_id, []),
+            "body": {"workflow_id": body.workflow_id, "version": body.version},
+            "done": done,
+        }
+    }
 
 
 #: Inputs from outside the decision (runner reports, finished children, timers, admission):
@@ -623,7 +644,7 @@ def _decision(e: Any, env: Isolated) -> tuple[Any, ...]:
     if kind == "LoopItems":
         return (kind, e.node_id, j(e.items))
     if kind == "ItemsReused":
-        return (kind, e.node_id, e.attempt, j(sorted(e.items, key=int)))
+        return (kind, e.node_id, e.attempt, j(e.indices))
     if kind == "EdgesRouted":
         return (kind, e.node_id, e.attempt, j(e.blocked), e.error)
     return (kind, getattr(e, "node_id", ""), getattr(e, "attempt", None))

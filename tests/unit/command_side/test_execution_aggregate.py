@@ -440,6 +440,8 @@ LOOP_OF_FOUR = {
     "body": node(fields={"x": "{{ inputs.item }}"}),
     "after": node(),
 }
+#: The loop's own body, as `started` pins it (its workflow's id and version).
+BODY = {"workflow_id": "w1", "version": 3}
 LOOP_EDGES: list[tuple[str, str] | tuple[str, str, str]] = [
     ("start", "each"), ("each", "body"), ("body", "each"), ("each", "after"),
 ]  # fmt: skip
@@ -454,7 +456,7 @@ def test_a_retry_from_a_loop_runs_only_the_items_that_did_not_succeed_before() -
     }
     execution = started(
         LOOP_OF_FOUR, LOOP_EDGES, retry_of="old",
-        reused_items={"each": {"items": [1, 2, 3, 4], "done": done}},
+        reused_items={"each": {"items": [1, 2, 3, 4], "body": BODY, "done": done}},
     )  # fmt: skip
     execution.admit(0.0, "o")
     assert [c.inputs for c in execution.new_children] == [{"item": 1, "index": 0}]
@@ -480,7 +482,7 @@ def test_a_retry_from_a_loop_whose_items_all_succeeded_before_starts_no_child() 
     done = {str(i): {"child_id": f"c{i}", "output": i} for i in range(4)}
     execution = started(
         LOOP_OF_FOUR, LOOP_EDGES, retry_of="old",
-        reused_items={"each": {"items": [1, 2, 3, 4], "done": done}},
+        reused_items={"each": {"items": [1, 2, 3, 4], "body": BODY, "done": done}},
     )  # fmt: skip
     execution.admit(0.0, "o")
     assert execution.new_children == []
@@ -493,11 +495,60 @@ def test_a_retry_from_a_loop_whose_items_changed_runs_every_item() -> None:
     done = {"0": {"child_id": "c0", "output": 0}}
     execution = started(
         LOOP_OF_FOUR, LOOP_EDGES, retry_of="old",
-        reused_items={"each": {"items": [9, 2, 3, 4], "done": done}},
+        reused_items={"each": {"items": [9, 2, 3, 4], "body": BODY, "done": done}},
     )  # fmt: skip
     execution.admit(0.0, "o")
     assert [c.inputs["index"] for c in execution.new_children] == [0]
     assert execution.items_reused == {"each": []}
+
+
+def test_a_retry_from_a_loop_whose_body_is_another_version_now_runs_every_item() -> None:
+    """A `body_workflow_id` runs its latest published version: outputs of the version the
+    retried execution ran would not mix with those of the one it runs now."""
+    done = {"0": {"child_id": "c0", "output": 0}}
+    execution = started(
+        LOOP_OF_FOUR, LOOP_EDGES, retry_of="old",
+        reused_items={"each": {"items": [1, 2, 3, 4], "body": {**BODY, "version": 2},
+                               "done": done}},
+    )  # fmt: skip
+    execution.admit(0.0, "o")
+    assert [c.inputs["index"] for c in execution.new_children] == [0]
+
+
+def test_a_retried_loop_keeps_its_items_across_its_own_attempts_and_replays_the_same() -> None:
+    """The loop fails again in the retry and its `retry` policy runs it again after a
+    backoff: the items taken over stay taken over; the ones this execution ran run again.
+    Replay reads the restart as the timer's doing and finds every decision the same."""
+    from command_side.execution.service import replay_events
+
+    nodes = {
+        **LOOP_OF_FOUR,
+        "each": node(
+            "control.loop", items="{{ [1, 2, 3, 4] }}", concurrency=1,
+            retry={"max_attempts": 2, "initial_interval_s": 1},
+        ),
+    }  # fmt: skip
+    done = {"1": {"child_id": "c1", "output": 2}, "3": {"child_id": "c3", "output": 4}}
+    execution = started(
+        nodes, LOOP_EDGES, retry_of="old",
+        reused_items={"each": {"items": [1, 2, 3, 4], "body": BODY, "done": done}},
+    )  # fmt: skip
+    execution.admit(0.0, "o")
+    first = execution.children["each"][0]["child_id"]
+    execution.child_finished("each", 1, 0, first, "FAILED", None, "boom", 1.0, "o")
+    assert execution.steps["each"].status == "scheduled"  # attempt 2 waits its backoff
+    execution.new_children = []
+    execution.wake(2.5, "o")
+    assert execution.items_reused["each"] == [1, 3]
+    assert [c.inputs["index"] for c in execution.new_children] == [0]
+    for index, output in ((0, 1), (2, 3)):
+        record = execution.children["each"][index]
+        execution.child_finished(
+            "each", 2, index, record["child_id"], "SUCCEEDED", output, None, 3.0 + index, "o"
+        )
+    assert execution.steps["each"].output == [1, 2, 3, 4]
+    events = execution.collect_events()
+    assert replay_events(events, "e", execution.status).deterministic
 
 
 def test_an_execution_started_before_reused_items_existed_reuses_no_item() -> None:

@@ -62,7 +62,8 @@ def recorded() -> list[Any]:
         edges=[{"source": "start", "target": "each"},
                {"source": "each", "target": "body", "label": "body"}],
         start="start", inputs={}, actor_id="u", workspace_id="ws", retry_of="e0",
-        reused_items={"each": {"items": [1, 2], "done": {"0": {"child_id": "c", "output": {}}}}},
+        reused_items={"each": {"items": [1, 2], "body": {"workflow_id": "w", "version": 1},
+                               "done": {"0": {"child_id": "c", "output": {}}}}},
     )  # fmt: skip
     looped.admit(0.0, "o", env)
     execution.admit(0.0, "o", env)
