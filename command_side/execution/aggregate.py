@@ -247,6 +247,11 @@ class Execution(Aggregate):
         self.loop_items: dict[str, list[Any]] = {}
         #: Loop node → the indices of its items taken from the execution retried (sorted).
         self.items_reused: dict[str, list[int]] = {}
+        #: Loop/subworkflow node → the indices of its children still running, and how many of
+        #: its children ended other than SUCCEEDED (kept with `children`, so that a loop of
+        #: many items is not counted over at each child's end).
+        self.children_running: dict[str, set[int | None]] = {}
+        self.children_unsuccessful: dict[str, int] = {}
         #: The graph each loop/subworkflow step's children run (pinned when it began).
         self.bodies: dict[str, Pinned] = {}
         #: Children decided but not created yet, and running children no longer waited for
@@ -1000,6 +1005,8 @@ class Execution(Aggregate):
         )
         self.children[node_id] = {}
         self.items_reused[node_id] = []
+        self.children_running[node_id] = set()
+        self.children_unsuccessful[node_id] = 0
 
     @event("ItemsReused")
     def _items_reused(
@@ -1047,7 +1054,7 @@ class Execution(Aggregate):
                 and step.started
                 and self._current(node_id, step.attempt)
                 and len(records) < len(self.loop_items.get(node_id, ()))
-                and all(r["status"] in ("RUNNING", "SUCCEEDED") for r in records.values())
+                and not self.children_unsuccessful.get(node_id)
             ):
                 self._more_children(node_id, step.attempt, actor_id)
 
@@ -1060,7 +1067,7 @@ class Execution(Aggregate):
         own_body = kind == "control.loop" and not config.get("body_workflow_id")
         items = self.loop_items[node_id]
         records = self.children[node_id]
-        running = sum(1 for r in records.values() if r["status"] == "RUNNING")
+        running = len(self.children_running.get(node_id, ()))
         reused = self.items_reused.get(node_id) or []
         # Items start in order, skipping those a retry took over.
         started = len(records) - len(reused)
@@ -1133,6 +1140,7 @@ class Execution(Aggregate):
             "output": None,
             "error": None,
         }
+        self.children_running.setdefault(node_id, set()).add(index)
 
     def child_finished(
         self,
@@ -1213,14 +1221,17 @@ class Execution(Aggregate):
         workspace_id: str,
     ) -> None:
         record = self.children[node_id][index]
+        if record["status"] == "RUNNING":
+            self.children_running.get(node_id, set()).discard(index)
+        if status != "SUCCEEDED":
+            self.children_unsuccessful[node_id] = self.children_unsuccessful.get(node_id, 0) + 1
         record.update(status=status, output=output, error=error)
 
     def running_children(self) -> list[str]:
         return [
-            r["child_id"]
-            for records in self.children.values()
-            for r in records.values()
-            if r["status"] == "RUNNING"
+            self.children[node_id][index]["child_id"]
+            for node_id, running in self.children_running.items()
+            for index in sorted(running, key=lambda i: -1 if i is None else i)
         ]
 
     # -- the end -----------------------------------------------------------------------------

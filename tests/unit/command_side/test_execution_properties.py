@@ -86,6 +86,19 @@ def fold(events: list[Any]) -> Execution:
     return reduce(lambda aggregate, e: e.mutate(aggregate), events, None)  # type: ignore[arg-type,return-value]
 
 
+def assert_child_counts(execution: Execution) -> None:
+    """What the aggregate keeps counted of its children is what its records say."""
+    records = execution.children
+    assert execution.running_children() == [
+        r["child_id"] for rs in records.values() for r in rs.values() if r["status"] == "RUNNING"
+    ]
+    assert {n: c for n, c in execution.children_unsuccessful.items() if c} == {
+        n: k
+        for n, rs in records.items()
+        if (k := sum(1 for r in rs.values() if r["status"] not in ("RUNNING", "SUCCEEDED")))
+    }
+
+
 @settings(max_examples=150, deadline=None)
 @given(
     workflows(),
@@ -148,6 +161,7 @@ def test_events_fold_back_and_replay_finds_no_divergence(
             execution.overdue(now, 50.0, {})
         execution.advance(now, "o", env)
         execution.wake(now + 1000.0, "o", env)
+        assert_child_counts(execution)
     assert execution.finished, execution.steps
     events = execution.collect_events()
     if inline:  # no transform ever reached a runner
@@ -159,6 +173,7 @@ def test_events_fold_back_and_replay_finds_no_divergence(
     kinds = [type(e).__name__ for e in events]
     assert kinds.count("ExecutionFinished") == 1 and kinds[-1] == "ExecutionFinished"
     again = fold(events)
+    assert_child_counts(again)
     assert (again.status, again.error, again.output) == (
         execution.status,
         execution.error,
