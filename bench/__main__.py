@@ -15,6 +15,7 @@ from bench import (
     fanout_floor,
     lag,
     latency,
+    loop_decisions,
     replay,
 )
 
@@ -26,6 +27,7 @@ def main() -> None:
         latency.run,
         lag.run,
         replay.run,
+        loop_decisions.run,
         executions.run,
         browser.run,
         desktop.run,
