@@ -50,6 +50,9 @@ class CronTrigger:
     expression: str
     timezone: str
     next_fire: float
+    #: The reason a fire of this schedule (of this published version) was last refused and
+    #: recorded for: the same refusal again is only logged, not recorded every fire.
+    refused: str | None = None
 
 
 def fire_id(workflow_id: str, node_id: str, at: float) -> UUID:
@@ -175,7 +178,8 @@ class Scheduler:
                         "cron %s/%s at %s not started: %s",
                         trigger.workflow_id, trigger.node_id, at, exc,
                     )  # fmt: skip
-                    if isinstance(exc, ValidationFailed):
+                    if isinstance(exc, ValidationFailed) and str(exc) != trigger.refused:
+                        trigger.refused = str(exc)
                         self._record_refused(trigger, at, now, execution_id, str(exc))
         self.started += started
         return started
@@ -184,7 +188,9 @@ class Scheduler:
         self, trigger: CronTrigger, at: float, now: float, execution_id: UUID, reason: str
     ) -> None:
         """The fire as a FAILED execution with the reason, where the workflow's owner looks
-        (its executions), once however many schedulers refused it."""
+        (its executions), once however many schedulers refused it. Only the first fire a
+        published version's schedule refuses for a reason is recorded (a schedule of every
+        second would otherwise record 86,400 a day); a new version starts again."""
         try:
             self.service.record_refused(
                 trigger.workspace_id,
@@ -198,10 +204,10 @@ class Scheduler:
             )
         except Conflict:
             pass  # another scheduler recorded it
-        except Exception as exc:  # a graph too broken to record: the log line above stays
+        except Exception:  # a graph too broken to record: the log line above stays
             log.warning(
-                "cron %s/%s at %s: the refusal could not be recorded: %s",
-                trigger.workflow_id, trigger.node_id, at, exc,
+                "cron %s/%s at %s: the refusal could not be recorded",
+                trigger.workflow_id, trigger.node_id, at, exc_info=True,
             )  # fmt: skip
 
     def _follow(self, now: float) -> None:

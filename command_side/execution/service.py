@@ -260,8 +260,9 @@ class ExecutionService:
         when `execution_id` exists (recorded already)."""
         pinned, _ = self._pinned(workspace_id, workflow_id, None, False)
         execution = self._new(
-            workspace_id, actor_id, pinned, start_node, dict(inputs), dict(trigger), execution_id
-        )
+            workspace_id, actor_id, pinned, start_node, dict(inputs), dict(trigger), execution_id,
+            variables={},  # nothing runs: the workspace's variables need not be copied
+        )  # fmt: skip
         execution.refuse(reason, actor_id)
         self._save_new(execution)
         return execution.id
@@ -275,6 +276,7 @@ class ExecutionService:
         inputs: dict[str, Any],
         trigger: dict[str, Any],
         execution_id: UUID | None,
+        variables: dict[str, Any] | None = None,
     ) -> Execution:
         triggers = [n for n in pinned.nodes.values() if n["type"].startswith("trigger.")]
         limits = [
@@ -296,7 +298,7 @@ class ExecutionService:
             trigger=trigger,
             max_concurrency=min(limits) if limits else None,
             timeout_s=float(timeout) if timeout else None,
-            vars=self.variables(workspace_id),
+            vars=self.variables(workspace_id) if variables is None else variables,
             steps_scope=STEPS_UPSTREAM,
             inline_steps=list(INLINE),
             loop_rule=LOOP_RULE,
@@ -355,6 +357,14 @@ class ExecutionService:
         original = self.load(workspace_id, execution_id)
         if not original.finished:
             raise ValidationFailed("only a finished execution can be retried", field="executionId")
+        if original.admitted_at is None and original.status == "FAILED":
+            # Refused before any step (a cron fire its version could not run): nothing ran
+            # to start again from, and its graph is one the checks refused.
+            raise ValidationFailed(
+                f"the execution never started ({original.error}); fix the workflow, publish "
+                "it and start it again",
+                field="executionId",
+            )
         plan = original.plan
         handled = {e.source for e in plan.edges if e.label == "error"}
         if from_node is None:
