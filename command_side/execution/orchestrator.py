@@ -399,7 +399,8 @@ class Orchestrator:
                 if not future.succeeded():
                     failed += 1
                 elif self._mine(_uuid(task.get("execution_id"))):
-                    # A child's first task is sent by its parent's owner: its own owner
+                    # Another instance's execution (a child's first task comes from its
+                    # parent's owner, a parent's next one from its child's): its owner
                     # judges it by the queue timeout alone.
                     self._waiting.sent(task, future.value)
         except KafkaError as exc:
