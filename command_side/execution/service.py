@@ -434,12 +434,12 @@ class ExecutionService:
             # A loop's item or a subworkflow's run, retried on its own: what its templates
             # saw of the execution that started it.
             outer_steps=original.outer_steps,
-            reused_items=_items_done(original, from_node, self._child),
+            reused_items=_items_done(original, from_node, self._execution_or_none),
         )
         self._save_new(execution)
         return execution.id
 
-    def _child(self, execution_id: UUID) -> Execution | None:
+    def _execution_or_none(self, execution_id: UUID) -> Execution | None:
         try:
             return self.executions.get(Execution, execution_id)
         except NotFound:
@@ -557,22 +557,34 @@ def _downstream(edges: Iterable[Edge], node_id: str) -> set[str]:
     return seen
 
 
+#: How far back a retry looks for the execution that ran a loop its retried one took over.
+MAX_RETRY_CHAIN = 20
+
+
 def _items_done(
-    original: Execution, node_id: str, child: Callable[[UUID], Execution | None]
+    original: Execution,
+    node_id: str,
+    load: Callable[[UUID], Execution | None],
+    depth: int = 0,
 ) -> dict[str, Any]:
     """A retry from a loop step takes over the items that succeeded in its last attempt
     (their side effects happened once): the loop's items and body, and by index (a string)
     what each of those gave. An item the loop stopped waiting for (a sibling failed first)
-    counts by its own execution's end (`child` reads one). Nothing for any other step."""
+    counts by its own execution's end (`load` reads an execution). A loop the retried
+    execution took over whole from the one it retried ran its items there. Nothing for any
+    other step."""
     if original.plan.nodes[node_id]["type"] != "control.loop":
         return {}
+    if node_id in original.reused and original.retry_of and depth < MAX_RETRY_CHAIN:
+        earlier = load(UUID(str(original.retry_of)))
+        return {} if earlier is None else _items_done(earlier, node_id, load, depth + 1)
     done: dict[str, dict[str, Any]] = {}
     for index, record in (original.children.get(node_id) or {}).items():
         if index is None:
             continue
         status, output = record["status"], record["output"]
         if status == "RUNNING":
-            ran = child(UUID(str(record["child_id"])))
+            ran = load(UUID(str(record["child_id"])))
             if ran is not None and ran.status == "SUCCEEDED":
                 status, output = ran.status, ran.output
         if status == "SUCCEEDED":

@@ -72,3 +72,19 @@ def test_an_item_cancelled_or_unknown_runs_again() -> None:
 
 def test_a_step_other_than_a_loop_takes_nothing_over() -> None:
     assert _items_done(failed_loop(), "start", lambda _: None) == {}
+
+
+def test_a_loop_the_retried_execution_took_over_whole_takes_its_items_from_where_they_ran() -> None:
+    """R1 retried the original from a step after the loop (the loop reused whole, no child
+    of its own); R2 retries R1 from the loop: the items ran in the original."""
+    original = failed_loop()
+    retried = Execution(
+        execution_id=uuid4(), workflow_id="w1", workflow_version=3,
+        nodes=original.graph["nodes"], edges=original.graph["edges"], start="start",
+        inputs={}, actor_id="u", workspace_id="ws", loop_rule=LOOP_RULE,
+        retry_of=str(original.id), reused={"each": {"output": [10, None, None]}},
+    )  # fmt: skip
+    loaded = {original.id: original}
+    taken = _items_done(retried, "each", lambda i: loaded.get(i))
+    assert sorted(taken["each"]["done"]) == ["0"]
+    assert _items_done(retried, "each", lambda _: None) == {}  # the original is gone
