@@ -203,7 +203,10 @@ class Scheduler:
                 execution_id=execution_id,
             )
         except Conflict:
-            pass  # another scheduler recorded it
+            log.info(
+                "cron %s/%s at %s: its refusal was recorded by another scheduler",
+                trigger.workflow_id, trigger.node_id, at,
+            )  # fmt: skip
         except Exception:  # a graph too broken to record: the log line above stays
             log.warning(
                 "cron %s/%s at %s: the refusal could not be recorded",

@@ -54,8 +54,10 @@ class Sent:
     group: str
     partition: TopicPartition
     offset: int
-    #: When the queue timeout would call it lost (from its acknowledgement or last sighting).
-    due: float
+    #: When it was acknowledged, then when a read last found it waiting (`found`): its queue
+    #: timeout counts from there.
+    since: float
+    found: bool = False
 
 
 class WaitingTasks:
@@ -77,8 +79,6 @@ class WaitingTasks:
         self._lock = threading.Lock()
         #: execution → "<node>:<attempt>" → where its task is.
         self._sent: dict[UUID, dict[str, Sent]] = {}
-        #: execution → "<node>:<attempt>" → when a read last found it waiting.
-        self._since: dict[UUID, dict[str, float]] = {}
         #: execution → "<node>:<attempt>" → when a read found it taken (until `look` hands it on).
         self._taken: dict[UUID, dict[str, float]] = {}
         #: The highest acknowledged offset of each partition.
@@ -97,7 +97,7 @@ class WaitingTasks:
             kafka.runner_group(str(task.get("pool") or "default")),
             tp,
             offset,
-            self._clock() + self._queue_s,
+            self._clock(),
         )
         key = f"{task['node_id']}:{task['attempt']}"
         with self._lock:
@@ -125,14 +125,13 @@ class WaitingTasks:
     def forget(self, execution_id: UUID) -> None:
         with self._lock:
             self._sent.pop(execution_id, None)
-            self._since.pop(execution_id, None)
             self._taken.pop(execution_id, None)
 
     def forget_all(self) -> None:
         """The log the tasks were written to may be gone (a broker that came back empty
         starts its offsets again): what was known of them says nothing any more."""
         with self._lock:
-            for known in (self._sent, self._since, self._taken, self._high, self._committed):
+            for known in (self._sent, self._taken, self._high, self._committed):
                 known.clear()
 
     def known(self) -> list[UUID]:
@@ -142,7 +141,8 @@ class WaitingTasks:
     def since(self, execution_id: UUID) -> dict[str, float]:
         """When each of the execution's unheard tasks was last found waiting in its topic."""
         with self._lock:
-            return dict(self._since.get(execution_id, {}))
+            tasks = self._sent.get(execution_id, {})
+            return {key: where.since for key, where in tasks.items() if where.found}
 
     def look(self, execution_id: UUID, heard: dict[str, float]) -> None:
         """Hand on the execution's tasks found taken since the last look: each counts as
@@ -173,9 +173,9 @@ class WaitingTasks:
                 _close(admin)
 
     def _wanted(self) -> bool:
-        soon = self._clock() + self._lead_s
+        soon = self._clock() + self._lead_s - self._queue_s
         with self._lock:
-            return any(w.due <= soon for tasks in self._sent.values() for w in tasks.values())
+            return any(w.since <= soon for tasks in self._sent.values() for w in tasks.values())
 
     def read(self) -> bool:
         """Read the committed offsets of the groups of known tasks, and sort the tasks:
@@ -224,8 +224,7 @@ class WaitingTasks:
                     self._forget_task(execution_id, key)
                     self._taken.setdefault(execution_id, {})[key] = at
                 else:
-                    where.due = at + self._queue_s
-                    self._since.setdefault(execution_id, {})[key] = at
+                    where.since, where.found = at, True
 
     def _drop(self, matches: Callable[[Sent], bool]) -> None:
         for execution_id, tasks in list(self._sent.items()):
@@ -233,10 +232,9 @@ class WaitingTasks:
                 self._forget_task(execution_id, key)
 
     def _forget_task(self, execution_id: UUID, key: str) -> None:
-        for known in (self._sent, self._since):
-            tasks = known.get(execution_id)
-            if tasks is not None and tasks.pop(key, None) is not None and not tasks:
-                del known[execution_id]
+        tasks = self._sent.get(execution_id)
+        if tasks is not None and tasks.pop(key, None) is not None and not tasks:
+            del self._sent[execution_id]
 
     def _connect(self) -> kafka.AdminClient:
         return kafka.AdminClient(
